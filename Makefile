@@ -1,0 +1,43 @@
+# One entry point per job. `make test` and `make demo` bootstrap and build by themselves.
+SHELL := /bin/bash
+CARGO ?= cargo
+JOBS ?= 2
+export CARGO_BUILD_JOBS := $(JOBS)
+
+.PHONY: all bootstrap build wasm native test unit integration demo bench fuzz lint fmt clean
+
+all: build
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+# dist/<filter>.wasm for each filter crate, dist/ratelimit-service.
+build: bootstrap wasm native
+
+wasm:
+	@scripts/build-wasm.sh
+
+native:
+	$(CARGO) build --release -j$(JOBS) -p ratelimit-service --bins
+	@mkdir -p dist && cp target/release/ratelimit-service dist/
+	@echo "build: dist/ratelimit-service"
+
+# Every test: unit tests of all crates, then the integration suite against real Envoy/Redis.
+test: build
+	$(CARGO) test -j$(JOBS) --workspace --no-fail-fast
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy -j$(JOBS) --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+demo: build
+	$(CARGO) run --release -j$(JOBS) -p gateway-tests --bin gateway-demo
+
+bench: build
+	$(CARGO) run --release -j$(JOBS) -p gateway-tests --bin gateway-bench
+
+clean:
+	rm -rf target dist

@@ -1,0 +1,131 @@
+//! Plugin configuration parsing: JSON into typed values, errors that name the field and the reason.
+
+use serde::de::DeserializeOwned;
+use std::fmt;
+
+/// A configuration the filter refuses, with the dotted path of the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// Dotted path of the field (`rules[0].match.path_regex`); empty for the document itself.
+    pub field: String,
+    /// Why the value is refused, in words an operator can act on.
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Prefixes the field path with its parent, so nested validators can report relative paths.
+    pub fn within(mut self, parent: &str) -> Self {
+        self.field = join_path(parent, &self.field);
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "invalid configuration: {}", self.reason)
+        } else {
+            write!(
+                f,
+                "invalid configuration: field `{}`: {}",
+                self.field, self.reason
+            )
+        }
+    }
+}
+
+/// Joins a parent path and a child field or index (`a` + `b` -> `a.b`, `a` + `[0]` -> `a[0]`).
+pub fn join_path(parent: &str, child: &str) -> String {
+    match (parent.is_empty(), child.is_empty()) {
+        (true, _) => child.to_string(),
+        (false, true) => parent.to_string(),
+        (false, false) if child.starts_with('[') => format!("{parent}{child}"),
+        (false, false) => format!("{parent}.{child}"),
+    }
+}
+
+/// Parses a JSON plugin configuration. An empty configuration is refused: every filter needs one.
+pub fn parse_json_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ConfigError::new(
+            "",
+            "the plugin configuration is empty (expected a JSON object)",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => {
+            de.end().map_err(|e| ConfigError::new("", e.to_string()))?;
+            Ok(value)
+        }
+        Err(err) => {
+            let path = err.path().to_string();
+            let field = if path == "." { String::new() } else { path };
+            Err(ConfigError::new(field, err.into_inner().to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Doc {
+        rules: Vec<Rule>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Rule {
+        name: String,
+    }
+
+    #[test]
+    fn names_the_nested_field() {
+        let err =
+            parse_json_config::<Doc>(br#"{"rules":[{"name":"a"},{"nmae":"b"}]}"#).unwrap_err();
+        assert_eq!(err.field, "rules[1].nmae");
+        assert!(
+            err.reason.starts_with("unknown field `nmae`"),
+            "{}",
+            err.reason
+        );
+    }
+
+    #[test]
+    fn empty_and_trailing_garbage_are_refused() {
+        assert!(parse_json_config::<Doc>(b"  ")
+            .unwrap_err()
+            .reason
+            .contains("empty"));
+        let err = parse_json_config::<Doc>(br#"{"rules":[]} x"#).unwrap_err();
+        assert!(err.reason.contains("trailing characters"), "{}", err.reason);
+    }
+
+    #[test]
+    fn within_prefixes_paths() {
+        assert_eq!(
+            ConfigError::new("x", "r").within("rules[2]").field,
+            "rules[2].x"
+        );
+        assert_eq!(
+            ConfigError::new("[1]", "r").within("strip").field,
+            "strip[1]"
+        );
+        assert_eq!(
+            ConfigError::new("a.b", "bad").to_string(),
+            "invalid configuration: field `a.b`: bad"
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! The request or response header list as the host hands it over: one call, owned pairs.
+
+/// Header pairs in arrival order. Names are compared ASCII-case-insensitively (Envoy already
+/// lower-cases them; tests and other hosts may not). Pseudo-headers (`:path`, `:method`,
+/// `:authority`) live in the same list, as in proxy-wasm.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderMap {
+    pairs: Vec<(String, String)>,
+}
+
+impl HeaderMap {
+    pub fn new(pairs: Vec<(String, String)>) -> Self {
+        Self { pairs }
+    }
+
+    /// The first value of `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub fn method(&self) -> &str {
+        self.get(":method").unwrap_or("")
+    }
+
+    /// The full `:path`, query string included.
+    pub fn path_and_query(&self) -> &str {
+        self.get(":path").unwrap_or("")
+    }
+
+    /// `:path` without its query string.
+    pub fn path(&self) -> &str {
+        split_path(self.path_and_query()).0
+    }
+
+    /// `:authority`, falling back to `host` (HTTP/1.0 style).
+    pub fn authority(&self) -> &str {
+        self.get(":authority")
+            .or_else(|| self.get("host"))
+            .unwrap_or("")
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// Replaces every value of `name` with one value (test hosts and logic that edits a copy).
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.remove(name);
+        self.pairs
+            .push((name.to_ascii_lowercase(), value.to_string()));
+    }
+
+    pub fn append(&mut self, name: &str, value: &str) {
+        self.pairs
+            .push((name.to_ascii_lowercase(), value.to_string()));
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.pairs.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    pub fn into_pairs(self) -> Vec<(String, String)> {
+        self.pairs
+    }
+}
+
+impl From<Vec<(String, String)>> for HeaderMap {
+    fn from(pairs: Vec<(String, String)>) -> Self {
+        Self::new(pairs)
+    }
+}
+
+impl<const N: usize> From<[(&str, &str); N]> for HeaderMap {
+    fn from(pairs: [(&str, &str); N]) -> Self {
+        Self::new(
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+}
+
+/// Splits `/a/b?x=1` into (`/a/b`, `Some("x=1")`). A fragment never reaches a proxy.
+pub fn split_path(path_and_query: &str) -> (&str, Option<&str>) {
+    match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_are_case_insensitive_and_ordered() {
+        let mut h = HeaderMap::from([
+            (":path", "/a?x=1"),
+            ("X-A", "1"),
+            ("x-a", "2"),
+            ("host", "h.example"),
+        ]);
+        assert_eq!(h.get("x-a"), Some("1"));
+        assert_eq!(h.get_all("X-A").collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(h.path(), "/a");
+        assert_eq!(h.authority(), "h.example");
+        h.set("x-a", "3");
+        assert_eq!(h.get_all("x-a").collect::<Vec<_>>(), ["3"]);
+        h.remove("X-A");
+        assert!(!h.contains("x-a"));
+    }
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Builds every proxy-wasm filter crate for wasm32-wasip1 and copies it to dist/<crate>.wasm.
+#
+# Uses rustup's wasm32-wasip1 target when it is installed (a normal developer machine).
+# Otherwise uses Debian's rustc-web with its standard-library source, building std for the
+# target with -Zbuild-std (rustup cannot download targets on the project's build machines).
+# Usage: scripts/build-wasm.sh [crate ...]   (default: all filter crates)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FILTERS=(transform passthrough jwt-auth tenant-cache-key gateway-bundle)
+if [ $# -gt 0 ]; then FILTERS=("$@"); fi
+present=()
+for f in "${FILTERS[@]}"; do [ -f "filters/$f/Cargo.toml" ] && present+=("$f"); done
+
+pkgs=()
+for f in "${present[@]}"; do pkgs+=(-p "$f"); done
+export CARGO_TARGET_DIR="${WASM_TARGET_DIR:-$PWD/target/wasm}"
+JOBS="${CARGO_BUILD_JOBS:-2}"
+
+if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+  cargo build -j"$JOBS" --profile wasm --target wasm32-wasip1 "${pkgs[@]}"
+elif [ -x /usr/bin/cargo ] && [ -d /usr/lib/rustlib/src/rust/library ]; then
+  WASM_LD=$(ls /usr/lib/llvm-*/bin/wasm-ld 2>/dev/null | sort -V | tail -n1)
+  [ -n "$WASM_LD" ] || { echo "build-wasm: wasm-ld not found; run scripts/bootstrap.sh" >&2; exit 1; }
+  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+  RUSTFLAGS="-C linker=$WASM_LD -L /usr/lib/wasm32-wasi" \
+    /usr/bin/cargo build -j"$JOBS" --profile wasm --target wasm32-wasip1 \
+      -Zbuild-std=std,panic_abort "${pkgs[@]}"
+else
+  echo "build-wasm: no wasm32-wasip1 toolchain; run scripts/bootstrap.sh" >&2
+  exit 1
+fi
+
+mkdir -p dist
+for f in "${present[@]}"; do
+  name=${f//-/_}
+  cp "$CARGO_TARGET_DIR/wasm32-wasip1/wasm/$name.wasm" "dist/$name.wasm"
+  printf 'build-wasm: dist/%s.wasm (%s bytes)\n' "$name" "$(stat -c %s "dist/$name.wasm")"
+done

