@@ -20,7 +20,7 @@ need_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok
 if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
   say "wasm toolchain: rustup target wasm32-wasip1 is installed; using it"
 else
-  for p in rustc-web cargo-web rust-web-src lld-22 wasi-libc; do need_pkg "$p"; done
+  for p in rustc-web cargo-web rust-web-src rust-web-clippy lld-22 wasi-libc; do need_pkg "$p"; done
 fi
 need_pkg redis-server
 need_pkg protobuf-compiler

@@ -10,8 +10,10 @@
 //!   the install command when one is missing.
 //! - [`wait`]: polling with a deadline instead of sleeps.
 
+pub mod bench;
 pub mod chain;
 pub mod envoy;
+pub mod ratelimit;
 pub mod redis;
 pub mod template;
 pub mod tools;

@@ -111,7 +111,17 @@ impl Upstream {
     pub async fn start(
         handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
     ) -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0", handler).await
+    }
+
+    /// The same on a given address (the demo uses fixed ports so its curl commands are stable).
+    pub async fn start_on(
+        addr: &str,
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
         let addr = listener.local_addr()?;
         let requests = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<Handler> = Arc::new(handler);

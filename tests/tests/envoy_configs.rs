@@ -38,6 +38,8 @@ fn sample(name: &str) -> Option<String> {
             dist(&n.trim_end_matches("_WASM").to_ascii_lowercase()).ok()?
         }
         "HTTP_FILTERS" => chain::with_router(vec![chain::wasm("passthrough", &json!({})).ok()?]),
+        "JSON_BODY" => template::yaml_string("{\"a\":1}"),
+        "FAILURE_MODE_DENY" => "true".to_string(),
         "DIST" => tools::repo_root().join("dist").display().to_string(),
         "CERT_DIR" => std::env::temp_dir().display().to_string(),
         _ => return None,

@@ -13,10 +13,16 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// The reason is kept on one line (some errors, e.g. the regex crate's, span several), so
+    /// it reads as one log line in Envoy.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        let mut reason = reason.into();
+        if reason.contains('\n') {
+            reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+        }
         Self {
             field: field.into(),
-            reason: reason.into(),
+            reason,
         }
     }
 

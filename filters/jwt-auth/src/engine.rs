@@ -1,0 +1,391 @@
+//! The per-request decision, host-free: find the rule, extract and verify tokens (through the
+//! verified-token cache), evaluate the requirement and authorization, and compute the header
+//! edits for the upstream. Keys and revocation come in through small traits; time is passed in.
+
+use crate::cache::{TokenCache, VerifiedToken};
+use crate::claims::{self, lookup};
+use crate::config::{FilterConfig, KeySource, Provider, USER_ID_HEADER};
+use crate::jwks::KeySet;
+use crate::jwks_cache::KeyRequest;
+use crate::outcome::Denial;
+use crate::rules::{evaluate, find_rule, ProviderCheck, ProviderId, Verdict};
+use crate::token::{self, Extracted, TokenLocation};
+use crate::verify::{self, VerifyError};
+use filter_core::HeaderMap;
+use serde_json::{Map, Value};
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// The remote JWKS machinery as the engine sees it (the glue backs it with shared data and
+/// `dispatch_http_call`; tests with a map).
+pub trait KeyStore {
+    /// The provider's keys if they may be used at `now_ms` (fresh, or stale within max_stale).
+    fn keys(&self, provider: ProviderId, now_ms: u64) -> Option<Arc<KeySet>>;
+    /// A request needs keys this provider does not have (none yet, or an unknown `kid`).
+    fn request_keys(&mut self, provider: ProviderId, now_ms: u64) -> KeyRequest;
+}
+
+/// Revocation hook (planned: a list synced from the rate-limit service into shared data).
+/// Checked on every accepted token, cached or not.
+pub trait Revocation {
+    fn is_revoked(&self, provider: &Provider, claims: &Map<String, Value>) -> bool;
+}
+
+/// No revocation list configured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoRevocation;
+
+impl Revocation for NoRevocation {
+    fn is_revoked(&self, _: &Provider, _: &Map<String, Value>) -> bool {
+        false
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderEdit {
+    Remove(String),
+    Set(String, String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Allow,
+    Deny(Denial),
+    /// Waiting for these providers' key fetches; run [`Authenticator::authenticate`] again
+    /// when their keys change or the fetch ends.
+    Wait(Vec<ProviderId>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    /// Apply on `Allow` (and also on `Deny`/`Wait` harmlessly): owned headers removed first,
+    /// then claim headers set, tokens removed when `forward` is false.
+    pub edits: Vec<HeaderEdit>,
+    pub cache_hits: u32,
+    pub cache_misses: u32,
+}
+
+pub struct Authenticator {
+    config: Arc<FilterConfig>,
+    cache: TokenCache,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").finish_non_exhaustive()
+    }
+}
+
+struct Found {
+    token: String,
+    location: TokenLocation,
+}
+
+/// Per-request memo: each provider is checked at most once.
+struct RequestState {
+    checks: Vec<Option<ProviderCheck>>,
+    found: Vec<Option<Found>>,
+    verified: Vec<Option<Rc<VerifiedToken>>>,
+    waiting: Vec<ProviderId>,
+    hits: u32,
+    misses: u32,
+}
+
+impl Authenticator {
+    /// `seed` keys the token cache's hasher; it must be random per VM.
+    pub fn new(config: Arc<FilterConfig>, seed: u64) -> Self {
+        let cache = TokenCache::new(
+            config.providers.len(),
+            config.token_cache_entries,
+            config.token_cache_max_ttl_secs,
+            seed,
+        );
+        Self { config, cache }
+    }
+
+    pub fn config(&self) -> &FilterConfig {
+        &self.config
+    }
+
+    /// The provider's keys changed: cached verifications must not outlive a removed key.
+    pub fn keys_changed(&mut self, provider: ProviderId) {
+        self.cache.clear_provider(provider);
+    }
+
+    pub fn authenticate(
+        &mut self,
+        headers: &HeaderMap,
+        now_ms: u64,
+        keys: &mut dyn KeyStore,
+        revocation: &dyn Revocation,
+    ) -> Decision {
+        let config = Arc::clone(&self.config);
+        let sanitize: Vec<HeaderEdit> = config
+            .owned_headers
+            .iter()
+            .map(|h| HeaderEdit::Remove(h.clone()))
+            .collect();
+        let allow_public = |edits| Decision {
+            outcome: Outcome::Allow,
+            edits,
+            cache_hits: 0,
+            cache_misses: 0,
+        };
+        if config.bypass_cors_preflight
+            && headers.method().eq_ignore_ascii_case("OPTIONS")
+            && headers.contains("origin")
+            && headers.contains("access-control-request-method")
+        {
+            return allow_public(sanitize);
+        }
+        let Some(rule) = find_rule(&config.rules, headers) else {
+            return allow_public(sanitize);
+        };
+        let Some(requirement) = &rule.requirement else {
+            return allow_public(sanitize);
+        };
+        let n = config.providers.len();
+        let mut st = RequestState {
+            checks: vec![None; n],
+            found: (0..n).map(|_| None).collect(),
+            verified: vec![None; n],
+            waiting: Vec::new(),
+            hits: 0,
+            misses: 0,
+        };
+        let verdict = evaluate(requirement, n, &mut |p| {
+            if let Some(c) = &st.checks[p] {
+                return c.clone();
+            }
+            let c = self.check_provider(p, headers, now_ms, keys, revocation, &mut st);
+            st.checks[p] = Some(c.clone());
+            c
+        });
+        let outcome = match verdict {
+            Verdict::Pending => Outcome::Wait(st.waiting.clone()),
+            Verdict::Deny(d) => Outcome::Deny(d),
+            Verdict::Allow(ids) => match authorize(&rule.authorization, &ids, &st) {
+                Ok(()) => Outcome::Allow,
+                Err(d) => Outcome::Deny(d),
+            },
+        };
+        let mut edits = sanitize;
+        if outcome == Outcome::Allow {
+            upstream_edits(&config, headers, &st, &mut edits);
+        }
+        Decision {
+            outcome,
+            edits,
+            cache_hits: st.hits,
+            cache_misses: st.misses,
+        }
+    }
+
+    fn check_provider(
+        &mut self,
+        p: ProviderId,
+        headers: &HeaderMap,
+        now_ms: u64,
+        keys: &mut dyn KeyStore,
+        revocation: &dyn Revocation,
+        st: &mut RequestState,
+    ) -> ProviderCheck {
+        let Some(provider) = self.config.providers.get(p) else {
+            return ProviderCheck::Missing;
+        };
+        let now_secs = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+        let (token, location) = match provider.sources.extract(headers) {
+            Extracted::Missing => return ProviderCheck::Missing,
+            Extracted::Invalid(e) => return ProviderCheck::Failed(e.into()),
+            Extracted::Found { token, location } => (token, location),
+        };
+        st.found[p] = Some(Found {
+            token: token.clone(),
+            location,
+        });
+        if token.len() > self.config.max_token_bytes {
+            return ProviderCheck::Failed(token::TokenError::Oversize.into());
+        }
+        if let Some(v) = self.cache.get(p, &token, now_secs) {
+            st.hits += 1;
+            if revocation.is_revoked(provider, &v.claims) {
+                return ProviderCheck::Failed(Denial::REVOKED);
+            }
+            st.verified[p] = Some(v);
+            return ProviderCheck::Verified;
+        }
+        st.misses += 1;
+        let jwt = match token::parse(&token, self.config.max_token_bytes) {
+            Ok(j) => j,
+            Err(e) => return ProviderCheck::Failed(e.into()),
+        };
+        let set = match &provider.keys {
+            KeySource::Local(set) => Arc::clone(set),
+            KeySource::Remote(_) => match keys.keys(p, now_ms) {
+                Some(set) => set,
+                None => return wait_or(keys, p, now_ms, st, Denial::KEYS_UNAVAILABLE),
+            },
+        };
+        match verify::verify(
+            &set,
+            &jwt.header,
+            jwt.signing_input.as_bytes(),
+            &jwt.signature,
+        ) {
+            Ok(()) => {}
+            Err(VerifyError::UnknownKid) if matches!(provider.keys, KeySource::Remote(_)) => {
+                return wait_or(keys, p, now_ms, st, VerifyError::UnknownKid.into());
+            }
+            Err(e) => return ProviderCheck::Failed(e.into()),
+        }
+        if let Err(e) = provider.claims.check(&jwt.claims, now_secs) {
+            return ProviderCheck::Failed(e.into());
+        }
+        if revocation.is_revoked(provider, &jwt.claims) {
+            return ProviderCheck::Failed(Denial::REVOKED);
+        }
+        let verified = Rc::new(VerifiedToken {
+            exp: claims::expiry(&jwt.claims),
+            payload_b64: jwt.payload_b64.to_string(),
+            claims: jwt.claims,
+        });
+        self.cache.insert(p, &token, Rc::clone(&verified), now_secs);
+        st.verified[p] = Some(verified);
+        ProviderCheck::Verified
+    }
+}
+
+fn wait_or(
+    keys: &mut dyn KeyStore,
+    p: ProviderId,
+    now_ms: u64,
+    st: &mut RequestState,
+    refused: Denial,
+) -> ProviderCheck {
+    match keys.request_keys(p, now_ms) {
+        KeyRequest::Fetch | KeyRequest::Wait => {
+            st.waiting.push(p);
+            ProviderCheck::Pending
+        }
+        KeyRequest::Refused => ProviderCheck::Failed(refused),
+    }
+}
+
+/// Passes when one verified token satisfies every scope and claim condition of the rule.
+fn authorize(
+    authz: &crate::authz::Authorization,
+    ids: &[ProviderId],
+    st: &RequestState,
+) -> Result<(), Denial> {
+    if authz.is_empty() {
+        return Ok(());
+    }
+    let mut first_err = None;
+    for p in ids {
+        if let Some(v) = &st.verified[*p] {
+            match authz.check(&v.claims) {
+                Ok(()) => return Ok(()),
+                Err(e) => first_err = first_err.or(Some(Denial::from(e))),
+            }
+        }
+    }
+    Err(first_err.unwrap_or(Denial::MISSING))
+}
+
+fn upstream_edits(
+    config: &FilterConfig,
+    headers: &HeaderMap,
+    st: &RequestState,
+    edits: &mut Vec<HeaderEdit>,
+) {
+    // Tokens of non-forwarding providers leave the request (whether or not they verified).
+    let mut path = headers.path_and_query().to_string();
+    let mut cookie = headers.get("cookie").map(str::to_string);
+    let (mut path_changed, mut cookie_changed) = (false, false);
+    for (p, found) in st.found.iter().enumerate() {
+        let (Some(found), Some(provider)) = (found, config.providers.get(p)) else {
+            continue;
+        };
+        if provider.forward {
+            continue;
+        }
+        match &found.location {
+            TokenLocation::Header(h) => {
+                let edit = HeaderEdit::Remove(h.clone());
+                if !edits.contains(&edit) {
+                    edits.push(edit);
+                }
+            }
+            TokenLocation::Param(name) => {
+                path = token::remove_query_param(&path, name);
+                path_changed = true;
+            }
+            TokenLocation::Cookie(name) => {
+                cookie = cookie
+                    .as_deref()
+                    .and_then(|c| token::remove_cookie(c, name));
+                cookie_changed = true;
+            }
+        }
+        let _ = &found.token;
+    }
+    if path_changed {
+        edits.push(HeaderEdit::Set(":path".into(), path));
+    }
+    if cookie_changed {
+        edits.push(match cookie {
+            Some(c) => HeaderEdit::Set("cookie".into(), c),
+            None => HeaderEdit::Remove("cookie".into()),
+        });
+    }
+    let mut set: Vec<String> = Vec::new();
+    let mut put = |edits: &mut Vec<HeaderEdit>, name: &str, value: String| {
+        // The first verified provider wins a header; values that could split headers are dropped.
+        if !set.iter().any(|s| s == name) && is_header_value(&value) {
+            set.push(name.to_string());
+            edits.push(HeaderEdit::Set(name.to_string(), value));
+        }
+    };
+    for (p, v) in st.verified.iter().enumerate() {
+        let (Some(v), Some(provider)) = (v, config.providers.get(p)) else {
+            continue;
+        };
+        if let Some(Value::String(sub)) = v.claims.get("sub") {
+            put(edits, USER_ID_HEADER, sub.clone());
+        }
+        for ch in &provider.claim_headers {
+            if let Some(value) = lookup(&v.claims, &ch.claim).and_then(header_value) {
+                put(edits, &ch.header, value);
+            }
+        }
+        if let Some(h) = &provider.forward_payload_header {
+            put(edits, h, v.payload_b64.clone());
+        }
+    }
+}
+
+/// A claim as a header value: strings as they are, numbers and booleans as JSON text, arrays
+/// of those joined with `,`. Objects are not forwarded.
+fn header_value(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+        Value::Array(items) => {
+            let parts: Option<Vec<String>> = items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(_) | Value::Bool(_) => Some(i.to_string()),
+                    _ => None,
+                })
+                .collect();
+            parts.map(|p| p.join(","))
+        }
+        _ => None,
+    }
+}
+
+fn is_header_value(v: &str) -> bool {
+    !v.is_empty() && v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}

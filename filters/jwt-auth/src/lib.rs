@@ -1,0 +1,29 @@
+//! A proxy-wasm JWT authentication filter with Envoy `jwt_authn`'s configuration vocabulary.
+//!
+//! Everything except [`filter`] (compiled only for `wasm32`) is host-free and tested natively:
+//! [`config`] validates the plugin configuration, [`token`] extracts and parses tokens,
+//! [`jwks`] turns JWKS documents into keys, [`verify`] checks signatures, [`claims`] and
+//! [`authz`] check claims, [`rules`] evaluates requirements, [`cache`] remembers verified
+//! tokens, [`jwks_cache`] is the JWKS refresh state machine, [`outcome`] maps failures to
+//! responses, and [`engine`] ties them into one decision per request.
+
+pub mod authz;
+pub mod cache;
+pub mod claims;
+pub mod config;
+pub mod engine;
+pub mod jwks;
+pub mod jwks_cache;
+pub mod keystore;
+pub mod outcome;
+pub mod rules;
+pub mod token;
+pub mod verify;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
+
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;

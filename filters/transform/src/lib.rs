@@ -1,0 +1,29 @@
+//! `transform`: declarative, stateless request/response rewrites for Envoy (proxy-wasm).
+//!
+//! Layout: [`config`] is the configuration as written; [`Transformer`] ([`transformer`]) compiles
+//! it and makes every per-phase decision; the operations live in [`header_ops`], [`query_ops`],
+//! [`template`] (value templates) and [`body_ops`] (JSON paths in [`json_path`]), whose compiled
+//! trie drives the single-pass JSON rewriter [`json_rewrite`]. None of these use proxy-wasm and
+//! all are tested natively; `filter` (wasm32 only) is the thin glue that reads headers with one
+//! host call, applies the planned edits and buffers bodies.
+
+#[doc(hidden)]
+pub mod bench_fixture;
+pub mod body_ops;
+pub mod config;
+pub mod header_ops;
+pub mod json_path;
+pub mod json_rewrite;
+pub mod query_ops;
+pub mod template;
+pub mod transformer;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
+
+pub use body_ops::BodyOps;
+pub use config::Config;
+pub use header_ops::HeaderEdit;
+pub use json_rewrite::{BodyOutcome, InvalidJson};
+pub use template::Captured;
+pub use transformer::{BodyPlan, RequestEdits, ResponseEdits, RuleRef, SkipReason, Transformer};

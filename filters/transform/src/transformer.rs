@@ -1,0 +1,321 @@
+//! The compiled rule table and the per-phase decisions: which rule applies, which header and path
+//! edits to make, whether to buffer a body, and the body rewrite itself.
+
+use crate::body_ops::BodyOps;
+use crate::config::{ActionsConfig, Config, RequestConfig, ResponseConfig, MAX_MAX_BODY_BYTES};
+use crate::header_ops::{HeaderEdit, HeaderOps};
+use crate::json_rewrite::BodyOutcome;
+use crate::query_ops::QueryOps;
+use crate::template::{Captured, RequestVars, Var};
+use filter_core::{parse_json_config, ConfigError, HeaderMap, RequestMatcher};
+
+/// The compiled configuration. Built once per configuration, shared by every request.
+#[derive(Debug, Clone)]
+pub struct Transformer {
+    max_body_bytes: usize,
+    rules: Vec<Rule>,
+    default: Option<Actions>,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    name: String,
+    matcher: RequestMatcher,
+    actions: Actions,
+}
+
+/// What one rule (or the default) does.
+#[derive(Debug, Clone, Default)]
+pub struct Actions {
+    pub request_headers: HeaderOps,
+    pub query: QueryOps,
+    pub request_body: Option<BodyOps>,
+    pub response_headers: HeaderOps,
+    pub response_body: Option<BodyOps>,
+    /// Request values the response header templates need, captured in the request phase.
+    response_vars: Vec<Var>,
+}
+
+/// Which rule applies to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleRef {
+    /// `rules[i]` matched.
+    Rule(usize),
+    /// No rule matched; the `default` section applies.
+    Default,
+}
+
+/// Why a body is not rewritten (each reason has its own counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// `content-type` is not `application/json` or `*/*+json`.
+    NotJson,
+    /// `content-encoding` other than `identity`.
+    Encoded,
+    /// Larger than `max_body_bytes` (by `content-length` or while buffering).
+    Oversize,
+    /// Not valid JSON: passed through untouched.
+    InvalidJson,
+}
+
+/// What to do with the body of one direction, decided from its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyPlan {
+    /// The rule has no body operations for this direction.
+    None,
+    /// Body operations exist but cannot apply to this body.
+    Skip(SkipReason),
+    /// Buffer the body and rewrite it at end of stream. `content_length` tells whether the
+    /// message has a `content-length` header, which must go before the headers are forwarded.
+    Buffer { content_length: bool },
+}
+
+/// The request-phase decisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestEdits {
+    /// None: no rule matched and there is no default; the filter does nothing for this request.
+    pub rule: Option<RuleRef>,
+    /// Header edits to apply, in order.
+    pub headers: Vec<HeaderEdit>,
+    /// The new `:path` when the query operations changed it.
+    pub path: Option<String>,
+    pub body: BodyPlan,
+    /// What the response header templates need from the request.
+    pub captured: Captured,
+}
+
+impl RequestEdits {
+    /// Whether the request's headers change (`transform_headers_rewritten`).
+    pub fn rewrites_headers(&self) -> bool {
+        !self.headers.is_empty() || self.path.is_some()
+    }
+}
+
+/// The response-phase decisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseEdits {
+    pub headers: Vec<HeaderEdit>,
+    pub body: BodyPlan,
+}
+
+impl Transformer {
+    /// Parses and compiles a plugin configuration. Errors name the field and the reason.
+    pub fn new(config: &[u8]) -> Result<Transformer, ConfigError> {
+        parse_json_config::<Config>(config).and_then(|c| Transformer::compile(&c))
+    }
+
+    pub fn compile(config: &Config) -> Result<Transformer, ConfigError> {
+        if config.max_body_bytes == 0 || config.max_body_bytes > MAX_MAX_BODY_BYTES {
+            return Err(ConfigError::new(
+                "max_body_bytes",
+                format!("must be between 1 and {MAX_MAX_BODY_BYTES}"),
+            ));
+        }
+        let max_body_bytes = usize::try_from(config.max_body_bytes)
+            .map_err(|_| ConfigError::new("max_body_bytes", "too large for this platform"))?;
+        let mut rules = Vec::with_capacity(config.rules.len());
+        for (i, rule) in config.rules.iter().enumerate() {
+            let at = format!("rules[{i}]");
+            let matcher = match &rule.matches {
+                Some(m) => m.compile().map_err(|e| e.within(&format!("{at}.match")))?,
+                None => RequestMatcher::any(),
+            };
+            let actions =
+                compile_actions(&rule.request, &rule.response).map_err(|e| e.within(&at))?;
+            let name = rule.name.clone().unwrap_or_else(|| at.clone());
+            rules.push(Rule {
+                name,
+                matcher,
+                actions,
+            });
+        }
+        let default = match &config.default {
+            Some(ActionsConfig { request, response }) => {
+                Some(compile_actions(request, response).map_err(|e| e.within("default"))?)
+            }
+            None => None,
+        };
+        Ok(Transformer {
+            max_body_bytes,
+            rules,
+            default,
+        })
+    }
+
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+
+    /// The rule's configured name (`rules[i]` when unnamed, `default`).
+    pub fn rule_name(&self, rule: RuleRef) -> &str {
+        match rule {
+            RuleRef::Rule(i) => self.rules.get(i).map_or("", |r| r.name.as_str()),
+            RuleRef::Default => "default",
+        }
+    }
+
+    pub fn actions(&self, rule: RuleRef) -> Option<&Actions> {
+        match rule {
+            RuleRef::Rule(i) => self.rules.get(i).map(|r| &r.actions),
+            RuleRef::Default => self.default.as_ref(),
+        }
+    }
+
+    /// The first matching rule, else the default (if configured).
+    pub fn select(&self, request: &HeaderMap) -> Option<RuleRef> {
+        let (method, path, host) = (request.method(), request.path(), request.authority());
+        match self
+            .rules
+            .iter()
+            .position(|r| r.matcher.matches_parts(method, path, host, request))
+        {
+            Some(i) => Some(RuleRef::Rule(i)),
+            None => self.default.as_ref().map(|_| RuleRef::Default),
+        }
+    }
+
+    /// Everything the request-headers phase does, computed from the request headers alone.
+    pub fn request_plan(&self, request: &HeaderMap) -> RequestEdits {
+        let rule = self.select(request);
+        let Some(actions) = rule.and_then(|r| self.actions(r)) else {
+            return RequestEdits {
+                rule: None,
+                headers: Vec::new(),
+                path: None,
+                body: BodyPlan::None,
+                captured: Captured::default(),
+            };
+        };
+        let vars = RequestVars(request);
+        RequestEdits {
+            rule,
+            headers: actions.request_headers.plan(request, &vars),
+            path: actions.query.plan(request.path_and_query(), &vars),
+            body: match actions.request_body {
+                Some(_) => body_plan(request, self.max_body_bytes),
+                None => BodyPlan::None,
+            },
+            captured: if actions.response_vars.is_empty() {
+                Captured::default()
+            } else {
+                Captured::capture(&actions.response_vars, request)
+            },
+        }
+    }
+
+    /// Everything the response-headers phase does. Templates render against `captured`.
+    pub fn response_plan(
+        &self,
+        rule: RuleRef,
+        captured: &Captured,
+        response: &HeaderMap,
+    ) -> ResponseEdits {
+        let Some(actions) = self.actions(rule) else {
+            return ResponseEdits {
+                headers: Vec::new(),
+                body: BodyPlan::None,
+            };
+        };
+        ResponseEdits {
+            headers: actions.response_headers.plan(response, captured),
+            body: match actions.response_body {
+                Some(_) => body_plan(response, self.max_body_bytes),
+                None => BodyPlan::None,
+            },
+        }
+    }
+
+    pub fn request_body_ops(&self, rule: RuleRef) -> Option<&BodyOps> {
+        self.actions(rule).and_then(|a| a.request_body.as_ref())
+    }
+
+    pub fn response_body_ops(&self, rule: RuleRef) -> Option<&BodyOps> {
+        self.actions(rule).and_then(|a| a.response_body.as_ref())
+    }
+
+    /// Rewrites a complete JSON body with `ops`.
+    pub fn rewrite_json(&self, ops: &BodyOps, body: &[u8]) -> BodyOutcome {
+        ops.rewrite(body)
+    }
+}
+
+fn compile_actions(
+    request: &RequestConfig,
+    response: &ResponseConfig,
+) -> Result<Actions, ConfigError> {
+    let request_headers =
+        HeaderOps::compile(&request.headers).map_err(|e| e.within("request.headers"))?;
+    let query = QueryOps::compile(&request.query).map_err(|e| e.within("request.query"))?;
+    let request_body = compile_body(&request.body, "request.body")?;
+    let response_headers =
+        HeaderOps::compile(&response.headers).map_err(|e| e.within("response.headers"))?;
+    let response_body = compile_body(&response.body, "response.body")?;
+    let mut response_vars: Vec<Var> = Vec::new();
+    for var in response_headers.vars() {
+        if !response_vars.contains(var) {
+            response_vars.push(var.clone());
+        }
+    }
+    Ok(Actions {
+        request_headers,
+        query,
+        request_body,
+        response_headers,
+        response_body,
+        response_vars,
+    })
+}
+
+fn compile_body(
+    config: &crate::body_ops::BodyOpsConfig,
+    at: &str,
+) -> Result<Option<BodyOps>, ConfigError> {
+    if config.is_empty() {
+        return Ok(None);
+    }
+    BodyOps::compile(config).map(Some).map_err(|e| e.within(at))
+}
+
+/// `application/json` or any `type/subtype+json`, parameters (charset...) allowed.
+pub fn is_json_content_type(value: &str) -> bool {
+    let media = value.split(';').next().unwrap_or("").trim();
+    let Some((kind, subtype)) = media.split_once('/') else {
+        return false;
+    };
+    if kind.is_empty() || kind.contains(char::is_whitespace) {
+        return false;
+    }
+    (kind.eq_ignore_ascii_case("application") && subtype.eq_ignore_ascii_case("json"))
+        || (subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json"))
+}
+
+/// Whether a message with these headers can have its body rewritten.
+pub fn body_plan(headers: &HeaderMap, max_body_bytes: usize) -> BodyPlan {
+    if !headers
+        .get("content-type")
+        .is_some_and(is_json_content_type)
+    {
+        return BodyPlan::Skip(SkipReason::NotJson);
+    }
+    if headers.get_all("content-encoding").any(|v| {
+        v.split(',').any(|coding| {
+            let coding = coding.trim();
+            !coding.is_empty() && !coding.eq_ignore_ascii_case("identity")
+        })
+    }) {
+        return BodyPlan::Skip(SkipReason::Encoded);
+    }
+    let length = headers.get("content-length");
+    if let Some(len) = length.and_then(|v| v.trim().parse::<u64>().ok()) {
+        if len > max_body_bytes as u64 {
+            return BodyPlan::Skip(SkipReason::Oversize);
+        }
+    }
+    BodyPlan::Buffer {
+        content_length: length.is_some(),
+    }
+}
+
+#[cfg(test)]
+#[path = "transformer_tests.rs"]
+mod tests;

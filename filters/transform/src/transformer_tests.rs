@@ -1,0 +1,244 @@
+//! Rule selection and the per-phase plans, end to end from a configuration.
+
+use super::*;
+use crate::HeaderEdit::{Append, Remove};
+
+const CONFIG: &str = r#"{
+  "max_body_bytes": 100,
+  "rules": [
+    {
+      "name": "orders",
+      "match": {"path_prefix": "/api/orders", "methods": ["GET", "POST"]},
+      "request": {
+        "headers": {"remove": ["x-internal"], "rename": {"x-old": "x-new"}, "set": {"x-a": "${header.x-b}"}, "add": {"x-b": "v"}, "append": {"x-c": "v"}},
+        "query": {"remove": ["debug"], "set": {"page": "1"}, "add": {"source": "gw-${method}"}},
+        "body": {"strip": ["password"]}
+      },
+      "response": {
+        "headers": {"remove": ["server"], "set": {"x-req": "${method} ${path} ${query.debug}"}},
+        "body": {"strip": ["debug_info"]}
+      }
+    },
+    {"name": "shadowed", "match": {"path_prefix": "/api"}, "request": {"headers": {"set": {"x-rule": "second"}}}},
+    {"name": "empty", "match": {"path_exact": "/nothing"}}
+  ],
+  "default": {"request": {"headers": {"set": {"x-rule": "default"}}}, "response": {"headers": {"add": {"x-default": "1"}}}}
+}"#;
+
+fn t() -> Transformer {
+    Transformer::new(CONFIG.as_bytes()).unwrap()
+}
+
+fn req(method: &str, path: &str, extra: &[(&str, &str)]) -> HeaderMap {
+    let mut pairs = vec![
+        (":method".to_string(), method.to_string()),
+        (":path".to_string(), path.to_string()),
+        (":authority".to_string(), "h".to_string()),
+    ];
+    pairs.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+    HeaderMap::new(pairs)
+}
+
+#[test]
+fn first_matching_rule_wins_then_default() {
+    let t = t();
+    assert_eq!(
+        t.select(&req("GET", "/api/orders/1", &[])),
+        Some(RuleRef::Rule(0))
+    );
+    assert_eq!(
+        t.select(&req("DELETE", "/api/orders/1", &[])),
+        Some(RuleRef::Rule(1))
+    );
+    assert_eq!(
+        t.select(&req("GET", "/api/users", &[])),
+        Some(RuleRef::Rule(1))
+    );
+    assert_eq!(
+        t.select(&req("GET", "/nothing?x", &[])),
+        Some(RuleRef::Rule(2))
+    );
+    assert_eq!(t.select(&req("GET", "/other", &[])), Some(RuleRef::Default));
+    assert_eq!(t.rule_name(RuleRef::Rule(1)), "shadowed");
+    let plan = t.request_plan(&req("GET", "/other", &[]));
+    assert_eq!(plan.headers, [Append("x-rule".into(), "default".into())]);
+    let no_default = Transformer::new(br#"{"rules":[{"match":{"path_prefix":"/a"}}]}"#).unwrap();
+    assert_eq!(no_default.request_plan(&req("GET", "/b", &[])).rule, None);
+    let empty = t.request_plan(&req("GET", "/nothing", &[]));
+    assert_eq!(
+        (empty.rule, empty.rewrites_headers(), empty.body),
+        (Some(RuleRef::Rule(2)), false, BodyPlan::None)
+    );
+}
+
+#[test]
+fn request_plan_carries_every_edit() {
+    let t = t();
+    let h = req(
+        "POST",
+        "/api/orders?debug=1&page=3&q=%7e",
+        &[
+            ("x-internal", "s"),
+            ("x-old", "o"),
+            ("x-b", "bee"),
+            ("content-type", "application/json"),
+            ("content-length", "20"),
+        ],
+    );
+    let plan = t.request_plan(&h);
+    assert_eq!(plan.rule, Some(RuleRef::Rule(0)));
+    assert_eq!(
+        plan.headers,
+        [
+            Remove("x-internal".into()),
+            Remove("x-old".into()),
+            Append("x-new".into(), "o".into()),
+            Append("x-a".into(), "bee".into()),
+            Append("x-c".into(), "v".into()),
+        ]
+    );
+    assert_eq!(
+        plan.path.as_deref(),
+        Some("/api/orders?page=1&q=%7e&source=gw-POST")
+    );
+    assert_eq!(
+        plan.body,
+        BodyPlan::Buffer {
+            content_length: true
+        }
+    );
+    assert!(plan.rewrites_headers());
+
+    // Response templates read the request captured here.
+    let resp = HeaderMap::from([
+        (":status", "200"),
+        ("server", "upstream"),
+        ("content-type", "text/html"),
+    ]);
+    let out = t.response_plan(RuleRef::Rule(0), &plan.captured, &resp);
+    assert_eq!(
+        out.headers,
+        [
+            Remove("server".into()),
+            Append("x-req".into(), "POST /api/orders 1".into())
+        ]
+    );
+    assert_eq!(out.body, BodyPlan::Skip(SkipReason::NotJson));
+    let default = t.response_plan(RuleRef::Default, &Captured::default(), &resp);
+    assert_eq!(default.headers, [Append("x-default".into(), "1".into())]);
+    assert_eq!(default.body, BodyPlan::None);
+}
+
+#[test]
+fn body_plans_follow_the_headers() {
+    let plan = |h: &[(&str, &str)]| body_plan(&HeaderMap::from_iter_pairs(h), 100);
+    assert_eq!(
+        plan(&[("content-type", "application/json")]),
+        BodyPlan::Buffer {
+            content_length: false
+        }
+    );
+    assert_eq!(
+        plan(&[
+            ("content-type", "Application/JSON; charset=utf-8"),
+            ("content-length", "100")
+        ]),
+        BodyPlan::Buffer {
+            content_length: true
+        }
+    );
+    assert_eq!(
+        plan(&[("content-type", "application/problem+json")]),
+        BodyPlan::Buffer {
+            content_length: false
+        }
+    );
+    assert_eq!(
+        plan(&[("content-type", "text/plain")]),
+        BodyPlan::Skip(SkipReason::NotJson)
+    );
+    assert_eq!(plan(&[]), BodyPlan::Skip(SkipReason::NotJson));
+    assert_eq!(
+        plan(&[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip")
+        ]),
+        BodyPlan::Skip(SkipReason::Encoded)
+    );
+    assert_eq!(
+        plan(&[
+            ("content-type", "application/json"),
+            ("content-encoding", "identity")
+        ]),
+        BodyPlan::Buffer {
+            content_length: false
+        }
+    );
+    assert_eq!(
+        plan(&[
+            ("content-type", "application/json"),
+            ("content-length", "101")
+        ]),
+        BodyPlan::Skip(SkipReason::Oversize)
+    );
+    for (ct, json) in [
+        ("application/json", true),
+        ("application/vnd.api+json", true),
+        ("text/x+json ; q=1", true),
+        ("application/jsonx", false),
+        ("application/+json", false),
+        ("json", false),
+        ("application/x-www-form-urlencoded", false),
+    ] {
+        assert_eq!(is_json_content_type(ct), json, "{ct}");
+    }
+}
+
+#[test]
+fn rewrite_json_uses_the_rule_operations() {
+    let t = t();
+    let ops = t.response_body_ops(RuleRef::Rule(0)).unwrap();
+    assert_eq!(
+        t.rewrite_json(ops, br#"{"a":1,"debug_info":{"x":[]}}"#),
+        BodyOutcome::Rewritten(br#"{"a":1}"#.to_vec())
+    );
+    assert_eq!(t.rewrite_json(ops, br#"{"a":1}"#), BodyOutcome::Unchanged);
+    assert!(matches!(
+        t.rewrite_json(ops, br#"{"a":1"#),
+        BodyOutcome::Invalid(_)
+    ));
+    assert!(t.request_body_ops(RuleRef::Default).is_none());
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let err = |json: &str| Transformer::new(json.as_bytes()).unwrap_err().to_string();
+    assert_eq!(
+        err(r#"{"rules":[{},{"match":{"methods":["G T"]}}]}"#),
+        "invalid configuration: field `rules[1].match.methods[0]`: \"G T\" is not an HTTP method"
+    );
+    assert_eq!(
+        err(r#"{"max_body_bytes":67108865}"#),
+        "invalid configuration: field `max_body_bytes`: must be between 1 and 67108864"
+    );
+    assert!(
+        err(r#"{"default":{"request":{"query":{"set":{"a":"${x}"}}}}}"#)
+            .contains("field `default.request.query.set.a`")
+    );
+    assert!(Transformer::new(b"{}").is_ok());
+}
+
+trait FromPairs {
+    fn from_iter_pairs(pairs: &[(&str, &str)]) -> HeaderMap;
+}
+
+impl FromPairs for HeaderMap {
+    fn from_iter_pairs(pairs: &[(&str, &str)]) -> HeaderMap {
+        HeaderMap::new(
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+}

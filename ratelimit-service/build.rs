@@ -1,0 +1,19 @@
+//! Generates the Envoy rate limit protocol types from `proto/` at the workspace root.
+
+fn main() -> std::io::Result<()> {
+    let root = "../proto";
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_protos(
+            &[
+                format!("{root}/envoy/service/ratelimit/v3/rls.proto"),
+                format!("{root}/envoy/extensions/common/ratelimit/v3/ratelimit.proto"),
+                format!("{root}/envoy/config/core/v3/base.proto"),
+                format!("{root}/envoy/type/v3/ratelimit_unit.proto"),
+            ],
+            &[root.to_string()],
+        )?;
+    println!("cargo:rerun-if-changed={root}");
+    Ok(())
+}

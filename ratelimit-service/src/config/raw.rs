@@ -1,0 +1,97 @@
+//! The YAML shape as written by users: envoyproxy/ratelimit's format plus our extensions.
+//!
+//! Everything is optional here so that validation (in `compile`) can say which field is
+//! missing and where, instead of serde's generic "missing field".
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use std::fmt;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDomain {
+    pub domain: Option<Scalar>,
+    #[serde(default)]
+    pub descriptors: Vec<RawDescriptor>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDescriptor {
+    pub key: Option<Scalar>,
+    pub value: Option<Scalar>,
+    pub rate_limit: Option<RawLimit>,
+    /// Our extension: several limits on one descriptor node, all must pass.
+    pub rate_limits: Option<Vec<RawLimit>>,
+    #[serde(default)]
+    pub descriptors: Vec<RawDescriptor>,
+    #[serde(default)]
+    pub shadow_mode: bool,
+    #[serde(default)]
+    pub detailed_metric: bool,
+    /// envoyproxy/ratelimit: `value_to_metric` only changes stat names; accepted, same effect as
+    /// `detailed_metric` for this node's own value.
+    #[serde(default)]
+    pub value_to_metric: bool,
+    /// envoyproxy/ratelimit: names of limits this node's limit replaces when both apply.
+    #[serde(default)]
+    pub replaces: Vec<RawReplaces>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawReplaces {
+    pub name: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimit {
+    pub unit: Option<Scalar>,
+    pub requests_per_unit: Option<i64>,
+    #[serde(default)]
+    pub unlimited: bool,
+    pub name: Option<Scalar>,
+    pub unit_multiplier: Option<i64>,
+    pub algorithm: Option<Scalar>,
+    pub burst: Option<i64>,
+}
+
+/// A YAML scalar read as text: Go's yaml.v2 (used by envoyproxy/ratelimit) accepts
+/// `value: 123` or `value: true` for string fields, so we do too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
+                Ok(Scalar(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar(String::new()))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}

@@ -1,0 +1,228 @@
+use super::*;
+
+fn fixture_dir(kind: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(kind)
+}
+
+fn limit_of<'a>(
+    config: &'a Config,
+    domain: &str,
+    entries: &[(&'a str, &'a str)],
+) -> Option<&'a Limit> {
+    let domain = config.domain(domain)?;
+    domain
+        .find(entries.iter().copied())
+        .and_then(|node| node.limits.first())
+}
+
+/// Every file in `tests/fixtures/invalid` with the exact message it must produce.
+const INVALID: &[(&str, &str)] = &[
+    (
+        "bad_unit.yaml",
+        "invalid/bad_unit.yaml: descriptors[0].rate_limit.unit: unknown unit \"fortnight\" (expected second, minute, hour, day, month or year)",
+    ),
+    (
+        "unknown_key.yaml",
+        "invalid/unknown_key.yaml: descriptors[0].rate_limit: unknown field `requests_per_unti`, expected one of `unit`, `requests_per_unit`, `unlimited`, `name`, `unit_multiplier`, `algorithm`, `burst` at line 6 column 7",
+    ),
+    (
+        "yaml_syntax.yaml",
+        "invalid/yaml_syntax.yaml: did not find expected key at line 6 column 6, while parsing a block mapping at line 3 column 5",
+    ),
+    (
+        "duplicate_key.yaml",
+        "invalid/duplicate_key.yaml: descriptors[1]: duplicate descriptor key \"database\" with value \"users\" among siblings",
+    ),
+    (
+        "negative_requests.yaml",
+        "invalid/negative_requests.yaml: descriptors[0].rate_limit.requests_per_unit: must be between 0 and 4294967295, got -5",
+    ),
+    (
+        "zero_multiplier.yaml",
+        "invalid/zero_multiplier.yaml: descriptors[0].rate_limit.unit_multiplier: must be between 1 and 4294967295, got 0",
+    ),
+    (
+        "zero_burst.yaml",
+        "invalid/zero_burst.yaml: descriptors[0].rate_limits[1].burst: must be between 1 and 4294967295, got 0",
+    ),
+    (
+        "missing_key.yaml",
+        "invalid/missing_key.yaml: descriptors[0].descriptors[0]: descriptor has no `key`",
+    ),
+    (
+        "empty_domain.yaml",
+        "invalid/empty_domain.yaml: domain: must be a non-empty string",
+    ),
+    (
+        "unlimited_with_unit.yaml",
+        "invalid/unlimited_with_unit.yaml: descriptors[0].rate_limit.unit: must not be set when `unlimited: true`",
+    ),
+    (
+        "bad_algorithm.yaml",
+        "invalid/bad_algorithm.yaml: descriptors[0].rate_limit.algorithm: unknown algorithm \"leaky_bucket\" (expected token_bucket, fixed_window or sliding_window)",
+    ),
+    (
+        "both_rate_limit_forms.yaml",
+        "invalid/both_rate_limit_forms.yaml: descriptors[0]: use either `rate_limit` or `rate_limits`, not both",
+    ),
+];
+
+#[test]
+fn every_invalid_fixture_fails_with_its_exact_message() {
+    let dir = fixture_dir("invalid");
+    let mut listed: Vec<&str> = INVALID.iter().map(|(f, _)| *f).collect();
+    listed.sort_unstable();
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    assert_eq!(listed, on_disk, "each fixture needs an expected message");
+    for (file, expected) in INVALID {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let err = Config::from_yaml_str(&format!("invalid/{file}"), &text).unwrap_err();
+        assert_eq!(err.to_string(), *expected, "fixture {file}");
+    }
+}
+
+#[test]
+fn valid_directory_loads_every_domain() {
+    let config = Config::load(&fixture_dir("valid")).unwrap();
+    let mut names: Vec<&str> = config.domains().map(|d| d.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["edge", "mongo_cps"]);
+    let users = limit_of(&config, "mongo_cps", &[("database", "users")]).unwrap();
+    assert_eq!(users.requests_per_unit, 500);
+    assert_eq!(users.unit, Unit::Second);
+    assert_eq!(users.key_prefix, "rl:{mongo_cps}:t1:");
+    let tenant = config
+        .domain("edge")
+        .unwrap()
+        .find([("tenant", "acme")].into_iter())
+        .unwrap();
+    assert_eq!(tenant.limits.len(), 2);
+    assert_eq!(tenant.limits[0].period_secs(), 10);
+    assert_eq!(tenant.limits[0].burst, 20);
+    assert!(tenant.limits[0].shadow_mode);
+    assert_eq!(tenant.limits[1].algorithm, Algorithm::FixedWindow);
+    assert_eq!(tenant.limits[1].burst, 10_000);
+    assert_eq!(tenant.limits[1].name.as_deref(), Some("daily"));
+    assert_eq!(tenant.limits[1].key_prefix, "rl:{edge}:f86400.1:");
+    assert_eq!(config.limit_count(), config.limits().len());
+}
+
+#[test]
+fn duplicate_domain_across_files_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), "domain: shared\n").unwrap();
+    std::fs::write(dir.path().join("b.yml"), "domain: shared\n").unwrap();
+    std::fs::write(dir.path().join(".hidden.yaml"), "not: [valid").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+    let err = Config::load(dir.path()).unwrap_err().to_string();
+    let a = dir.path().join("a.yaml").display().to_string();
+    let b = dir.path().join("b.yml").display().to_string();
+    assert_eq!(
+        err,
+        format!("{b}: domain: duplicate domain \"shared\" (already defined in {a})")
+    );
+}
+
+#[test]
+fn missing_file_is_reported() {
+    let err = Config::load(Path::new("/nonexistent/rl.yaml")).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/rl.yaml: cannot read:"),
+        "{err}"
+    );
+}
+
+const MATCHING: &str = r#"
+domain: m
+descriptors:
+  - key: path
+    value: /api/health
+    rate_limit: { unit: second, requests_per_unit: 1 }
+  - key: path
+    value: /api/*
+    rate_limit: { unit: second, requests_per_unit: 2 }
+  - key: path
+    value: /*
+    rate_limit: { unit: second, requests_per_unit: 3 }
+  - key: path
+    rate_limit: { unit: second, requests_per_unit: 4 }
+  - key: tenant
+    value: 42
+    descriptors:
+      - key: user
+        rate_limit: { unit: minute, requests_per_unit: 5 }
+  - key: tenant
+    rate_limit: { unit: minute, requests_per_unit: 6 }
+    descriptors:
+      - key: user
+        value: root
+        rate_limit: { unit: minute, requests_per_unit: 0 }
+"#;
+
+fn rpu(config: &Config, entries: &[(&str, &str)]) -> Option<u32> {
+    limit_of(config, "m", entries).map(|l| l.requests_per_unit)
+}
+
+#[test]
+fn exact_beats_wildcard_beats_key_only() {
+    let config = Config::from_yaml_str("m.yaml", MATCHING).unwrap();
+    assert_eq!(rpu(&config, &[("path", "/api/health")]), Some(1));
+    assert_eq!(rpu(&config, &[("path", "/api/users")]), Some(2));
+    assert_eq!(
+        rpu(&config, &[("path", "/static/x")]),
+        Some(3),
+        "first wildcard in file order"
+    );
+    assert_eq!(rpu(&config, &[("path", "relative")]), Some(4));
+    assert_eq!(rpu(&config, &[("other", "x")]), None);
+}
+
+#[test]
+fn entries_walk_the_tree_and_must_all_be_consumed() {
+    let config = Config::from_yaml_str("m.yaml", MATCHING).unwrap();
+    // `tenant: 42` has no limit of its own: the walk must reach `user`.
+    assert_eq!(rpu(&config, &[("tenant", "42")]), None);
+    assert_eq!(rpu(&config, &[("tenant", "42"), ("user", "bob")]), Some(5));
+    // Another tenant falls back to the key-only node, with its own children.
+    assert_eq!(rpu(&config, &[("tenant", "7")]), Some(6));
+    assert_eq!(rpu(&config, &[("tenant", "7"), ("user", "root")]), Some(0));
+    assert_eq!(rpu(&config, &[("tenant", "7"), ("user", "bob")]), None);
+    // A longer descriptor than the tree is not matched.
+    assert_eq!(rpu(&config, &[("path", "/api/x"), ("extra", "1")]), None);
+    assert_eq!(rpu(&config, &[]), None);
+}
+
+#[test]
+fn numbers_and_booleans_are_accepted_as_values_like_go_yaml() {
+    let config = Config::from_yaml_str("m.yaml", MATCHING).unwrap();
+    let node = config
+        .domain("m")
+        .unwrap()
+        .find([("tenant", "42"), ("user", "x")].into_iter());
+    assert!(node.is_some());
+}
+
+#[test]
+fn unlimited_and_zero_limits_compile() {
+    let text = "domain: d\ndescriptors:\n  - key: a\n    rate_limit:\n      unlimited: true\n  - key: b\n    rate_limit: {unit: hour, requests_per_unit: 0}\n";
+    let config = Config::from_yaml_str("d.yaml", text).unwrap();
+    let a = config
+        .domain("d")
+        .unwrap()
+        .find([("a", "1")].into_iter())
+        .unwrap();
+    assert!(a.limits[0].unlimited);
+    let b = config
+        .domain("d")
+        .unwrap()
+        .find([("b", "1")].into_iter())
+        .unwrap();
+    assert_eq!(b.limits[0].requests_per_unit, 0);
+}

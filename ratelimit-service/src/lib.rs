@@ -1,0 +1,27 @@
+//! Envoy rate limit service (`envoy.service.ratelimit.v3.RateLimitService`) with atomic
+//! Redis buckets, configured with envoyproxy/ratelimit's YAML.
+//!
+//! Layout, from the wire inwards:
+//!
+//! * [`server`] — `run(listeners, settings, shutdown)`: the gRPC edge (protobuf <-> limiter
+//!   types, errors -> `tonic::Status`), grpc.health.v1, the HTTP port (`/healthz`, `/ready`,
+//!   `/metrics`) and config hot reload.
+//! * [`limiter`] — the decision in plain code: match descriptors, build bucket keys, consult the
+//!   [`local_cache`] of empty buckets, call the store once, assemble statuses and headers.
+//! * [`config`] — YAML parsing and validation into a typed descriptor tree; [`keys`] — the one
+//!   place storage keys are built.
+//! * [`storage`] — the `Store` trait with an in-memory and a Redis implementation (one Lua
+//!   script, `storage/redis/rate_limit.lua`); [`bucket`] — the bucket math both follow.
+//! * [`metrics`] — Prometheus counters and histograms; [`proto`] — generated protobuf types.
+
+pub mod bucket;
+pub mod config;
+pub mod keys;
+pub mod limiter;
+pub mod local_cache;
+pub mod metrics;
+pub mod proto;
+pub mod server;
+pub mod storage;
+
+pub use server::{run, Listeners, ServerError, Settings, StoreSettings};

@@ -1,0 +1,196 @@
+//! `ratelimit-service`: parse flags, set up logging, bind, print the bound addresses as one JSON
+//! line on stdout, serve until SIGTERM/SIGINT.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use ratelimit_service::config::Config;
+use ratelimit_service::{run, Listeners, Settings, StoreSettings};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StoreKind {
+    Redis,
+    Memory,
+}
+
+/// Envoy rate limit service (gRPC) with atomic Redis buckets.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Config file or directory of *.yaml files (envoyproxy/ratelimit format).
+    #[arg(long, env = "RLS_CONFIG", required_unless_present = "validate")]
+    config: Option<PathBuf>,
+    /// Check a config file or directory, print OK or the error, and exit.
+    #[arg(long, env = "RLS_VALIDATE", value_name = "PATH")]
+    validate: Option<PathBuf>,
+    /// redis://, rediss://, unix:///path.sock, or redis+cluster://host:port,host:port.
+    #[arg(long, env = "RLS_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Where buckets live; `memory` is for a single instance (and tests).
+    #[arg(long, env = "RLS_STORE", value_enum, default_value = "redis")]
+    store: StoreKind,
+    #[arg(long, env = "RLS_GRPC_ADDR", default_value = "127.0.0.1:8081")]
+    grpc_addr: SocketAddr,
+    #[arg(long, env = "RLS_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// Per-call Redis deadline (e.g. 20ms, 1s); past it the call answers UNAVAILABLE.
+    #[arg(long, env = "RLS_REDIS_TIMEOUT", default_value = "20ms", value_parser = parse_duration)]
+    redis_timeout: Duration,
+    /// Entries of the local over-limit cache; 0 disables it.
+    #[arg(long, env = "RLS_LOCAL_CACHE_SIZE", default_value_t = 100_000)]
+    local_cache_size: usize,
+    /// How often the config is re-read for hot reload.
+    #[arg(long, env = "RLS_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    reload_interval: Duration,
+    /// Add RateLimit-Limit/-Remaining/-Reset response headers.
+    #[arg(long, env = "RLS_RATELIMIT_HEADERS")]
+    ratelimit_headers: bool,
+    #[arg(long, env = "RLS_LOG_FORMAT", value_enum, default_value = "json")]
+    log_format: LogFormat,
+    /// Runtime worker threads; 0 means one per CPU.
+    #[arg(long, env = "RLS_WORKER_THREADS", default_value_t = 0)]
+    worker_threads: usize,
+}
+
+/// `250us`, `20ms`, `1s`, `2m`; a bare number is milliseconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} (expected e.g. 20ms, 1s)"))?;
+    let seconds = match unit.trim() {
+        "us" | "µs" => value / 1e6,
+        "" | "ms" => value / 1e3,
+        "s" => value,
+        "m" => value * 60.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} (expected us, ms, s or m)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Registers SIGTERM and SIGINT handlers now (before the address line tells anyone we are up)
+/// and returns a future that completes on the first of them.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutdown signal received");
+    })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if let Some(path) = &args.validate {
+        return match Config::load(path) {
+            Ok(_) => {
+                println!("OK");
+                Ok(())
+            }
+            Err(err) => {
+                eprintln!("{err}");
+                std::process::exit(1);
+            }
+        };
+    }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if args.worker_threads > 0 {
+        runtime.worker_threads(args.worker_threads);
+    }
+    runtime
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(args))
+}
+
+async fn serve(args: Args) -> Result<()> {
+    init_tracing(args.log_format);
+    let shutdown = shutdown_signal()?;
+    let Some(config_path) = args.config else {
+        bail!("--config is required");
+    };
+    let grpc = tokio::net::TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("binding gRPC address {}", args.grpc_addr))?;
+    let http = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP address {}", args.http_addr))?;
+    let addresses = serde_json::json!({
+        "grpc_addr": grpc.local_addr()?.to_string(),
+        "http_addr": http.local_addr()?.to_string(),
+    });
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{addresses}")?;
+    stdout.flush()?;
+    drop(stdout);
+    tracing::info!(grpc_addr = %grpc.local_addr()?, http_addr = %http.local_addr()?, "listening");
+
+    let store = match args.store {
+        StoreKind::Redis => StoreSettings::Redis {
+            url: args.redis_url,
+        },
+        StoreKind::Memory => StoreSettings::Memory,
+    };
+    let settings = Settings {
+        redis_timeout: args.redis_timeout,
+        local_cache_size: args.local_cache_size,
+        ratelimit_headers: args.ratelimit_headers,
+        reload_interval: args.reload_interval,
+        ..Settings::new(config_path, store)
+    };
+    run(Listeners { grpc, http }, settings, shutdown)
+        .await
+        .context("rate limit service failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("20ms"), Ok(Duration::from_millis(20)));
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_millis(15)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+}

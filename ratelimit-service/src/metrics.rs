@@ -1,0 +1,190 @@
+//! Prometheus metrics: per domain and descriptor path counters, Redis latency and errors,
+//! config reloads. Counters of configured limits are resolved once per config load.
+
+use crate::config::Config;
+use crate::limiter::Observation;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DescriptorLabels {
+    pub domain: String,
+    pub descriptor: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: &'static str,
+}
+
+/// The counters of one configured limit, resolved when the config is loaded.
+#[derive(Clone, Default)]
+pub struct LimitCounters {
+    hits: Counter,
+    over_limit: Counter,
+    near_limit: Counter,
+    shadow_over_limit: Counter,
+    local_cache_hits: Counter,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    hits: Family<DescriptorLabels, Counter>,
+    over_limit: Family<DescriptorLabels, Counter>,
+    near_limit: Family<DescriptorLabels, Counter>,
+    shadow_over_limit: Family<DescriptorLabels, Counter>,
+    local_cache_hits: Family<DescriptorLabels, Counter>,
+    redis_latency: Histogram,
+    redis_errors: Family<ErrorLabels, Counter>,
+    config_reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ratelimit");
+        let hits = Family::default();
+        let over_limit = Family::default();
+        let near_limit = Family::default();
+        let shadow_over_limit = Family::default();
+        let local_cache_hits = Family::default();
+        let redis_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let redis_errors = Family::default();
+        let config_reloads = Family::default();
+        registry.register("hits", "Hits counted per descriptor", hits.clone());
+        registry.register(
+            "over_limit",
+            "Hits rejected per descriptor",
+            over_limit.clone(),
+        );
+        registry.register(
+            "near_limit",
+            "Hits admitted with 80% or more of the limit used",
+            near_limit.clone(),
+        );
+        registry.register(
+            "shadow_mode_over_limit",
+            "Hits over limit but admitted because of shadow_mode",
+            shadow_over_limit.clone(),
+        );
+        registry.register(
+            "local_cache_hits",
+            "Hits rejected from the local over-limit cache without calling Redis",
+            local_cache_hits.clone(),
+        );
+        registry.register(
+            "redis_latency_seconds",
+            "Latency of the rate limit script call",
+            redis_latency.clone(),
+        );
+        registry.register("redis_errors", "Failed Redis calls", redis_errors.clone());
+        registry.register(
+            "config_reloads",
+            "Config reload attempts",
+            config_reloads.clone(),
+        );
+        Metrics {
+            registry,
+            hits,
+            over_limit,
+            near_limit,
+            shadow_over_limit,
+            local_cache_hits,
+            redis_latency,
+            redis_errors,
+            config_reloads,
+        }
+    }
+
+    fn counters(&self, labels: &DescriptorLabels) -> LimitCounters {
+        LimitCounters {
+            hits: self.hits.get_or_create(labels).clone(),
+            over_limit: self.over_limit.get_or_create(labels).clone(),
+            near_limit: self.near_limit.get_or_create(labels).clone(),
+            shadow_over_limit: self.shadow_over_limit.get_or_create(labels).clone(),
+            local_cache_hits: self.local_cache_hits.get_or_create(labels).clone(),
+        }
+    }
+
+    /// Resolves the counters of every configured limit, indexed by `Limit::id`.
+    pub fn bind(&self, config: &Config) -> Vec<LimitCounters> {
+        let mut bound = vec![LimitCounters::default(); config.limit_count()];
+        for (domain, limit) in config.limits() {
+            if let Some(slot) = bound.get_mut(limit.id) {
+                *slot = self.counters(&DescriptorLabels {
+                    domain: domain.name.clone(),
+                    descriptor: limit.stats_path.clone(),
+                });
+            }
+        }
+        bound
+    }
+
+    pub fn record(&self, bound: &[LimitCounters], domain: &str, observations: &[Observation]) {
+        for o in observations {
+            let resolved;
+            let counters = match (&o.label, o.limit_id.and_then(|id| bound.get(id))) {
+                (None, Some(c)) => c,
+                (label, _) => {
+                    resolved = self.counters(&DescriptorLabels {
+                        domain: domain.to_owned(),
+                        descriptor: label.clone().unwrap_or_default(),
+                    });
+                    &resolved
+                }
+            };
+            counters.hits.inc_by(o.hits);
+            if o.over_limit {
+                counters.over_limit.inc_by(o.hits.max(1));
+            }
+            if o.near_limit {
+                counters.near_limit.inc_by(o.hits);
+            }
+            if o.shadow_over_limit {
+                counters.shadow_over_limit.inc_by(o.hits.max(1));
+            }
+            if o.cache_hit {
+                counters.local_cache_hits.inc();
+            }
+        }
+    }
+
+    pub fn observe_redis_latency(&self, seconds: f64) {
+        self.redis_latency.observe(seconds);
+    }
+
+    pub fn redis_error(&self, transient: bool) {
+        let kind = if transient { "transient" } else { "permanent" };
+        self.redis_errors.get_or_create(&ErrorLabels { kind }).inc();
+    }
+
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.config_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+    }
+
+    /// Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,180 @@
+//! The running service: gRPC (RateLimitService + grpc.health.v1), HTTP (health, readiness,
+//! metrics) and config hot reload, all stopped by one shutdown signal.
+
+mod grpc;
+mod http;
+mod reload;
+
+use crate::config::{read_sources, Config, ConfigError};
+use crate::limiter::{Limiter, LimiterOptions};
+use crate::metrics::{LimitCounters, Metrics};
+use crate::proto::rls::rate_limit_service_server::RateLimitServiceServer;
+use crate::storage::memory::{MemoryStore, SystemClock};
+use crate::storage::redis::RedisStore;
+use crate::storage::{AnyStore, StoreError};
+use arc_swap::ArcSwap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use grpc::RateLimitGrpc;
+
+/// Where buckets live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSettings {
+    /// Process memory: one instance only.
+    Memory,
+    /// A Redis URL (`redis://`, `rediss://`, `unix://`, `redis+cluster://a:1,b:2`).
+    Redis { url: String },
+}
+
+/// Everything `run` needs besides its sockets.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// A YAML file or a directory of them.
+    pub config_path: PathBuf,
+    pub store: StoreSettings,
+    /// Per-call Redis deadline; past it the call fails with UNAVAILABLE.
+    pub redis_timeout: Duration,
+    /// Entries of the local over-limit cache; 0 disables it.
+    pub local_cache_size: usize,
+    pub ratelimit_headers: bool,
+    /// How often the config is re-read for hot reload.
+    pub reload_interval: Duration,
+}
+
+impl Settings {
+    pub fn new(config_path: impl Into<PathBuf>, store: StoreSettings) -> Self {
+        Settings {
+            config_path: config_path.into(),
+            store,
+            redis_timeout: Duration::from_millis(20),
+            local_cache_size: 100_000,
+            ratelimit_headers: false,
+            reload_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Bound sockets (bind them yourself, e.g. on port 0, and read the addresses back).
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+    #[error("server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The config in force and its resolved metric counters, swapped together.
+pub(crate) struct Loaded {
+    pub config: Config,
+    pub counters: Vec<LimitCounters>,
+}
+
+/// State shared by the gRPC, HTTP and reload tasks.
+pub(crate) struct Shared {
+    pub loaded: ArcSwap<Loaded>,
+    pub limiter: Limiter<AnyStore>,
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    pub fn install(&self, config: Config) {
+        let counters = self.metrics.bind(&config);
+        self.loaded.store(Arc::new(Loaded { config, counters }));
+        self.limiter.clear_cache();
+    }
+}
+
+/// Serves until `shutdown` completes, then drains in-flight requests and returns.
+pub async fn run(
+    listeners: Listeners,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let sources = read_sources(&settings.config_path)?;
+    let config = Config::from_sources(&sources)?;
+    let store = match &settings.store {
+        StoreSettings::Memory => AnyStore::Memory(MemoryStore::new(SystemClock)),
+        StoreSettings::Redis { url } => {
+            AnyStore::Redis(RedisStore::connect(url, settings.redis_timeout).await?)
+        }
+    };
+    let limiter = Limiter::new(
+        store,
+        settings.local_cache_size,
+        LimiterOptions {
+            ratelimit_headers: settings.ratelimit_headers,
+        },
+    );
+    let metrics = Metrics::new();
+    let counters = metrics.bind(&config);
+    let shared = Arc::new(Shared {
+        loaded: ArcSwap::from_pointee(Loaded { config, counters }),
+        limiter,
+        metrics,
+    });
+    tracing::info!(
+        config = %settings.config_path.display(),
+        domains = shared.loaded.load().config.domains().count(),
+        "configuration loaded"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let reload = tokio::spawn(reload::watch(
+        Arc::clone(&shared),
+        settings.config_path.clone(),
+        settings.reload_interval,
+        sources,
+        stopped(stop_rx.clone()),
+    ));
+
+    let http = tokio::spawn(http::serve(
+        listeners.http,
+        Arc::clone(&shared),
+        stopped(stop_rx.clone()),
+    ));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<RateLimitServiceServer<RateLimitGrpc>>()
+        .await;
+    // Nagle off on accepted sockets: small unary responses must not wait for delayed ACKs.
+    let incoming =
+        tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(RateLimitServiceServer::new(RateLimitGrpc::new(Arc::clone(
+            &shared,
+        ))))
+        .serve_with_incoming_shutdown(incoming, stopped(stop_rx));
+    let grpc_result = grpc.await;
+    let http_result = http.await?;
+    reload.abort();
+    tracing::info!("stopped");
+    grpc_result?;
+    http_result.map_err(ServerError::Http)
+}

@@ -1,0 +1,507 @@
+//! The service end to end, in process: `run(...)` on port 0, real gRPC and HTTP clients, a
+//! real Redis where the scenario needs one. Waits poll with a deadline, never sleep blindly.
+// Test crate: helpers outside #[test] fns may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../tests/src/redis.rs"]
+#[allow(dead_code)]
+mod redis_fixture;
+
+use ratelimit_service::proto::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use ratelimit_service::proto::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use ratelimit_service::proto::rls::rate_limit_response::Code;
+use ratelimit_service::proto::rls::rate_limit_service_client::RateLimitServiceClient;
+use ratelimit_service::proto::rls::{RateLimitRequest, RateLimitResponse};
+use ratelimit_service::{run, Listeners, ServerError, Settings, StoreSettings};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+const CONFIG: &str = r#"
+domain: test
+descriptors:
+  - key: user
+    rate_limit: { unit: hour, requests_per_unit: 2 }
+  - key: hot
+    rate_limit: { unit: second, requests_per_unit: 100, burst: 20 }
+"#;
+
+struct Service {
+    grpc: SocketAddr,
+    http: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl Service {
+    async fn start(settings: Settings) -> Service {
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(Listeners { grpc, http }, settings, async move {
+            let _ = stopped.await;
+        }));
+        Service {
+            grpc: grpc_addr,
+            http: http_addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn client(&self) -> RateLimitServiceClient<Channel> {
+        let url = format!("http://{}", self.grpc);
+        eventually("gRPC server accepts connections", || {
+            let url = url.clone();
+            async move { RateLimitServiceClient::connect(url).await.ok() }
+        })
+        .await
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.http, path).await
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .expect("graceful shutdown within 5 s")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Polls `probe` until it yields a value (10 s deadline).
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("test.yaml");
+    // Write then rename, as config management tools do, so a reload never sees half a file.
+    let tmp = dir.join(".test.yaml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+fn request(domain: &str, descriptors: &[&[(&str, &str)]]) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: domain.into(),
+        descriptors: descriptors
+            .iter()
+            .map(|entries| RateLimitDescriptor {
+                entries: entries
+                    .iter()
+                    .map(|(k, v)| Entry {
+                        key: (*k).into(),
+                        value: (*v).into(),
+                    })
+                    .collect(),
+                ..RateLimitDescriptor::default()
+            })
+            .collect(),
+        hits_addend: 0,
+    }
+}
+
+async fn call(
+    client: &mut RateLimitServiceClient<Channel>,
+    req: RateLimitRequest,
+) -> Result<RateLimitResponse, tonic::Status> {
+    client.should_rate_limit(req).await.map(|r| r.into_inner())
+}
+
+fn memory_settings(dir: &Path) -> Settings {
+    let path = write_config(dir, CONFIG);
+    Settings {
+        reload_interval: Duration::from_millis(50),
+        ..Settings::new(path, StoreSettings::Memory)
+    }
+}
+
+#[tokio::test]
+async fn answers_envoy_requests_with_statuses_and_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(Settings {
+        ratelimit_headers: true,
+        ..memory_settings(dir.path())
+    })
+    .await;
+    let mut client = service.client().await;
+    let req = request("test", &[&[("user", "a")], &[("other", "x")]]);
+    let first = call(&mut client, req.clone()).await.unwrap();
+    assert_eq!(first.overall_code, Code::Ok as i32);
+    assert_eq!(first.statuses.len(), 2);
+    let limited = &first.statuses[0];
+    assert_eq!(limited.limit_remaining, 1);
+    let limit = limited.current_limit.as_ref().unwrap();
+    assert_eq!((limit.requests_per_unit, limit.unit), (2, 3 /* HOUR */));
+    assert_eq!(limited.duration_until_reset.unwrap().seconds, 1800);
+    assert!(first.statuses[1].current_limit.is_none());
+    let headers: Vec<(String, String)> = first
+        .response_headers_to_add
+        .iter()
+        .map(|h| (h.key.clone(), h.value.clone()))
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            ("ratelimit-limit".to_string(), "2".to_string()),
+            ("ratelimit-remaining".to_string(), "1".to_string()),
+            ("ratelimit-reset".to_string(), "1800".to_string()),
+        ]
+    );
+    call(&mut client, req.clone()).await.unwrap();
+    let over = call(&mut client, req).await.unwrap();
+    assert_eq!(over.overall_code, Code::OverLimit as i32);
+    let retry_after = over
+        .response_headers_to_add
+        .iter()
+        .find(|h| h.key == "retry-after")
+        .unwrap();
+    assert_eq!(retry_after.value, "1800");
+    // Unknown domain: OK for everything.
+    let other = call(&mut client, request("nope", &[&[("user", "a")]]))
+        .await
+        .unwrap();
+    assert_eq!(other.overall_code, Code::Ok as i32);
+
+    let (status, body) = service.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(r#"ratelimit_hits_total{domain="test",descriptor="user"} 3"#),
+        "{body}"
+    );
+    assert!(body.contains(r#"ratelimit_over_limit_total{domain="test",descriptor="user"} 1"#));
+    assert!(body.contains(r#"ratelimit_local_cache_hits_total{domain="test",descriptor="user"} 1"#));
+    assert_eq!(service.get("/healthz").await.0, 200);
+    assert_eq!(service.get("/ready").await.0, 200);
+
+    let channel = Channel::from_shared(format!("http://{}", service.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let reply = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reply.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_requests_are_invalid_argument_and_huge_hits_are_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(memory_settings(dir.path())).await;
+    let mut client = service.client().await;
+    let invalid = |r: Result<RateLimitResponse, tonic::Status>| {
+        let status = r.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        status.message().to_owned()
+    };
+    assert_eq!(
+        invalid(call(&mut client, request("", &[&[("user", "a")]])).await),
+        "rate limit domain must not be empty"
+    );
+    assert_eq!(
+        invalid(call(&mut client, request("test", &[])).await),
+        "rate limit descriptor list must not be empty"
+    );
+    let one: &[(&str, &str)] = &[("user", "a")];
+    let many = vec![one; 1000];
+    assert_eq!(
+        invalid(call(&mut client, request("test", &many)).await),
+        "1000 descriptors exceed the maximum of 256"
+    );
+    let big = "v".repeat(64 * 1024);
+    let msg = invalid(call(&mut client, request("test", &[&[("user", big.as_str())]])).await);
+    assert!(msg.contains("over the maximum of 65536"), "{msg}");
+
+    let mut huge = request("test", &[&[("user", "h")]]);
+    huge.descriptors[0].hits_addend = Some(u64::MAX);
+    let reply = call(&mut client, huge).await.unwrap();
+    assert_eq!(reply.overall_code, Code::OverLimit as i32);
+    let mut huge = request("test", &[&[("user", "h")]]);
+    huge.hits_addend = u32::MAX;
+    let reply = call(&mut client, huge).await.unwrap();
+    assert_eq!(reply.overall_code, Code::OverLimit as i32);
+    let ok = call(&mut client, request("test", &[&[("user", "h")]]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.statuses[0].limit_remaining, 1,
+        "huge requests charged nothing"
+    );
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn hot_reload_swaps_valid_configs_and_keeps_serving_on_invalid_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(memory_settings(dir.path())).await;
+    let mut client = service.client().await;
+    let limit_of = |r: RateLimitResponse| {
+        r.statuses[0]
+            .current_limit
+            .as_ref()
+            .map(|l| l.requests_per_unit)
+    };
+    let probe = request("test", &[&[("user", "reload")]]);
+    assert_eq!(
+        limit_of(call(&mut client, probe.clone()).await.unwrap()),
+        Some(2)
+    );
+
+    write_config(
+        dir.path(),
+        &CONFIG.replace("requests_per_unit: 2", "requests_per_unit: 7"),
+    );
+    eventually("the new limit to apply", || {
+        let mut client = client.clone();
+        let probe = probe.clone();
+        async move { (limit_of(call(&mut client, probe).await.ok()?) == Some(7)).then_some(()) }
+    })
+    .await;
+
+    write_config(dir.path(), "domain: test\ndescriptors:\n  - key: user\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n");
+    eventually("the failed reload to be counted", || async {
+        let (_, body) = service.get("/metrics").await;
+        body.contains(r#"ratelimit_config_reloads_total{result="failure"} 1"#)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        limit_of(call(&mut client, probe).await.unwrap()),
+        Some(7),
+        "old config serves"
+    );
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn redis_down_fails_fast_with_unavailable_and_recovers() {
+    let mut redis = redis_fixture::RedisServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), CONFIG);
+    let service = Service::start(Settings {
+        redis_timeout: Duration::from_millis(20),
+        ..Settings::new(path, StoreSettings::Redis { url: redis.url() })
+    })
+    .await;
+    let mut client = service.client().await;
+    let req = request("test", &[&[("user", "r")]]);
+    assert_eq!(
+        call(&mut client, req.clone()).await.unwrap().overall_code,
+        Code::Ok as i32
+    );
+    assert_eq!(service.get("/ready").await.0, 200);
+
+    redis.stop();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let status = call(&mut client, req.clone()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(service.get("/ready").await.0, 503);
+
+    redis.start_again().unwrap();
+    eventually("calls to succeed after Redis restarts", || {
+        let mut client = client.clone();
+        let req = req.clone();
+        async move { call(&mut client, req).await.ok() }
+    })
+    .await;
+    assert_eq!(service.get("/ready").await.0, 200);
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_sharing_redis_admit_exactly_capacity_plus_refill() {
+    let redis = redis_fixture::RedisServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), CONFIG);
+    let settings = Settings {
+        redis_timeout: Duration::from_secs(1),
+        ..Settings::new(path, StoreSettings::Redis { url: redis.url() })
+    };
+    let a = Service::start(settings.clone()).await;
+    let b = Service::start(settings).await;
+    let clients = [a.client().await, b.client().await];
+    let admitted = Arc::new(AtomicU64::new(0));
+    let run_for = Duration::from_millis(1500);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let mut client = clients[i % 2].clone();
+        let admitted = Arc::clone(&admitted);
+        tasks.push(tokio::spawn(async move {
+            while started.elapsed() < run_for {
+                let reply = call(&mut client, request("test", &[&[("hot", "key")]]))
+                    .await
+                    .unwrap();
+                if reply.overall_code == Code::Ok as i32 {
+                    admitted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let admitted = admitted.load(Ordering::Relaxed) as f64;
+    // burst 20, 100 per second. Never more than capacity + refill; and with 64 callers
+    // hammering, every token is taken soon after it is due (the slack covers connection
+    // warm-up before the first call and the calls in flight at the end, in a debug build).
+    let ceiling = 20.0 + 100.0 * elapsed;
+    let floor = 20.0 + 100.0 * (elapsed - 0.25);
+    eprintln!("admitted {admitted} in {elapsed:.3} s (ceiling {ceiling:.1}, floor {floor:.1})");
+    assert!(
+        admitted <= ceiling.floor(),
+        "admitted {admitted} > {ceiling}"
+    );
+    assert!(admitted >= floor, "admitted {admitted} < {floor}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn cluster_calls_with_several_descriptors() {
+    let cluster = redis_fixture::RedisCluster::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), CONFIG);
+    let service = Service::start(Settings {
+        redis_timeout: Duration::from_secs(1),
+        ..Settings::new(path, StoreSettings::Redis { url: cluster.url() })
+    })
+    .await;
+    let mut client = service.client().await;
+    let req = request(
+        "test",
+        &[&[("user", "c1")], &[("user", "c2")], &[("hot", "c3")]],
+    );
+    for remaining in [1, 0] {
+        let reply = call(&mut client, req.clone()).await.unwrap();
+        assert_eq!(reply.overall_code, Code::Ok as i32);
+        assert_eq!(reply.statuses[0].limit_remaining, remaining);
+        assert_eq!(reply.statuses[1].limit_remaining, remaining);
+    }
+    let reply = call(&mut client, req).await.unwrap();
+    assert_eq!(reply.overall_code, Code::OverLimit as i32);
+    service.shutdown().await;
+}
+
+#[test]
+fn binary_validates_configs_and_prints_bound_addresses() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let bin = env!("CARGO_BIN_EXE_ratelimit-service");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let ok = Command::new(bin)
+        .arg("--validate")
+        .arg(fixtures.join("valid"))
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "OK\n");
+    let bad_file = fixtures.join("invalid/bad_unit.yaml");
+    let bad = Command::new(bin)
+        .arg("--validate")
+        .arg(&bad_file)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr),
+        format!(
+            "{}: descriptors[0].rate_limit.unit: unknown unit \"fortnight\" (expected second, minute, hour, day, month or year)\n",
+            bad_file.display()
+        )
+    );
+
+    let mut child = Command::new(bin)
+        .args([
+            "--store",
+            "memory",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--config")
+        .arg(fixtures.join("valid"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addrs: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let grpc: SocketAddr = addrs["grpc_addr"].as_str().unwrap().parse().unwrap();
+    let http: SocketAddr = addrs["http_addr"].as_str().unwrap().parse().unwrap();
+    assert_ne!(grpc.port(), 0);
+    assert_ne!(http.port(), 0);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "graceful exit on SIGTERM: {exit:?}");
+}

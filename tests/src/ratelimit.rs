@@ -1,0 +1,410 @@
+//! The rate limit service (`dist/ratelimit-service`) as a real process on OS-chosen ports.
+//!
+//! The service binds `127.0.0.1:0` for gRPC and HTTP and prints the bound addresses as one JSON
+//! line on stdout; the fixture reads that line, then waits for `/healthz`. Its config files live
+//! in a private directory (`--config <dir>`) that a test rewrites for hot reload. Stderr goes to
+//! a log file printed when a test fails; the process gets SIGTERM (then SIGKILL) on drop.
+
+use crate::envoy::{signal, Signal};
+use crate::tools;
+use crate::wait;
+use anyhow::{anyhow, bail, Context, Result};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What to start: config files (name, YAML), the Redis URL and extra flags.
+pub struct RateLimitServiceBuilder {
+    configs: Vec<(String, String)>,
+    redis_url: String,
+    extra_args: Vec<String>,
+}
+
+impl RateLimitServiceBuilder {
+    pub fn new(redis_url: &str) -> Self {
+        Self {
+            configs: Vec::new(),
+            redis_url: redis_url.to_string(),
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// A file in the config directory (e.g. `("edge.yaml", yaml)`).
+    pub fn config(mut self, file: &str, yaml: &str) -> Self {
+        self.configs.push((file.to_string(), yaml.to_string()));
+        self
+    }
+
+    /// An extra command-line flag (e.g. `--reload-interval`, `100ms`).
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra_args.push(arg.to_string());
+        self
+    }
+
+    /// Starts the service, learns its ports and waits until `/healthz` answers.
+    pub async fn start(self) -> Result<RateLimitService> {
+        let bin = tools::dist_bin("ratelimit-service")?;
+        let dir = tempfile::Builder::new().prefix("rls-test-").tempdir()?;
+        let config_dir = dir.path().join("config");
+        std::fs::create_dir(&config_dir)?;
+        for (file, yaml) in &self.configs {
+            write_atomically(&config_dir, file, yaml)?;
+        }
+        let log_path = dir.path().join("ratelimit-service.log");
+        let stderr = std::fs::File::create(&log_path)?;
+        let mut child = Command::new(&bin)
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .arg("--config")
+            .arg(&config_dir)
+            .args(["--redis-url", &self.redis_url, "--log-format", "text"])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no stdout pipe"))?;
+        let (tx, rx) = mpsc::channel();
+        // Reads the address line, then drains stdout until the process exits.
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let first = reader.read_line(&mut line).map(|_| line);
+            let _ = tx.send(first);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let mut service = RateLimitService {
+            child: Some(child),
+            dir,
+            config_dir,
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http: reqwest::Client::builder().no_proxy().build()?,
+        };
+        let line = service.read_address_line(&rx).await?;
+        let addrs: serde_json::Value = serde_json::from_str(line.trim())
+            .with_context(|| format!("the first stdout line is not JSON: {line:?}"))?;
+        let addr = |field: &str| -> Result<SocketAddr> {
+            addrs[field]
+                .as_str()
+                .ok_or_else(|| anyhow!("no {field} in {line:?}"))?
+                .parse()
+                .with_context(|| format!("{field} in {line:?}"))
+        };
+        service.grpc_addr = addr("grpc_addr")?;
+        service.http_addr = addr("http_addr")?;
+        service.wait_healthy().await?;
+        Ok(service)
+    }
+}
+
+fn write_atomically(dir: &Path, file: &str, yaml: &str) -> Result<()> {
+    // The service skips dot files, so it never reads the half-written temporary file.
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, yaml)?;
+    std::fs::rename(&tmp, dir.join(file))?;
+    Ok(())
+}
+
+/// A running rate limit service; dropping it stops the process.
+pub struct RateLimitService {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    config_dir: PathBuf,
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    http: reqwest::Client,
+}
+
+impl RateLimitService {
+    /// Starts the service with one config file, `config.yaml`.
+    pub async fn start(redis_url: &str, yaml: &str, extra_args: &[&str]) -> Result<Self> {
+        let mut builder = RateLimitServiceBuilder::new(redis_url).config("config.yaml", yaml);
+        for arg in extra_args {
+            builder = builder.arg(arg);
+        }
+        builder.start().await
+    }
+
+    pub fn builder(redis_url: &str) -> RateLimitServiceBuilder {
+        RateLimitServiceBuilder::new(redis_url)
+    }
+
+    async fn read_address_line(
+        &mut self,
+        rx: &mpsc::Receiver<std::io::Result<String>>,
+    ) -> Result<String> {
+        let started = Instant::now();
+        loop {
+            match rx.try_recv() {
+                Ok(Ok(line)) if !line.trim().is_empty() => return Ok(line),
+                Ok(Ok(_)) => {
+                    let status = self.wait_exit(Duration::from_secs(2));
+                    bail!(
+                        "ratelimit-service closed stdout without printing its addresses \
+                         (exit: {status:?}); log:\n{}",
+                        self.log()
+                    );
+                }
+                Ok(Err(e)) => bail!("reading ratelimit-service stdout: {e}"),
+                Err(mpsc::TryRecvError::Disconnected) => bail!("stdout reader thread died"),
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            if let Some(status) = self.try_exit() {
+                bail!(
+                    "ratelimit-service exited during startup with {status}; log:\n{}",
+                    self.log()
+                );
+            }
+            if started.elapsed() > START_TIMEOUT {
+                bail!(
+                    "ratelimit-service printed no address line within {START_TIMEOUT:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn wait_healthy(&mut self) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.try_exit() {
+                bail!(
+                    "ratelimit-service exited during startup with {status}; log:\n{}",
+                    self.log()
+                );
+            }
+            if let Ok(resp) = self.http.get(self.http_url("/healthz")).send().await {
+                if resp.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if started.elapsed() > START_TIMEOUT {
+                bail!(
+                    "ratelimit-service /healthz not answering after {START_TIMEOUT:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `/ready` says 200 (config loaded and the store answers PING).
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        wait::until(
+            "ratelimit-service /ready to answer 200",
+            timeout,
+            || async {
+                let resp = self.http.get(self.http_url("/ready")).send().await?;
+                Ok(resp.status().is_success().then_some(()))
+            },
+        )
+        .await
+    }
+
+    fn try_exit(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        Some(status)
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.try_exit() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc_addr.port()
+    }
+
+    pub fn http_port(&self) -> u16 {
+        self.http_addr.port()
+    }
+
+    /// `http://127.0.0.1:<http port><path>` (`/healthz`, `/ready`, `/metrics`).
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http_addr, path)
+    }
+
+    /// Writes (or replaces) a file in the config directory, atomically (write + rename), for hot
+    /// reload. The service polls the directory every `--reload-interval`.
+    pub fn write_config(&self, file: &str, yaml: &str) -> Result<()> {
+        write_atomically(&self.config_dir, file, yaml)
+    }
+
+    /// Removes a file from the config directory.
+    pub fn remove_config(&self, file: &str) -> Result<()> {
+        Ok(std::fs::remove_file(self.config_dir.join(file))?)
+    }
+
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+
+    /// The Prometheus text from `/metrics`.
+    pub async fn metrics(&self) -> Result<String> {
+        let resp = self.http.get(self.http_url("/metrics")).send().await?;
+        if !resp.status().is_success() {
+            bail!("/metrics answered {}", resp.status());
+        }
+        Ok(resp.text().await?)
+    }
+
+    /// The sum of a metric's samples whose labels include every `name="value"` in `labels`
+    /// (exact sample name, e.g. `ratelimit_hits_total`); `None` when no sample matches.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Result<Option<f64>> {
+        Ok(metric_sum(&self.metrics().await?, name, labels))
+    }
+
+    /// Waits until [`Self::metric`] reaches at least `min`.
+    pub async fn wait_metric_at_least(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        min: f64,
+    ) -> Result<f64> {
+        wait::until(
+            &format!("ratelimit-service metric {name}{labels:?} >= {min}"),
+            Duration::from_secs(10),
+            || async { Ok(self.metric(name, labels).await?.filter(|v| *v >= min)) },
+        )
+        .await
+    }
+
+    /// Everything the service has logged so far (stderr).
+    pub fn log(&self) -> String {
+        let mut out = String::new();
+        if let Ok(mut file) = std::fs::File::open(self.dir.path().join("ratelimit-service.log")) {
+            let _ = file.read_to_string(&mut out);
+        }
+        out
+    }
+
+    /// Waits until the log contains `needle`, returning the whole log.
+    pub async fn wait_log(&self, needle: &str) -> Result<String> {
+        wait::until(
+            &format!("ratelimit-service log line containing {needle:?}"),
+            Duration::from_secs(10),
+            || async {
+                let log = self.log();
+                Ok(log.contains(needle).then_some(log))
+            },
+        )
+        .await
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the process to exit.
+    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        let pid = self.pid()?;
+        signal(pid, Signal::SIGTERM);
+        self.wait_exit(within)
+    }
+}
+
+/// Sums the samples of `name` in Prometheus text whose label set contains all of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (label_text, value) = if let Some(rest) = rest.strip_prefix('{') {
+            match rest.rsplit_once("} ") {
+                Some((l, v)) => (l, v),
+                None => continue,
+            }
+        } else if let Some(v) = rest.strip_prefix(' ') {
+            ("", v)
+        } else {
+            continue; // a longer metric name sharing the prefix
+        };
+        let matches = labels
+            .iter()
+            .all(|(k, v)| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+        if !matches {
+            continue;
+        }
+        if let Ok(v) = value.split_whitespace().next().unwrap_or("").parse::<f64>() {
+            *total.get_or_insert(0.0) += v;
+        }
+    }
+    total
+}
+
+impl Drop for RateLimitService {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(150).collect();
+            eprintln!(
+                "===== ratelimit-service log, last {} lines =====",
+                tail.len()
+            );
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+            eprintln!("===== end of ratelimit-service log =====");
+        }
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_sum;
+
+    #[test]
+    fn sums_matching_samples() {
+        let text = "# HELP x\n\
+            ratelimit_hits_total{domain=\"edge\",descriptor=\"a\"} 2\n\
+            ratelimit_hits_total{domain=\"edge\",descriptor=\"b\"} 3\n\
+            ratelimit_hits_total_extra{domain=\"edge\"} 100\n\
+            ratelimit_other 7\n";
+        assert_eq!(metric_sum(text, "ratelimit_hits_total", &[]), Some(5.0));
+        assert_eq!(
+            metric_sum(text, "ratelimit_hits_total", &[("descriptor", "b")]),
+            Some(3.0)
+        );
+        assert_eq!(
+            metric_sum(text, "ratelimit_hits_total", &[("domain", "x")]),
+            None
+        );
+        assert_eq!(metric_sum(text, "ratelimit_other", &[]), Some(7.0));
+    }
+}

@@ -1,0 +1,506 @@
+//! The transform filter (dist/transform.wasm) in a real Envoy in front of a scripted upstream.
+
+use bytes::Bytes;
+use gateway_tests::chain;
+use gateway_tests::envoy::{single_upstream, Envoy};
+use gateway_tests::tools;
+use gateway_tests::upstream::{Reply, Upstream};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::time::Duration;
+
+async fn envoy_with(config: &Value, up: &Upstream) -> Envoy {
+    single_upstream(
+        "transform",
+        vec![chain::wasm("transform", config).unwrap()],
+        up.port(),
+    )
+    .unwrap()
+    .start()
+    .await
+    .unwrap()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+#[tokio::test]
+async fn request_header_operations() {
+    let up = Upstream::echo().await.unwrap();
+    let config = json!({ "rules": [{
+        "match": { "path_prefix": "/h" },
+        "request": { "headers": {
+            "remove": ["x-internal"],
+            "rename": { "x-old": "x-new" },
+            "set": { "x-route": "h-${method}", "x-copied": "${header.x-source}", "x-page": "${query.page}", "x-path": "${path}" },
+            "add": { "x-added": "default", "x-kept": "default" },
+            "append": { "x-multi": "from-gateway" }
+        }}
+    }]});
+    let envoy = envoy_with(&config, &up).await;
+    let resp = client()
+        .get(envoy.url("main", "/h/items?page=3"))
+        .header("x-internal", "secret")
+        .header("x-old", "legacy")
+        .header("x-new", "overwritten-by-rename")
+        .header("x-route", "client-value")
+        .header("x-source", "abc")
+        .header("x-kept", "client")
+        .header("x-multi", "from-client")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = up.last();
+    assert_eq!(got.header("x-internal"), None, "removed");
+    assert_eq!(got.header("x-old"), None, "renamed away");
+    assert_eq!(
+        got.header_all("x-new"),
+        ["legacy"],
+        "renamed, replacing the old x-new"
+    );
+    assert_eq!(
+        got.header_all("x-route"),
+        ["h-GET"],
+        "set replaces the client value"
+    );
+    assert_eq!(got.header("x-copied").as_deref(), Some("abc"));
+    assert_eq!(got.header("x-page").as_deref(), Some("3"));
+    assert_eq!(got.header("x-path").as_deref(), Some("/h/items"));
+    assert_eq!(
+        got.header("x-added").as_deref(),
+        Some("default"),
+        "add when absent"
+    );
+    assert_eq!(got.header_all("x-kept"), ["client"], "add never overrides");
+    let multi: Vec<String> = got
+        .header_all("x-multi")
+        .iter()
+        .flat_map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(multi, ["from-client", "from-gateway"], "append keeps both");
+    assert_eq!(
+        envoy
+            .wait_stat_at_least("wasmcustom.transform_rules_matched", 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        envoy
+            .stat("wasmcustom.transform_headers_rewritten")
+            .await
+            .unwrap()
+            .unwrap_or(0)
+            >= 1
+    );
+}
+
+#[tokio::test]
+async fn query_operations_keep_untouched_parameters_verbatim() {
+    let up = Upstream::echo().await.unwrap();
+    let config = json!({ "rules": [{ "request": { "query": {
+        "remove": ["debug"],
+        "set": { "page": "1" },
+        "add": { "source": "gw ${method}", "keep": "never" }
+    }}}]});
+    let envoy = envoy_with(&config, &up).await;
+    let resp = client()
+        .get(envoy.url(
+            "main",
+            "/q?debug=1&keep=a%2Fb&page=7&page=8&debug=2&x=%C3%A9",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let path = up.last().path;
+    let (p, q) = path.split_once('?').unwrap();
+    assert_eq!(p, "/q");
+    let params: Vec<&str> = q.split('&').collect();
+    assert!(!q.contains("debug"), "{path}");
+    assert!(
+        params.contains(&"keep=a%2Fb"),
+        "untouched bytes kept: {path}"
+    );
+    assert!(params.contains(&"x=%C3%A9"), "{path}");
+    assert_eq!(
+        params
+            .iter()
+            .filter(|p| p.starts_with("page="))
+            .collect::<Vec<_>>(),
+        [&"page=1"],
+        "{path}"
+    );
+    let source: Vec<&&str> = params.iter().filter(|p| p.starts_with("source=")).collect();
+    assert_eq!(source.len(), 1, "{path}");
+    assert!(
+        source[0] == &"source=gw+GET" || source[0] == &"source=gw%20GET",
+        "{path}"
+    );
+}
+
+#[tokio::test]
+async fn response_header_operations() {
+    let up = Upstream::start(|_| {
+        Reply::text(200, "hi")
+            .header("x-powered-by", "php/5")
+            .header("x-upstream-old", "v")
+            .header("x-replace", "upstream")
+    })
+    .await
+    .unwrap();
+    let config = json!({ "rules": [{ "response": { "headers": {
+        "remove": ["x-powered-by"],
+        "rename": { "x-upstream-old": "x-upstream-new" },
+        "set": { "x-replace": "gateway", "x-req-path": "${path}" },
+        "add": { "x-frame-options": "DENY" },
+        "append": { "x-replace": "also" }
+    }}}]});
+    let envoy = envoy_with(&config, &up).await;
+    let resp = client()
+        .get(envoy.url("main", "/r/1"))
+        .send()
+        .await
+        .unwrap();
+    let h = resp.headers();
+    assert!(h.get("x-powered-by").is_none());
+    assert!(h.get("x-upstream-old").is_none());
+    assert_eq!(h["x-upstream-new"], "v");
+    let replace: Vec<_> = h
+        .get_all("x-replace")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(replace, ["gateway", "also"]);
+    assert_eq!(
+        h["x-req-path"], "/r/1",
+        "response templates see the request"
+    );
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(resp.text().await.unwrap(), "hi");
+}
+
+fn order_doc() -> Value {
+    json!({
+        "id": 7,
+        "debug_info": { "host": "db-1" },
+        "user": { "name": "Ada", "ssn": "078-05-1120", "fullName": "Ada L." },
+        "items": [ { "sku": "a", "internal_id": 1 }, { "sku": "b", "internal_id": 2 } ],
+        "note": "keep"
+    })
+}
+
+fn strip_rule() -> Value {
+    json!({ "rules": [{ "match": { "path_prefix": "/orders" }, "response": { "body": {
+        "strip": ["debug_info", "user.ssn", "items[*].internal_id"],
+        "rename": { "user.fullName": "display_name" },
+        "add": { "api_version": "v1" }
+    }}}]})
+}
+
+fn expected_stripped() -> Value {
+    json!({
+        "id": 7,
+        "user": { "name": "Ada", "display_name": "Ada L." },
+        "items": [ { "sku": "a" }, { "sku": "b" } ],
+        "note": "keep",
+        "api_version": "v1"
+    })
+}
+
+#[tokio::test]
+async fn json_response_fields_stripped_with_correct_content_length() {
+    let up = Upstream::start(|_| Reply::json(200, &order_doc()))
+        .await
+        .unwrap();
+    let envoy = envoy_with(&strip_rule(), &up).await;
+    let resp = client()
+        .get(envoy.url("main", "/orders/7"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let declared = resp
+        .headers()
+        .get("content-length")
+        .map(|v| v.to_str().unwrap().parse::<usize>().unwrap());
+    let body = resp.bytes().await.unwrap();
+    if let Some(len) = declared {
+        assert_eq!(len, body.len(), "content-length matches the rewritten body");
+    }
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v, expected_stripped());
+    envoy
+        .wait_stat_at_least("wasmcustom.transform_bodies_rewritten", 1)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn chunked_upstream_response_is_rewritten() {
+    let doc = order_doc().to_string();
+    let up = Upstream::start(move |_| {
+        let b = doc.as_bytes();
+        let chunks = vec![
+            Bytes::copy_from_slice(&b[..10]),
+            Bytes::copy_from_slice(&b[10..40]),
+            Bytes::copy_from_slice(&b[40..]),
+        ];
+        Reply::new(200)
+            .header("content-type", "application/json; charset=utf-8")
+            .chunked(chunks)
+    })
+    .await
+    .unwrap();
+    let envoy = envoy_with(&strip_rule(), &up).await;
+    let resp = client()
+        .get(envoy.url("main", "/orders/7"))
+        .send()
+        .await
+        .unwrap();
+    let declared = resp
+        .headers()
+        .get("content-length")
+        .map(|v| v.to_str().unwrap().parse::<usize>().unwrap());
+    let body = resp.bytes().await.unwrap();
+    if let Some(len) = declared {
+        assert_eq!(len, body.len());
+    }
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        expected_stripped()
+    );
+}
+
+#[tokio::test]
+async fn gzip_oversize_invalid_and_non_json_bodies_pass_through_untouched() {
+    let doc = order_doc().to_string();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(doc.as_bytes()).unwrap();
+    let gzipped = Bytes::from(gz.finish().unwrap());
+    let big = {
+        let mut v = order_doc();
+        v["padding"] = Value::String("x".repeat(4096));
+        v.to_string()
+    };
+    let (g2, big2, doc2) = (gzipped.clone(), big.clone(), doc.clone());
+    let up = Upstream::start(move |r| match r.path.as_str() {
+        "/orders/gzip" => Reply::new(200)
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(g2.clone()),
+        "/orders/big" => Reply::new(200)
+            .header("content-type", "application/json")
+            .body(big2.clone()),
+        "/orders/big-chunked" => {
+            let b = Bytes::from(big2.clone());
+            Reply::new(200)
+                .header("content-type", "application/json")
+                .chunked(vec![b.slice(..2000), b.slice(2000..)])
+        }
+        "/orders/invalid" => Reply::new(200)
+            .header("content-type", "application/json")
+            .body("{\"debug_info\": 1,"),
+        _ => Reply::new(200)
+            .header("content-type", "text/plain")
+            .body(doc2.clone()),
+    })
+    .await
+    .unwrap();
+    let mut config = strip_rule();
+    config["max_body_bytes"] = json!(2048);
+    let envoy = envoy_with(&config, &up).await;
+    // Ask for identity so reqwest does not decode: we compare raw bytes.
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .no_gzip()
+        .build()
+        .unwrap();
+    let get = |p: &str| c.get(envoy.url("main", p)).send();
+
+    let r = get("/orders/gzip").await.unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    assert_eq!(r.bytes().await.unwrap(), gzipped, "gzip body untouched");
+    assert_eq!(
+        get("/orders/big").await.unwrap().text().await.unwrap(),
+        big,
+        "oversize (content-length) untouched"
+    );
+    assert_eq!(
+        get("/orders/big-chunked")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        big,
+        "oversize (chunked) untouched"
+    );
+    assert_eq!(
+        get("/orders/invalid").await.unwrap().text().await.unwrap(),
+        "{\"debug_info\": 1,"
+    );
+    assert_eq!(
+        get("/orders/text").await.unwrap().text().await.unwrap(),
+        doc,
+        "not JSON: untouched"
+    );
+
+    envoy
+        .wait_stat_at_least("wasmcustom.transform_bodies_skipped_encoded", 1)
+        .await
+        .unwrap();
+    envoy
+        .wait_stat_at_least("wasmcustom.transform_bodies_skipped_oversize", 2)
+        .await
+        .unwrap();
+    envoy
+        .wait_stat_at_least("wasmcustom.transform_bodies_skipped_invalid_json", 1)
+        .await
+        .unwrap();
+    envoy
+        .wait_stat_at_least("wasmcustom.transform_bodies_skipped_not_json", 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        envoy
+            .stat("wasmcustom.transform_bodies_rewritten")
+            .await
+            .unwrap()
+            .unwrap_or(0),
+        0
+    );
+}
+
+#[tokio::test]
+async fn request_json_body_shimmed_for_old_clients() {
+    let up = Upstream::echo().await.unwrap();
+    let config = json!({ "rules": [{ "match": { "path_exact": "/signup", "methods": ["POST"] },
+        "request": { "body": { "rename": { "user_name": "username" }, "strip": ["password_confirmation"], "set": { "client": "legacy" } } } }]});
+    let envoy = envoy_with(&config, &up).await;
+    let resp = client()
+        .post(envoy.url("main", "/signup"))
+        .header("content-type", "application/json")
+        .body(r#"{"user_name":"ada","password":"x","password_confirmation":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = up.last();
+    assert_eq!(
+        got.json(),
+        json!({ "username": "ada", "password": "x", "client": "legacy" })
+    );
+    // The filter removes content-length when it may rewrite (see README): the body then goes
+    // chunked, or with a content-length that Envoy computed from the rewritten body.
+    match got.header("content-length") {
+        Some(len) => assert_eq!(len.parse::<usize>().unwrap(), got.body.len()),
+        None => assert_eq!(got.header("transfer-encoding").as_deref(), Some("chunked")),
+    }
+}
+
+#[tokio::test]
+async fn first_match_wins_and_default_applies_otherwise() {
+    let up = Upstream::echo().await.unwrap();
+    let config = json!({
+        "rules": [
+            { "name": "a", "match": { "path_prefix": "/a", "headers": [{ "name": "x-tier", "exact": "gold" }] },
+              "request": { "headers": { "set": { "x-rule": "gold" } } } },
+            { "name": "b", "match": { "path_prefix": "/a" }, "request": { "headers": { "set": { "x-rule": "a" } } } },
+            { "name": "c", "match": { "path_prefix": "/a/b" }, "request": { "headers": { "set": { "x-rule": "never" } } } }
+        ],
+        "default": { "request": { "headers": { "set": { "x-rule": "default" } } } }
+    });
+    let envoy = envoy_with(&config, &up).await;
+    let c = client();
+    c.get(envoy.url("main", "/a/b"))
+        .header("x-tier", "gold")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.last().header("x-rule").as_deref(), Some("gold"));
+    c.get(envoy.url("main", "/a/b")).send().await.unwrap();
+    assert_eq!(up.last().header("x-rule").as_deref(), Some("a"));
+    c.get(envoy.url("main", "/other")).send().await.unwrap();
+    assert_eq!(up.last().header("x-rule").as_deref(), Some("default"));
+}
+
+#[tokio::test]
+async fn non_utf8_header_values_do_not_crash_the_vm() {
+    let up = Upstream::echo().await.unwrap();
+    let config = json!({ "rules": [{ "request": { "headers": { "set": { "x-copy": "${header.x-bin}" } } } }] });
+    let envoy = envoy_with(&config, &up).await;
+    let c = client();
+    for _ in 0..3 {
+        let v = reqwest::header::HeaderValue::from_bytes(b"caf\xe9 \xff").unwrap();
+        let resp = c
+            .get(envoy.url("main", "/bin"))
+            .header("x-bin", v)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    // The VM is still alive and still applying rules.
+    let resp = c
+        .get(envoy.url("main", "/ok"))
+        .header("x-bin", "plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.last().header("x-copy").as_deref(), Some("plain"));
+    assert!(!envoy.log().contains("panicked"), "{}", envoy.log());
+}
+
+/// Every bad-config fixture of the filter crate is refused by a real Envoy, and the reason
+/// (the fixture's expected message) shows up in Envoy's log.
+#[tokio::test]
+async fn bad_configs_are_refused_with_their_reason_in_envoys_log() {
+    let dir = tools::repo_root().join("filters/transform/tests/fixtures/invalid");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 5,
+        "expected bad-config fixtures in {}",
+        dir.display()
+    );
+    let wasm = tools::wasm("transform").unwrap().display().to_string();
+    // A handful through Envoy (each start costs a second); the crate's unit test covers all.
+    for case in cases.iter().take(4) {
+        let config = std::fs::read_to_string(case).unwrap();
+        let expected = std::fs::read_to_string(case.with_extension("expected")).unwrap();
+        let builder = single_upstream(
+            "bad-config",
+            vec![chain::wasm_at("transform", &wasm, &config)],
+            9,
+        )
+        .unwrap();
+        let (status, log) = builder
+            .start_expecting_exit(Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert!(
+            !status.success(),
+            "{}: Envoy accepted a bad config",
+            case.display()
+        );
+        assert!(
+            log.contains(expected.trim()),
+            "{}: expected {:?} in Envoy's log:\n{log}",
+            case.display(),
+            expected.trim()
+        );
+    }
+}
