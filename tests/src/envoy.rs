@@ -5,15 +5,14 @@
 //! `/listeners` endpoint, so parallel tests never race for ports. Hot restart is disabled, so
 //! concurrent Envoys share no shared-memory region.
 
+use crate::process::Process;
 use crate::template;
 use crate::tools;
 use crate::wait;
 use anyhow::{anyhow, bail, Context, Result};
-pub use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct EnvoyBuilder {
@@ -124,12 +123,7 @@ impl EnvoyBuilder {
         let mut envoy = self.spawn(dir, config)?;
         let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = envoy
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                envoy.child = None;
+            if let Some(status) = envoy.process.try_exit() {
                 return Ok((status, envoy.log()));
             }
             if Instant::now() > deadline {
@@ -162,9 +156,10 @@ impl EnvoyBuilder {
             .stderr(stderr)
             .spawn()
             .context("starting envoy")?;
+        let logs = vec![log_path, dir.path().join("stderr.log")];
         Ok(Envoy {
-            name: self.name,
-            child: Some(child),
+            name: self.name.clone(),
+            process: Process::new(&format!("Envoy ({})", self.name), child, logs),
             dir,
             admin: String::new(),
             listeners: BTreeMap::new(),
@@ -176,7 +171,8 @@ impl EnvoyBuilder {
 /// A running Envoy. Dropping it stops the process; a failing test gets Envoy's log printed.
 pub struct Envoy {
     name: String,
-    child: Option<Child>,
+    // Declared before `dir`: the process (and its log printing) goes before its files do.
+    process: Process,
     dir: tempfile::TempDir,
     admin: String,
     listeners: BTreeMap<String, u16>,
@@ -188,12 +184,7 @@ impl Envoy {
         let admin_path = self.dir.path().join("admin-address");
         let started = Instant::now();
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
+            if let Some(status) = self.process.try_exit() {
                 bail!(
                     "Envoy ({}) exited during startup with {status}; log:\n{}",
                     self.name,
@@ -292,98 +283,22 @@ impl Envoy {
 
     /// Everything Envoy has logged so far.
     pub fn log(&self) -> String {
-        let mut out = String::new();
-        for f in ["envoy.log", "stderr.log"] {
-            if let Ok(mut file) = std::fs::File::open(self.dir.path().join(f)) {
-                let _ = file.read_to_string(&mut out);
-            }
-        }
-        out
+        self.process.log()
     }
 
     /// Waits until Envoy's log contains `needle`, returning the whole log.
     pub async fn wait_log(&self, needle: &str) -> Result<String> {
-        wait::until(
-            &format!("Envoy log line containing {needle:?}"),
-            Duration::from_secs(10),
-            || async {
-                let log = self.log();
-                Ok(log.contains(needle).then_some(log))
-            },
-        )
-        .await
+        self.process.wait_log(needle).await
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// Sends SIGTERM and waits for the process to exit (for drain tests).
-    pub fn terminate(&mut self, within: Duration) -> Result<Option<ExitStatus>> {
-        let Some(child) = self.child.as_mut() else {
-            return Ok(None);
-        };
-        signal(child.id(), Signal::SIGTERM);
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                self.child = None;
-                return Ok(Some(status));
-            }
-            if Instant::now() > deadline {
-                return Ok(None);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        self.process.terminate(within)
     }
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(150).collect();
-            eprintln!(
-                "===== Envoy ({}) log, last {} lines =====",
-                self.name,
-                tail.len()
-            );
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-            eprintln!("===== end of Envoy ({}) log =====", self.name);
-        }
-        if let Some(mut child) = self.child.take() {
-            signal(child.id(), Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Sends a signal; a process that already exited (ESRCH) is not an error worth reporting.
-pub(crate) fn signal(pid: u32, sig: Signal) {
-    if let Ok(pid) = i32::try_from(pid) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
-    }
-}
-
-fn regex_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The usual test setup: `tests/envoy/single-upstream.yaml` with `filters` (router appended)
@@ -398,4 +313,15 @@ pub fn single_upstream(
             .var("HTTP_FILTERS", crate::chain::with_router(filters))
             .var("UPSTREAM_PORT", upstream_port),
     )
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

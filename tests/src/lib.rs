@@ -13,6 +13,7 @@
 pub mod bench;
 pub mod chain;
 pub mod envoy;
+pub mod process;
 pub mod ratelimit;
 pub mod redis;
 pub mod template;

@@ -5,14 +5,14 @@
 //! in a private directory (`--config <dir>`) that a test rewrites for hot reload. Stderr goes to
 //! a log file printed when a test fails; the process gets SIGTERM (then SIGKILL) on drop.
 
-use crate::envoy::{signal, Signal};
+use crate::process::Process;
 use crate::tools;
 use crate::wait;
 use anyhow::{anyhow, bail, Context, Result};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -82,8 +82,8 @@ impl RateLimitServiceBuilder {
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
         let mut service = RateLimitService {
-            child: Some(child),
-            dir,
+            process: Process::new("ratelimit-service", child, vec![log_path]),
+            _dir: dir,
             config_dir,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -116,8 +116,10 @@ fn write_atomically(dir: &Path, file: &str, yaml: &str) -> Result<()> {
 
 /// A running rate limit service; dropping it stops the process.
 pub struct RateLimitService {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
+    // Declared before `dir`: the process (and its log printing) goes before its files do.
+    process: Process,
+    /// Holds the config directory and the log file for as long as the service runs.
+    _dir: tempfile::TempDir,
     config_dir: PathBuf,
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
@@ -212,22 +214,11 @@ impl RateLimitService {
     }
 
     fn try_exit(&mut self) -> Option<ExitStatus> {
-        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
-        self.child = None;
-        Some(status)
+        self.process.try_exit()
     }
 
     fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.try_exit() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.process.wait_exit(within)
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -294,35 +285,21 @@ impl RateLimitService {
 
     /// Everything the service has logged so far (stderr).
     pub fn log(&self) -> String {
-        let mut out = String::new();
-        if let Ok(mut file) = std::fs::File::open(self.dir.path().join("ratelimit-service.log")) {
-            let _ = file.read_to_string(&mut out);
-        }
-        out
+        self.process.log()
     }
 
     /// Waits until the log contains `needle`, returning the whole log.
     pub async fn wait_log(&self, needle: &str) -> Result<String> {
-        wait::until(
-            &format!("ratelimit-service log line containing {needle:?}"),
-            Duration::from_secs(10),
-            || async {
-                let log = self.log();
-                Ok(log.contains(needle).then_some(log))
-            },
-        )
-        .await
+        self.process.wait_log(needle).await
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// Sends SIGTERM and waits up to `within` for the process to exit.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
-        let pid = self.pid()?;
-        signal(pid, Signal::SIGTERM);
-        self.wait_exit(within)
+        self.process.terminate(within)
     }
 }
 
@@ -354,35 +331,6 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64
         }
     }
     total
-}
-
-impl Drop for RateLimitService {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(150).collect();
-            eprintln!(
-                "===== ratelimit-service log, last {} lines =====",
-                tail.len()
-            );
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-            eprintln!("===== end of ratelimit-service log =====");
-        }
-        if let Some(mut child) = self.child.take() {
-            signal(child.id(), Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 #[cfg(test)]
