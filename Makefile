@@ -26,9 +26,8 @@ native:
 test: build
 	$(CARGO) test -j$(JOBS) --workspace --no-fail-fast
 
-lint:
-	$(CARGO) fmt --all --check
-	$(CARGO) clippy -j$(JOBS) --workspace --all-targets -- -D warnings
+lint: bootstrap
+	@scripts/lint.sh
 
 fmt:
 	$(CARGO) fmt --all
