@@ -37,6 +37,22 @@ pub struct Descriptor {
     pub hits_addend: Option<u64>,
 }
 
+impl Descriptor {
+    /// A descriptor with these `(key, value)` entries and no per-descriptor overrides.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        Self {
+            entries: pairs
+                .iter()
+                .map(|(k, v)| Entry {
+                    key: (*k).into(),
+                    value: (*v).into(),
+                })
+                .collect(),
+            ..Self::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
     pub domain: String,

@@ -9,9 +9,7 @@
 mod redis_fixture;
 
 use ratelimit_service::config::Config;
-use ratelimit_service::limiter::{
-    Code, Decision, Descriptor, Entry, Limiter, LimiterOptions, Request,
-};
+use ratelimit_service::limiter::{Code, Decision, Descriptor, Limiter, LimiterOptions, Request};
 use ratelimit_service::storage::memory::{MemoryStore, SystemClock};
 use ratelimit_service::storage::redis::RedisStore;
 use ratelimit_service::storage::Store;
@@ -73,16 +71,7 @@ impl<S: Store> Harness<S> {
             hits_addend: hits,
             descriptors: descriptors
                 .iter()
-                .map(|entries| Descriptor {
-                    entries: entries
-                        .iter()
-                        .map(|(k, v)| Entry {
-                            key: (*k).into(),
-                            value: (*v).into(),
-                        })
-                        .collect(),
-                    ..Descriptor::default()
-                })
+                .map(|entries| Descriptor::from_pairs(entries))
                 .collect(),
         };
         self.limiter

@@ -40,16 +40,7 @@ fn setup(headers: bool, cache: usize) -> (Limiter<MemoryStore>, ManualClock, Con
 }
 
 fn descriptor(entries: &[(&str, &str)]) -> Descriptor {
-    Descriptor {
-        entries: entries
-            .iter()
-            .map(|(k, v)| Entry {
-                key: (*k).into(),
-                value: (*v).into(),
-            })
-            .collect(),
-        ..Descriptor::default()
-    }
+    Descriptor::from_pairs(entries)
 }
 
 fn request(descriptors: Vec<Descriptor>) -> Request {
