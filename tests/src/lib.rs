@@ -5,6 +5,7 @@
 //!   admin API, prints its log when a test fails and kills it on drop.
 //! - [`upstream`]: in-process HTTP upstreams whose replies a test scripts and whose received
 //!   requests it inspects.
+//! - [`jwks`]: a JWKS endpoint whose answers (keys, errors, garbage, delays) a test controls.
 //! - [`redis`]: private `redis-server` instances and a 3-master cluster.
 //! - [`tools`]: where the real binaries live (`.venv/bin/envoy`, `dist/*.wasm`), failing with
 //!   the install command when one is missing.
@@ -13,6 +14,7 @@
 pub mod bench;
 pub mod chain;
 pub mod envoy;
+pub mod jwks;
 pub mod process;
 pub mod ratelimit;
 pub mod redis;

@@ -194,13 +194,23 @@ impl Vm {
     fn resume_pending(&mut self, now: u64) {
         let ids: Vec<u32> = self.pending.keys().copied().collect();
         for id in ids {
-            let Some(p) = self.pending.remove(&id) else {
+            let Some(mut p) = self.pending.remove(&id) else {
                 continue;
             };
+            let fetches_before = self.inflight.len();
             let decision = self.decide(&p.headers, now);
-            if matches!(decision.outcome, Outcome::Wait(_)) && now < p.deadline_ms {
-                self.pending.insert(id, p);
-                continue;
+            if let Outcome::Wait(providers) = &decision.outcome {
+                // The keys that arrived did not have this request's kid and a new fetch went
+                // out for it (a fetch already in flight when the request came may predate a
+                // rotation): give that fetch its own full timeout. The unknown-kid refetch
+                // budget bounds how often this can happen.
+                if self.inflight.len() > fetches_before {
+                    p.deadline_ms = self.wait_deadline(providers, now);
+                }
+                if now < p.deadline_ms {
+                    self.pending.insert(id, p);
+                    continue;
+                }
             }
             if hostcalls::set_effective_context(id).is_err() {
                 continue; // the request is gone

@@ -23,7 +23,7 @@ pub mod verify;
 #[cfg(target_arch = "wasm32")]
 mod filter;
 
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,14 @@
-//! Test-only key generation and token signing. Keys are made at test time (RSA by the
-//! `openssl` CLI, which also signs RS*/PS* tokens as an independent implementation; EC and
-//! Ed25519 by their crates from random seeds). Nothing here is committed key material.
+//! Test support: key generation, token signing and the attack corpus, shared by the unit tests
+//! and (through the `test-support` feature) the real-Envoy tests in `tests/`. Keys are made at
+//! test time (RSA by the `openssl` CLI, which also signs RS*/PS* tokens as an independent
+//! implementation; EC and Ed25519 by their crates from random seeds). Nothing here is committed
+//! key material. Failing loudly is what test support should do, hence the unwraps.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::claims::ClaimError;
+use crate::outcome::Denial;
+use crate::token::TokenError;
+use crate::verify::VerifyError;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -202,4 +210,170 @@ pub fn kid_for(alg: &str) -> &'static str {
         a if a.starts_with("HS") => "hs-1",
         _ => "rsa-1",
     }
+}
+
+/// The claims every test token carries unless a case changes them: issued at `now`, valid for
+/// ten minutes, issuer `https://idp`, audience `api`.
+pub fn claims(now: u64) -> Value {
+    json!({"iss": "https://idp", "aud": "api", "sub": "user-1", "exp": now + 600, "iat": now,
+           "scope": "orders:read", "groups": ["orders-write"], "tenant": "acme", "org": {"id": 7}})
+}
+
+/// A valid token for `alg`, signed by the matching test key under its usual kid.
+pub fn token(alg: &str, now: u64) -> String {
+    sign(
+        &json!({"alg": alg, "kid": kid_for(alg), "typ": "JWT"}),
+        &claims(now),
+    )
+}
+
+/// One hostile or broken token and the refusal it must get.
+pub struct AttackCase {
+    pub name: String,
+    pub token: String,
+    pub expect: Denial,
+}
+
+/// The attack corpus for a provider configured like the tests' `idp`: issuer `https://idp`,
+/// audience `api`, `require_expiration: true`, `max_lifetime: 3600s`, default clock skew, keys
+/// from [`jwks`] (kid `rsa-1` is the RSA key). Times are relative to `now` (Unix seconds).
+pub fn attack_corpus(now: u64) -> Vec<AttackCase> {
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = claims(now);
+        f(&mut c);
+        sign(&json!({"alg": "RS256", "kid": "rsa-1"}), &c)
+    };
+    let body = b64(claims(now).to_string());
+    let valid = token("RS256", now);
+    let parts: Vec<&str> = valid.split('.').collect();
+    // Changing the first character always changes the signature's first byte.
+    let flipped = if parts[2].starts_with('A') { 'B' } else { 'A' };
+    let malformed = Denial::from(TokenError::Malformed);
+    let bad_sig = Denial::from(VerifyError::BadSignature);
+    let unknown_kid = Denial::from(VerifyError::UnknownKid);
+    let mut cases: Vec<(String, String, Denial)> = vec![
+        (
+            "expired".into(),
+            with(&|c| c["exp"] = json!(now - 61)),
+            ClaimError::Expired.into(),
+        ),
+        (
+            "nbf in the future".into(),
+            with(&|c| c["nbf"] = json!(now + 3000)),
+            ClaimError::NotYetValid.into(),
+        ),
+        (
+            "iat beyond skew".into(),
+            with(&|c| c["iat"] = json!(now + 120)),
+            ClaimError::IssuedInFuture.into(),
+        ),
+        (
+            "wrong iss".into(),
+            with(&|c| c["iss"] = json!("https://evil")),
+            ClaimError::WrongIssuer.into(),
+        ),
+        (
+            "wrong aud".into(),
+            with(&|c| c["aud"] = json!("other")),
+            ClaimError::WrongAudience.into(),
+        ),
+        (
+            "missing exp".into(),
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            }),
+            ClaimError::MissingExp.into(),
+        ),
+        (
+            "lifetime over max".into(),
+            with(&|c| c["exp"] = json!(now + 7200)),
+            ClaimError::LifetimeTooLong.into(),
+        ),
+        (
+            "tampered payload".into(),
+            format!("{}.{}.{}", parts[0], b64(r#"{"sub":"admin"}"#), parts[2]),
+            bad_sig,
+        ),
+        (
+            "tampered signature".into(),
+            format!("{}.{}.{flipped}{}", parts[0], parts[1], &parts[2][1..]),
+            bad_sig,
+        ),
+        (
+            "truncated".into(),
+            format!("{}.{}", parts[0], parts[1]),
+            malformed,
+        ),
+        (
+            "extra segment".into(),
+            format!("{valid}.{}", parts[2]),
+            malformed,
+        ),
+        (
+            "non-base64url".into(),
+            format!("{}.{}+.{}", parts[0], parts[1], parts[2]),
+            malformed,
+        ),
+        (
+            "oversize".into(),
+            format!("{}.{}.{}", parts[0], "A".repeat(9000), parts[2]),
+            TokenError::Oversize.into(),
+        ),
+        (
+            "unknown kid".into(),
+            sign(&json!({"alg": "RS256", "kid": "nope"}), &claims(now)),
+            unknown_kid,
+        ),
+        (
+            "crit".into(),
+            format!(
+                "{}.{body}.{}",
+                b64(r#"{"alg":"RS256","kid":"rsa-1","crit":["x"],"x":1}"#),
+                parts[2]
+            ),
+            TokenError::Crit.into(),
+        ),
+    ];
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let header = b64(format!(r#"{{"alg":"{alg}"}}"#));
+        cases.push((format!("alg {alg}"), format!("{header}.{body}."), malformed));
+        cases.push((
+            format!("alg {alg} signed"),
+            format!("{header}.{body}.{}", parts[2]),
+            TokenError::AlgNone.into(),
+        ));
+    }
+    for kid in [
+        "../../etc/passwd",
+        "rsa-1\"",
+        "{\"kid\":\"rsa-1\"}",
+        "rsa-1\u{0}",
+        "rsa-1 ",
+    ] {
+        let t = sign(&json!({"alg": "RS256", "kid": kid}), &claims(now));
+        cases.push((format!("kid {kid:?}"), t, unknown_kid));
+    }
+    // RS256 -> HS256 confusion: an HMAC "signed" with the RSA public key (PEM and JWK forms)
+    // under the RSA key's kid. The key's type pins its algorithm family.
+    let k = keys();
+    for (form, secret) in [
+        ("PEM", k.rsa.public_pem.clone().into_bytes()),
+        ("JWK", k.rsa.jwk("rsa-1").to_string().into_bytes()),
+    ] {
+        let input = format!("{}.{body}", b64(r#"{"alg":"HS256","kid":"rsa-1"}"#));
+        let t = format!("{input}.{}", b64(hmac("HS256", &secret, input.as_bytes())));
+        cases.push((
+            format!("HS256 signed with the RSA public key ({form})"),
+            t,
+            VerifyError::NoMatchingKey.into(),
+        ));
+    }
+    cases
+        .into_iter()
+        .map(|(name, token, expect)| AttackCase {
+            name,
+            token,
+            expect,
+        })
+        .collect()
 }
