@@ -7,6 +7,7 @@ use crate::authz::{Authorization, ClaimCondition};
 use crate::claims::{ClaimPolicy, SubjectMatch};
 use crate::jwks::{JwksOrigin, KeySet};
 use crate::jwks_cache::JwksPolicy;
+pub use crate::revocation::RevocationConfig;
 use crate::rules::{Requirement, Rule};
 use crate::token::{HeaderSource, TokenSources};
 use filter_core::{parse_json_config, ConfigError, RequestMatch};
@@ -46,6 +47,8 @@ pub struct Provider {
     pub forward_payload_header: Option<String>,
     /// `claim_to_headers` plus the tenant header.
     pub claim_headers: Vec<ClaimHeader>,
+    /// Checked against the revocation list synced from this service.
+    pub revocation: Option<RevocationConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +189,39 @@ struct RawProvider {
     tenant_claim: Option<String>,
     #[serde(default)]
     tenant_header: Option<String>,
+    #[serde(default)]
+    revocation: Option<RawRevocation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRevocation {
+    cluster: String,
+    #[serde(default)]
+    sync_interval: Option<Millis>,
+    #[serde(default)]
+    timeout: Option<Millis>,
+}
+
+impl RawRevocation {
+    fn validate(self) -> Result<RevocationConfig, ConfigError> {
+        if self.cluster.is_empty() {
+            return Err(err("cluster", "must name an Envoy cluster (HTTP/2)"));
+        }
+        let sync_interval_ms = self.sync_interval.map_or(5_000, |m| m.0);
+        if !(500..=3_600_000).contains(&sync_interval_ms) {
+            return Err(err("sync_interval", "must be between 500ms and 1h"));
+        }
+        let timeout_ms = self.timeout.map_or(2_000, |m| m.0);
+        if !(1..=60_000).contains(&timeout_ms) {
+            return Err(err("timeout", "must be between 1ms and 60s"));
+        }
+        Ok(RevocationConfig {
+            cluster: self.cluster,
+            sync_interval_ms,
+            timeout_ms,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -481,6 +517,10 @@ impl RawProvider {
             .forward_payload_header
             .map(|h| header_name("forward_payload_header", &h))
             .transpose()?;
+        let revocation = self
+            .revocation
+            .map(|r| r.validate().map_err(|e| e.within("revocation")))
+            .transpose()?;
         Ok(Provider {
             name: name.to_string(),
             claims,
@@ -489,6 +529,7 @@ impl RawProvider {
             forward: self.forward,
             forward_payload_header,
             claim_headers,
+            revocation,
         })
     }
 }

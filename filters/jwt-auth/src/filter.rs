@@ -3,11 +3,12 @@
 //! being fetched. All decisions are made by [`crate::engine`].
 
 use crate::config::{FilterConfig, KeySource, RemoteJwks};
-use crate::engine::{Authenticator, Decision, HeaderEdit, NoRevocation, Outcome};
+use crate::engine::{Authenticator, Decision, HeaderEdit, Outcome};
 use crate::keystore::{FetchResult, Fetcher, SharedStore, WorkerKeys};
 use crate::outcome::Denial;
+use crate::revocation::{RevocationCaller, RevocationConfig, SyncResult, WorkerRevocations};
 use crate::rules::ProviderId;
-use filter_core::wasm::{log_config_error, read_headers, send_json_error, Counter};
+use filter_core::wasm::{log_config_error, read_headers, send_json_error, Counter, Gauge};
 use filter_core::HeaderMap;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -81,8 +82,45 @@ impl Fetcher for HostFetcher<'_> {
     }
 }
 
+/// Starts `ListRevocations` calls from the root context; answers come back to it.
+struct HostRevocationCaller<'a> {
+    inflight: &'a mut HashMap<u32, ProviderId>,
+}
+
+impl RevocationCaller for HostRevocationCaller<'_> {
+    fn list(&mut self, provider: ProviderId, config: &RevocationConfig, request: &[u8]) -> bool {
+        match hostcalls::dispatch_grpc_call(
+            &config.cluster,
+            crate::revocation::SERVICE,
+            crate::revocation::LIST_METHOD,
+            vec![],
+            Some(request),
+            Duration::from_millis(config.timeout_ms),
+        ) {
+            Ok(token) => {
+                self.inflight.insert(token, provider);
+                true
+            }
+            Err(e) => {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "cannot call the revocation service on {}: {e:?}",
+                        config.cluster
+                    ),
+                );
+                false
+            }
+        }
+    }
+}
+
 struct Metrics {
     allowed: Counter,
+    revocation_sync_ok: Counter,
+    revocation_sync_failed: Counter,
+    revocation_age_ms: Gauge,
+    revocation_entries: Gauge,
     denied: HashMap<&'static str, Counter>,
     fetch_ok: Counter,
     fetch_failed: Counter,
@@ -94,6 +132,10 @@ impl Metrics {
     fn new() -> Self {
         Self {
             allowed: Counter::define("jwt_auth.allowed"),
+            revocation_sync_ok: Counter::define("jwt_auth.revocation.sync.success"),
+            revocation_sync_failed: Counter::define("jwt_auth.revocation.sync.failure"),
+            revocation_age_ms: Gauge::define("jwt_auth.revocation.list_age_ms"),
+            revocation_entries: Gauge::define("jwt_auth.revocation.entries"),
             denied: HashMap::new(),
             fetch_ok: Counter::define("jwt_auth.jwks_fetch.success"),
             fetch_failed: Counter::define("jwt_auth.jwks_fetch.failure"),
@@ -120,7 +162,10 @@ struct Pending {
 struct Vm {
     auth: Authenticator,
     keys: WorkerKeys,
+    revocations: WorkerRevocations,
     inflight: HashMap<u32, ProviderId>,
+    /// `ListRevocations` calls in flight (root context only).
+    revocation_calls: HashMap<u32, ProviderId>,
     pending: HashMap<u32, Pending>,
     metrics: Metrics,
 }
@@ -130,6 +175,7 @@ impl Vm {
         let Vm {
             auth,
             keys,
+            revocations,
             inflight,
             metrics,
             ..
@@ -139,7 +185,7 @@ impl Vm {
             headers,
             now,
             &mut keys.store(&HostShared, &mut fetcher),
-            &NoRevocation,
+            revocations,
         );
         metrics.cache_hit.add(i64::from(d.cache_hits));
         metrics.cache_miss.add(i64::from(d.cache_misses));
@@ -228,6 +274,38 @@ impl Vm {
         }
     }
 
+    /// A `ListRevocations` answer (or failure) arrived in the root context.
+    fn on_revocation_response(&mut self, token: u32, status: u32, size: usize) {
+        let Some(provider) = self.revocation_calls.remove(&token) else {
+            return;
+        };
+        let body = if status == 0 {
+            hostcalls::get_buffer(proxy_wasm::types::BufferType::GrpcReceiveBuffer, 0, size)
+                .ok()
+                .map(Option::unwrap_or_default)
+        } else {
+            None
+        };
+        match self
+            .revocations
+            .on_response(&HostShared, provider, body.as_deref(), now_ms())
+        {
+            SyncResult::Synced(n) => {
+                self.metrics.revocation_sync_ok.inc();
+                self.metrics
+                    .revocation_entries
+                    .set(u64::try_from(n).unwrap_or(u64::MAX));
+            }
+            SyncResult::Failed(why) => {
+                self.metrics.revocation_sync_failed.inc();
+                log(
+                    LogLevel::Warn,
+                    &format!("revocation sync failed (grpc status {status}), keeping the last list: {why}"),
+                );
+            }
+        }
+    }
+
     fn deny(&mut self, d: Denial, request_id: Option<&str>) {
         self.metrics.denied(d.reason);
         let realm = self.auth.config().realm.clone();
@@ -281,6 +359,12 @@ struct JwtRoot {
 }
 
 impl Context for JwtRoot {
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        if let Some(vm) = &self.vm {
+            vm.borrow_mut().on_revocation_response(token, status, size);
+        }
+    }
+
     fn on_http_call_response(
         &mut self,
         token: u32,
@@ -314,7 +398,9 @@ impl RootContext for JwtRoot {
         let vm = Vm {
             auth: Authenticator::new(Arc::clone(&config), random_seed()),
             keys: WorkerKeys::new(Arc::clone(&config), &prefix),
+            revocations: WorkerRevocations::new(Arc::clone(&config), &prefix),
             inflight: HashMap::new(),
+            revocation_calls: HashMap::new(),
             pending: HashMap::new(),
             metrics: Metrics::new(),
         };
@@ -332,6 +418,24 @@ impl RootContext for JwtRoot {
             keys.tick(&HostShared, &mut HostFetcher { inflight }, now)
         };
         vm.keys_changed(&changed);
+        if vm.revocations.enabled() {
+            let Vm {
+                revocations,
+                revocation_calls,
+                metrics,
+                ..
+            } = &mut *vm;
+            revocations.tick(
+                &HostShared,
+                &mut HostRevocationCaller {
+                    inflight: revocation_calls,
+                },
+                now,
+            );
+            if let Some(age) = revocations.age_ms(now) {
+                metrics.revocation_age_ms.set(age);
+            }
+        }
         if !vm.pending.is_empty() {
             vm.resume_pending(now);
         }

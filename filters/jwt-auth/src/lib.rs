@@ -4,7 +4,8 @@
 //! [`config`] validates the plugin configuration, [`token`] extracts and parses tokens,
 //! [`jwks`] turns JWKS documents into keys, [`verify`] checks signatures, [`claims`] and
 //! [`authz`] check claims, [`rules`] evaluates requirements, [`cache`] remembers verified
-//! tokens, [`jwks_cache`] is the JWKS refresh state machine, [`outcome`] maps failures to
+//! tokens, [`jwks_cache`] is the JWKS refresh state machine, [`revocation`] syncs revoked
+//! token ids, [`outcome`] maps failures to
 //! responses, and [`engine`] ties them into one decision per request.
 
 pub mod authz;
@@ -16,6 +17,7 @@ pub mod jwks;
 pub mod jwks_cache;
 pub mod keystore;
 pub mod outcome;
+pub mod revocation;
 pub mod rules;
 pub mod token;
 pub mod verify;
