@@ -37,6 +37,31 @@ pub struct Figures {
 
 /// Runs wrk (one thread) against a loopback URL; returns requests/s and latency percentiles.
 pub fn wrk(url: &str, headers: &[(&str, &str)], load: &Load) -> Result<Figures> {
+    wrk_with(url, headers, None, load)
+}
+
+/// A wrk Lua script that sends `GET <path>` with `Authorization: Bearer <token>`, cycling
+/// through the tokens in `tokens_file` (one per line) so each request carries the next one.
+pub fn token_rotation_script(path: &str, tokens_file: &std::path::Path) -> String {
+    format!(
+        "local tokens = {{}}\n\
+         for line in io.lines(\"{}\") do tokens[#tokens + 1] = line end\n\
+         local i = 0\n\
+         request = function()\n\
+           i = i % #tokens + 1\n\
+           return wrk.format(\"GET\", \"{path}\", {{[\"Authorization\"] = \"Bearer \" .. tokens[i]}})\n\
+         end\n",
+        tokens_file.display()
+    )
+}
+
+/// The same, optionally driven by a wrk Lua script (e.g. [`token_rotation_script`]).
+pub fn wrk_with(
+    url: &str,
+    headers: &[(&str, &str)],
+    script: Option<&std::path::Path>,
+    load: &Load,
+) -> Result<Figures> {
     if !url.starts_with("http://127.0.0.1:") {
         bail!("benchmarks only target loopback, not {url}");
     }
@@ -48,6 +73,9 @@ pub fn wrk(url: &str, headers: &[(&str, &str)], load: &Load) -> Result<Figures> 
             .arg(format!("-d{}s", d.as_secs().max(1)));
         for (n, v) in headers {
             cmd.arg("-H").arg(format!("{n}: {v}"));
+        }
+        if let Some(script) = script {
+            cmd.arg("-s").arg(script);
         }
         let out = cmd.arg(url).output().context("running wrk")?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();

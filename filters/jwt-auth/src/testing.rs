@@ -101,6 +101,13 @@ impl RsaTestKey {
         json!({"kty": "RSA", "kid": kid, "n": b64(pk.n().to_bytes_be()), "e": b64(pk.e().to_bytes_be())})
     }
 
+    /// RS256 in-process (the `rsa` crate): for benchmarks that need thousands of tokens.
+    pub fn rs256(&self, input: &[u8]) -> Vec<u8> {
+        use rsa::signature::{SignatureEncoding, Signer};
+        let key = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(self.private.clone());
+        key.sign(input).to_vec()
+    }
+
     /// Signs with the openssl CLI (PKCS#1 v1.5, or PSS with salt = hash length).
     pub fn openssl_sign(&self, digest: &str, pss: bool, input: &[u8]) -> Vec<u8> {
         let mut cmd = Command::new("openssl");

@@ -109,6 +109,16 @@ fn tokens_signed_by_jwt_compact_verify() {
 }
 
 #[test]
+fn in_process_rs256_signing_matches_openssl() {
+    let k = keys();
+    let input = b"header.payload";
+    assert_eq!(
+        k.rsa.rs256(input),
+        k.rsa.openssl_sign("sha256", false, input)
+    );
+}
+
+#[test]
 fn alg_confusion_is_impossible() {
     let k = keys();
     let set = local_set();

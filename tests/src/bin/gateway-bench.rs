@@ -1,10 +1,10 @@
 //! `make bench`: side-by-side figures measured in one run, on loopback, one Envoy worker.
 //!
-//! Usage: gateway-bench [SECTION...]   sections: floor, filters, ratelimit (default: all)
+//! Usage: gateway-bench [SECTION...]   sections: floor, filters, jwt, ratelimit (default: all)
 //! BENCH_SECONDS sets the measured duration of each row (default 8).
 
 use anyhow::Result;
-use gateway_tests::bench::{wrk, Figures, Load, Table};
+use gateway_tests::bench::{token_rotation_script, wrk_with, Figures, Load, Table};
 use gateway_tests::chain;
 use gateway_tests::envoy::EnvoyBuilder;
 use gateway_tests::template::yaml_string;
@@ -40,18 +40,8 @@ const STRIP_FIVE: [&str; 5] = [
 ];
 
 async fn measure(name: &str, filters: Vec<Value>, path: &str, load: &Load) -> Result<Figures> {
-    let envoy = EnvoyBuilder::from_repo_file(name, "tests/envoy/bench.yaml")?
-        .var("HTTP_FILTERS", chain::with_router(filters))
-        .var("JSON_BODY", yaml_string(&json_16k()))
-        .concurrency(1)
-        .start()
-        .await?;
-    let url = envoy.url("main", path);
     let headers = [("x-debug", "1"), ("x-client", "bench")];
-    let load = load.clone();
-    let figures = tokio::task::spawn_blocking(move || wrk(&url, &headers, &load)).await??;
-    drop(envoy);
-    Ok(figures)
+    measure_driven(name, filters, path, Drive::Header(&headers), load).await
 }
 
 async fn filters_section(load: &Load) -> Result<String> {
@@ -148,6 +138,180 @@ async fn filters_section(load: &Load) -> Result<String> {
         ("d", "f", Some(0.7)),
         ("d", "f16", None),
         ("c", "b", None),
+    ]))
+}
+
+/// How wrk drives one row: fixed headers, or a Lua script (e.g. a token rotation).
+enum Drive<'a> {
+    Header(&'a [(&'a str, &'a str)]),
+    Script(&'a std::path::Path),
+}
+
+async fn measure_driven(
+    name: &str,
+    filters: Vec<Value>,
+    path: &str,
+    drive: Drive<'_>,
+    load: &Load,
+) -> Result<Figures> {
+    let envoy = EnvoyBuilder::from_repo_file(name, "tests/envoy/bench.yaml")?
+        .var("HTTP_FILTERS", chain::with_router(filters))
+        .var("JSON_BODY", yaml_string(&json_16k()))
+        .concurrency(1)
+        .start()
+        .await?;
+    let url = envoy.url("main", path);
+    let load = load.clone();
+    let (headers, script): (Vec<(String, String)>, Option<std::path::PathBuf>) = match drive {
+        Drive::Header(h) => (
+            h.iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            None,
+        ),
+        Drive::Script(p) => (Vec::new(), Some(p.to_path_buf())),
+    };
+    let figures = tokio::task::spawn_blocking(move || {
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        wrk_with(&url, &h, script.as_deref(), &load)
+    })
+    .await??;
+    drop(envoy);
+    Ok(figures)
+}
+
+/// jwt_auth.wasm against Envoy's native jwt_authn, same keys, tokens and cache size.
+async fn jwt_section(load: &Load) -> Result<String> {
+    use jwt_auth::testing::{b64, claims, jwks, keys, token};
+    eprintln!("jwt: generating keys and 2,000 RS256 tokens");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let jwks_text = jwks(false).to_string();
+    let rs = token("RS256", now);
+    let es = token("ES256", now);
+    let k = keys();
+    let dir = tempfile::tempdir()?;
+    let tokens_file = dir.path().join("tokens.txt");
+    let mut distinct = String::new();
+    for i in 0..2000 {
+        let mut c = claims(now);
+        c["jti"] = json!(format!("bench-{i}"));
+        let input = format!(
+            "{}.{}",
+            b64(json!({"alg": "RS256", "kid": "rsa-1"}).to_string()),
+            b64(c.to_string())
+        );
+        distinct.push_str(&format!("{input}.{}\n", b64(k.rsa.rs256(input.as_bytes()))));
+    }
+    std::fs::write(&tokens_file, distinct)?;
+    let script = dir.path().join("rotate.lua");
+    std::fs::write(&script, token_rotation_script("/small", &tokens_file))?;
+
+    // Both caches hold 1,000 entries: a cycle over 2,000 tokens misses every time in an LRU,
+    // so row (c) prices signature verification; rows (a) and (b) price the cache path.
+    const CACHE: u32 = 1000;
+    let native = json!({
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": { "idp": {
+                "issuer": "https://idp",
+                "audiences": ["api"],
+                "local_jwks": { "inline_string": jwks_text },
+                "claim_to_headers": [{ "header_name": "x-user-id", "claim_name": "sub" }],
+                "jwt_cache_config": { "jwt_cache_size": CACHE },
+            }},
+            "rules": [{ "match": { "prefix": "/" }, "requires": { "provider_name": "idp" } }],
+        },
+    });
+    let ours = chain::wasm(
+        "jwt_auth",
+        &json!({
+            "providers": { "idp": {
+                "issuer": "https://idp",
+                "audiences": ["api"],
+                "local_jwks": { "inline": jwks_text },
+                "claim_to_headers": [{ "header_name": "x-user-id", "claim_name": "sub" }],
+            }},
+            "rules": [{ "requires": { "provider_name": "idp" } }],
+            "token_cache": { "max_entries": CACHE },
+        }),
+    )?;
+    let floor = chain::wasm("passthrough", &json!({}))?;
+    let rs_auth = format!("Bearer {rs}");
+    let es_auth = format!("Bearer {es}");
+    let rs_h = [("authorization", rs_auth.as_str())];
+    let es_h = [("authorization", es_auth.as_str())];
+    eprintln!(
+        "jwt: {} connections, {}s per row, one Envoy worker",
+        load.connections,
+        load.duration.as_secs()
+    );
+    let mut t =
+        Table::new("JWT verification through one Envoy worker (wrk -t1 -c16, direct_response)");
+    let rows: Vec<(&str, &str, Vec<Value>, Drive)> = vec![
+        ("none", "no filter", vec![], Drive::Header(&rs_h)),
+        (
+            "f",
+            "pass-through wasm filter (the floor)",
+            vec![floor],
+            Drive::Header(&rs_h),
+        ),
+        (
+            "na",
+            "native jwt_authn: one RS256 token repeated",
+            vec![native.clone()],
+            Drive::Header(&rs_h),
+        ),
+        (
+            "nb",
+            "native jwt_authn: one ES256 token repeated",
+            vec![native.clone()],
+            Drive::Header(&es_h),
+        ),
+        (
+            "nc",
+            "native jwt_authn: 2,000 distinct RS256 tokens",
+            vec![native],
+            Drive::Script(&script),
+        ),
+        (
+            "wa",
+            "jwt_auth.wasm: one RS256 token repeated",
+            vec![ours.clone()],
+            Drive::Header(&rs_h),
+        ),
+        (
+            "wb",
+            "jwt_auth.wasm: one ES256 token repeated",
+            vec![ours.clone()],
+            Drive::Header(&es_h),
+        ),
+        (
+            "wc",
+            "jwt_auth.wasm: 2,000 distinct RS256 tokens",
+            vec![ours],
+            Drive::Script(&script),
+        ),
+    ];
+    for (key, label, filters, drive) in rows {
+        t.add(
+            key,
+            label,
+            measure_driven(key, filters, "/small", drive, load).await?,
+        );
+    }
+    Ok(t.render(&[
+        ("wa", "f", Some(0.9)),
+        ("wb", "f", None),
+        ("wc", "nc", Some(0.3)),
+        ("wa", "na", None),
+        ("na", "none", None),
+        ("nc", "none", None),
     ]))
 }
 
@@ -381,6 +545,10 @@ async fn main() -> Result<()> {
     }
     if want("ratelimit") {
         report.push_str(&ratelimit_section(&load).await?);
+        report.push('\n');
+    }
+    if want("jwt") {
+        report.push_str(&jwt_section(&load).await?);
         report.push('\n');
     }
     if want("filters") {
