@@ -38,5 +38,9 @@ demo: build
 bench: build
 	$(CARGO) run --release -j$(JOBS) -p gateway-tests --bin gateway-bench
 
+# Each jwt-auth fuzz target for FUZZ_SECONDS (default 60); installs cargo-fuzz if missing.
+fuzz: bootstrap
+	@scripts/fuzz.sh
+
 clean:
 	rm -rf target dist

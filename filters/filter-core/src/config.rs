@@ -13,24 +13,41 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// The reason is kept on one line (some errors, e.g. the regex crate's, span several), so
-    /// it reads as one log line in Envoy.
+    /// The error is kept on one line, so it reads as one log line in Envoy: a multi-line reason
+    /// (e.g. the regex crate's) is folded, and control characters in the field path (a map key
+    /// in the configuration may hold any) or the reason are escaped.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         let mut reason = reason.into();
         if reason.contains('\n') {
             reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
         }
         Self {
-            field: field.into(),
-            reason,
+            field: escape_controls(field.into()),
+            reason: escape_controls(reason),
         }
     }
 
     /// Prefixes the field path with its parent, so nested validators can report relative paths.
     pub fn within(mut self, parent: &str) -> Self {
-        self.field = join_path(parent, &self.field);
+        self.field = join_path(&escape_controls(parent.to_string()), &self.field);
         self
     }
+}
+
+fn escape_controls(s: String) -> String {
+    if !s.chars().any(char::is_control) {
+        return s;
+    }
+    s.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 impl fmt::Display for ConfigError {
@@ -133,5 +150,14 @@ mod tests {
             ConfigError::new("a.b", "bad").to_string(),
             "invalid configuration: field `a.b`: bad"
         );
+    }
+
+    /// Found by the jwt-auth config fuzzer: a map key holding a newline made a two-line error.
+    #[test]
+    fn control_characters_never_break_the_line() {
+        let e = ConfigError::new("providers.a\nb", "bad\r\u{1}").within("x\ty");
+        let text = e.to_string();
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert_eq!(e.field, "x\\ty.providers.a\\nb");
     }
 }
