@@ -44,10 +44,44 @@ impl Counter {
         self.add(1);
     }
 
+    /// Adds `n`; adding 0 makes no host call.
     pub fn add(self, n: i64) {
+        if n == 0 {
+            return;
+        }
         if let Some(id) = self.0 {
             let _ = hostcalls::increment_metric(id, n);
         }
+    }
+}
+
+/// A counter for the per-request hot path: increments accumulate in the VM and reach the host
+/// in one call per [`flush`](Self::flush) (the root context's tick), instead of one host call
+/// per request. Totals are exact; the host sees them up to one tick late.
+#[derive(Debug)]
+pub struct BatchedCounter {
+    counter: Counter,
+    pending: std::cell::Cell<i64>,
+}
+
+impl BatchedCounter {
+    pub fn define(name: &str) -> Self {
+        Self {
+            counter: Counter::define(name),
+            pending: std::cell::Cell::new(0),
+        }
+    }
+
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: i64) {
+        self.pending.set(self.pending.get().saturating_add(n));
+    }
+
+    pub fn flush(&self) {
+        self.counter.add(self.pending.replace(0));
     }
 }
 

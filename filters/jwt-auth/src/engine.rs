@@ -47,6 +47,27 @@ pub enum HeaderEdit {
     Set(String, String),
 }
 
+/// The host calls that carry out `edits` on a request whose headers are `headers`: removals
+/// of headers the request does not have are dropped (no-ops), and so are removals followed by
+/// a set of the same header (a set replaces every value). Each dropped edit is a host call
+/// saved on every request.
+pub fn host_edits<'a>(edits: &'a [HeaderEdit], headers: &HeaderMap) -> Vec<&'a HeaderEdit> {
+    edits
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| match e {
+            HeaderEdit::Set(..) => true,
+            HeaderEdit::Remove(name) => {
+                headers.contains(name)
+                    && !edits[i + 1..]
+                        .iter()
+                        .any(|later| matches!(later, HeaderEdit::Set(n, _) if n == name))
+            }
+        })
+        .map(|(_, e)| e)
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Allow,

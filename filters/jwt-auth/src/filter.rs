@@ -3,12 +3,14 @@
 //! being fetched. All decisions are made by [`crate::engine`].
 
 use crate::config::{FilterConfig, KeySource, RemoteJwks};
-use crate::engine::{Authenticator, Decision, HeaderEdit, Outcome};
+use crate::engine::{host_edits, Authenticator, Decision, HeaderEdit, Outcome};
 use crate::keystore::{FetchResult, Fetcher, SharedStore, WorkerKeys};
 use crate::outcome::Denial;
 use crate::revocation::{RevocationCaller, RevocationConfig, SyncResult, WorkerRevocations};
 use crate::rules::ProviderId;
-use filter_core::wasm::{log_config_error, read_headers, send_json_error, Counter, Gauge};
+use filter_core::wasm::{
+    log_config_error, read_headers, send_json_error, BatchedCounter, Counter, Gauge,
+};
 use filter_core::HeaderMap;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -115,8 +117,10 @@ impl RevocationCaller for HostRevocationCaller<'_> {
     }
 }
 
+/// Per-request counters are batched and flushed on the root tick (one host call per tick
+/// instead of two per request); the rarer ones go to the host at once.
 struct Metrics {
-    allowed: Counter,
+    allowed: BatchedCounter,
     revocation_sync_ok: Counter,
     revocation_sync_failed: Counter,
     revocation_age_ms: Gauge,
@@ -124,14 +128,14 @@ struct Metrics {
     denied: HashMap<&'static str, Counter>,
     fetch_ok: Counter,
     fetch_failed: Counter,
-    cache_hit: Counter,
-    cache_miss: Counter,
+    cache_hit: BatchedCounter,
+    cache_miss: BatchedCounter,
 }
 
 impl Metrics {
     fn new() -> Self {
         Self {
-            allowed: Counter::define("jwt_auth.allowed"),
+            allowed: BatchedCounter::define("jwt_auth.allowed"),
             revocation_sync_ok: Counter::define("jwt_auth.revocation.sync.success"),
             revocation_sync_failed: Counter::define("jwt_auth.revocation.sync.failure"),
             revocation_age_ms: Gauge::define("jwt_auth.revocation.list_age_ms"),
@@ -139,9 +143,15 @@ impl Metrics {
             denied: HashMap::new(),
             fetch_ok: Counter::define("jwt_auth.jwks_fetch.success"),
             fetch_failed: Counter::define("jwt_auth.jwks_fetch.failure"),
-            cache_hit: Counter::define("jwt_auth.token_cache.hit"),
-            cache_miss: Counter::define("jwt_auth.token_cache.miss"),
+            cache_hit: BatchedCounter::define("jwt_auth.token_cache.hit"),
+            cache_miss: BatchedCounter::define("jwt_auth.token_cache.miss"),
         }
+    }
+
+    fn flush(&self) {
+        self.allowed.flush();
+        self.cache_hit.flush();
+        self.cache_miss.flush();
     }
 
     fn denied(&mut self, reason: &'static str) {
@@ -265,7 +275,7 @@ impl Vm {
             match decision.outcome {
                 Outcome::Allow => {
                     self.metrics.allowed.inc();
-                    apply_edits(&decision.edits);
+                    apply_edits(&decision.edits, &p.headers);
                     let _ = hostcalls::resume_http_request();
                 }
                 Outcome::Deny(d) => self.deny(d, request_id.as_deref()),
@@ -332,8 +342,8 @@ impl Vm {
     }
 }
 
-fn apply_edits(edits: &[HeaderEdit]) {
-    for e in edits {
+fn apply_edits(edits: &[HeaderEdit], headers: &HeaderMap) {
+    for e in host_edits(edits, headers) {
         let _ = match e {
             HeaderEdit::Remove(name) => {
                 hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)
@@ -418,6 +428,7 @@ impl RootContext for JwtRoot {
             keys.tick(&HostShared, &mut HostFetcher { inflight }, now)
         };
         vm.keys_changed(&changed);
+        vm.metrics.flush();
         if vm.revocations.enabled() {
             let Vm {
                 revocations,
@@ -484,7 +495,7 @@ impl HttpContext for JwtRequest {
         match decision.outcome {
             Outcome::Allow => {
                 vm.metrics.allowed.inc();
-                apply_edits(&decision.edits);
+                apply_edits(&decision.edits, &headers);
                 Action::Continue
             }
             Outcome::Deny(d) => {

@@ -317,6 +317,37 @@ fn valid_token_sets_upstream_headers_and_strips_the_token() {
 }
 
 #[test]
+fn host_edits_skip_no_op_removals() {
+    let mut e = engine(json!({}));
+    let t = token("ES256");
+    let mut h = request("GET", "/things", Some(&t));
+    h.append("x-user-id", "spoofed");
+    h.append("x-jwt-payload", "spoofed");
+    let d = run(&mut e, &h);
+    let calls = crate::engine::host_edits(&d.edits, &h);
+    // The token's header goes. The spoofed owned headers are replaced by the sets (a set
+    // replaces every value), so they need no removal; absent ones need none either.
+    assert!(calls.contains(&&HeaderEdit::Remove("authorization".into())));
+    assert!(!calls
+        .iter()
+        .any(|c| matches!(c, HeaderEdit::Remove(n) if n == "x-user-id")));
+    assert!(!calls
+        .iter()
+        .any(|c| matches!(c, HeaderEdit::Remove(n) if n == "x-org-id")));
+    assert!(calls.contains(&&HeaderEdit::Set("x-user-id".into(), "user-1".into())));
+    assert_eq!(calls.len(), 5, "{calls:?}");
+    // A spoofed owned header the filter does not set this time is still removed.
+    let mut c = claims();
+    c.as_object_mut().unwrap().remove("tenant");
+    let t = sign(&json!({"alg": "ES256", "kid": "ec-1"}), &c);
+    let mut h = request("GET", "/things", Some(&t));
+    h.append("x-tenant-id", "evil");
+    let d = run(&mut e, &h);
+    let calls = crate::engine::host_edits(&d.edits, &h);
+    assert!(calls.contains(&&HeaderEdit::Remove("x-tenant-id".into())));
+}
+
+#[test]
 fn public_routes_and_preflight_still_strip_owned_headers() {
     let mut e = engine(json!({}));
     let mut h = request("GET", "/public/x", None);
