@@ -8,7 +8,7 @@
 //! on HTTP/1.1), and the body callbacks pause (`StopIterationAndBuffer`) until end of stream.
 
 use crate::{BodyOutcome, BodyPlan, Captured, HeaderEdit, RuleRef, SkipReason, Transformer};
-use filter_core::wasm::{log_config_error, read_headers, Counter};
+use filter_core::wasm::{log_config_error, read_headers, BatchedCounter, Counter};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 use std::rc::Rc;
@@ -18,10 +18,11 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| Box::new(TransformRoot::default()));
 }}
 
-#[derive(Clone, Copy)]
+/// The per-request counters are batched in the VM and flushed on the root tick (a host call
+/// per tick instead of up to three per request); the body counters go to the host at once.
 struct Metrics {
-    rules_matched: Counter,
-    headers_rewritten: Counter,
+    rules_matched: BatchedCounter,
+    headers_rewritten: BatchedCounter,
     bodies_rewritten: Counter,
     skipped_encoded: Counter,
     skipped_oversize: Counter,
@@ -32,14 +33,19 @@ struct Metrics {
 impl Metrics {
     fn define() -> Self {
         Metrics {
-            rules_matched: Counter::define("transform_rules_matched"),
-            headers_rewritten: Counter::define("transform_headers_rewritten"),
+            rules_matched: BatchedCounter::define("transform_rules_matched"),
+            headers_rewritten: BatchedCounter::define("transform_headers_rewritten"),
             bodies_rewritten: Counter::define("transform_bodies_rewritten"),
             skipped_encoded: Counter::define("transform_bodies_skipped_encoded"),
             skipped_oversize: Counter::define("transform_bodies_skipped_oversize"),
             skipped_invalid_json: Counter::define("transform_bodies_skipped_invalid_json"),
             skipped_not_json: Counter::define("transform_bodies_skipped_not_json"),
         }
+    }
+
+    fn flush(&self) {
+        self.rules_matched.flush();
+        self.headers_rewritten.flush();
     }
 
     fn skipped(&self, reason: SkipReason) {
@@ -55,19 +61,29 @@ impl Metrics {
 #[derive(Default)]
 struct TransformRoot {
     transformer: Option<Rc<Transformer>>,
-    metrics: Option<Metrics>,
+    metrics: Option<Rc<Metrics>>,
 }
 
 impl Context for TransformRoot {}
 
+/// How often the batched counters reach the host.
+const METRICS_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl RootContext for TransformRoot {
+    fn on_tick(&mut self) {
+        if let Some(m) = &self.metrics {
+            m.flush();
+        }
+    }
+
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let config = self.get_plugin_configuration().unwrap_or_default();
         match Transformer::new(&config) {
             Ok(t) => {
                 self.transformer = Some(Rc::new(t));
                 if self.metrics.is_none() {
-                    self.metrics = Some(Metrics::define());
+                    self.metrics = Some(Rc::new(Metrics::define()));
+                    let _ = proxy_wasm::hostcalls::set_tick_period(METRICS_FLUSH);
                 }
                 true
             }
@@ -83,8 +99,8 @@ impl RootContext for TransformRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let active = match (&self.transformer, self.metrics) {
-            (Some(t), Some(m)) => Some((Rc::clone(t), m)),
+        let active = match (&self.transformer, &self.metrics) {
+            (Some(t), Some(m)) => Some((Rc::clone(t), Rc::clone(m))),
             _ => None,
         };
         Some(Box::new(TransformHttp {
@@ -107,7 +123,7 @@ enum Buffering {
 
 struct TransformHttp {
     /// None when the plugin has no valid configuration (it then does nothing).
-    active: Option<(Rc<Transformer>, Metrics)>,
+    active: Option<(Rc<Transformer>, Rc<Metrics>)>,
     rule: Option<RuleRef>,
     captured: Captured,
     request_body: Buffering,
@@ -185,7 +201,7 @@ impl TransformHttp {
         else {
             return Action::Continue;
         };
-        let (t, metrics) = (Rc::clone(t), *metrics);
+        let (t, metrics) = (Rc::clone(t), Rc::clone(metrics));
         let stop = |this: &mut Self| match direction {
             Direction::Request => this.request_body = Buffering::Off,
             Direction::Response => this.response_body = Buffering::Off,
@@ -236,7 +252,7 @@ impl HttpContext for TransformHttp {
         let Some((t, metrics)) = &self.active else {
             return Action::Continue;
         };
-        let (t, metrics) = (Rc::clone(t), *metrics);
+        let (t, metrics) = (Rc::clone(t), Rc::clone(metrics));
         let headers = read_headers(MapType::HttpRequestHeaders);
         let plan = t.request_plan(&headers);
         let Some(rule) = plan.rule else {
@@ -276,15 +292,19 @@ impl HttpContext for TransformHttp {
         let (Some((t, metrics)), Some(rule)) = (&self.active, self.rule) else {
             return Action::Continue;
         };
-        let (t, metrics) = (Rc::clone(t), *metrics);
+        let (t, metrics) = (Rc::clone(t), Rc::clone(metrics));
         let Some(actions) = t.actions(rule) else {
             return Action::Continue;
         };
         if actions.response_headers.is_empty() && actions.response_body.is_none() {
             return Action::Continue;
         }
-        let headers = read_headers(MapType::HttpResponseHeaders);
-        let plan = t.response_plan(rule, &self.captured, &headers);
+        let plan = if t.response_needs_headers(rule) {
+            let headers = read_headers(MapType::HttpResponseHeaders);
+            t.response_plan(rule, &self.captured, Some(&headers))
+        } else {
+            t.response_plan(rule, &self.captured, None)
+        };
         self.apply(Direction::Response, &plan.headers);
         if !plan.headers.is_empty() {
             metrics.headers_rewritten.inc();

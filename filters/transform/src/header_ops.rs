@@ -131,6 +131,38 @@ impl HeaderOps {
             .flat_map(|(_, t)| t.vars())
     }
 
+    /// True when the edits depend on the headers' current values (`rename` moves them, `add`
+    /// applies only when absent). Otherwise [`Self::plan_blind`] needs no header read: on the
+    /// response path that saves the host call that copies the whole map into the VM.
+    pub fn needs_current_values(&self) -> bool {
+        !self.rename.is_empty() || !self.add.is_empty()
+    }
+
+    /// The edits of `remove`, `set` and `append` without looking at the current headers: the
+    /// host's remove of an absent header is a no-op and its set replaces every value, so the
+    /// result equals [`Self::plan`]'s (a test checks it).
+    pub fn plan_blind(&self, vars: &dyn VarSource) -> Vec<HeaderEdit> {
+        let mut edits: Vec<HeaderEdit> = self
+            .remove
+            .iter()
+            .filter(|name| !self.set.iter().any(|(n, _)| n == *name))
+            .map(|name| HeaderEdit::Remove(name.clone()))
+            .collect();
+        for (name, value) in &self.set {
+            edits.push(HeaderEdit::Set(
+                name.clone(),
+                value.render_header_value(vars),
+            ));
+        }
+        for (name, value) in &self.append {
+            edits.push(HeaderEdit::Append(
+                name.clone(),
+                value.render_header_value(vars),
+            ));
+        }
+        edits
+    }
+
     /// The edits that turn `headers` into the result of the operations; nothing for a header
     /// that ends up as it was. Templates render against `vars` (the original request).
     pub fn plan(&self, headers: &HeaderMap, vars: &dyn VarSource) -> Vec<HeaderEdit> {
@@ -327,6 +359,47 @@ mod tests {
             plan(r#"{"remove":["x-multi"],"append":{"x-z":"${method}"}}"#, &h),
             [remove("x-multi"), append("x-z", "GET")]
         );
+    }
+
+    /// Applies edits the way Envoy does (set replaces every value, remove of an absent header
+    /// is a no-op).
+    fn host_apply(mut h: HeaderMap, edits: &[HeaderEdit]) -> Vec<(String, String)> {
+        for e in edits {
+            match e {
+                HeaderEdit::Remove(n) => h.remove(n),
+                HeaderEdit::Set(n, v) => h.set(n, v),
+                HeaderEdit::Append(n, v) => h.append(n, v),
+            }
+        }
+        let mut pairs = h.into_pairs();
+        pairs.sort();
+        pairs
+    }
+
+    #[test]
+    fn blind_plans_equal_reading_plans() {
+        let h = req();
+        for json in [
+            r#"{"remove":["x-internal","absent","x-multi"]}"#,
+            r#"{"set":{"x-b":"bee","x-multi":"one","x-c":"${method}"}}"#,
+            r#"{"remove":["x-b"],"set":{"x-b":"again"},"append":{"x-b":"2","x-multi":"m3"}}"#,
+            r#"{"append":{"x-z":"${header.x-b}"}}"#,
+        ] {
+            let o = ops(json).unwrap();
+            assert!(!o.needs_current_values(), "{json}");
+            let vars = RequestVars(&h);
+            assert_eq!(
+                host_apply(h.clone(), &o.plan_blind(&vars)),
+                host_apply(h.clone(), &o.plan(&h, &vars)),
+                "{json}"
+            );
+        }
+        assert!(ops(r#"{"rename":{"x-b":"x-c"}}"#)
+            .unwrap()
+            .needs_current_values());
+        assert!(ops(r#"{"add":{"x-b":"v"}}"#)
+            .unwrap()
+            .needs_current_values());
     }
 
     #[test]

@@ -204,15 +204,29 @@ impl Transformer {
     }
 
     /// Everything the response-headers phase does. Templates render against `captured`.
+    /// True when [`Self::response_plan`] must see the response headers; when false the glue
+    /// passes `None` and saves reading the map from the host.
+    pub fn response_needs_headers(&self, rule: RuleRef) -> bool {
+        self.actions(rule)
+            .is_some_and(|a| a.response_body.is_some() || a.response_headers.needs_current_values())
+    }
+
+    /// `response` may be `None` only when [`Self::response_needs_headers`] is false.
     pub fn response_plan(
         &self,
         rule: RuleRef,
         captured: &Captured,
-        response: &HeaderMap,
+        response: Option<&HeaderMap>,
     ) -> ResponseEdits {
         let Some(actions) = self.actions(rule) else {
             return ResponseEdits {
                 headers: Vec::new(),
+                body: BodyPlan::None,
+            };
+        };
+        let Some(response) = response else {
+            return ResponseEdits {
+                headers: actions.response_headers.plan_blind(captured),
                 body: BodyPlan::None,
             };
         };

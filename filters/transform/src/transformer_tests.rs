@@ -115,7 +115,7 @@ fn request_plan_carries_every_edit() {
         ("server", "upstream"),
         ("content-type", "text/html"),
     ]);
-    let out = t.response_plan(RuleRef::Rule(0), &plan.captured, &resp);
+    let out = t.response_plan(RuleRef::Rule(0), &plan.captured, Some(&resp));
     assert_eq!(
         out.headers,
         [
@@ -124,7 +124,7 @@ fn request_plan_carries_every_edit() {
         ]
     );
     assert_eq!(out.body, BodyPlan::Skip(SkipReason::NotJson));
-    let default = t.response_plan(RuleRef::Default, &Captured::default(), &resp);
+    let default = t.response_plan(RuleRef::Default, &Captured::default(), Some(&resp));
     assert_eq!(default.headers, [Append("x-default".into(), "1".into())]);
     assert_eq!(default.body, BodyPlan::None);
 }
