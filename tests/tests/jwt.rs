@@ -317,6 +317,43 @@ async fn key_rotation_and_unknown_kid_storm() {
 }
 
 #[tokio::test]
+async fn one_jwks_fetch_serves_every_worker() {
+    let idp = JwksServer::start(jwks(false)).await.unwrap();
+    let up = Upstream::echo().await.unwrap();
+    let envoy = builder(idp.port(), up.port(), &config(json!({})))
+        .concurrency(2)
+        .start()
+        .await
+        .unwrap();
+    let t0 = now();
+    // A new connection per request, so the kernel spreads them over both workers' listeners.
+    for i in 0..40 {
+        let fresh = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let mut c = claims(t0);
+        c["jti"] = json!(format!("worker-{i}"));
+        let t = sign(&json!({"alg": "ES256", "kid": "ec-1"}), &c);
+        let resp = fresh
+            .get(envoy.url("main", "/x"))
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+    }
+    for worker in ["worker_0", "worker_1"] {
+        // Envoy names listener stats by the configured address (port 0).
+        let stat = format!("listener.127.0.0.1_0.{worker}.downstream_cx_total");
+        let n = envoy.stat(&stat).await.unwrap().unwrap_or(0);
+        assert!(n > 0, "{stat} = {n}: the test needs both workers serving");
+    }
+    assert_eq!(idp.fetches(), 1, "one JWKS fetch serves both workers");
+}
+
+#[tokio::test]
 async fn idp_outage_garbage_and_max_stale() {
     let idp = JwksServer::start(jwks(false)).await.unwrap();
     let up = Upstream::echo().await.unwrap();

@@ -21,12 +21,18 @@ use std::sync::Arc;
 pub trait KeyStore {
     /// The provider's keys if they may be used at `now_ms` (fresh, or stale within max_stale).
     fn keys(&self, provider: ProviderId, now_ms: u64) -> Option<Arc<KeySet>>;
+    /// Keys another worker installed since this one last looked (its view is refreshed on a
+    /// tick): `Some` only when they differ from what [`Self::keys`] gave. Asked before
+    /// [`Self::request_keys`], so a worker never fetches what another one already has.
+    fn newer_keys(&mut self, _provider: ProviderId, _now_ms: u64) -> Option<Arc<KeySet>> {
+        None
+    }
     /// A request needs keys this provider does not have (none yet, or an unknown `kid`).
     fn request_keys(&mut self, provider: ProviderId, now_ms: u64) -> KeyRequest;
 }
 
-/// Revocation hook (planned: a list synced from the rate-limit service into shared data).
-/// Checked on every accepted token, cached or not.
+/// Revocation: a list synced from the revocation service into shared data
+/// ([`crate::revocation`]). Checked on every accepted token, cached or not.
 pub trait Revocation {
     fn is_revoked(&self, provider: &Provider, claims: &Map<String, Value>) -> bool;
 }
@@ -241,21 +247,35 @@ impl Authenticator {
             Ok(j) => j,
             Err(e) => return ProviderCheck::Failed(e.into()),
         };
-        let set = match &provider.keys {
+        let remote = matches!(provider.keys, KeySource::Remote(_));
+        let mut set = match &provider.keys {
             KeySource::Local(set) => Arc::clone(set),
-            KeySource::Remote(_) => match keys.keys(p, now_ms) {
-                Some(set) => set,
-                None => return wait_or(keys, p, now_ms, st, Denial::KEYS_UNAVAILABLE),
-            },
+            KeySource::Remote(_) => {
+                match keys.keys(p, now_ms).or_else(|| keys.newer_keys(p, now_ms)) {
+                    Some(set) => set,
+                    None => return wait_or(keys, p, now_ms, st, Denial::KEYS_UNAVAILABLE),
+                }
+            }
         };
-        match verify::verify(
-            &set,
-            &jwt.header,
-            jwt.signing_input.as_bytes(),
-            &jwt.signature,
-        ) {
+        let check = |set: &KeySet| {
+            verify::verify(
+                set,
+                &jwt.header,
+                jwt.signing_input.as_bytes(),
+                &jwt.signature,
+            )
+        };
+        let mut verdict = check(&set);
+        if verdict == Err(VerifyError::UnknownKid) && remote {
+            // Another worker may already have fetched the JWKS that has this kid.
+            if let Some(newer) = keys.newer_keys(p, now_ms) {
+                set = newer;
+                verdict = check(&set);
+            }
+        }
+        match verdict {
             Ok(()) => {}
-            Err(VerifyError::UnknownKid) if matches!(provider.keys, KeySource::Remote(_)) => {
+            Err(VerifyError::UnknownKid) if remote => {
                 return wait_or(keys, p, now_ms, st, VerifyError::UnknownKid.into());
             }
             Err(e) => return ProviderCheck::Failed(e.into()),

@@ -237,6 +237,15 @@ impl KeyStore for WorkerKeyStore<'_> {
         }
     }
 
+    fn newer_keys(&mut self, p: ProviderId, now_ms: u64) -> Option<Arc<KeySet>> {
+        let before = self.keys.generation(p);
+        self.keys.sync(self.shared);
+        if self.keys.generation(p) == before {
+            return None;
+        }
+        self.keys(p, now_ms)
+    }
+
     fn request_keys(&mut self, p: ProviderId, now_ms: u64) -> KeyRequest {
         let Some(remote) = self.keys.remote(p).cloned() else {
             return KeyRequest::Refused;

@@ -605,6 +605,13 @@ fn shared_jwks_one_fetch_serves_all_workers() {
         w1.on_fetch_result(&shared, 0, Some(&body), t0 + 100),
         crate::keystore::FetchResult::Accepted
     );
+    // A worker whose tick has not run since the keys landed reads them on demand instead of
+    // fetching again (found through Envoy with two workers).
+    let mut w3 = WorkerKeys::new(cfg.clone(), "jwt");
+    let mut f3 = Fetches::default();
+    let mut a3 = Authenticator::new(cfg.clone(), 5);
+    let d = a3.authenticate(&h, t0 + 150, &mut w3.store(&shared, &mut f3), &NoRevocation);
+    assert_eq!((d.outcome, f3.0.len()), (Outcome::Allow, 0));
     assert_eq!(
         w2.tick(&shared, &mut f2, t0 + 200),
         vec![0],
