@@ -22,6 +22,19 @@
 //! Domain, keys and values are escaped (`%`, `{`, `}`, `|`, `=`, `:` and control bytes become
 //! `%XX`) so that distinct descriptors can never produce the same key and a domain can never
 //! break out of its hash tag.
+//!
+//! Token revocations (see [`crate::revocation`]) use four keys that share the hash tag
+//! `{revocations}`, so one script reaches all of them on Redis Cluster (one slot, one primary):
+//!
+//! ```text
+//! rv:{revocations}:version     STRING  the store version (never expires)
+//! rv:{revocations}:entries     HASH    <id> -> <record>
+//! rv:{revocations}:by_version  ZSET    <record>, scored by the version that last changed it
+//! rv:{revocations}:by_expiry   ZSET    <id>, scored by expires_at (Unix seconds)
+//! ```
+//!
+//! where `<id>` is `<byte length of issuer>:<issuer><jti>` (the length prefix keeps every
+//! (issuer, jti) pair distinct without escaping) and `<record>` is `<expires_at>:<id>`.
 
 use crate::bucket::Algorithm;
 use std::fmt::Write as _;
@@ -65,6 +78,32 @@ pub fn bucket_key<'a>(prefix: &str, entries: impl Iterator<Item = (&'a str, &'a 
     out
 }
 
+/// The keys of the revocation store, in the order the revocation scripts take them.
+pub const REVOCATION_VERSION: &str = "rv:{revocations}:version";
+pub const REVOCATION_ENTRIES: &str = "rv:{revocations}:entries";
+pub const REVOCATION_BY_VERSION: &str = "rv:{revocations}:by_version";
+pub const REVOCATION_BY_EXPIRY: &str = "rv:{revocations}:by_expiry";
+
+/// `<byte length of issuer>:<issuer><jti>`: one revoked token.
+pub fn revocation_id(issuer: &str, jti: &str) -> String {
+    let mut out = String::with_capacity(issuer.len() + jti.len() + 8);
+    let _ = write!(out, "{}:{issuer}{jti}", issuer.len());
+    out
+}
+
+/// Splits a revocation record `<expires_at>:<issuer length>:<issuer><jti>` into
+/// `(expires_at, issuer, jti)`; `None` if it is not one.
+pub fn parse_revocation_record(record: &[u8]) -> Option<(u64, String, String)> {
+    let text = std::str::from_utf8(record).ok()?;
+    let (expires_at, rest) = text.split_once(':')?;
+    let (issuer_len, rest) = rest.split_once(':')?;
+    let expires_at = expires_at.parse().ok()?;
+    let issuer_len: usize = issuer_len.parse().ok()?;
+    let issuer = rest.get(..issuer_len)?;
+    let jti = rest.get(issuer_len..)?;
+    Some((expires_at, issuer.to_owned(), jti.to_owned()))
+}
+
 fn escape_into(out: &mut String, text: &str) {
     for c in text.chars() {
         if matches!(c, '%' | '{' | '}' | '|' | '=' | ':') || c.is_ascii_control() {
@@ -103,5 +142,35 @@ mod tests {
         let two = bucket_key(&prefix, [("k", "a"), ("b", "c")].into_iter());
         assert_ne!(one, two);
         assert_eq!(one, "rl:{a%7Db%7B}:f1:k=a%7Cb%3Dc");
+    }
+
+    #[test]
+    fn revocation_ids_are_distinct_and_records_parse_back() {
+        assert_eq!(revocation_id("https://idp", "abc"), "11:https://idpabc");
+        assert_ne!(revocation_id("ab", "c"), revocation_id("a", "bc"));
+        let record = format!("1700000000:{}", revocation_id("iss:1", "j:ti"));
+        assert_eq!(
+            parse_revocation_record(record.as_bytes()),
+            Some((1_700_000_000, "iss:1".to_owned(), "j:ti".to_owned()))
+        );
+        let unicode = format!("5:{}", revocation_id("é", "ü"));
+        assert_eq!(
+            parse_revocation_record(unicode.as_bytes()),
+            Some((5, "é".to_owned(), "ü".to_owned()))
+        );
+        for bad in ["", "x:1:a", "1:9:short", "1:x:a", "-1:1:a", "1"] {
+            assert_eq!(parse_revocation_record(bad.as_bytes()), None, "{bad}");
+        }
+        // A length that splits a multi-byte character is not a record.
+        assert_eq!(parse_revocation_record("1:1:éx".as_bytes()), None);
+        // Every key carries the one hash tag.
+        for key in [
+            REVOCATION_VERSION,
+            REVOCATION_ENTRIES,
+            REVOCATION_BY_VERSION,
+            REVOCATION_BY_EXPIRY,
+        ] {
+            assert!(key.starts_with("rv:{revocations}:"), "{key}");
+        }
     }
 }

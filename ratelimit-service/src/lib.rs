@@ -5,13 +5,15 @@
 //!
 //! * [`server`] — `run(listeners, settings, shutdown)`: the gRPC edge (protobuf <-> limiter
 //!   types, errors -> `tonic::Status`), grpc.health.v1, the HTTP port (`/healthz`, `/ready`,
-//!   `/metrics`) and config hot reload.
+//!   `/metrics`, operator `/revocations`) and config hot reload.
 //! * [`limiter`] — the decision in plain code: match descriptors, build bucket keys, consult the
 //!   [`local_cache`] of empty buckets, call the store once, assemble statuses and headers.
 //! * [`config`] — YAML parsing and validation into a typed descriptor tree; [`keys`] — the one
 //!   place storage keys are built.
 //! * [`storage`] — the `Store` trait with an in-memory and a Redis implementation (one Lua
 //!   script, `storage/redis/rate_limit.lua`); [`bucket`] — the bucket math both follow.
+//! * [`revocation`] — token revocations for the jwt_auth filter (`edgegate.revocation.v1`):
+//!   validation, versioned listing, an in-memory and a Redis store (two Lua scripts).
 //! * [`metrics`] — Prometheus counters and histograms; [`proto`] — generated protobuf types.
 
 pub mod bucket;
@@ -21,6 +23,7 @@ pub mod limiter;
 pub mod local_cache;
 pub mod metrics;
 pub mod proto;
+pub mod revocation;
 pub mod server;
 pub mod storage;
 

@@ -1,9 +1,14 @@
 //! `ratelimit-service`: parse flags, set up logging, bind, print the bound addresses as one JSON
-//! line on stdout, serve until SIGTERM/SIGINT.
+//! line on stdout, serve until SIGTERM/SIGINT. The `revoke` and `list-revocations`
+//! subcommands are operator clients of a running service's RevocationService.
+
+mod operator;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
+use operator::Command;
 use ratelimit_service::config::Config;
+use ratelimit_service::revocation::DEFAULT_MAX_ENTRIES;
 use ratelimit_service::{run, Listeners, Settings, StoreSettings};
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -27,8 +32,10 @@ enum StoreKind {
 
 /// Envoy rate limit service (gRPC) with atomic Redis buckets.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, subcommand_negates_reqs = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Config file or directory of *.yaml files (envoyproxy/ratelimit format).
     #[arg(long, env = "RLS_CONFIG", required_unless_present = "validate")]
     config: Option<PathBuf>,
@@ -62,6 +69,9 @@ struct Args {
     /// Runtime worker threads; 0 means one per CPU.
     #[arg(long, env = "RLS_WORKER_THREADS", default_value_t = 0)]
     worker_threads: usize,
+    /// Most live token revocations kept; a new one past this is refused (RESOURCE_EXHAUSTED).
+    #[arg(long, env = "RLS_REVOCATION_MAX_ENTRIES", default_value_t = DEFAULT_MAX_ENTRIES)]
+    revocation_max_entries: usize,
 }
 
 /// `250us`, `20ms`, `1s`, `2m`; a bare number is milliseconds.
@@ -116,7 +126,20 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(command) = args.command.take() {
+        let result = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+            .and_then(|runtime| runtime.block_on(operator::run(command)));
+        // An operator reads this: the message, not a backtrace.
+        if let Err(err) = result {
+            eprintln!("{err:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     if let Some(path) = &args.validate {
         return match Config::load(path) {
             Ok(_) => {
@@ -173,6 +196,7 @@ async fn serve(args: Args) -> Result<()> {
         local_cache_size: args.local_cache_size,
         ratelimit_headers: args.ratelimit_headers,
         reload_interval: args.reload_interval,
+        revocation_max_entries: args.revocation_max_entries,
         ..Settings::new(config_path, store)
     };
     run(Listeners { grpc, http }, settings, shutdown)
@@ -192,5 +216,25 @@ mod tests {
         assert_eq!(parse_duration("15"), Ok(Duration::from_millis(15)));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn subcommands_do_not_need_the_server_flags() {
+        let args = Args::try_parse_from([
+            "ratelimit-service",
+            "revoke",
+            "--issuer",
+            "https://idp",
+            "--jti",
+            "abc",
+            "--until",
+            "+1h",
+        ])
+        .unwrap();
+        assert!(matches!(args.command, Some(Command::Revoke { ref jti, .. }) if jti == "abc"));
+        assert!(
+            Args::try_parse_from(["ratelimit-service"]).is_err(),
+            "--config still required"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Prometheus metrics: per domain and descriptor path counters, Redis latency and errors,
-//! config reloads. Counters of configured limits are resolved once per config load.
+//! config reloads, token revocations. Counters of configured limits are resolved once per
+//! config load.
 
 use crate::config::Config;
 use crate::limiter::Observation;
@@ -7,6 +8,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -24,6 +26,12 @@ pub struct ErrorLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListLabels {
+    /// `full` or `incremental`.
+    pub kind: &'static str,
 }
 
 /// The counters of one configured limit, resolved when the config is loaded.
@@ -46,6 +54,9 @@ pub struct Metrics {
     redis_latency: Histogram,
     redis_errors: Family<ErrorLabels, Counter>,
     config_reloads: Family<ReloadLabels, Counter>,
+    revocations_added: Counter,
+    revocation_lists: Family<ListLabels, Counter>,
+    revocations_live: Gauge,
 }
 
 impl Default for Metrics {
@@ -65,6 +76,9 @@ impl Metrics {
         let redis_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let redis_errors = Family::default();
         let config_reloads = Family::default();
+        let revocations_added = Counter::default();
+        let revocation_lists = Family::default();
+        let revocations_live = Gauge::default();
         registry.register("hits", "Hits counted per descriptor", hits.clone());
         registry.register(
             "over_limit",
@@ -97,6 +111,21 @@ impl Metrics {
             "Config reload attempts",
             config_reloads.clone(),
         );
+        registry.register(
+            "revocations_added",
+            "Revocations that added an entry or extended its expiry",
+            revocations_added.clone(),
+        );
+        registry.register(
+            "revocation_list_requests",
+            "ListRevocations answers, by kind (full or incremental)",
+            revocation_lists.clone(),
+        );
+        registry.register(
+            "revocations_live",
+            "Live (unexpired) revocation entries, as of the last revocation call",
+            revocations_live.clone(),
+        );
         Metrics {
             registry,
             hits,
@@ -107,6 +136,9 @@ impl Metrics {
             redis_latency,
             redis_errors,
             config_reloads,
+            revocations_added,
+            revocation_lists,
+            revocations_live,
         }
     }
 
@@ -177,6 +209,28 @@ impl Metrics {
         self.config_reloads
             .get_or_create(&ReloadLabels { result })
             .inc();
+    }
+
+    /// A revocation call finished: `added` if it changed the store; `live` entries remain.
+    pub fn revocation(&self, added: bool, live: u64) {
+        if added {
+            self.revocations_added.inc();
+        }
+        self.set_revocations_live(live);
+    }
+
+    /// A list was answered.
+    pub fn revocation_list(&self, full: bool, live: u64) {
+        let kind = if full { "full" } else { "incremental" };
+        self.revocation_lists
+            .get_or_create(&ListLabels { kind })
+            .inc();
+        self.set_revocations_live(live);
+    }
+
+    fn set_revocations_live(&self, live: u64) {
+        self.revocations_live
+            .set(i64::try_from(live).unwrap_or(i64::MAX));
     }
 
     /// Prometheus text format.

@@ -32,4 +32,13 @@ pub mod envoy {
     }
 }
 
+pub mod edgegate {
+    pub mod revocation {
+        pub mod v1 {
+            tonic::include_proto!("edgegate.revocation.v1");
+        }
+    }
+}
+
+pub use edgegate::revocation::v1 as revocation;
 pub use envoy::service::ratelimit::v3 as rls;

@@ -9,6 +9,10 @@ mod redis_fixture;
 
 use ratelimit_service::proto::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
 use ratelimit_service::proto::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use ratelimit_service::proto::revocation::revocation_service_client::RevocationServiceClient;
+use ratelimit_service::proto::revocation::{
+    ListRevocationsRequest, ListRevocationsResponse, RevokeRequest,
+};
 use ratelimit_service::proto::rls::rate_limit_response::Code;
 use ratelimit_service::proto::rls::rate_limit_service_client::RateLimitServiceClient;
 use ratelimit_service::proto::rls::{RateLimitRequest, RateLimitResponse};
@@ -66,8 +70,33 @@ impl Service {
         .await
     }
 
+    async fn revocations(&self) -> RevocationServiceClient<Channel> {
+        let url = format!("http://{}", self.grpc);
+        eventually("gRPC server accepts connections", || {
+            let url = url.clone();
+            async move { RevocationServiceClient::connect(url).await.ok() }
+        })
+        .await
+    }
+
     async fn get(&self, path: &str) -> (u16, String) {
         http_get(self.http, path).await
+    }
+
+    async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, body) = self.get(path).await;
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
+        )
+    }
+
+    async fn post_json(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let (status, body) = http_request(self.http, "POST", path, body).await;
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
+        )
     }
 
     async fn shutdown(mut self) {
@@ -99,11 +128,22 @@ where
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path, "").await
+}
+
+/// One HTTP/1.1 request on a fresh connection; the body is sent as is (no content type).
+async fn http_request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
+    let mut response = Vec::new();
+    // A server refusing an oversize body may reset the connection after answering: keep what
+    // arrived.
+    let _ = stream.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response).into_owned();
     let status = response
         .split(' ')
         .nth(1)
@@ -504,4 +544,404 @@ fn binary_validates_configs_and_prints_bound_addresses() {
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "graceful exit on SIGTERM: {exit:?}");
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn revoke_request(issuer: &str, jti: &str, expires_at: u64) -> RevokeRequest {
+    RevokeRequest {
+        issuer: issuer.into(),
+        jti: jti.into(),
+        expires_at,
+    }
+}
+
+async fn list_since(
+    client: &mut RevocationServiceClient<Channel>,
+    since_version: u64,
+) -> ListRevocationsResponse {
+    client
+        .list_revocations(ListRevocationsRequest { since_version })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn jtis(list: &ListRevocationsResponse) -> Vec<&str> {
+    list.revocations.iter().map(|r| r.jti.as_str()).collect()
+}
+
+#[tokio::test]
+async fn revocations_over_grpc_and_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(memory_settings(dir.path())).await;
+    let mut client = service.revocations().await;
+    let until = unix_now() + 600;
+
+    let v1 = client
+        .revoke(revoke_request("https://idp", "a", until))
+        .await
+        .unwrap()
+        .into_inner()
+        .version;
+    assert!(v1 > 0);
+    let body = format!(r#"{{"issuer":"https://idp","jti":"b","expires_at":{until}}}"#);
+    let (status, reply) = service.post_json("/revocations", &body).await;
+    assert_eq!(status, 200, "{reply}");
+    let v2 = reply["version"].as_u64().unwrap();
+    assert!(v2 > v1);
+
+    let full = list_since(&mut client, 0).await;
+    assert!(full.full);
+    assert_eq!(full.version, v2);
+    assert_eq!(jtis(&full), ["a", "b"]);
+    assert_eq!(full.revocations[0].issuer, "https://idp");
+    assert_eq!(full.revocations[0].expires_at, until);
+    assert_eq!(
+        (full.revocations[0].version, full.revocations[1].version),
+        (v1, v2)
+    );
+    let since = list_since(&mut client, v1).await;
+    assert!(!since.full);
+    assert_eq!(since.version, v2);
+    assert_eq!(jtis(&since), ["b"]);
+    assert!(list_since(&mut client, v2).await.revocations.is_empty());
+
+    let (status, listed) = service.get_json(&format!("/revocations?since={v1}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        listed,
+        serde_json::json!({
+            "revocations": [{"issuer": "https://idp", "jti": "b", "expires_at": until, "version": v2}],
+            "version": v2,
+            "full": false,
+        })
+    );
+    let (status, all) = service.get_json("/revocations").await;
+    assert_eq!(status, 200);
+    assert_eq!(all["full"], true);
+    assert_eq!(all["revocations"].as_array().unwrap().len(), 2);
+
+    // Bad input: INVALID_ARGUMENT over gRPC, 400 with a JSON error over HTTP.
+    let status = client
+        .revoke(revoke_request("https://idp", "", until))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(status.message(), "revocation jti must not be empty");
+    let status = client
+        .revoke(revoke_request("https://idp", "c", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status
+        .message()
+        .starts_with("revocation expires_at 1 is not in the future"));
+    let status = client
+        .revoke(revoke_request(&"i".repeat(2000), "c", until))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "revocation issuer is 2000 bytes, over the maximum of 1024"
+    );
+
+    let (status, error) = service
+        .post_json(
+            "/revocations",
+            &format!(r#"{{"issuer":"","jti":"c","expires_at":{until}}}"#),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        error,
+        serde_json::json!({"error": "invalid_request", "message": "revocation issuer must not be empty"})
+    );
+    for (body, expected) in [
+        ("{not json", "key must be a string"),
+        (r#"{"issuer":"i","jti":"c"}"#, "missing field `expires_at`"),
+        (
+            r#"{"issuer":"i","jti":"c","expires_at":-5}"#,
+            "invalid value: integer `-5`",
+        ),
+        (
+            &format!(r#"{{"issuer":"i","jti":"c","expires_at":{until},"sub":"x"}}"#),
+            "unknown field `sub`",
+        ),
+    ] {
+        let (status, error) = service.post_json("/revocations", body).await;
+        assert_eq!(status, 400, "{body}: {error}");
+        assert_eq!(error["error"], "invalid_request");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("request body must be JSON"),
+            "{message}"
+        );
+        assert!(message.contains(expected), "{message} lacks {expected}");
+    }
+    let huge = format!(
+        r#"{{"issuer":"i","jti":"{}","expires_at":{until}}}"#,
+        "x".repeat(20_000)
+    );
+    let (status, error) = service.post_json("/revocations", &huge).await;
+    assert_eq!(status, 413, "{error}");
+    assert_eq!(error["error"], "invalid_request");
+    let (status, error) = service.get_json("/revocations?since=abc").await;
+    assert_eq!(status, 400);
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("the only query parameter is since=<version>"));
+    assert_eq!(
+        list_since(&mut client, 0).await.revocations.len(),
+        2,
+        "bad input changed nothing"
+    );
+
+    let (_, metrics) = service.get("/metrics").await;
+    for line in [
+        "ratelimit_revocations_added_total 2",
+        r#"ratelimit_revocation_list_requests_total{kind="full"} 3"#,
+        r#"ratelimit_revocation_list_requests_total{kind="incremental"} 3"#,
+        "ratelimit_revocations_live 2",
+    ] {
+        assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+    }
+
+    let channel = Channel::from_shared(format!("http://{}", service.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let reply = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "edgegate.revocation.v1.RevocationService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reply.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn revocations_in_redis_are_shared_survive_a_flush_and_fail_fast_when_redis_is_down() {
+    let mut redis = redis_fixture::RedisServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), CONFIG);
+    let settings = Settings::new(path, StoreSettings::Redis { url: redis.url() });
+    let a = Service::start(settings.clone()).await;
+    let b = Service::start(settings).await;
+    let (mut via_a, mut via_b) = (a.revocations().await, b.revocations().await);
+    let until = unix_now() + 600;
+
+    let v1 = via_a
+        .revoke(revoke_request("https://idp", "shared", until))
+        .await
+        .unwrap()
+        .into_inner()
+        .version;
+    let seen = list_since(&mut via_b, 0).await;
+    assert_eq!(jtis(&seen), ["shared"], "one store behind both instances");
+    assert_eq!(seen.version, v1);
+
+    // Store reset: a caller with the old version is now ahead of the store -> full list.
+    assert!(redis.command("FLUSHALL").unwrap().starts_with("+OK"));
+    let after = list_since(&mut via_b, v1).await;
+    assert!(after.full);
+    assert!(after.revocations.is_empty());
+    let (status, body) = b.get_json(&format!("/revocations?since={v1}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["full"], true);
+
+    // New revocations after the reset still reach a caller that only knows v1.
+    let v2 = via_a
+        .revoke(revoke_request("https://idp", "after-reset", until))
+        .await
+        .unwrap()
+        .into_inner()
+        .version;
+    assert!(v2 > v1);
+    let since = list_since(&mut via_b, v1).await;
+    assert!(!since.full);
+    assert_eq!(jtis(&since), ["after-reset"]);
+
+    redis.stop();
+    let started = Instant::now();
+    let status = via_a
+        .list_revocations(ListRevocationsRequest { since_version: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, error) = a
+        .post_json(
+            "/revocations",
+            &format!(r#"{{"issuer":"i","jti":"down","expires_at":{until}}}"#),
+        )
+        .await;
+    assert_eq!(status, 503, "{error}");
+    assert_eq!(error["error"], "unavailable");
+
+    redis.start_again().unwrap();
+    let back = eventually("revocations to work after Redis restarts", || {
+        let mut client = via_a.clone();
+        async move {
+            client
+                .revoke(revoke_request("https://idp", "back", unix_now() + 600))
+                .await
+                .ok()
+        }
+    })
+    .await;
+    assert!(back.into_inner().version > v2);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// The real binary with real Redis: the `revoke` and `list-revocations` subcommands against
+/// its gRPC port, and the HTTP endpoint.
+#[tokio::test]
+async fn binary_serves_revocations_to_the_cli_and_over_http() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let redis = redis_fixture::RedisServer::start().unwrap();
+    let bin = env!("CARGO_BIN_EXE_ratelimit-service");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    /// Kills the service if the test fails before its graceful stop.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        Command::new(bin)
+            .args(["--store", "redis", "--redis-url", &redis.url()])
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .arg("--config")
+            .arg(fixtures.join("valid"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addrs: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let grpc = addrs["grpc_addr"].as_str().unwrap().to_owned();
+    let http: SocketAddr = addrs["http_addr"].as_str().unwrap().parse().unwrap();
+
+    let cli = |args: &[&str]| {
+        let output = Command::new(bin).args(args).output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let before = unix_now();
+    let (ok, stdout, stderr) = cli(&[
+        "revoke",
+        "--grpc-addr",
+        &grpc,
+        "--issuer",
+        "https://idp",
+        "--jti",
+        "cli-1",
+        "--until",
+        "+1h",
+    ]);
+    let after = unix_now();
+    assert!(ok, "{stderr}");
+    let version = serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["version"]
+        .as_u64()
+        .unwrap();
+    assert!(version > 0);
+
+    let until = unix_now() + 600;
+    let (status, body) = http_request(
+        http,
+        "POST",
+        "/revocations",
+        &format!(r#"{{"issuer":"https://idp","jti":"http-1","expires_at":{until}}}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let (ok, stdout, stderr) = cli(&[
+        "list-revocations",
+        "--grpc-addr",
+        &grpc,
+        "--since",
+        &version.to_string(),
+    ]);
+    assert!(ok, "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed["full"], false);
+    assert_eq!(listed["revocations"][0]["jti"], "http-1");
+    assert_eq!(listed["revocations"][0]["expires_at"], until);
+    assert_eq!(listed["revocations"].as_array().unwrap().len(), 1);
+
+    let (status, body) = http_get(http, "/revocations").await;
+    assert_eq!(status, 200);
+    let all: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let jtis: Vec<&str> = all["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["jti"].as_str().unwrap())
+        .collect();
+    assert_eq!(jtis, ["cli-1", "http-1"]);
+    let cli_until = all["revocations"][0]["expires_at"].as_u64().unwrap();
+    assert!(
+        (before + 3600..=after + 3600).contains(&cli_until),
+        "+1h between {before} and {after} -> {cli_until}"
+    );
+
+    let (ok, _, stderr) = cli(&[
+        "revoke",
+        "--grpc-addr",
+        &grpc,
+        "--issuer",
+        "https://idp",
+        "--jti",
+        "x",
+        "--until",
+        "1",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "revoke failed: InvalidArgument: revocation expires_at 1 is not in the future"
+        ),
+        "{stderr}"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        child.0.wait().unwrap().success(),
+        "graceful exit on SIGTERM"
+    );
 }

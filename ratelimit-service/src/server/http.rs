@@ -1,16 +1,27 @@
 //! HTTP side port: `/healthz` (alive), `/ready` (config loaded and store reachable),
-//! `/metrics` (Prometheus text).
+//! `/metrics` (Prometheus text), and the operator's revocation endpoints:
+//! `POST /revocations` (`{"issuer","jti","expires_at"}` -> `{"version"}`) and
+//! `GET /revocations?since=N` (the same answer as ListRevocations, as JSON).
+//!
+//! This is an operator port: it binds loopback by default and has no authentication of its own.
 
-use super::Shared;
+use super::{revocation, Shared};
+use crate::revocation::{Revocation, RevocationError, RevokeRequest};
 use crate::storage::Store;
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+
+/// Largest revocation request body: two 1 KiB fields, escaped, fit easily.
+const MAX_REVOKE_BODY: usize = 16 * 1024;
 
 pub(super) async fn serve(
     listener: TcpListener,
@@ -21,6 +32,12 @@ pub(super) async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route(
+            "/revocations",
+            get(list_revocations)
+                .post(revoke)
+                .layer(DefaultBodyLimit::max(MAX_REVOKE_BODY)),
+        )
         .with_state(shared);
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
@@ -45,4 +62,143 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         )],
         shared.metrics.encode(),
     )
+}
+
+/// `{"error": <code>, "message": <what to do>}` with a matching status.
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    error: &'static str,
+    message: String,
+}
+
+fn error(status: StatusCode, error: &'static str, message: impl Into<String>) -> Response {
+    let body = ErrorBody {
+        error,
+        message: message.into(),
+    };
+    (status, Json(body)).into_response()
+}
+
+fn revocation_error(err: RevocationError) -> Response {
+    match err {
+        RevocationError::Invalid(message) => {
+            error(StatusCode::BAD_REQUEST, "invalid_request", message)
+        }
+        full @ RevocationError::Full { .. } => error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "store_full",
+            full.to_string(),
+        ),
+        RevocationError::Store(store) if store.transient => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            store.to_string(),
+        ),
+        RevocationError::Store(store) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            store.to_string(),
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    issuer: String,
+    jti: String,
+    expires_at: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct RevokeReply {
+    version: u64,
+}
+
+/// The body is parsed here, not by axum's `Json`, so that every bad input (any content type,
+/// broken JSON, a missing or unknown field) gets the JSON error shape.
+async fn revoke(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            return error(
+                rejection.status(),
+                "invalid_request",
+                format!(
+                    "cannot read the request body ({}); at most {MAX_REVOKE_BODY} bytes",
+                    rejection.body_text()
+                ),
+            )
+        }
+    };
+    let parsed: RevokeBody = match serde_json::from_slice(&body) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!(
+                    "request body must be JSON {{\"issuer\": string, \"jti\": string, \
+                     \"expires_at\": Unix seconds}}: {err}"
+                ),
+            )
+        }
+    };
+    let request = RevokeRequest {
+        issuer: parsed.issuer,
+        jti: parsed.jti,
+        expires_at: parsed.expires_at,
+    };
+    match revocation::revoke(&shared, &request, "http").await {
+        Ok(revoked) => Json(RevokeReply {
+            version: revoked.version,
+        })
+        .into_response(),
+        Err(err) => revocation_error(err),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    since: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct ListReply {
+    revocations: Vec<Revocation>,
+    version: u64,
+    full: bool,
+}
+
+async fn list_revocations(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let since = match query {
+        Ok(Query(query)) => query.since,
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!(
+                    "the only query parameter is since=<version>: {}",
+                    rejection.body_text()
+                ),
+            )
+        }
+    };
+    match revocation::list(&shared, since, "http").await {
+        Ok(list) => Json(ListReply {
+            revocations: list.revocations,
+            version: list.version,
+            full: list.full,
+        })
+        .into_response(),
+        Err(err) => revocation_error(err),
+    }
 }

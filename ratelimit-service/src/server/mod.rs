@@ -1,14 +1,20 @@
-//! The running service: gRPC (RateLimitService + grpc.health.v1), HTTP (health, readiness,
-//! metrics) and config hot reload, all stopped by one shutdown signal.
+//! The running service: gRPC (RateLimitService, RevocationService, grpc.health.v1), HTTP
+//! (health, readiness, metrics, operator revocations) and config hot reload, all stopped by
+//! one shutdown signal.
 
 mod grpc;
 mod http;
 mod reload;
+mod revocation;
 
 use crate::config::{read_sources, Config, ConfigError};
 use crate::limiter::{Limiter, LimiterOptions};
 use crate::metrics::{LimitCounters, Metrics};
+use crate::proto::revocation::revocation_service_server::RevocationServiceServer;
 use crate::proto::rls::rate_limit_service_server::RateLimitServiceServer;
+use crate::revocation::memory::MemoryRevocations;
+use crate::revocation::redis::RedisRevocations;
+use crate::revocation::{AnyRevocationStore, DEFAULT_MAX_ENTRIES};
 use crate::storage::memory::{MemoryStore, SystemClock};
 use crate::storage::redis::RedisStore;
 use crate::storage::{AnyStore, StoreError};
@@ -21,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use grpc::RateLimitGrpc;
+pub use revocation::RevocationGrpc;
 
 /// Where buckets live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +51,8 @@ pub struct Settings {
     pub ratelimit_headers: bool,
     /// How often the config is re-read for hot reload.
     pub reload_interval: Duration,
+    /// Most live token revocations kept; a new one past this is refused.
+    pub revocation_max_entries: usize,
 }
 
 impl Settings {
@@ -55,6 +64,7 @@ impl Settings {
             local_cache_size: 100_000,
             ratelimit_headers: false,
             reload_interval: Duration::from_secs(1),
+            revocation_max_entries: DEFAULT_MAX_ENTRIES,
         }
     }
 }
@@ -90,6 +100,7 @@ pub(crate) struct Loaded {
 pub(crate) struct Shared {
     pub loaded: ArcSwap<Loaded>,
     pub limiter: Limiter<AnyStore>,
+    pub revocations: AnyRevocationStore,
     pub metrics: Metrics,
 }
 
@@ -115,6 +126,15 @@ pub async fn run(
             AnyStore::Redis(RedisStore::connect(url, settings.redis_timeout).await?)
         }
     };
+    let revocations = match &settings.store {
+        StoreSettings::Memory => AnyRevocationStore::Memory(MemoryRevocations::new(
+            SystemClock,
+            settings.revocation_max_entries,
+        )),
+        StoreSettings::Redis { url } => AnyRevocationStore::Redis(
+            RedisRevocations::connect(url, settings.revocation_max_entries).await?,
+        ),
+    };
     let limiter = Limiter::new(
         store,
         settings.local_cache_size,
@@ -127,6 +147,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         loaded: ArcSwap::from_pointee(Loaded { config, counters }),
         limiter,
+        revocations,
         metrics,
     });
     tracing::info!(
@@ -162,6 +183,9 @@ pub async fn run(
     health_reporter
         .set_serving::<RateLimitServiceServer<RateLimitGrpc>>()
         .await;
+    health_reporter
+        .set_serving::<RevocationServiceServer<RevocationGrpc>>()
+        .await;
     // Nagle off on accepted sockets: small unary responses must not wait for delayed ACKs.
     let incoming =
         tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
@@ -170,6 +194,9 @@ pub async fn run(
         .add_service(RateLimitServiceServer::new(RateLimitGrpc::new(Arc::clone(
             &shared,
         ))))
+        .add_service(RevocationServiceServer::new(RevocationGrpc::new(
+            Arc::clone(&shared),
+        )))
         .serve_with_incoming_shutdown(incoming, stopped(stop_rx));
     let grpc_result = grpc.await;
     let http_result = http.await?;

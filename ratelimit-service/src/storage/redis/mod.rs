@@ -10,13 +10,17 @@ use super::{algorithm_code, BucketOutcome, BucketRequest, Store, StoreError};
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::TcpSettings;
-use redis::{IntoConnectionInfo, RedisError, RetryMethod, Script};
+use redis::{
+    FromRedisValue, IntoConnectionInfo, RedisError, RetryMethod, Script, ScriptInvocation,
+};
 use std::time::Duration;
 
 const SCRIPT: &str = include_str!("rate_limit.lua");
 
+/// A multiplexed connection to one Redis server or to a Redis Cluster. Cheap to clone; clones
+/// share the connection.
 #[derive(Clone)]
-enum Connection {
+pub(crate) enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
@@ -28,31 +32,35 @@ pub struct RedisStore {
     timeout: Duration,
 }
 
-fn store_error(context: &str, err: RedisError) -> StoreError {
+pub(crate) fn store_error(context: &str, err: RedisError) -> StoreError {
     StoreError {
         message: format!("{context}: {err}"),
         transient: !matches!(err.retry_method(), RetryMethod::NoRetry),
     }
 }
 
-impl RedisStore {
+impl Connection {
     /// Connects according to the URL scheme. A standalone server is connected lazily, so the
     /// service can start (not ready) while Redis is still down; a cluster needs one seed node
-    /// up to learn the topology.
-    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let connection = if let Some((scheme, nodes)) = cluster_nodes(url) {
+    /// up to learn the topology. `cluster_response_timeout` bounds each cluster command (the
+    /// caller's own deadline applies on top).
+    pub(crate) async fn open(
+        url: &str,
+        cluster_response_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        if let Some((scheme, nodes)) = cluster_nodes(url) {
             let nodes: Vec<String> = nodes.map(|n| format!("{scheme}://{n}")).collect();
             let client = redis::cluster::ClusterClient::builder(nodes)
                 .tcp_settings(low_latency_tcp())
                 .connection_timeout(Duration::from_secs(1))
-                .response_timeout(Duration::from_secs(1))
+                .response_timeout(cluster_response_timeout)
                 .build()
                 .map_err(|e| store_error("invalid Redis Cluster URL", e))?;
             let connection = client
                 .get_async_connection()
                 .await
                 .map_err(|e| store_error("cannot connect to Redis Cluster", e))?;
-            Connection::Cluster(connection)
+            Ok(Connection::Cluster(connection))
         } else {
             let info = url
                 .into_connection_info()
@@ -66,10 +74,27 @@ impl RedisStore {
                 .set_max_delay(Duration::from_millis(500));
             let manager = ConnectionManager::new_lazy_with_config(client, config)
                 .map_err(|e| store_error("cannot create Redis connection", e))?;
-            Connection::Single(manager)
-        };
+            Ok(Connection::Single(manager))
+        }
+    }
+
+    /// Runs a script (`EVALSHA`, loading it on `NOSCRIPT`).
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, RedisError> {
+        match self {
+            Connection::Single(manager) => invocation.invoke_async(&mut manager.clone()).await,
+            Connection::Cluster(cluster) => invocation.invoke_async(&mut cluster.clone()).await,
+        }
+    }
+}
+
+impl RedisStore {
+    /// Connects according to the URL scheme (see [`Connection::open`]).
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, StoreError> {
         Ok(RedisStore {
-            connection,
+            connection: Connection::open(url, Duration::from_secs(1)).await?,
             script: Script::new(SCRIPT),
             timeout,
         })
@@ -87,10 +112,7 @@ impl RedisStore {
                 .arg(bucket.hits)
                 .arg(if bucket.enforce { "1" } else { "0" });
         }
-        match &self.connection {
-            Connection::Single(manager) => invocation.invoke_async(&mut manager.clone()).await,
-            Connection::Cluster(cluster) => invocation.invoke_async(&mut cluster.clone()).await,
-        }
+        self.connection.invoke(&invocation).await
     }
 }
 
