@@ -5,6 +5,8 @@
 use futures_util::StreamExt;
 use gateway_tests::envoy::{Envoy, EnvoyBuilder};
 use gateway_tests::jwks::{JwksReply, JwksServer};
+use gateway_tests::ratelimit::RateLimitService;
+use gateway_tests::redis::RedisServer;
 use gateway_tests::upstream::Upstream;
 use gateway_tests::{chain, tools, wait};
 use jwt_auth::outcome::Denial;
@@ -63,6 +65,15 @@ async fn gateway(jwks: &JwksServer, up: &Upstream, config: &Value) -> Envoy {
 }
 
 fn builder(jwks_port: u16, upstream_port: u16, config: &Value) -> EnvoyBuilder {
+    builder_with_revocation(jwks_port, upstream_port, 9, config)
+}
+
+fn builder_with_revocation(
+    jwks_port: u16,
+    upstream_port: u16,
+    revocation_port: u16,
+    config: &Value,
+) -> EnvoyBuilder {
     EnvoyBuilder::from_repo_file("jwt", "tests/envoy/jwt.yaml")
         .unwrap()
         .var(
@@ -71,7 +82,7 @@ fn builder(jwks_port: u16, upstream_port: u16, config: &Value) -> EnvoyBuilder {
         )
         .var("UPSTREAM_PORT", upstream_port)
         .var("JWKS_PORT", jwks_port)
-        .var("REVOCATION_PORT", 9)
+        .var("REVOCATION_PORT", revocation_port)
 }
 
 fn client() -> reqwest::Client {
@@ -480,6 +491,79 @@ async fn slow_idp_does_not_hold_requests() {
     let resp = get(&envoy, "/x", Some(&unknown)).await;
     assert_denied(resp, &Denial::from(VerifyError::UnknownKid), "new kid").await;
     assert!(started.elapsed() < Duration::from_secs(12));
+}
+
+#[tokio::test]
+async fn revocation_through_the_real_service() {
+    let redis = RedisServer::start().unwrap();
+    let mut rls = RateLimitService::start(&redis.url(), "domain: edge\n", &[])
+        .await
+        .unwrap();
+    let idp = JwksServer::start(jwks(false)).await.unwrap();
+    let up = Upstream::echo().await.unwrap();
+    let mut cfg = config(json!({}));
+    cfg["providers"]["idp"]["revocation"] = json!({"cluster": "revocation", "sync_interval": "1s"});
+    let envoy = builder_with_revocation(idp.port(), up.port(), rls.grpc_port(), &cfg)
+        .start()
+        .await
+        .unwrap();
+    let t0 = now();
+    let with_jti = |jti: &str| {
+        let mut c = claims(t0);
+        c["jti"] = json!(jti);
+        sign(&json!({"alg": "ES256", "kid": "ec-1"}), &c)
+    };
+    let (victim, bystander) = (with_jti("stolen-1"), with_jti("fine-1"));
+    assert_eq!(get(&envoy, "/x", Some(&victim)).await.status(), 200);
+    assert_eq!(get(&envoy, "/x", Some(&bystander)).await.status(), 200);
+    envoy
+        .wait_stat_at_least("wasmcustom.jwt_auth.revocation.sync.success", 1)
+        .await
+        .unwrap();
+
+    // An operator revokes the stolen token (HTTP on the service's loopback admin port).
+    let resp = client()
+        .post(rls.http_url("/revocations"))
+        .json(&json!({"issuer": "https://idp", "jti": "stolen-1", "expires_at": t0 + 600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let revoked_at = Instant::now();
+    // Within one sync period (1 s) plus the tick that picks it up, the cached token is refused.
+    let refused = wait::until(
+        "the revocation to reach Envoy",
+        Duration::from_secs(5),
+        || async {
+            let resp = get(&envoy, "/x", Some(&victim)).await;
+            Ok((resp.status() == 401).then_some(resp))
+        },
+    )
+    .await
+    .unwrap();
+    assert_denied(refused, &Denial::REVOKED, "revoked").await;
+    eprintln!("revocation took effect after {:?}", revoked_at.elapsed());
+    assert_eq!(get(&envoy, "/x", Some(&bystander)).await.status(), 200);
+    envoy
+        .wait_stat_at_least("wasmcustom.jwt_auth.denied.revoked", 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        envoy
+            .stat("wasmcustom.jwt_auth.revocation.entries")
+            .await
+            .unwrap(),
+        Some(1)
+    );
+
+    // The service goes away: the last list stays in force (fail open for the rest).
+    rls.terminate(Duration::from_secs(5));
+    envoy
+        .wait_stat_at_least("wasmcustom.jwt_auth.revocation.sync.failure", 1)
+        .await
+        .unwrap();
+    assert_eq!(get(&envoy, "/x", Some(&victim)).await.status(), 401);
+    assert_eq!(get(&envoy, "/x", Some(&bystander)).await.status(), 200);
 }
 
 #[tokio::test]
