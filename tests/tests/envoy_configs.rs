@@ -42,6 +42,7 @@ fn sample(name: &str) -> Option<String> {
         "FAILURE_MODE_DENY" => "true".to_string(),
         "DIST" => tools::repo_root().join("dist").display().to_string(),
         "CERT_DIR" => std::env::temp_dir().display().to_string(),
+        "CACHE_DIR" => std::env::temp_dir().display().to_string(),
         _ => return None,
     })
 }

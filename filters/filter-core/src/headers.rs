@@ -96,6 +96,13 @@ impl<const N: usize> From<[(&str, &str); N]> for HeaderMap {
     }
 }
 
+/// RFC 7230 `token`: the characters a header name may use.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Splits `/a/b?x=1` into (`/a/b`, `Some("x=1")`). A fragment never reaches a proxy.
 pub fn split_path(path_and_query: &str) -> (&str, Option<&str>) {
     match path_and_query.split_once('?') {
@@ -124,5 +131,13 @@ mod tests {
         assert_eq!(h.get_all("x-a").collect::<Vec<_>>(), ["3"]);
         h.remove("X-A");
         assert!(!h.contains("x-a"));
+    }
+
+    #[test]
+    fn tokens() {
+        assert!(is_token("x-tenant-id"));
+        assert!(!is_token(""));
+        assert!(!is_token("x tenant"));
+        assert!(!is_token(":path"));
     }
 }

@@ -44,12 +44,8 @@ pub struct HeaderOps {
     append: Vec<(String, Template)>,
 }
 
-/// RFC 7230 `token`: the characters a header name may use.
-pub fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
+/// RFC 7230 `token`: the characters a header name may use (shared by every filter).
+pub use filter_core::headers::is_token;
 
 /// Validates a header name an operation may touch; returns it lower-cased.
 fn header_name(name: &str) -> Result<String, String> {

@@ -1,0 +1,191 @@
+//! The plugin configuration as written (serde types, unknown fields refused everywhere).
+//! [`crate::TenantPolicy::new`] validates it and compiles it into typed sources and routes.
+
+use filter_core::RequestMatch;
+use serde::Deserialize;
+
+/// The header the resolved tenant is written to (and every client copy removed from).
+pub const DEFAULT_TENANT_HEADER: &str = "x-tenant-id";
+/// The API key header when an `api_key` source names none.
+pub const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
+/// Default upper bound on a tenant id's length.
+pub const DEFAULT_TENANT_ID_MAX_LENGTH: usize = 64;
+/// Hard upper bound on `tenant_id_max_length`.
+pub const MAX_TENANT_ID_MAX_LENGTH: usize = 256;
+/// Upper bound on `ttl` and `stale_while_revalidate`: one year, in seconds.
+pub const MAX_CACHE_SECONDS: u64 = 365 * 24 * 3600;
+
+/// The whole plugin configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// What this instance does: `request` (resolve the tenant), `response` (Vary and
+    /// Cache-Control) or `both`. With Envoy's cache filter the two stages are two instances of
+    /// this module at two places in the chain; without a cache one instance does both.
+    #[serde(default)]
+    pub stage: Stage,
+    /// The header carrying the resolved tenant upstream, to the cache and to rate limits.
+    #[serde(default)]
+    pub tenant_header: Option<String>,
+    /// The header carrying the tenant's plan (e.g. `x-tenant-plan`) for plan-tier rate limits.
+    #[serde(default)]
+    pub plan_header: Option<String>,
+    /// Tried in order; the first that yields a valid tenant id wins.
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    /// Longest tenant id accepted from any source (1 to 256, default 64).
+    #[serde(default)]
+    pub tenant_id_max_length: Option<usize>,
+    /// What happens when no source yields a tenant (default: reject with 403).
+    #[serde(default)]
+    pub unresolved: Option<UnresolvedConfig>,
+    /// Request headers whose presence marks a request as authenticated (default
+    /// `["authorization"]`). An authenticated request without a tenant bypasses shared caches
+    /// (request stage: `Cache-Control: no-cache` added) and gets a private response (response
+    /// stage: `Cache-Control: private`).
+    #[serde(default)]
+    pub credential_headers: Option<Vec<String>>,
+    /// Add the tenant header to `Vary` on responses (default true).
+    #[serde(default)]
+    pub vary: Option<bool>,
+    /// Per-route cache lifetimes for responses that set no `Cache-Control` themselves; the first
+    /// matching route applies.
+    #[serde(default)]
+    pub cache_routes: Option<Vec<CacheRouteConfig>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    #[default]
+    Both,
+    Request,
+    Response,
+}
+
+impl Stage {
+    pub fn resolves(self) -> bool {
+        matches!(self, Stage::Both | Stage::Request)
+    }
+
+    pub fn shapes_responses(self) -> bool {
+        matches!(self, Stage::Both | Stage::Response)
+    }
+}
+
+/// One tenant source, written as `{"<kind>": {...}}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A header the JWT filter set from a verified claim (and removes from every request).
+    Claim(ClaimSourceConfig),
+    /// An API key header, looked up by its SHA-256 digest.
+    ApiKey(ApiKeySourceConfig),
+    /// The leftmost label of the host: `{tenant}<suffix>`.
+    Host(HostSourceConfig),
+    /// A path segment (0 is the first segment).
+    Path(PathSourceConfig),
+    /// A fixed tenant.
+    Default(DefaultSourceConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimSourceConfig {
+    /// The header the JWT filter writes the tenant claim to (e.g. `x-jwt-tenant`).
+    pub header: String,
+    /// The header the JWT filter writes the plan claim to (e.g. `x-jwt-plan`).
+    #[serde(default)]
+    pub plan_header: Option<String>,
+    #[serde(default, rename = "match")]
+    pub matches: Option<RequestMatch>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySourceConfig {
+    #[serde(default)]
+    pub header: Option<String>,
+    pub keys: Vec<ApiKeyConfig>,
+    /// Remove the key header once it resolved a tenant (default true): the secret never reaches
+    /// the upstream or the cache, and the request carries the tenant instead.
+    #[serde(default)]
+    pub remove: Option<bool>,
+    #[serde(default, rename = "match")]
+    pub matches: Option<RequestMatch>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// SHA-256 of the key, 64 hex digits (`printf %s "$KEY" | sha256sum`).
+    pub sha256: String,
+    pub tenant: String,
+    #[serde(default)]
+    pub plan: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSourceConfig {
+    /// What follows the tenant label, e.g. `.api.example.com`.
+    pub suffix: String,
+    /// The plan of tenants found this way (anyone can send any host: give it the lowest plan).
+    #[serde(default)]
+    pub plan: Option<String>,
+    #[serde(default, rename = "match")]
+    pub matches: Option<RequestMatch>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathSourceConfig {
+    /// Index of the segment (`/t/acme/orders`: 0 is `t`, 1 is `acme`).
+    pub segment: usize,
+    /// The plan of tenants found this way (as unverified as the host: the lowest plan).
+    #[serde(default)]
+    pub plan: Option<String>,
+    #[serde(default, rename = "match")]
+    pub matches: Option<RequestMatch>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultSourceConfig {
+    pub tenant: String,
+    #[serde(default)]
+    pub plan: Option<String>,
+    #[serde(default, rename = "match")]
+    pub matches: Option<RequestMatch>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnresolvedConfig {
+    pub action: UnresolvedAction,
+    /// 400 or 403 (default 403) for `reject`.
+    #[serde(default)]
+    pub status: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnresolvedAction {
+    /// Answer with a JSON error and never reach the upstream.
+    Reject,
+    /// Pass on without a tenant header.
+    Anonymous,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRouteConfig {
+    /// Which requests the route covers; absent covers every request.
+    #[serde(default, rename = "match")]
+    pub matches: Option<RequestMatch>,
+    /// `max-age` in seconds.
+    pub ttl: u64,
+    /// `stale-while-revalidate` in seconds.
+    #[serde(default)]
+    pub stale_while_revalidate: Option<u64>,
+}

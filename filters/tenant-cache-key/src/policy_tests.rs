@@ -1,0 +1,394 @@
+//! Request and response decisions of [`TenantPolicy`], end to end on plain header maps.
+
+use crate::policy::{Outcome, RequestFacts, TenantPolicy};
+use crate::sources::SourceKind;
+use crate::Stage;
+use filter_core::HeaderMap;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn policy(config: Value) -> TenantPolicy {
+    TenantPolicy::new(config.to_string().as_bytes()).unwrap()
+}
+
+fn error(config: Value) -> String {
+    TenantPolicy::new(config.to_string().as_bytes())
+        .unwrap_err()
+        .to_string()
+}
+
+fn request(path: &str, extra: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::from([
+        (":method", "GET"),
+        (":path", path),
+        (":authority", "gw.example.com"),
+        ("x-request-id", "r-1"),
+    ]);
+    for (n, v) in extra {
+        if n.starts_with(':') {
+            h.set(n, v);
+        } else {
+            h.append(n, v);
+        }
+    }
+    h
+}
+
+fn response(status: &str, extra: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::from([(":status", status), ("content-type", "application/json")]);
+    for (n, v) in extra {
+        h.append(n, v);
+    }
+    h
+}
+
+/// The request stage of the shipped configuration: claim, API key, host, then anonymous.
+fn gateway() -> TenantPolicy {
+    policy(json!({
+        "stage": "request",
+        "plan_header": "x-tenant-plan",
+        "sources": [
+            { "claim": { "header": "x-jwt-tenant", "plan_header": "x-jwt-plan" } },
+            { "api_key": { "keys": [
+                { "sha256": sha256_hex("key-acme"), "tenant": "acme", "plan": "pro" },
+                { "sha256": sha256_hex("key-globex"), "tenant": "globex", "plan": "free" }
+            ] } },
+            { "host": { "suffix": ".api.example.com" } }
+        ],
+        "unresolved": { "action": "anonymous" },
+        "credential_headers": ["authorization", "x-api-key"]
+    }))
+}
+
+#[test]
+fn forged_tenant_and_plan_headers_are_removed_and_replaced() {
+    let p = gateway();
+    let h = request(
+        "/orders",
+        &[
+            ("x-tenant-id", "acme"),
+            ("X-Tenant-Id", "acme"),
+            ("x-tenant-plan", "enterprise"),
+            ("x-api-key", "key-globex"),
+        ],
+    );
+    let plan = p.request_plan(&h);
+    assert!(plan.forged);
+    assert_eq!(plan.remove, ["x-tenant-id", "x-tenant-plan", "x-api-key"]);
+    assert_eq!(
+        plan.set,
+        [
+            ("x-tenant-id", "globex".to_string()),
+            ("x-tenant-plan", "free".to_string())
+        ]
+    );
+    assert_eq!(plan.outcome, Outcome::Resolved(SourceKind::ApiKey));
+}
+
+#[test]
+fn a_forged_header_alone_resolves_nothing() {
+    let p = gateway();
+    let plan = p.request_plan(&request("/", &[("x-tenant-id", "acme")]));
+    assert!(plan.forged);
+    assert_eq!(plan.remove, ["x-tenant-id"]);
+    assert!(plan.set.is_empty());
+    assert_eq!(plan.outcome, Outcome::Anonymous);
+    assert!(!plan.cache_bypassed);
+}
+
+#[test]
+fn a_credential_without_tenant_bypasses_the_cache() {
+    let p = gateway();
+    // An unknown API key: anonymous, but never answered from the shared anonymous entry.
+    let plan = p.request_plan(&request("/", &[("x-api-key", "unknown")]));
+    assert_eq!(plan.outcome, Outcome::Anonymous);
+    assert!(plan.cache_bypassed);
+    assert!(
+        plan.remove.is_empty(),
+        "the unknown key goes on to the upstream"
+    );
+    assert_eq!(plan.set, [("cache-control", "no-cache".to_string())]);
+    let plan = p.request_plan(&request(
+        "/",
+        &[
+            ("authorization", "Bearer t"),
+            ("cache-control", "max-age=10"),
+        ],
+    ));
+    assert_eq!(
+        plan.set,
+        [("cache-control", "max-age=10, no-cache".to_string())]
+    );
+    // A resolved tenant is cached per tenant as usual.
+    let plan = p.request_plan(&request("/", &[("x-api-key", "key-acme")]));
+    assert!(!plan.cache_bypassed);
+}
+
+#[test]
+fn sources_are_tried_in_order() {
+    let p = gateway();
+    let both = request(
+        "/",
+        &[
+            ("x-jwt-tenant", "initech"),
+            ("x-api-key", "key-acme"),
+            (":authority", "globex.api.example.com"),
+        ],
+    );
+    let plan = p.request_plan(&both);
+    assert_eq!(plan.outcome, Outcome::Resolved(SourceKind::Claim));
+    assert_eq!(plan.set, [("x-tenant-id", "initech".to_string())]);
+    assert!(!plan.forged);
+    assert!(
+        plan.remove.is_empty(),
+        "the key stays when it did not resolve"
+    );
+    // An invalid claim falls through to the next source.
+    let bad_claim = request(
+        "/",
+        &[("x-jwt-tenant", "init tech"), ("x-api-key", "key-acme")],
+    );
+    assert_eq!(
+        p.request_plan(&bad_claim).outcome,
+        Outcome::Resolved(SourceKind::ApiKey)
+    );
+    let host = request("/", &[(":authority", "globex.api.example.com:443")]);
+    let plan = p.request_plan(&host);
+    assert_eq!(plan.outcome, Outcome::Resolved(SourceKind::Host));
+    assert_eq!(plan.set, [("x-tenant-id", "globex".to_string())]);
+}
+
+#[test]
+fn unresolved_rejects_by_default() {
+    let p = policy(
+        json!({ "sources": [{ "path": { "segment": 0, "match": { "path_prefix": "/t-" } } }] }),
+    );
+    assert_eq!(
+        p.request_plan(&request("/x", &[])).outcome,
+        Outcome::Reject { status: 403 }
+    );
+    let p = policy(json!({
+        "sources": [{ "default": { "tenant": "public", "match": { "path_prefix": "/public" } } }],
+        "unresolved": { "action": "reject", "status": 400 }
+    }));
+    assert_eq!(
+        p.request_plan(&request("/x", &[])).outcome,
+        Outcome::Reject { status: 400 }
+    );
+    assert_eq!(
+        p.request_plan(&request("/public/a", &[])).outcome,
+        Outcome::Resolved(SourceKind::Default)
+    );
+}
+
+#[test]
+fn request_stage_records_no_response_facts() {
+    let p = gateway();
+    let plan = p.request_plan(&request("/", &[("authorization", "Bearer x")]));
+    assert_eq!(plan.facts, RequestFacts::default());
+}
+
+/// The response stage of the shipped configuration (an upstream filter on the cluster).
+fn upstream_stage() -> TenantPolicy {
+    policy(json!({
+        "stage": "response",
+        "credential_headers": ["authorization", "x-api-key"],
+        "cache_routes": [
+            { "match": { "path_prefix": "/catalog" }, "ttl": 60, "stale_while_revalidate": 30 },
+            { "match": { "path_prefix": "/" , "methods": ["GET"] }, "ttl": 5 }
+        ]
+    }))
+}
+
+#[test]
+fn response_stage_reads_facts_from_the_request_it_forwards() {
+    let p = upstream_stage();
+    assert_eq!(p.stage(), Stage::Response);
+    let plan = p.request_plan(&request("/catalog/1", &[("x-tenant-id", "acme")]));
+    assert!(plan.remove.is_empty() && plan.set.is_empty() && !plan.forged);
+    assert_eq!(plan.outcome, Outcome::NotResolving);
+    assert_eq!(
+        plan.facts,
+        RequestFacts {
+            tenant: true,
+            authenticated: false,
+            route: Some(0)
+        }
+    );
+    let plan = p.request_plan(&request("/other", &[("x-api-key", "unknown")]));
+    assert_eq!(
+        plan.facts,
+        RequestFacts {
+            tenant: false,
+            authenticated: true,
+            route: Some(1)
+        }
+    );
+}
+
+#[test]
+fn vary_and_route_lifetimes() {
+    let p = upstream_stage();
+    let tenant_catalog = RequestFacts {
+        tenant: true,
+        authenticated: false,
+        route: Some(0),
+    };
+    let e = p.response_edits(tenant_catalog, &response("200", &[]));
+    assert_eq!(e.vary.as_deref(), Some("x-tenant-id"));
+    assert_eq!(
+        e.cache_control.as_deref(),
+        Some("max-age=60, stale-while-revalidate=30")
+    );
+    assert!(e.ttl_set && !e.private_set);
+    // The upstream's own Cache-Control wins, no-store included; Vary is merged.
+    let e = p.response_edits(
+        tenant_catalog,
+        &response(
+            "200",
+            &[("cache-control", "no-store"), ("vary", "Accept-Encoding")],
+        ),
+    );
+    assert_eq!(e.vary.as_deref(), Some("Accept-Encoding, x-tenant-id"));
+    assert_eq!(e.cache_control, None);
+    // Errors get no lifetime.
+    let e = p.response_edits(tenant_catalog, &response("500", &[]));
+    assert_eq!(e.cache_control, None);
+    assert!(!e.ttl_set);
+    // Nothing to do at all.
+    let e = p.response_edits(
+        RequestFacts {
+            tenant: true,
+            authenticated: true,
+            route: None,
+        },
+        &response("200", &[("vary", "x-tenant-id")]),
+    );
+    assert!(e.is_empty());
+}
+
+#[test]
+fn authenticated_without_tenant_is_private() {
+    let p = upstream_stage();
+    let anon_auth = |route| RequestFacts {
+        tenant: false,
+        authenticated: true,
+        route,
+    };
+    let e = p.response_edits(anon_auth(None), &response("200", &[]));
+    assert_eq!(e.cache_control.as_deref(), Some("private"));
+    assert!(e.private_set && !e.ttl_set);
+    let e = p.response_edits(
+        anon_auth(None),
+        &response("200", &[("cache-control", "public, max-age=300")]),
+    );
+    assert_eq!(e.cache_control.as_deref(), Some("private, max-age=300"));
+    let e = p.response_edits(anon_auth(Some(0)), &response("200", &[]));
+    assert_eq!(
+        e.cache_control.as_deref(),
+        Some("private, max-age=60, stale-while-revalidate=30")
+    );
+    assert!(e.private_set && e.ttl_set);
+    let e = p.response_edits(
+        anon_auth(None),
+        &response("200", &[("cache-control", "no-store")]),
+    );
+    assert_eq!(e.cache_control, None);
+    assert!(!e.private_set);
+    // Anonymous and unauthenticated: shared, keyed on the absent tenant.
+    let e = p.response_edits(RequestFacts::default(), &response("200", &[]));
+    assert_eq!(
+        (e.vary.as_deref(), e.cache_control.as_deref()),
+        (Some("x-tenant-id"), None)
+    );
+}
+
+#[test]
+fn both_stages_in_one_instance() {
+    let p = policy(json!({
+        "sources": [{ "api_key": { "header": "x-key", "remove": false, "keys": [
+            { "sha256": sha256_hex("k1"), "tenant": "acme" }
+        ] } }],
+        "unresolved": { "action": "anonymous" },
+        "credential_headers": ["x-key"],
+        "vary": false
+    }));
+    let plan = p.request_plan(&request("/", &[("x-key", "k1")]));
+    assert_eq!(plan.outcome, Outcome::Resolved(SourceKind::ApiKey));
+    assert!(plan.remove.is_empty(), "remove: false keeps the key");
+    assert_eq!(
+        plan.facts,
+        RequestFacts {
+            tenant: true,
+            authenticated: true,
+            route: None
+        }
+    );
+    assert!(p
+        .response_edits(plan.facts, &response("200", &[]))
+        .is_empty());
+    let plan = p.request_plan(&request("/", &[("x-key", "wrong")]));
+    assert_eq!(plan.outcome, Outcome::Anonymous);
+    let e = p.response_edits(plan.facts, &response("200", &[]));
+    assert_eq!(
+        (e.vary, e.cache_control.as_deref()),
+        (None, Some("private"))
+    );
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let cases = [
+        (
+            json!({}),
+            "field `sources`: at least one tenant source is required",
+        ),
+        (
+            json!({ "stage": "response", "sources": [{ "default": { "tenant": "a" } }] }),
+            "field `sources`: is only used by the request stage",
+        ),
+        (
+            json!({ "stage": "request", "sources": [{ "default": { "tenant": "a" } }], "cache_routes": [] }),
+            "field `cache_routes`: is only used by the response stage",
+        ),
+        (
+            json!({ "sources": [{ "default": { "tenant": "a" } }, { "host": { "suffix": ".x.com" } }] }),
+            "field `sources[1]`: is never reached",
+        ),
+        (
+            json!({ "sources": [{ "default": { "tenant": "a", "plan": "pro" } }] }),
+            "field `sources[0].default.plan`: a plan needs the top-level plan_header",
+        ),
+        (
+            json!({ "tenant_header": "x tenant", "sources": [{ "default": { "tenant": "a" } }] }),
+            "field `tenant_header`",
+        ),
+        (
+            json!({ "sources": [{ "default": { "tenant": "a" } }], "unresolved": { "action": "reject", "status": 401 } }),
+            "field `unresolved.status`: 401 is not allowed (400 or 403)",
+        ),
+        (
+            json!({ "sources": [{ "default": { "tenant": "a" } }], "unresolved": { "action": "ignore" } }),
+            "field `unresolved.action`: unknown variant `ignore`",
+        ),
+        (
+            json!({ "sources": [{ "cookie": { "name": "t" } }] }),
+            "field `sources[0]`: unknown variant `cookie`",
+        ),
+        (
+            json!({ "sources": [{ "default": { "tenant": "a" } }], "tenant_id_max_length": 0 }),
+            "field `tenant_id_max_length`: 0 is out of range",
+        ),
+    ];
+    for (config, expected) in cases {
+        let message = error(config.clone());
+        assert!(message.contains(expected), "{config}: {message}");
+    }
+}
