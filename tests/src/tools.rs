@@ -61,3 +61,74 @@ pub fn dist_bin(name: &str) -> Result<PathBuf> {
     }
     Ok(path)
 }
+
+/// Writes a fresh certificate for `host` (and `127.0.0.1`) to `dir/cert.pem` and its key to
+/// `dir/key.pem`, issued by a throwaway CA written to `dir/ca.pem` (returned: what a client
+/// trusts), with the `openssl` CLI (ECDSA P-256, valid for a day). Test and demo TLS material is
+/// made at run time, never committed.
+pub fn tls_certificate(dir: &Path, host: &str) -> Result<PathBuf> {
+    let openssl = system_bin("openssl")?;
+    let run = |args: &[&str]| -> Result<()> {
+        let out = std::process::Command::new(&openssl)
+            .current_dir(dir)
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "openssl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=edgegate test CA",
+    ];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    run(&ca)?;
+    let subject = format!("/CN={host}");
+    let mut csr = vec!["req", "-subj", &subject];
+    csr.extend(ec);
+    csr.extend(["-keyout", "key.pem", "-out", "cert.csr"]);
+    run(&csr)?;
+    std::fs::write(
+        dir.join("cert.ext"),
+        format!(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth\nsubjectAltName=DNS:{host},IP:127.0.0.1\n"
+        ),
+    )?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "cert.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-set_serial",
+        "1",
+        "-days",
+        "1",
+        "-extfile",
+        "cert.ext",
+        "-out",
+        "cert.pem",
+    ])?;
+    Ok(dir.join("ca.pem"))
+}
