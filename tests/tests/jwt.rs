@@ -566,6 +566,60 @@ async fn revocation_through_the_real_service() {
     assert_eq!(get(&envoy, "/x", Some(&bystander)).await.status(), 200);
 }
 
+/// jwt_auth in front of tenant_cache_key: the tenant comes from the verified token's claim
+/// (through a header jwt_auth owns), never from anything the client sends.
+#[tokio::test]
+async fn tenant_from_the_verified_claim_through_tenant_cache_key() {
+    let idp = JwksServer::start(jwks(false)).await.unwrap();
+    let up = Upstream::echo().await.unwrap();
+    let mut jwt = config(json!({}));
+    jwt["providers"]["idp"]["tenant_header"] = json!("x-jwt-tenant");
+    let tenant = json!({
+        "stage": "both",
+        "sources": [{ "claim": { "header": "x-jwt-tenant" } }],
+        "unresolved": { "action": "anonymous" },
+    });
+    let envoy = EnvoyBuilder::from_repo_file("jwt-tenant", "tests/envoy/jwt.yaml")
+        .unwrap()
+        .var(
+            "HTTP_FILTERS",
+            chain::with_router(vec![
+                chain::wasm("jwt_auth", &jwt).unwrap(),
+                chain::wasm("tenant_cache_key", &tenant).unwrap(),
+            ]),
+        )
+        .var("UPSTREAM_PORT", up.port())
+        .var("JWKS_PORT", idp.port())
+        .var("REVOCATION_PORT", 9)
+        .start()
+        .await
+        .unwrap();
+    let t0 = now();
+    // A verified token of tenant acme; the client forges both tenant headers.
+    let resp = client()
+        .get(envoy.url("main", "/orders"))
+        .bearer_auth(token("ES256", t0))
+        .header("x-tenant-id", "evil")
+        .header("x-jwt-tenant", "evil")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.last().header_all("x-tenant-id"), ["acme"]);
+    // No token on a public route: the forged claim header is gone before tenant resolution.
+    let resp = client()
+        .get(envoy.url("main", "/public/info"))
+        .header("x-tenant-id", "evil")
+        .header("x-jwt-tenant", "evil")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = up.last();
+    assert_eq!(got.header("x-tenant-id"), None, "anonymous, not 'evil'");
+    assert_eq!(got.header("x-jwt-tenant"), None);
+}
+
 #[tokio::test]
 async fn bad_config_is_refused_with_its_reason() {
     let wasm = tools::wasm("jwt_auth").unwrap().display().to_string();
