@@ -96,6 +96,56 @@ pub fn parse_json_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigE
     }
 }
 
+/// Checks a directory of refused configurations: every `<case>.json` must fail `parse` with
+/// exactly the one-line message in `<case>.expected` (Envoy's log shows it as is). With `bless`
+/// the expectations are rewritten instead. Returns the number of cases, or every mismatch.
+/// Shared by the filters' `tests/invalid_configs.rs`.
+pub fn check_invalid_fixtures(
+    dir: &std::path::Path,
+    bless: bool,
+    parse: impl Fn(&[u8]) -> Result<(), ConfigError>,
+) -> Result<usize, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut cases: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    cases.sort();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case.display();
+        let config = std::fs::read(case).map_err(|e| format!("{name}: {e}"))?;
+        let message = match parse(&config) {
+            Ok(()) => {
+                failures.push(format!("{name} was accepted"));
+                continue;
+            }
+            Err(e) => e.to_string(),
+        };
+        if message.contains('\n') {
+            failures.push(format!("{name}: message spans lines: {message}"));
+        }
+        let expected_path = case.with_extension("expected");
+        if bless {
+            std::fs::write(&expected_path, format!("{message}\n")).map_err(|e| e.to_string())?;
+            continue;
+        }
+        match std::fs::read_to_string(&expected_path) {
+            Ok(expected) if expected.trim_end_matches('\n') == message => {}
+            Ok(expected) => failures.push(format!(
+                "{name}:\n  expected {:?}\n  got      {message:?}",
+                expected.trim_end_matches('\n')
+            )),
+            Err(_) => failures.push(format!("missing {}", expected_path.display())),
+        }
+    }
+    if failures.is_empty() {
+        Ok(cases.len())
+    } else {
+        Err(failures.join("\n"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
