@@ -85,6 +85,17 @@ fn builder_with_revocation(
         .var("REVOCATION_PORT", revocation_port)
 }
 
+/// A valid token for `alg` (under its usual kid) with its own `jti`: distinct tokens keep the
+/// verified-token cache out of the way, and revocation is by `jti`.
+fn with_jti(alg: &str, t0: u64, jti: &str) -> String {
+    let mut c = claims(t0);
+    c["jti"] = json!(jti);
+    sign(
+        &json!({"alg": alg, "kid": jwt_auth::testing::kid_for(alg)}),
+        &c,
+    )
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
@@ -344,9 +355,7 @@ async fn one_jwks_fetch_serves_every_worker() {
             .pool_max_idle_per_host(0)
             .build()
             .unwrap();
-        let mut c = claims(t0);
-        c["jti"] = json!(format!("worker-{i}"));
-        let t = sign(&json!({"alg": "ES256", "kid": "ec-1"}), &c);
+        let t = with_jti("ES256", t0, &format!("worker-{i}"));
         let resp = fresh
             .get(envoy.url("main", "/x"))
             .bearer_auth(t)
@@ -374,11 +383,7 @@ async fn idp_outage_garbage_and_max_stale() {
     let valid = token("ES256", t0);
     // A distinct token per request keeps the verified-token cache out of the way: each
     // request needs the keys.
-    let fresh = |i: u64| {
-        let mut c = claims(t0);
-        c["jti"] = json!(format!("outage-{i}"));
-        sign(&json!({"alg": "ES256", "kid": "ec-1"}), &c)
-    };
+    let fresh = |i: u64| with_jti("ES256", t0, &format!("outage-{i}"));
     assert_eq!(get(&envoy, "/x", Some(&valid)).await.status(), 200);
     let first = idp.fetch_times()[0];
 
@@ -476,9 +481,7 @@ async fn slow_idp_does_not_hold_requests() {
     .unwrap();
     let refresh_started = idp.fetch_times()[1];
     for i in 0..5 {
-        let mut c = claims(t0);
-        c["jti"] = json!(format!("slow-{i}"));
-        let t = sign(&json!({"alg": "EdDSA", "kid": "ed-1"}), &c);
+        let t = with_jti("EdDSA", t0, &format!("slow-{i}"));
         assert_eq!(get(&envoy, "/x", Some(&t)).await.status(), 200);
     }
     assert!(
@@ -508,12 +511,10 @@ async fn revocation_through_the_real_service() {
         .await
         .unwrap();
     let t0 = now();
-    let with_jti = |jti: &str| {
-        let mut c = claims(t0);
-        c["jti"] = json!(jti);
-        sign(&json!({"alg": "ES256", "kid": "ec-1"}), &c)
-    };
-    let (victim, bystander) = (with_jti("stolen-1"), with_jti("fine-1"));
+    let (victim, bystander) = (
+        with_jti("ES256", t0, "stolen-1"),
+        with_jti("ES256", t0, "fine-1"),
+    );
     assert_eq!(get(&envoy, "/x", Some(&victim)).await.status(), 200);
     assert_eq!(get(&envoy, "/x", Some(&bystander)).await.status(), 200);
     envoy

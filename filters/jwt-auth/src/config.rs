@@ -328,11 +328,7 @@ fn err(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 
 /// A header name this filter may read or write: an HTTP token, stored lower-case.
 fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
-    let ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if ok {
+    if filter_core::headers::is_token(name) {
         Ok(name.to_ascii_lowercase())
     } else {
         Err(err(field, format!("{name:?} is not a valid header name")))
