@@ -122,6 +122,8 @@ struct Gateway {
     orders_v2: Upstream,
     users: Upstream,
     products: Upstream,
+    events: EventsService,
+    grpc: GrpcService,
     access_log: PathBuf,
     /// The CA (PEM) that issued the TLS listener's certificate, made for this test.
     ca: PathBuf,
@@ -143,7 +145,11 @@ impl Gateway {
         let orders_v2 = upstream(opts.orders_v2).await;
         let users = upstream(opts.users).await;
         let products = upstream(opts.products).await;
+        let events = EventsService::start().await;
+        let grpc = GrpcService::start().await;
         let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("cache");
+        std::fs::create_dir(&cache_dir).unwrap();
         let access_log = dir.path().join("access.log");
         let ca = gateway_tests::tools::tls_certificate(dir.path(), "gateway.localhost").unwrap();
         let mut builder = EnvoyBuilder::from_repo_file("gateway", "envoy/gateway.yaml")
@@ -156,6 +162,9 @@ impl Gateway {
             .var("ORDERS_V2_PORT", orders_v2.port())
             .var("USERS_PORT", opts.users_port.unwrap_or(users.port()))
             .var("PRODUCTS_PORT", products.port())
+            .var("EVENTS_PORT", events.port)
+            .var("GRPC_PORT", grpc.port)
+            .var("CACHE_DIR", cache_dir.display())
             .var("JWKS_PORT", idp.port())
             .var("RLS_PORT", rls.grpc_port())
             .var("ROUTE_TIMEOUT", opts.route_timeout)
@@ -164,6 +173,8 @@ impl Gateway {
             .wasm("JWT_AUTH_WASM", "jwt_auth")
             .unwrap()
             .wasm("TRANSFORM_WASM", "transform")
+            .unwrap()
+            .wasm("TENANT_CACHE_KEY_WASM", "tenant_cache_key")
             .unwrap()
             .concurrency(1);
         for arg in &opts.envoy_args {
@@ -205,6 +216,8 @@ impl Gateway {
             orders_v2,
             users,
             products,
+            events,
+            grpc,
             access_log,
             ca,
             _dir: dir,
@@ -1338,4 +1351,400 @@ async fn tls_termination_speaks_http2_and_http11_and_h2c_in_the_clear() {
         last(&gw.products).header("x-forwarded-proto").as_deref(),
         Some("http")
     );
+}
+
+/// The WebSocket upstream: answers an upgrade with 101 and then echoes every byte, recording
+/// the request head it got (so a test sees what the filters did to the upgrade request).
+struct EventsService {
+    port: u16,
+    heads: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EventsService {
+    async fn start() -> EventsService {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let Some(head) = read_head(&mut conn).await else {
+                        return;
+                    };
+                    seen.lock().unwrap().push(head);
+                    let reply = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+                                 connection: Upgrade\r\nsec-websocket-accept: test\r\n\r\n";
+                    if conn.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let (mut rd, mut wr) = conn.split();
+                    let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                });
+            }
+        });
+        EventsService { port, heads, task }
+    }
+
+    fn last_head(&self) -> String {
+        self.heads
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for EventsService {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads an HTTP/1.1 message head (through the blank line), lower-cased.
+async fn read_head(conn: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte).await.ok()? == 0 || head.len() > 64 * 1024 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).to_ascii_lowercase())
+}
+
+/// The gRPC upstream: the standard health service (SERVING) over HTTP/2, recording the
+/// metadata of every call.
+struct GrpcService {
+    port: u16,
+    metadata: Arc<Mutex<Vec<tonic::metadata::MetadataMap>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GrpcService {
+    async fn start() -> GrpcService {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        let metadata = Arc::new(Mutex::new(Vec::new()));
+        let seen = metadata.clone();
+        let recorded = tonic::service::interceptor::InterceptedService::new(
+            health,
+            move |req: tonic::Request<()>| {
+                seen.lock().unwrap().push(req.metadata().clone());
+                Ok(req)
+            },
+        );
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let task = tokio::spawn(async move {
+            let _keep = reporter;
+            let _ = tonic::transport::Server::builder()
+                .add_service(recorded)
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        GrpcService {
+            port,
+            metadata,
+            task,
+        }
+    }
+
+    fn last(&self) -> tonic::metadata::MetadataMap {
+        self.metadata
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the gRPC service got no call")
+    }
+}
+
+impl Drop for GrpcService {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The catalog (/api/catalog, served by products) is cached per tenant: a repeat from the same tenant is a hit (with
+/// `age`), another tenant never gets the first one's entry, and a forged tenant header changes
+/// nothing. Every other route skips the cache even when its upstream says the answer may be
+/// cached, so retries, the canary and timeouts keep working.
+#[tokio::test]
+async fn catalog_is_cached_per_tenant_and_other_routes_skip_the_cache() {
+    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = served.clone();
+    let cacheable = |name: &'static str| -> Handler {
+        Arc::new(move |r: &Recorded| {
+            Reply::json(200, &json!({"service": name, "path": r.path}))
+                .header("cache-control", "public, max-age=60")
+        })
+    };
+    let gw = Gateway::start(Opts {
+        products: Arc::new(move |r: &Recorded| {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            Reply::json(
+                200,
+                &json!({"service": "products", "path": r.path,
+                        "tenant": r.header("x-tenant-id"), "n": n}),
+            )
+        }),
+        orders_v1: cacheable("orders-v1"),
+        orders_v2: cacheable("orders-v2"),
+        ..Opts::default()
+    })
+    .await;
+    let as_tenant = |tenant: &str| {
+        client()
+            .get(gw.url("/api/catalog/7"))
+            .bearer_auth(token("user-1", tenant, "orders:read"))
+    };
+    let first = as_tenant("acme").send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "age"), None, "a miss");
+    let vary = header(&first, "vary").unwrap_or_default();
+    assert!(vary.to_ascii_lowercase().contains("x-tenant-id"), "{vary}");
+    let cache_control = header(&first, "cache-control");
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["tenant"], "acme");
+    assert_eq!(
+        first["path"], "/api/catalog/7",
+        "no rewrite on the cached route"
+    );
+    assert_eq!(cache_control.as_deref(), Some("max-age=60"));
+
+    // The file cache writes its entry in the background: repeat until a hit, at most 5 s.
+    let hit = wait::until("acme's repeat to be a hit", Duration::from_secs(5), || {
+        let req = as_tenant("acme");
+        async move {
+            let resp = req.send().await?;
+            if header(&resp, "age").is_none() {
+                return Ok(None);
+            }
+            Ok(Some(resp.json::<Value>().await?))
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(hit, first, "the cached body");
+    let upstream_calls = served.load(Ordering::SeqCst);
+
+    // Another tenant: its own miss and its own body, never acme's entry.
+    let other: Value = as_tenant("globex")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other["tenant"], "globex");
+    assert_eq!(served.load(Ordering::SeqCst), upstream_calls + 1);
+    // A forged tenant header is replaced by the token's tenant: acme's entry, not globex's.
+    let forged = as_tenant("acme")
+        .header("x-tenant-id", "globex")
+        .header("x-jwt-tenant", "globex")
+        .send()
+        .await
+        .unwrap();
+    assert!(header(&forged, "age").is_some());
+    let forged: Value = forged.json().await.unwrap();
+    assert_eq!(forged["tenant"], "acme");
+    assert_eq!(served.load(Ordering::SeqCst), upstream_calls + 1);
+
+    // Orders answers "public, max-age=60", but its routes skip the cache: every GET arrives.
+    let before = api_requests(&gw.orders_v1).len() + api_requests(&gw.orders_v2).len();
+    for _ in 0..3 {
+        let resp = gw.get("/api/orders/1").send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "age"), None);
+    }
+    let after = api_requests(&gw.orders_v1).len() + api_requests(&gw.orders_v2).len();
+    assert_eq!(after - before, 3);
+}
+
+/// A WebSocket upgrade on /api/events passes the same filters (token checked, identity headers
+/// set, the token removed) and then carries bytes both ways; without a token it is a 401.
+#[tokio::test]
+async fn websocket_upgrade_passes_through_after_the_filters() {
+    let gw = Gateway::start(Opts::default()).await;
+    let port = gw.envoy.port("gateway");
+    let upgrade = |auth: Option<&str>| {
+        let auth = auth
+            .map(|t| format!("authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "GET /api/events/orders HTTP/1.1\r\nhost: gateway.localhost\r\nconnection: Upgrade\r\n\
+             upgrade: websocket\r\nsec-websocket-version: 13\r\n\
+             sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nx-user-id: spoofed\r\n{auth}\r\n"
+        )
+    };
+
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    conn.write_all(upgrade(None).as_bytes()).await.unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut conn))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+
+    let tok = token("user-1", "acme", "orders:read");
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    conn.write_all(upgrade(Some(&tok)).as_bytes())
+        .await
+        .unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut conn))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    let upstream = gw.events.last_head();
+    assert!(upstream.starts_with("get /events/orders "), "{upstream}");
+    assert!(upstream.contains("upgrade: websocket"), "{upstream}");
+    assert!(upstream.contains("x-user-id: user-1\r\n"), "{upstream}");
+    assert!(!upstream.contains("spoofed"), "{upstream}");
+    assert!(upstream.contains("x-tenant-id: acme\r\n"), "{upstream}");
+    assert!(!upstream.contains("authorization"), "{upstream}");
+    // Bytes flow both ways after the upgrade (a masked text frame; the service echoes it).
+    let frame = [
+        0x81u8,
+        0x85,
+        1,
+        2,
+        3,
+        4,
+        b'h' ^ 1,
+        b'e' ^ 2,
+        b'l' ^ 3,
+        b'l' ^ 4,
+        b'o' ^ 1,
+    ];
+    for _ in 0..3 {
+        conn.write_all(&frame).await.unwrap();
+        let mut echo = [0u8; 11];
+        tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut echo))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo, frame);
+    }
+}
+
+/// gRPC through the gateway to an HTTP/2 upstream: jwt_auth's 401 reaches a gRPC client as
+/// UNAUTHENTICATED, a valid token gets SERVING, and the service sees the identity headers.
+#[tokio::test]
+async fn grpc_route_reaches_the_http2_upstream_through_the_filters() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let gw = Gateway::start(Opts::default()).await;
+    let channel = tonic::transport::Endpoint::from_shared(gw.url(""))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+
+    let err = client
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+
+    let mut req = tonic::Request::new(HealthCheckRequest::default());
+    let tok = token("user-1", "acme", "orders:read");
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {tok}").parse().unwrap());
+    req.metadata_mut()
+        .insert("x-tenant-id", "spoofed".parse().unwrap());
+    let reply = client.check(req).await.unwrap().into_inner();
+    assert_eq!(
+        reply.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let seen = gw.grpc.last();
+    let get = |k: &str| seen.get(k).and_then(|v| v.to_str().ok()).map(String::from);
+    assert_eq!(get("x-user-id").as_deref(), Some("user-1"));
+    assert_eq!(get("x-tenant-id").as_deref(), Some("acme"));
+    assert_eq!(get("authorization"), None);
+}
+
+/// Load shedding by priority: a flood of slow requests on a DEFAULT-priority route (the
+/// deprecated /api/v1/orders) overflows its circuit breakers with 503, while the HIGH-priority
+/// /api/orders route to the same service keeps being served.
+#[tokio::test]
+async fn low_priority_routes_are_shed_first_under_a_flood() {
+    let slow: Handler = Arc::new(|r: &Recorded| {
+        let reply = Reply::json(200, &json!({"service": "orders-v1", "path": r.path}));
+        if r.path.contains("slow") {
+            reply.delay(Duration::from_secs(3))
+        } else {
+            reply
+        }
+    });
+    let gw = Gateway::start(Opts {
+        orders_v1: slow.clone(),
+        orders_v2: slow,
+        ..Opts::default()
+    })
+    .await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let tok = token("user-1", "acme", "orders:read");
+    // 400 at once: more than DEFAULT's 256 connections plus 64 pending.
+    let flood: Vec<_> = (0..400)
+        .map(|i| {
+            let req = h2
+                .get(gw.url(&format!("/api/v1/orders/slow-{i}")))
+                .bearer_auth(&tok);
+            tokio::spawn(async move { answer(req).await })
+        })
+        .collect();
+    // The DEFAULT pool overflows (its pending queue is 64) while the slow requests hold it.
+    gw.envoy
+        .wait_stat_at_least("cluster.orders_v1.upstream_rq_pending_overflow", 1)
+        .await
+        .unwrap();
+    // Meanwhile, the critical route: every request is served.
+    for i in 0..20 {
+        let resp = h2
+            .get(gw.url(&format!("/api/orders/fast-{i}")))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "HIGH priority request {i}");
+    }
+    let mut shed = 0;
+    let mut ok = 0;
+    for task in flood {
+        let (status, body) = task.await.unwrap();
+        match status {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(body["error"], "service_unavailable", "{body}");
+                assert_eq!(body["flags"], "UO", "{body}");
+                shed += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(shed > 0 && ok > 0, "{ok} served, {shed} shed");
+    let overflow = gw
+        .envoy
+        .stat("cluster.orders_v1.upstream_rq_pending_overflow")
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(overflow, shed, "every 503 is a counted overflow");
 }
