@@ -5,36 +5,56 @@
 # Otherwise uses Debian's rustc-web with its standard-library source, building std for the
 # target with -Zbuild-std (rustup cannot download targets on the project's build machines).
 # Usage: scripts/build-wasm.sh [crate ...]   (default: all filter crates)
+#
+# Bundles (filters/gateway) link other filter crates with their `plugin` feature off, and cargo
+# unifies features across one run: they are built in a run of their own, after the single
+# filters' modules are copied out (that run re-links the filter crates' own cdylibs without
+# their entry points, into the same target directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FILTERS=(transform passthrough jwt-auth tenant-cache-key gateway-bundle)
+FILTERS=(transform passthrough jwt-auth tenant-cache-key gateway)
+BUNDLES=(gateway)
 if [ $# -gt 0 ]; then FILTERS=("$@"); fi
-present=()
-for f in "${FILTERS[@]}"; do [ -f "filters/$f/Cargo.toml" ] && present+=("$f"); done
+singles=()
+bundles=()
+for f in "${FILTERS[@]}"; do
+  [ -f "filters/$f/Cargo.toml" ] || continue
+  if [[ " ${BUNDLES[*]} " == *" $f "* ]]; then bundles+=("$f"); else singles+=("$f"); fi
+done
 
-pkgs=()
-for f in "${present[@]}"; do pkgs+=(-p "$f"); done
 export CARGO_TARGET_DIR="${WASM_TARGET_DIR:-$PWD/target/wasm}"
 JOBS="${CARGO_BUILD_JOBS:-2}"
 
 if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
-  cargo build -j"$JOBS" --profile wasm --target wasm32-wasip1 "${pkgs[@]}"
+  build() { cargo build -j"$JOBS" --profile wasm --target wasm32-wasip1 "$@"; }
 elif [ -x /usr/bin/cargo ] && [ -d /usr/lib/rustlib/src/rust/library ]; then
   WASM_LD=$(ls /usr/lib/llvm-*/bin/wasm-ld 2>/dev/null | sort -V | tail -n1)
   [ -n "$WASM_LD" ] || { echo "build-wasm: wasm-ld not found; run scripts/bootstrap.sh" >&2; exit 1; }
-  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
-  RUSTFLAGS="-C linker=$WASM_LD -L /usr/lib/wasm32-wasi" \
-    /usr/bin/cargo build -j"$JOBS" --profile wasm --target wasm32-wasip1 \
-      -Zbuild-std=std,panic_abort "${pkgs[@]}"
+  build() {
+    RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+    RUSTFLAGS="-C linker=$WASM_LD -L /usr/lib/wasm32-wasi" \
+      /usr/bin/cargo build -j"$JOBS" --profile wasm --target wasm32-wasip1 \
+        -Zbuild-std=std,panic_abort "$@"
+  }
 else
   echo "build-wasm: no wasm32-wasip1 toolchain; run scripts/bootstrap.sh" >&2
   exit 1
 fi
 
-mkdir -p dist
-for f in "${present[@]}"; do
-  name=${f//-/_}
-  cp "$CARGO_TARGET_DIR/wasm32-wasip1/wasm/$name.wasm" "dist/$name.wasm"
-  printf 'build-wasm: dist/%s.wasm (%s bytes)\n' "$name" "$(stat -c %s "dist/$name.wasm")"
-done
+# Builds the crates in one cargo run and copies their modules to dist/.
+build_and_copy() {
+  [ $# -gt 0 ] || return 0
+  local pkgs=() f name
+  for f in "$@"; do pkgs+=(-p "$f"); done
+  build "${pkgs[@]}"
+  mkdir -p dist
+  for f in "$@"; do
+    name=${f//-/_}
+    cp "$CARGO_TARGET_DIR/wasm32-wasip1/wasm/$name.wasm" "dist/$name.wasm"
+    printf 'build-wasm: dist/%s.wasm (%s bytes)\n' "$name" "$(stat -c %s "dist/$name.wasm")"
+  done
+}
+
+build_and_copy "${singles[@]}"
+for b in "${bundles[@]}"; do build_and_copy "$b"; done

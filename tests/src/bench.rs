@@ -55,6 +55,50 @@ pub fn token_rotation_script(path: &str, tokens_file: &std::path::Path) -> Strin
     )
 }
 
+/// A wrk Lua `delay` function that holds each connection `mean_ms` between a response and its
+/// next request on average (whole milliseconds, mixed to reach the mean). Appended to a script
+/// that defines `request` (e.g. [`token_rotation_script`]), it paces the load near
+/// `connections / (mean + latency)` requests/s; wrk's latency excludes the delay.
+pub fn pacing(mean_ms: f64) -> String {
+    format!(
+        "local pace_mean = {mean_ms:.4}\n\
+         function delay()\n\
+           local base = math.floor(pace_mean)\n\
+           if math.random() < pace_mean - base then return base + 1 end\n\
+           return base\n\
+         end\n"
+    )
+}
+
+/// Runs wrk at about `rate` requests/s: the connections of `load`, each paced by [`pacing`]
+/// appended to `script` (written to `dir`). Two one-second runs calibrate the pause against the
+/// latency measured at that rate, then the measured run follows; the figures carry the rate
+/// reached, which falls short when the target cannot serve `rate`.
+pub fn wrk_at_rate(
+    url: &str,
+    script: &str,
+    rate: f64,
+    dir: &std::path::Path,
+    load: &Load,
+) -> Result<Figures> {
+    let cycle_ms = f64::from(load.connections) * 1000.0 / rate;
+    let mut pause_ms = (cycle_ms - 0.2).max(0.0);
+    let path = dir.join("paced.lua");
+    let calibrate = Load {
+        connections: load.connections,
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_secs(1),
+    };
+    for _ in 0..2 {
+        std::fs::write(&path, format!("{script}{}", pacing(pause_ms)))?;
+        let got = wrk_with(url, &[], Some(&path), &calibrate)?;
+        let latency_ms = f64::from(load.connections) * 1000.0 / got.rps - pause_ms;
+        pause_ms = (cycle_ms - latency_ms).max(0.0);
+    }
+    std::fs::write(&path, format!("{script}{}", pacing(pause_ms)))?;
+    wrk_with(url, &[], Some(&path), load)
+}
+
 /// The same, optionally driven by a wrk Lua script (e.g. [`token_rotation_script`]).
 pub fn wrk_with(
     url: &str,

@@ -50,6 +50,37 @@ pub fn header_mutation(request: Value, response: Value) -> Value {
     })
 }
 
+/// Envoy's file-system HTTP cache storing under `dir`, varying on the tenant (as
+/// envoy/tenant-cache.yaml configures it).
+pub fn file_cache(dir: &std::path::Path) -> Value {
+    json!({
+        "name": "envoy.filters.http.cache",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.cache.v3.CacheConfig",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.http.cache.file_system_http_cache.v3.FileSystemHttpCacheConfig",
+                "cache_path": dir.display().to_string(),
+                "max_cache_size_bytes": 268435456,
+                "manager_config": { "thread_pool": { "thread_count": 1 } },
+            },
+            "allowed_vary_headers": [
+                { "exact": "x-tenant-id", "ignore_case": true },
+                { "exact": "accept-encoding", "ignore_case": true },
+            ],
+        },
+    })
+}
+
+/// `filters` followed by `upstream_codec`, rendered for a cluster's upstream `http_filters`.
+pub fn with_upstream_codec(filters: Vec<Value>) -> String {
+    let mut all = filters;
+    all.push(json!({
+        "name": "envoy.filters.http.upstream_codec",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec" },
+    }));
+    Value::Array(all).to_string()
+}
+
 pub fn router() -> Value {
     json!({
         "name": "envoy.filters.http.router",

@@ -271,6 +271,27 @@ impl Envoy {
         Ok(None)
     }
 
+    /// The sum of every stat whose name matches `regex` (0 when none exists yet).
+    pub async fn stat_sum(&self, regex: &str) -> Result<u64> {
+        let text = self
+            .http
+            .get(self.admin_url(&format!("/stats?filter={regex}")))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.rsplit_once(": "))
+            .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+            .sum())
+    }
+
+    /// Entries Envoy's file-system HTTP cache has finished writing (it stores asynchronously).
+    pub async fn cache_entries(&self) -> Result<u64> {
+        self.stat_sum(r"^cache\.size_count\.").await
+    }
+
     /// Waits until a stat reaches at least `min` (stats are flushed asynchronously).
     pub async fn wait_stat_at_least(&self, name: &str, min: u64) -> Result<u64> {
         wait::until(
@@ -298,6 +319,18 @@ impl Envoy {
     /// Sends SIGTERM and waits for the process to exit (for drain tests).
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
         self.process.terminate(within)
+    }
+}
+
+/// A client for test requests to Envoy: no proxy, a 10 s timeout.
+pub fn client() -> reqwest::Client {
+    match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("building the test HTTP client: {e}"),
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`redis`]: private `redis-server` instances and a 3-master cluster.
 //! - [`tools`]: where the real binaries live (`.venv/bin/envoy`, `dist/*.wasm`), failing with
 //!   the install command when one is missing.
+//! - [`stages`]: the gateway's wasm stage configurations, for the bundle's tests and benchmark.
 //! - [`wait`]: polling with a deadline instead of sleeps.
 
 pub mod bench;
@@ -18,6 +19,7 @@ pub mod jwks;
 pub mod process;
 pub mod ratelimit;
 pub mod redis;
+pub mod stages;
 pub mod template;
 pub mod tools;
 pub mod upstream;

@@ -141,6 +141,21 @@ impl Upstream {
         })
     }
 
+    /// An upstream whose `reply` also gets the request's number (1, 2, ...): the same number in
+    /// two answers means the second came from a cache.
+    pub async fn numbered(
+        reply: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        Self::start(move |r| {
+            reply(
+                r,
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1,
+            )
+        })
+        .await
+    }
+
     /// Replies 200 with a JSON description of the request it got (method, path, headers, body).
     pub async fn echo() -> Result<Self> {
         Self::start(|r| Reply::json(200, &describe(r))).await

@@ -39,6 +39,7 @@ fn sample(name: &str) -> Option<String> {
             dist(&n.trim_end_matches("_WASM").to_ascii_lowercase()).ok()?
         }
         "HTTP_FILTERS" => chain::with_router(vec![chain::wasm("passthrough", &json!({})).ok()?]),
+        "UPSTREAM_FILTERS" => chain::with_upstream_codec(vec![]),
         "JSON_BODY" => template::yaml_string("{\"a\":1}"),
         "FAILURE_MODE_DENY" => "true".to_string(),
         "DIST" => tools::repo_root().join("dist").display().to_string(),

@@ -15,8 +15,6 @@ use gateway_tests::upstream::{Recorded, Reply, Upstream};
 use gateway_tests::wait;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The demo keys of the shipped config (their SHA-256 digests are in the YAML).
@@ -76,10 +74,7 @@ fn reply(r: &Recorded, n: usize) -> Reply {
 }
 
 async fn numbered_upstream() -> Upstream {
-    let count = Arc::new(AtomicUsize::new(0));
-    Upstream::start(move |r| reply(r, count.fetch_add(1, Ordering::SeqCst) + 1))
-        .await
-        .unwrap()
+    Upstream::numbered(reply).await.unwrap()
 }
 
 /// Redis, the rate limit service, the upstream and Envoy running `envoy/tenant-cache.yaml`.
@@ -182,25 +177,9 @@ async fn get(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> Got {
     }
 }
 
-/// The sum of every Envoy stat whose name matches `regex` (0 when none exists yet).
-async fn stat_sum(envoy: &Envoy, regex: &str) -> u64 {
-    let text = client()
-        .get(envoy.admin_url(&format!("/stats?filter={regex}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter_map(|l| l.rsplit_once(": "))
-        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
-        .sum()
-}
-
 /// Entries the file-system cache has finished writing.
 async fn cache_entries(envoy: &Envoy) -> u64 {
-    stat_sum(envoy, r"^cache\.size_count\.").await
+    envoy.cache_entries().await.unwrap()
 }
 
 async fn wait_cache_entries(envoy: &Envoy, n: u64) {
@@ -214,7 +193,10 @@ async fn wait_cache_entries(envoy: &Envoy, n: u64) {
 }
 
 async fn cache_hits(envoy: &Envoy) -> u64 {
-    stat_sum(envoy, r"^cache\.event\..*event_type\.hit$").await
+    envoy
+        .stat_sum(r"^cache\.event\..*event_type\.hit$")
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

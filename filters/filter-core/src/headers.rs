@@ -96,6 +96,58 @@ impl<const N: usize> From<[(&str, &str); N]> for HeaderMap {
     }
 }
 
+/// One header write on the host, as [`changes`] plans them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderChange {
+    /// Remove every value of the header.
+    Remove(String),
+    /// Replace every value of the header with this one.
+    Set(String, String),
+    /// Add one more value.
+    Add(String, String),
+}
+
+impl HeaderChange {
+    /// Carries the write out on a copy of the headers, as the host would.
+    pub fn apply_to(&self, headers: &mut HeaderMap) {
+        match self {
+            HeaderChange::Remove(name) => headers.remove(name),
+            HeaderChange::Set(name, value) => headers.set(name, value),
+            HeaderChange::Add(name, value) => headers.append(name, value),
+        }
+    }
+}
+
+/// The host writes that turn `before` into `after`, header by header: a header whose values
+/// are unchanged costs nothing, one with no value left is removed, any other is set to its first
+/// value and gets the rest added. Filters that edit a copy of the map (several stages in one
+/// pass) write only the net difference, whatever the stages did in between.
+pub fn changes(before: &HeaderMap, after: &HeaderMap) -> Vec<HeaderChange> {
+    let mut out = Vec::new();
+    let names = after.pairs.iter().chain(&before.pairs).map(|(n, _)| n);
+    for (i, name) in names.enumerate() {
+        let seen_earlier = after
+            .pairs
+            .iter()
+            .chain(&before.pairs)
+            .take(i)
+            .any(|(n, _)| n.eq_ignore_ascii_case(name));
+        if seen_earlier || before.get_all(name).eq(after.get_all(name)) {
+            continue;
+        }
+        let lower = name.to_ascii_lowercase();
+        let mut values = after.get_all(name);
+        match values.next() {
+            None => out.push(HeaderChange::Remove(lower)),
+            Some(first) => {
+                out.push(HeaderChange::Set(lower.clone(), first.to_string()));
+                out.extend(values.map(|v| HeaderChange::Add(lower.clone(), v.to_string())));
+            }
+        }
+    }
+    out
+}
+
 /// RFC 7230 `token`: the characters a header name may use.
 pub fn is_token(s: &str) -> bool {
     !s.is_empty()
@@ -131,6 +183,41 @@ mod tests {
         assert_eq!(h.get_all("x-a").collect::<Vec<_>>(), ["3"]);
         h.remove("X-A");
         assert!(!h.contains("x-a"));
+    }
+
+    #[test]
+    fn changes_are_the_net_difference() {
+        let before = HeaderMap::from([
+            (":path", "/a"),
+            ("x-keep", "1"),
+            ("x-gone", "1"),
+            ("x-multi", "a"),
+            ("x-same", "s"),
+        ]);
+        let mut after = before.clone();
+        after.remove("x-gone");
+        after.set("x-same", "s"); // removed and set back: no write
+        after.append("x-multi", "b");
+        after.set("x-new", "n");
+        after.remove("x-never-there");
+        after.set(":path", "/b");
+        let got = changes(&before, &after);
+        assert_eq!(
+            got,
+            [
+                HeaderChange::Set("x-multi".into(), "a".into()),
+                HeaderChange::Add("x-multi".into(), "b".into()),
+                HeaderChange::Set("x-new".into(), "n".into()),
+                HeaderChange::Set(":path".into(), "/b".into()),
+                HeaderChange::Remove("x-gone".into()),
+            ]
+        );
+        assert!(changes(&before, &before).is_empty());
+        let mut replayed = before.clone();
+        for change in &got {
+            change.apply_to(&mut replayed);
+        }
+        assert!(changes(&replayed, &after).is_empty());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! on a header value that is not UTF-8, and any client can send one (obs-text is legal HTTP).
 //! A panic aborts the VM and with it every request on that worker.
 
-use crate::headers::HeaderMap;
+use crate::headers::{HeaderChange, HeaderMap};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Bytes, MapType, MetricType};
 
@@ -27,6 +27,17 @@ pub fn header_map(pairs: Vec<(String, Bytes)>) -> HeaderMap {
 /// Reads one header map (request or response headers) from the host.
 pub fn read_headers(map: MapType) -> HeaderMap {
     header_map(hostcalls::get_map_bytes(map).unwrap_or_default())
+}
+
+/// Carries out [`crate::headers::changes`] on a host header map.
+pub fn apply_changes(map: MapType, changes: &[HeaderChange]) {
+    for change in changes {
+        let _ = match change {
+            HeaderChange::Remove(name) => hostcalls::remove_map_value(map, name),
+            HeaderChange::Set(name, value) => hostcalls::set_map_value(map, name, Some(value)),
+            HeaderChange::Add(name, value) => hostcalls::add_map_value(map, name, value),
+        };
+    }
 }
 
 /// A counter defined once in the root context and shared with its HTTP contexts.

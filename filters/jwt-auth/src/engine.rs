@@ -53,6 +53,16 @@ pub enum HeaderEdit {
     Set(String, String),
 }
 
+impl HeaderEdit {
+    /// Carries the edit out on a copy of the headers, as the host would.
+    pub fn apply_to(&self, headers: &mut HeaderMap) {
+        match self {
+            HeaderEdit::Remove(name) => headers.remove(name),
+            HeaderEdit::Set(name, value) => headers.set(name, value),
+        }
+    }
+}
+
 /// The host calls that carry out `edits` on a request whose headers are `headers`: removals
 /// of headers the request does not have are dropped (no-ops), and so are removals followed by
 /// a set of the same header (a set replaces every value). Each dropped edit is a host call

@@ -1,391 +1,35 @@
-//! proxy-wasm glue (wasm32 only): the root context owns the configuration, the per-VM engine
-//! and the JWKS ticks; HTTP contexts run the engine on request headers and pause when keys are
-//! being fetched. All decisions are made by [`crate::engine`].
+//! The jwt_auth plugin (wasm32, feature `plugin`): the root context owns the VM's
+//! [`WorkerAuth`] and its ticks; HTTP contexts hand it request headers and pause while keys are
+//! being fetched. Everything that talks to the host lives in [`crate::host`].
 
-use crate::config::{FilterConfig, KeySource, RemoteJwks};
-use crate::engine::{host_edits, Authenticator, Decision, HeaderEdit, Outcome};
-use crate::keystore::{FetchResult, Fetcher, SharedStore, WorkerKeys};
-use crate::outcome::Denial;
-use crate::revocation::{RevocationCaller, RevocationConfig, SyncResult, WorkerRevocations};
-use crate::rules::ProviderId;
-use filter_core::wasm::{
-    log_config_error, read_headers, send_json_error, BatchedCounter, Counter, Gauge,
-};
-use filter_core::HeaderMap;
+use crate::host::{apply_edits, resume_allowed, Verdict, WorkerAuth, PLUGIN, TICK};
+use filter_core::wasm::{log_config_error, read_headers};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
-
-const PLUGIN: &str = "jwt-auth";
-/// How often the root re-reads shared JWKS state, starts due refreshes and resumes waiters.
-const TICK: Duration = Duration::from_millis(250);
-/// Largest JWKS body accepted from the IdP.
-const MAX_JWKS_BYTES: usize = 512 * 1024;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|_| Box::new(JwtRoot { vm: None }));
+    proxy_wasm::set_root_context(|_| Box::new(JwtRoot { worker: None }));
 }}
 
-fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn log(level: LogLevel, msg: &str) {
-    let _ = hostcalls::log(level, &format!("{PLUGIN}: {msg}"));
-}
-
-struct HostShared;
-
-impl SharedStore for HostShared {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        hostcalls::get_shared_data(key).unwrap_or((None, None))
-    }
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
-    }
-}
-
-/// Dispatches JWKS fetches from whichever context is running; the response comes back to it.
-struct HostFetcher<'a> {
-    inflight: &'a mut HashMap<u32, ProviderId>,
-}
-
-impl Fetcher for HostFetcher<'_> {
-    fn fetch(&mut self, provider: ProviderId, remote: &RemoteJwks) -> bool {
-        let headers = vec![
-            (":method", "GET"),
-            (":path", remote.path.as_str()),
-            (":authority", remote.authority.as_str()),
-            ("accept", "application/json"),
-        ];
-        let timeout = Duration::from_millis(remote.policy.fetch_timeout_ms);
-        match hostcalls::dispatch_http_call(&remote.cluster, headers, None, vec![], timeout) {
-            Ok(token) => {
-                self.inflight.insert(token, provider);
-                true
-            }
-            Err(e) => {
-                log(
-                    LogLevel::Warn,
-                    &format!("cannot fetch JWKS from {}: {e:?}", remote.cluster),
-                );
-                false
-            }
-        }
-    }
-}
-
-/// Starts `ListRevocations` calls from the root context; answers come back to it.
-struct HostRevocationCaller<'a> {
-    inflight: &'a mut HashMap<u32, ProviderId>,
-}
-
-impl RevocationCaller for HostRevocationCaller<'_> {
-    fn list(&mut self, provider: ProviderId, config: &RevocationConfig, request: &[u8]) -> bool {
-        match hostcalls::dispatch_grpc_call(
-            &config.cluster,
-            crate::revocation::SERVICE,
-            crate::revocation::LIST_METHOD,
-            vec![],
-            Some(request),
-            Duration::from_millis(config.timeout_ms),
-        ) {
-            Ok(token) => {
-                self.inflight.insert(token, provider);
-                true
-            }
-            Err(e) => {
-                log(
-                    LogLevel::Warn,
-                    &format!(
-                        "cannot call the revocation service on {}: {e:?}",
-                        config.cluster
-                    ),
-                );
-                false
-            }
-        }
-    }
-}
-
-/// Per-request counters are batched and flushed on the root tick (one host call per tick
-/// instead of two per request); the rarer ones go to the host at once.
-struct Metrics {
-    allowed: BatchedCounter,
-    revocation_sync_ok: Counter,
-    revocation_sync_failed: Counter,
-    revocation_age_ms: Gauge,
-    revocation_entries: Gauge,
-    denied: HashMap<&'static str, Counter>,
-    fetch_ok: Counter,
-    fetch_failed: Counter,
-    cache_hit: BatchedCounter,
-    cache_miss: BatchedCounter,
-}
-
-impl Metrics {
-    fn new() -> Self {
-        Self {
-            allowed: BatchedCounter::define("jwt_auth.allowed"),
-            revocation_sync_ok: Counter::define("jwt_auth.revocation.sync.success"),
-            revocation_sync_failed: Counter::define("jwt_auth.revocation.sync.failure"),
-            revocation_age_ms: Gauge::define("jwt_auth.revocation.list_age_ms"),
-            revocation_entries: Gauge::define("jwt_auth.revocation.entries"),
-            denied: HashMap::new(),
-            fetch_ok: Counter::define("jwt_auth.jwks_fetch.success"),
-            fetch_failed: Counter::define("jwt_auth.jwks_fetch.failure"),
-            cache_hit: BatchedCounter::define("jwt_auth.token_cache.hit"),
-            cache_miss: BatchedCounter::define("jwt_auth.token_cache.miss"),
-        }
-    }
-
-    fn flush(&self) {
-        self.allowed.flush();
-        self.cache_hit.flush();
-        self.cache_miss.flush();
-    }
-
-    fn denied(&mut self, reason: &'static str) {
-        self.denied
-            .entry(reason)
-            .or_insert_with(|| Counter::define(&format!("jwt_auth.denied.{reason}")))
-            .inc();
-    }
-}
-
-/// A request paused while keys are fetched.
-struct Pending {
-    headers: HeaderMap,
-    deadline_ms: u64,
-}
-
-/// Everything one VM shares between its root and HTTP contexts.
-struct Vm {
-    auth: Authenticator,
-    keys: WorkerKeys,
-    revocations: WorkerRevocations,
-    inflight: HashMap<u32, ProviderId>,
-    /// `ListRevocations` calls in flight (root context only).
-    revocation_calls: HashMap<u32, ProviderId>,
-    pending: HashMap<u32, Pending>,
-    metrics: Metrics,
-}
-
-impl Vm {
-    fn decide(&mut self, headers: &HeaderMap, now: u64) -> Decision {
-        let Vm {
-            auth,
-            keys,
-            revocations,
-            inflight,
-            metrics,
-            ..
-        } = self;
-        let mut fetcher = HostFetcher { inflight };
-        let d = auth.authenticate(
-            headers,
-            now,
-            &mut keys.store(&HostShared, &mut fetcher),
-            revocations,
-        );
-        metrics.cache_hit.add(i64::from(d.cache_hits));
-        metrics.cache_miss.add(i64::from(d.cache_misses));
-        d
-    }
-
-    fn keys_changed(&mut self, changed: &[ProviderId]) {
-        for p in changed {
-            self.auth.keys_changed(*p);
-        }
-    }
-
-    /// A JWKS response (or failure) arrived in some context.
-    fn on_fetch_response(&mut self, token: u32, body_size: usize) {
-        let Some(provider) = self.inflight.remove(&token) else {
-            return;
-        };
-        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten();
-        let body = if status.as_deref() == Some(b"200") && body_size <= MAX_JWKS_BYTES {
-            hostcalls::get_buffer(
-                proxy_wasm::types::BufferType::HttpCallResponseBody,
-                0,
-                body_size,
-            )
-            .ok()
-            .flatten()
-        } else {
-            None
-        };
-        let now = now_ms();
-        match self
-            .keys
-            .on_fetch_result(&HostShared, provider, body.as_deref(), now)
-        {
-            FetchResult::Accepted => {
-                self.metrics.fetch_ok.inc();
-                self.auth.keys_changed(provider);
-            }
-            FetchResult::Rejected(why) => {
-                self.metrics.fetch_failed.inc();
-                log(
-                    LogLevel::Warn,
-                    &format!("JWKS fetch rejected, keeping the last good keys: {why}"),
-                );
-            }
-        }
-    }
-
-    /// Re-runs every paused request; finishes those that no longer wait or whose time is up.
-    fn resume_pending(&mut self, now: u64) {
-        let ids: Vec<u32> = self.pending.keys().copied().collect();
-        for id in ids {
-            let Some(mut p) = self.pending.remove(&id) else {
-                continue;
-            };
-            let fetches_before = self.inflight.len();
-            let decision = self.decide(&p.headers, now);
-            if let Outcome::Wait(providers) = &decision.outcome {
-                // The keys that arrived did not have this request's kid and a new fetch went
-                // out for it (a fetch already in flight when the request came may predate a
-                // rotation): give that fetch its own full timeout. The unknown-kid refetch
-                // budget bounds how often this can happen.
-                if self.inflight.len() > fetches_before {
-                    p.deadline_ms = self.wait_deadline(providers, now);
-                }
-                if now < p.deadline_ms {
-                    self.pending.insert(id, p);
-                    continue;
-                }
-            }
-            if hostcalls::set_effective_context(id).is_err() {
-                continue; // the request is gone
-            }
-            let request_id = p.headers.get("x-request-id").map(str::to_string);
-            match decision.outcome {
-                Outcome::Allow => {
-                    self.metrics.allowed.inc();
-                    apply_edits(&decision.edits, &p.headers);
-                    let _ = hostcalls::resume_http_request();
-                }
-                Outcome::Deny(d) => self.deny(d, request_id.as_deref()),
-                Outcome::Wait(_) => self.deny(Denial::KEYS_UNAVAILABLE, request_id.as_deref()),
-            }
-        }
-    }
-
-    /// A `ListRevocations` answer (or failure) arrived in the root context.
-    fn on_revocation_response(&mut self, token: u32, status: u32, size: usize) {
-        let Some(provider) = self.revocation_calls.remove(&token) else {
-            return;
-        };
-        let body = if status == 0 {
-            hostcalls::get_buffer(proxy_wasm::types::BufferType::GrpcReceiveBuffer, 0, size)
-                .ok()
-                .map(Option::unwrap_or_default)
-        } else {
-            None
-        };
-        match self
-            .revocations
-            .on_response(&HostShared, provider, body.as_deref(), now_ms())
-        {
-            SyncResult::Synced(n) => {
-                self.metrics.revocation_sync_ok.inc();
-                self.metrics
-                    .revocation_entries
-                    .set(u64::try_from(n).unwrap_or(u64::MAX));
-            }
-            SyncResult::Failed(why) => {
-                self.metrics.revocation_sync_failed.inc();
-                log(
-                    LogLevel::Warn,
-                    &format!("revocation sync failed (grpc status {status}), keeping the last list: {why}"),
-                );
-            }
-        }
-    }
-
-    fn deny(&mut self, d: Denial, request_id: Option<&str>) {
-        self.metrics.denied(d.reason);
-        let realm = self.auth.config().realm.clone();
-        let www = d.www_authenticate(&realm);
-        send_json_error(
-            d.status(),
-            d.error_code(),
-            d.description,
-            request_id,
-            &[("www-authenticate", &www)],
-        );
-    }
-
-    fn wait_deadline(&self, providers: &[ProviderId], now: u64) -> u64 {
-        let longest = providers
-            .iter()
-            .filter_map(|p| match &self.auth.config().providers.get(*p)?.keys {
-                KeySource::Remote(r) => Some(r.policy.fetch_timeout_ms),
-                KeySource::Local(_) => None,
-            })
-            .max()
-            .unwrap_or(0);
-        now.saturating_add(longest).saturating_add(1_000)
-    }
-}
-
-fn apply_edits(edits: &[HeaderEdit], headers: &HeaderMap) {
-    for e in host_edits(edits, headers) {
-        let _ = match e {
-            HeaderEdit::Remove(name) => {
-                hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)
-            }
-            HeaderEdit::Set(name, value) => {
-                hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-            }
-        };
-    }
-}
-
-fn random_seed() -> u64 {
-    let mut b = [0u8; 8];
-    match getrandom::getrandom(&mut b) {
-        Ok(()) => u64::from_le_bytes(b),
-        // Only bucketing depends on it (equality decides hits); time is a weak fallback.
-        Err(_) => now_ms().rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15,
-    }
-}
-
 struct JwtRoot {
-    vm: Option<Rc<RefCell<Vm>>>,
+    worker: Option<Rc<RefCell<WorkerAuth>>>,
 }
 
 impl Context for JwtRoot {
     fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
-        if let Some(vm) = &self.vm {
-            vm.borrow_mut().on_revocation_response(token, status, size);
+        if let Some(w) = &self.worker {
+            w.borrow_mut().on_grpc_call_response(token, status, size);
         }
     }
 
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        _headers: usize,
-        body_size: usize,
-        _trailers: usize,
-    ) {
-        if let Some(vm) = &self.vm {
-            let mut vm = vm.borrow_mut();
-            vm.on_fetch_response(token, body_size);
-            vm.resume_pending(now_ms());
+    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
+        if let Some(w) = &self.worker {
+            w.borrow_mut()
+                .on_http_call_response(token, body_size, &mut resume_allowed);
         }
     }
 }
@@ -393,62 +37,22 @@ impl Context for JwtRoot {
 impl RootContext for JwtRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        let config = match FilterConfig::parse(&bytes) {
-            Ok(c) => Arc::new(c),
+        match WorkerAuth::configure(&bytes) {
+            Ok(w) => {
+                self.worker = Some(Rc::new(RefCell::new(w)));
+                let _ = hostcalls::set_tick_period(TICK);
+                true
+            }
             Err(e) => {
                 log_config_error(PLUGIN, &e);
-                return false;
+                false
             }
-        };
-        let prefix = hostcalls::get_property(vec!["plugin_name"])
-            .ok()
-            .flatten()
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_else(|| PLUGIN.to_string());
-        let vm = Vm {
-            auth: Authenticator::new(Arc::clone(&config), random_seed()),
-            keys: WorkerKeys::new(Arc::clone(&config), &prefix),
-            revocations: WorkerRevocations::new(Arc::clone(&config), &prefix),
-            inflight: HashMap::new(),
-            revocation_calls: HashMap::new(),
-            pending: HashMap::new(),
-            metrics: Metrics::new(),
-        };
-        self.vm = Some(Rc::new(RefCell::new(vm)));
-        let _ = hostcalls::set_tick_period(TICK);
-        true
+        }
     }
 
     fn on_tick(&mut self) {
-        let Some(vm) = &self.vm else { return };
-        let mut vm = vm.borrow_mut();
-        let now = now_ms();
-        let changed = {
-            let Vm { keys, inflight, .. } = &mut *vm;
-            keys.tick(&HostShared, &mut HostFetcher { inflight }, now)
-        };
-        vm.keys_changed(&changed);
-        vm.metrics.flush();
-        if vm.revocations.enabled() {
-            let Vm {
-                revocations,
-                revocation_calls,
-                metrics,
-                ..
-            } = &mut *vm;
-            revocations.tick(
-                &HostShared,
-                &mut HostRevocationCaller {
-                    inflight: revocation_calls,
-                },
-                now,
-            );
-            if let Some(age) = revocations.age_ms(now) {
-                metrics.revocation_age_ms.set(age);
-            }
-        }
-        if !vm.pending.is_empty() {
-            vm.resume_pending(now);
+        if let Some(w) = &self.worker {
+            w.borrow_mut().on_tick(&mut resume_allowed);
         }
     }
 
@@ -457,31 +61,25 @@ impl RootContext for JwtRoot {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let vm = Rc::clone(self.vm.as_ref()?);
-        Some(Box::new(JwtRequest { vm, context_id }))
+        let worker = Rc::clone(self.worker.as_ref()?);
+        Some(Box::new(JwtRequest { worker, context_id }))
     }
 }
 
 struct JwtRequest {
-    vm: Rc<RefCell<Vm>>,
+    worker: Rc<RefCell<WorkerAuth>>,
     context_id: u32,
 }
 
 impl Context for JwtRequest {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        _headers: usize,
-        body_size: usize,
-        _trailers: usize,
-    ) {
-        let mut vm = self.vm.borrow_mut();
-        vm.on_fetch_response(token, body_size);
-        vm.resume_pending(now_ms());
+    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
+        self.worker
+            .borrow_mut()
+            .on_http_call_response(token, body_size, &mut resume_allowed);
     }
 
     fn on_done(&mut self) -> bool {
-        self.vm.borrow_mut().pending.remove(&self.context_id);
+        self.worker.borrow_mut().on_done(self.context_id);
         true
     }
 }
@@ -489,30 +87,16 @@ impl Context for JwtRequest {
 impl HttpContext for JwtRequest {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         let headers = read_headers(MapType::HttpRequestHeaders);
-        let now = now_ms();
-        let mut vm = self.vm.borrow_mut();
-        let decision = vm.decide(&headers, now);
-        match decision.outcome {
-            Outcome::Allow => {
-                vm.metrics.allowed.inc();
-                apply_edits(&decision.edits, &headers);
+        let verdict = self
+            .worker
+            .borrow_mut()
+            .on_request_headers(self.context_id, &headers);
+        match verdict {
+            Verdict::Allow(edits) => {
+                apply_edits(&edits, &headers);
                 Action::Continue
             }
-            Outcome::Deny(d) => {
-                vm.deny(d, headers.get("x-request-id"));
-                Action::Pause
-            }
-            Outcome::Wait(providers) => {
-                let deadline_ms = vm.wait_deadline(&providers, now);
-                vm.pending.insert(
-                    self.context_id,
-                    Pending {
-                        headers,
-                        deadline_ms,
-                    },
-                );
-                Action::Pause
-            }
+            Verdict::Denied | Verdict::Paused => Action::Pause,
         }
     }
 }

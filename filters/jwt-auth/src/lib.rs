@@ -1,6 +1,7 @@
 //! A proxy-wasm JWT authentication filter with Envoy `jwt_authn`'s configuration vocabulary.
 //!
-//! Everything except [`filter`] (compiled only for `wasm32`) is host-free and tested natively:
+//! Everything except `host` and `filter` (compiled only for `wasm32`) is host-free and tested
+//! natively:
 //! [`config`] validates the plugin configuration, [`token`] extracts and parses tokens,
 //! [`jwks`] turns JWKS documents into keys, [`verify`] checks signatures, [`claims`] and
 //! [`authz`] check claims, [`rules`] evaluates requirements, [`cache`] remembers verified
@@ -22,8 +23,10 @@ pub mod rules;
 pub mod token;
 pub mod verify;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "plugin"))]
 mod filter;
+#[cfg(target_arch = "wasm32")]
+pub mod host;
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

@@ -234,6 +234,26 @@ pub fn token(alg: &str, now: u64) -> String {
     )
 }
 
+/// A key store for configurations with local keys only: no remote keys, no fetches.
+pub struct NoRemote;
+
+impl crate::engine::KeyStore for NoRemote {
+    fn keys(
+        &self,
+        _: crate::rules::ProviderId,
+        _: u64,
+    ) -> Option<std::sync::Arc<crate::jwks::KeySet>> {
+        None
+    }
+    fn request_keys(
+        &mut self,
+        _: crate::rules::ProviderId,
+        _: u64,
+    ) -> crate::jwks_cache::KeyRequest {
+        crate::jwks_cache::KeyRequest::Refused
+    }
+}
+
 /// One hostile or broken token and the refusal it must get.
 pub struct AttackCase {
     pub name: String,

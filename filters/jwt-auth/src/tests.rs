@@ -2,9 +2,8 @@
 //! through the whole engine, configuration errors, and the shared JWKS cache with injected time.
 
 use crate::config::FilterConfig;
-use crate::engine::{Authenticator, Decision, HeaderEdit, KeyStore, NoRevocation, Outcome};
+use crate::engine::{Authenticator, Decision, HeaderEdit, NoRevocation, Outcome};
 use crate::jwks::{JwksOrigin, KeySet};
-use crate::jwks_cache::KeyRequest;
 use crate::keystore::{Fetcher, SharedStore, WorkerKeys};
 use crate::outcome::Denial;
 use crate::rules::ProviderId;
@@ -230,16 +229,6 @@ fn default_rules() -> Value {
             {"provider_name": "idp"}, {"allow_missing": {}}]}}},
         {"match": {"path_prefix": "/"}, "requires": {"provider_name": "idp"}}
     ])
-}
-
-struct NoRemote;
-impl KeyStore for NoRemote {
-    fn keys(&self, _: ProviderId, _: u64) -> Option<Arc<KeySet>> {
-        None
-    }
-    fn request_keys(&mut self, _: ProviderId, _: u64) -> KeyRequest {
-        KeyRequest::Refused
-    }
 }
 
 fn engine(extra_provider: Value) -> Authenticator {

@@ -8,8 +8,9 @@
 //! Layout: [`config`] is the configuration as written; [`TenantPolicy`] ([`policy`]) compiles it
 //! and makes every per-request decision, using [`sources`] (resolution), [`tenant_id`] (what an
 //! id may look like) and [`cache_policy`] (`Vary` and `Cache-Control`). None of these use
-//! proxy-wasm; `filter` (wasm32 only) is the glue that reads headers with one host call per
-//! phase and applies the planned edits.
+//! proxy-wasm. On wasm32, `host` holds the counters and the rejection reply, and `filter`
+//! (feature `plugin`, on by default) is the plugin glue that reads headers with one host call
+//! per phase and applies the planned edits; bundles turn `plugin` off and use `host`.
 
 pub mod cache_policy;
 pub mod config;
@@ -17,8 +18,10 @@ pub mod policy;
 pub mod sources;
 pub mod tenant_id;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "plugin"))]
 mod filter;
+#[cfg(target_arch = "wasm32")]
+pub mod host;
 
 #[cfg(test)]
 mod policy_tests;

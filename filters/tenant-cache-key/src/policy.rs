@@ -71,6 +71,19 @@ pub struct RequestPlan<'p> {
     pub facts: RequestFacts,
 }
 
+impl RequestPlan<'_> {
+    /// Carries the plan's removals and sets out on a copy of the headers, as the glue does on
+    /// the host.
+    pub fn apply_to(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.set(name, value);
+        }
+    }
+}
+
 /// The response-phase edits.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResponseEdits {
@@ -85,6 +98,16 @@ pub struct ResponseEdits {
 impl ResponseEdits {
     pub fn is_empty(&self) -> bool {
         self.vary.is_none() && self.cache_control.is_none()
+    }
+
+    /// Carries the edits out on a copy of the response headers, as the glue does on the host.
+    pub fn apply_to(&self, headers: &mut HeaderMap) {
+        if let Some(vary) = &self.vary {
+            headers.set("vary", vary);
+        }
+        if let Some(cc) = &self.cache_control {
+            headers.set("cache-control", cc);
+        }
     }
 }
 

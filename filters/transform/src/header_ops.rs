@@ -23,16 +23,9 @@ pub struct HeaderOpsConfig {
     pub append: OrderedMap<String>,
 }
 
-/// One change to the host's header map, in the order it must be applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderEdit {
-    /// Remove every value of the header.
-    Remove(String),
-    /// Replace every value of the header with this one.
-    Set(String, String),
-    /// Add one more value.
-    Append(String, String),
-}
+/// One change to the host's header map, in the order it must be applied: remove every value,
+/// replace every value with one (`Set`), or add one more value (`Add`, the `append` operation).
+pub use filter_core::headers::HeaderChange as HeaderEdit;
 
 /// Compiled header operations, applied in the order remove, rename, set, add, append.
 #[derive(Debug, Clone, Default)]
@@ -151,7 +144,7 @@ impl HeaderOps {
             ));
         }
         for (name, value) in &self.append {
-            edits.push(HeaderEdit::Append(
+            edits.push(HeaderEdit::Add(
                 name.clone(),
                 value.render_header_value(vars),
             ));
@@ -229,19 +222,19 @@ impl Touched<'_> {
             if original.is_empty() || starts_with(values.as_slice(), &original) {
                 // Only additions: append the new values, keep the old ones untouched.
                 for v in values.skip(original.len()) {
-                    edits.push(HeaderEdit::Append(name.clone(), v));
+                    edits.push(HeaderEdit::Add(name.clone(), v));
                 }
             } else if original.len() == 1 || values.len() == 0 {
                 match values.next() {
                     None => edits.push(HeaderEdit::Remove(name.clone())),
                     Some(first) => edits.push(HeaderEdit::Set(name.clone(), first)),
                 }
-                edits.extend(values.map(|v| HeaderEdit::Append(name.clone(), v)));
+                edits.extend(values.map(|v| HeaderEdit::Add(name.clone(), v)));
             } else {
                 // Several old values: remove them all rather than rely on how the host's
                 // "replace" treats repeated headers.
                 edits.push(HeaderEdit::Remove(name.clone()));
-                edits.extend(values.map(|v| HeaderEdit::Append(name.clone(), v)));
+                edits.extend(values.map(|v| HeaderEdit::Add(name.clone(), v)));
             }
         }
         edits
@@ -269,7 +262,7 @@ mod tests {
         HeaderEdit::Set(n.into(), v.into())
     }
     fn append(n: &str, v: &str) -> HeaderEdit {
-        HeaderEdit::Append(n.into(), v.into())
+        HeaderEdit::Add(n.into(), v.into())
     }
     fn remove(n: &str) -> HeaderEdit {
         HeaderEdit::Remove(n.into())
@@ -364,7 +357,7 @@ mod tests {
             match e {
                 HeaderEdit::Remove(n) => h.remove(n),
                 HeaderEdit::Set(n, v) => h.set(n, v),
-                HeaderEdit::Append(n, v) => h.append(n, v),
+                HeaderEdit::Add(n, v) => h.append(n, v),
             }
         }
         let mut pairs = h.into_pairs();

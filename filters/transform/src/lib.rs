@@ -4,8 +4,10 @@
 //! it and makes every per-phase decision; the operations live in [`header_ops`], [`query_ops`],
 //! [`template`] (value templates) and [`body_ops`] (JSON paths in [`json_path`]), whose compiled
 //! trie drives the single-pass JSON rewriter [`json_rewrite`]. None of these use proxy-wasm and
-//! all are tested natively; `filter` (wasm32 only) is the thin glue that reads headers with one
-//! host call, applies the planned edits and buffers bodies.
+//! all are tested natively. On wasm32, `host` keeps one request's state across phases, the
+//! counters and the body host calls, and `filter` (feature `plugin`, on by default) is the thin
+//! plugin glue that reads headers with one host call and writes the planned edits; bundles turn
+//! `plugin` off and use `host`.
 
 #[doc(hidden)]
 pub mod bench_fixture;
@@ -18,8 +20,10 @@ pub mod query_ops;
 pub mod template;
 pub mod transformer;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "plugin"))]
 mod filter;
+#[cfg(target_arch = "wasm32")]
+pub mod host;
 
 pub use body_ops::BodyOps;
 pub use config::Config;

@@ -1,7 +1,7 @@
 //! Rule selection and the per-phase plans, end to end from a configuration.
 
 use super::*;
-use crate::HeaderEdit::{Append, Remove};
+use crate::HeaderEdit::{Add, Remove};
 
 const CONFIG: &str = r#"{
   "max_body_bytes": 100,
@@ -61,7 +61,7 @@ fn first_matching_rule_wins_then_default() {
     assert_eq!(t.select(&req("GET", "/other", &[])), Some(RuleRef::Default));
     assert_eq!(t.rule_name(RuleRef::Rule(1)), "shadowed");
     let plan = t.request_plan(&req("GET", "/other", &[]));
-    assert_eq!(plan.headers, [Append("x-rule".into(), "default".into())]);
+    assert_eq!(plan.headers, [Add("x-rule".into(), "default".into())]);
     let no_default = Transformer::new(br#"{"rules":[{"match":{"path_prefix":"/a"}}]}"#).unwrap();
     assert_eq!(no_default.request_plan(&req("GET", "/b", &[])).rule, None);
     let empty = t.request_plan(&req("GET", "/nothing", &[]));
@@ -92,9 +92,9 @@ fn request_plan_carries_every_edit() {
         [
             Remove("x-internal".into()),
             Remove("x-old".into()),
-            Append("x-new".into(), "o".into()),
-            Append("x-a".into(), "bee".into()),
-            Append("x-c".into(), "v".into()),
+            Add("x-new".into(), "o".into()),
+            Add("x-a".into(), "bee".into()),
+            Add("x-c".into(), "v".into()),
         ]
     );
     assert_eq!(
@@ -120,12 +120,12 @@ fn request_plan_carries_every_edit() {
         out.headers,
         [
             Remove("server".into()),
-            Append("x-req".into(), "POST /api/orders 1".into())
+            Add("x-req".into(), "POST /api/orders 1".into())
         ]
     );
     assert_eq!(out.body, BodyPlan::Skip(SkipReason::NotJson));
     let default = t.response_plan(RuleRef::Default, &Captured::default(), Some(&resp));
-    assert_eq!(default.headers, [Append("x-default".into(), "1".into())]);
+    assert_eq!(default.headers, [Add("x-default".into(), "1".into())]);
     assert_eq!(default.body, BodyPlan::None);
 }
 

@@ -1,12 +1,14 @@
 //! `make bench`: side-by-side figures measured in one run, on loopback, one Envoy worker.
 //!
-//! Usage: gateway-bench [SECTION...]   sections: floor, filters, jwt, ratelimit, tenant (default: all)
+//! Usage: gateway-bench [SECTION...]   sections: floor, filters, jwt, ratelimit, tenant, chain
+//! (default: all)
 //! BENCH_SECONDS sets the measured duration of each row (default 8).
 
 use anyhow::Result;
-use gateway_tests::bench::{token_rotation_script, wrk_with, Figures, Load, Table};
+use gateway_tests::bench::{token_rotation_script, wrk_at_rate, wrk_with, Figures, Load, Table};
 use gateway_tests::chain;
-use gateway_tests::envoy::EnvoyBuilder;
+use gateway_tests::envoy::{Envoy, EnvoyBuilder};
+use gateway_tests::stages;
 use gateway_tests::template::yaml_string;
 use serde_json::{json, Value};
 
@@ -166,12 +168,7 @@ async fn measure_driven(
     drive: Drive<'_>,
     load: &Load,
 ) -> Result<Figures> {
-    let envoy = EnvoyBuilder::from_repo_file(name, "tests/envoy/bench.yaml")?
-        .var("HTTP_FILTERS", chain::with_router(filters))
-        .var("JSON_BODY", yaml_string(&json_16k()))
-        .concurrency(1)
-        .start()
-        .await?;
+    let envoy = bench_envoy(name, filters).await?;
     let url = envoy.url("main", path);
     let load = load.clone();
     let (headers, script): (Vec<(String, String)>, Option<std::path::PathBuf>) = match drive {
@@ -195,9 +192,30 @@ async fn measure_driven(
     Ok(figures)
 }
 
+/// `n` valid RS256 tokens (kid `rsa-1`, signed in-process), one per line; `edit` changes the
+/// claims of token `i`.
+fn rs256_tokens(now: u64, n: usize, edit: impl Fn(usize, &mut Value)) -> String {
+    use jwt_auth::testing::{b64, claims, keys};
+    let mut out = String::new();
+    for i in 0..n {
+        let mut c = claims(now);
+        edit(i, &mut c);
+        let input = format!(
+            "{}.{}",
+            b64(json!({"alg": "RS256", "kid": "rsa-1"}).to_string()),
+            b64(c.to_string())
+        );
+        out.push_str(&format!(
+            "{input}.{}\n",
+            b64(keys().rsa.rs256(input.as_bytes()))
+        ));
+    }
+    out
+}
+
 /// jwt_auth.wasm against Envoy's native jwt_authn, same keys, tokens and cache size.
 async fn jwt_section(load: &Load) -> Result<String> {
-    use jwt_auth::testing::{b64, claims, jwks, keys, token};
+    use jwt_auth::testing::{jwks, token};
     eprintln!("jwt: generating keys and 2,000 RS256 tokens");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -205,21 +223,12 @@ async fn jwt_section(load: &Load) -> Result<String> {
     let jwks_text = jwks(false).to_string();
     let rs = token("RS256", now);
     let es = token("ES256", now);
-    let k = keys();
     let dir = tempfile::tempdir()?;
     let tokens_file = dir.path().join("tokens.txt");
-    let mut distinct = String::new();
-    for i in 0..2000 {
-        let mut c = claims(now);
-        c["jti"] = json!(format!("bench-{i}"));
-        let input = format!(
-            "{}.{}",
-            b64(json!({"alg": "RS256", "kid": "rsa-1"}).to_string()),
-            b64(c.to_string())
-        );
-        distinct.push_str(&format!("{input}.{}\n", b64(k.rsa.rs256(input.as_bytes()))));
-    }
-    std::fs::write(&tokens_file, distinct)?;
+    std::fs::write(
+        &tokens_file,
+        rs256_tokens(now, 2000, |i, c| c["jti"] = json!(format!("bench-{i}"))),
+    )?;
     let script = dir.path().join("rotate.lua");
     std::fs::write(&script, token_rotation_script("/small", &tokens_file))?;
 
@@ -470,6 +479,184 @@ async fn tenant_section(load: &Load) -> Result<String> {
     ]))
 }
 
+/// The bench template with `filters`, one worker.
+async fn bench_envoy(name: &str, filters: Vec<Value>) -> Result<Envoy> {
+    EnvoyBuilder::from_repo_file(name, "tests/envoy/bench.yaml")?
+        .var("HTTP_FILTERS", chain::with_router(filters))
+        .var("JSON_BODY", yaml_string(&json_16k()))
+        .concurrency(1)
+        .start()
+        .await
+}
+
+/// The gateway's wasm chain (envoy/gateway.yaml's jwt_auth -> tenant request stage ->
+/// transform) as three filters and as dist/gateway.wasm, against the same Envoy with no filter:
+/// throughput at saturation, then latency at fixed rates.
+async fn chain_section(load: &Load) -> Result<String> {
+    use jwt_auth::testing::jwks;
+    eprintln!(
+        "chain: 200 RS256 tokens over 10 tenants, GET /api/users/42 (transform strips 2 fields)"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let dir = tempfile::tempdir()?;
+    let tokens_file = dir.path().join("tokens.txt");
+    let tokens = rs256_tokens(now, 200, |i, c| {
+        c["sub"] = json!(format!("user-{i}"));
+        c["tenant"] = json!(format!("tenant-{}", i % 10));
+    });
+    std::fs::write(&tokens_file, tokens)?;
+    let script = token_rotation_script("/api/users/42", &tokens_file);
+    let script_path = dir.path().join("rotate.lua");
+    std::fs::write(&script_path, &script)?;
+
+    let keys = stages::inline_keys(&jwks(false));
+    let tenant_wasm = gateway_tests::tools::wasm("tenant_cache_key")?
+        .display()
+        .to_string();
+    let rows: Vec<(&str, &str, Vec<Value>)> = vec![
+        ("none", "no filter (the same route)", vec![]),
+        (
+            "three",
+            "jwt_auth + tenant_cache_key + transform, three wasm filters",
+            vec![
+                chain::wasm("jwt_auth", &stages::jwt_auth(&keys))?,
+                chain::wasm_at(
+                    "tenant_request",
+                    &tenant_wasm,
+                    &stages::tenant_request().to_string(),
+                ),
+                chain::wasm("transform", &stages::transform())?,
+            ],
+        ),
+        (
+            "bundle",
+            "gateway.wasm: the same three stages in one filter",
+            vec![chain::wasm("gateway", &stages::bundle(&keys))?],
+        ),
+    ];
+    // What each stage costs alone, for what bounds the bundle (saturation only).
+    let mut lean_transform = stages::transform();
+    if let Some(response) = lean_transform["rules"][0]["response"].as_object_mut() {
+        response.remove("body");
+    }
+    let breakdown: Vec<(&str, &str, Vec<Value>)> = vec![
+        (
+            "pass",
+            "pass-through wasm filter (the floor)",
+            vec![chain::wasm("passthrough", &json!({}))?],
+        ),
+        (
+            "jwt",
+            "jwt_auth alone",
+            vec![chain::wasm("jwt_auth", &stages::jwt_auth(&keys))?],
+        ),
+        (
+            "tenant",
+            "tenant_cache_key (request stage) alone",
+            vec![chain::wasm_at(
+                "tenant_request",
+                &tenant_wasm,
+                &stages::tenant_request().to_string(),
+            )],
+        ),
+        (
+            "tr",
+            "transform alone",
+            vec![chain::wasm("transform", &stages::transform())?],
+        ),
+        (
+            "tr-nb",
+            "transform alone, without the body strip",
+            vec![chain::wasm("transform", &lean_transform)?],
+        ),
+    ];
+    let main_rows = rows.len();
+    let rows: Vec<_> = rows.into_iter().chain(breakdown).collect();
+    let mut envoys = Vec::new();
+    for (key, _, filters) in &rows {
+        envoys.push(bench_envoy(key, filters.clone()).await?);
+    }
+    eprintln!(
+        "chain: {} connections, {}s per row, one Envoy worker",
+        load.connections,
+        load.duration.as_secs()
+    );
+    let mut t = Table::new(
+        "The gateway's wasm chain through one Envoy worker (wrk -t1 -c16, keep-alive, direct_response)",
+    );
+    let url = |e: &Envoy| e.url("main", "/api/users/42");
+    for ((key, label, _), envoy) in rows.iter().zip(&envoys) {
+        let (u, s, l) = (url(envoy), script_path.clone(), load.clone());
+        let f = tokio::task::spawn_blocking(move || wrk_with(&u, &[], Some(&s), &l)).await??;
+        t.add(key, label, f);
+    }
+    let mut out = t.render(&[
+        ("bundle", "three", Some(1.5)),
+        ("three", "none", None),
+        ("bundle", "none", None),
+        ("pass", "none", None),
+    ]);
+    let per_req = |k: &str| t.get(k).map_or(0.0, |f| 1e6 / f.rps);
+    out.push_str(&format!(
+        "\nWorker time per request over no filter: pass-through {:.0} us; jwt_auth {:.0} us, \
+         tenant_cache_key {:.0} us, transform {:.0} us ({:.0} us of it the body strip) alone; \
+         three filters {:.0} us; the bundle {:.0} us.\n",
+        per_req("pass") - per_req("none"),
+        per_req("jwt") - per_req("none"),
+        per_req("tenant") - per_req("none"),
+        per_req("tr") - per_req("none"),
+        per_req("tr") - per_req("tr-nb"),
+        per_req("three") - per_req("none"),
+        per_req("bundle") - per_req("none"),
+    ));
+
+    // Latency at fixed rates: half of the no-filter saturation (the stated operating point),
+    // and half of the three-filter saturation (a rate every row can serve).
+    let sat = |k: &str| t.get(k).map_or(0.0, |f| f.rps);
+    let rates = [
+        ("half of (none) saturation", sat("none") / 2.0),
+        ("half of (three) saturation", sat("three") / 2.0),
+    ];
+    out.push_str(
+        "\n| rate | row | req/s reached | p50 | p99 | added p50 | added p99 | targets (<= 1 ms, <= 5 ms) |\n\
+         |---|---|---:|---:|---:|---:|---:|---|\n",
+    );
+    for (what, rate) in rates {
+        let mut base: Option<Figures> = None;
+        for ((key, _, _), envoy) in rows.iter().zip(&envoys).take(main_rows) {
+            let (u, sc, d, l) = (
+                url(envoy),
+                script.clone(),
+                dir.path().to_path_buf(),
+                load.clone(),
+            );
+            let f =
+                tokio::task::spawn_blocking(move || wrk_at_rate(&u, &sc, rate, &d, &l)).await??;
+            eprintln!(
+                "  {key:>6}  at {rate:.0}/s: reached {:.0}/s, p50 {:.0} us, p99 {:.0} us",
+                f.rps, f.p50_us, f.p99_us
+            );
+            let b = *base.get_or_insert(f);
+            let (add50, add99) = (f.p50_us - b.p50_us, f.p99_us - b.p99_us);
+            let met = if *key == "none" {
+                "-".to_string()
+            } else if add50 <= 1000.0 && add99 <= 5000.0 {
+                "yes".to_string()
+            } else {
+                "NO".to_string()
+            };
+            out.push_str(&format!(
+                "| {what}: {rate:.0}/s | {key} | {:.0} | {:.0} us | {:.0} us | {add50:.0} us | {add99:.0} us | {met} |\n",
+                f.rps, f.p50_us, f.p99_us
+            ));
+        }
+    }
+    drop(envoys);
+    Ok(out)
+}
+
 /// Runs `target/release/rls-load` against a service; returns its JSON report.
 fn rls_load(
     grpc: std::net::SocketAddr,
@@ -657,6 +844,10 @@ async fn main() -> Result<()> {
     }
     if want("tenant") {
         report.push_str(&tenant_section(&load).await?);
+        report.push('\n');
+    }
+    if want("chain") {
+        report.push_str(&chain_section(&load).await?);
         report.push('\n');
     }
     println!("{report}");
