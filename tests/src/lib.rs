@@ -10,9 +10,11 @@
 //! - [`tools`]: where the real binaries live (`.venv/bin/envoy`, `dist/*.wasm`), failing with
 //!   the install command when one is missing.
 //! - [`wait`]: polling with a deadline instead of sleeps.
+//! - [`demo`]: `make demo`'s processes, ports and banner (shared with the demo and compose tests).
 
 pub mod bench;
 pub mod chain;
+pub mod demo;
 pub mod envoy;
 pub mod jwks;
 pub mod process;
