@@ -32,7 +32,9 @@ lint: bootstrap
 fmt:
 	$(CARGO) fmt --all
 
+# The gateway and everything behind it as local processes (README "Demo walkthrough").
 demo: build
+	$(CARGO) build --release -j$(JOBS) -p gateway-tests --bin gateway-demo --bin demo-service --bin demo-idp
 	$(CARGO) run --release -j$(JOBS) -p gateway-tests --bin gateway-demo
 
 bench: build

@@ -11,9 +11,11 @@
 //!   the install command when one is missing.
 //! - [`stages`]: the gateway's wasm stage configurations, for the bundle's tests and benchmark.
 //! - [`wait`]: polling with a deadline instead of sleeps.
+//! - [`demo`]: `make demo`'s processes, ports and banner (shared with the demo and compose tests).
 
 pub mod bench;
 pub mod chain;
+pub mod demo;
 pub mod envoy;
 pub mod jwks;
 pub mod process;

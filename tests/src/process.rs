@@ -3,11 +3,12 @@
 //! fixtures are both built on it.
 
 use crate::wait;
-use anyhow::Result;
+use anyhow::{anyhow, bail, Context, Result};
 pub use nix::sys::signal::Signal;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub struct Process {
@@ -23,6 +24,66 @@ impl Process {
             name: name.to_string(),
             child: Some(child),
             logs,
+        }
+    }
+
+    /// Starts `cmd` with stdout piped and waits up to `within` for its first stdout line (where
+    /// a service started on port 0 announces its address); the rest of stdout is drained in the
+    /// background. A process that exits or stays silent is an error carrying its log.
+    pub async fn spawn_announcing(
+        name: &str,
+        cmd: &mut Command,
+        logs: Vec<PathBuf>,
+        within: Duration,
+    ) -> Result<(Self, String)> {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no stdout pipe"))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let first = reader.read_line(&mut line).map(|_| line);
+            let _ = tx.send(first);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let mut process = Self::new(name, child, logs);
+        let started = Instant::now();
+        loop {
+            match rx.try_recv() {
+                Ok(Ok(line)) if !line.trim().is_empty() => {
+                    return Ok((process, line.trim().to_string()))
+                }
+                Ok(Ok(_)) => {
+                    let status = process.wait_exit(Duration::from_secs(2));
+                    bail!(
+                        "{name} closed stdout without printing its address (exit: {status:?}); \
+                         log:\n{}",
+                        process.log()
+                    );
+                }
+                Ok(Err(e)) => bail!("reading {name} stdout: {e}"),
+                Err(mpsc::TryRecvError::Disconnected) => bail!("stdout reader thread died"),
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            if let Some(status) = process.try_exit() {
+                bail!(
+                    "{name} exited during startup with {status}; log:\n{}",
+                    process.log()
+                );
+            }
+            if started.elapsed() > within {
+                bail!(
+                    "{name} printed no address line within {within:?}; log:\n{}",
+                    process.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

@@ -9,11 +9,9 @@ use crate::process::Process;
 use crate::tools;
 use crate::wait;
 use anyhow::{anyhow, bail, Context, Result};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -22,6 +20,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct RateLimitServiceBuilder {
     configs: Vec<(String, String)>,
     redis_url: String,
+    grpc_addr: String,
+    http_addr: String,
     extra_args: Vec<String>,
 }
 
@@ -30,6 +30,8 @@ impl RateLimitServiceBuilder {
         Self {
             configs: Vec::new(),
             redis_url: redis_url.to_string(),
+            grpc_addr: "127.0.0.1:0".to_string(),
+            http_addr: "127.0.0.1:0".to_string(),
             extra_args: Vec::new(),
         }
     }
@@ -37,6 +39,13 @@ impl RateLimitServiceBuilder {
     /// A file in the config directory (e.g. `("edge.yaml", yaml)`).
     pub fn config(mut self, file: &str, yaml: &str) -> Self {
         self.configs.push((file.to_string(), yaml.to_string()));
+        self
+    }
+
+    /// Fixed loopback ports for gRPC and HTTP instead of OS-chosen ones (0 keeps that choice).
+    pub fn ports(mut self, grpc: u16, http: u16) -> Self {
+        self.grpc_addr = format!("127.0.0.1:{grpc}");
+        self.http_addr = format!("127.0.0.1:{http}");
         self
     }
 
@@ -57,39 +66,30 @@ impl RateLimitServiceBuilder {
         }
         let log_path = dir.path().join("ratelimit-service.log");
         let stderr = std::fs::File::create(&log_path)?;
-        let mut child = Command::new(&bin)
-            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-            .arg("--config")
-            .arg(&config_dir)
-            .args(["--redis-url", &self.redis_url, "--log-format", "text"])
-            .args(&self.extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow!("no stdout pipe"))?;
-        let (tx, rx) = mpsc::channel();
-        // Reads the address line, then drains stdout until the process exits.
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let first = reader.read_line(&mut line).map(|_| line);
-            let _ = tx.send(first);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
+        let mut cmd = Command::new(&bin);
+        cmd.args([
+            "--grpc-addr",
+            &self.grpc_addr,
+            "--http-addr",
+            &self.http_addr,
+        ])
+        .arg("--config")
+        .arg(&config_dir)
+        .args(["--redis-url", &self.redis_url, "--log-format", "text"])
+        .args(&self.extra_args)
+        .stdin(Stdio::null())
+        .stderr(stderr);
+        let (process, line) =
+            Process::spawn_announcing("ratelimit-service", &mut cmd, vec![log_path], START_TIMEOUT)
+                .await?;
         let mut service = RateLimitService {
-            process: Process::new("ratelimit-service", child, vec![log_path]),
+            process,
             _dir: dir,
             config_dir,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             http: reqwest::Client::builder().no_proxy().build()?,
         };
-        let line = service.read_address_line(&rx).await?;
         let addrs: serde_json::Value = serde_json::from_str(line.trim())
             .with_context(|| format!("the first stdout line is not JSON: {line:?}"))?;
         let addr = |field: &str| -> Result<SocketAddr> {
@@ -140,42 +140,6 @@ impl RateLimitService {
         RateLimitServiceBuilder::new(redis_url)
     }
 
-    async fn read_address_line(
-        &mut self,
-        rx: &mpsc::Receiver<std::io::Result<String>>,
-    ) -> Result<String> {
-        let started = Instant::now();
-        loop {
-            match rx.try_recv() {
-                Ok(Ok(line)) if !line.trim().is_empty() => return Ok(line),
-                Ok(Ok(_)) => {
-                    let status = self.wait_exit(Duration::from_secs(2));
-                    bail!(
-                        "ratelimit-service closed stdout without printing its addresses \
-                         (exit: {status:?}); log:\n{}",
-                        self.log()
-                    );
-                }
-                Ok(Err(e)) => bail!("reading ratelimit-service stdout: {e}"),
-                Err(mpsc::TryRecvError::Disconnected) => bail!("stdout reader thread died"),
-                Err(mpsc::TryRecvError::Empty) => {}
-            }
-            if let Some(status) = self.try_exit() {
-                bail!(
-                    "ratelimit-service exited during startup with {status}; log:\n{}",
-                    self.log()
-                );
-            }
-            if started.elapsed() > START_TIMEOUT {
-                bail!(
-                    "ratelimit-service printed no address line within {START_TIMEOUT:?}; log:\n{}",
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
     async fn wait_healthy(&mut self) -> Result<()> {
         let started = Instant::now();
         loop {
@@ -215,10 +179,6 @@ impl RateLimitService {
 
     fn try_exit(&mut self) -> Option<ExitStatus> {
         self.process.try_exit()
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        self.process.wait_exit(within)
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {

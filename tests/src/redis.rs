@@ -126,10 +126,23 @@ impl Drop for Process {
 }
 
 /// Starts a process on a fresh free port, retrying if another process grabbed it first.
-fn start_process(dir: &Path, extra: impl Fn(u16) -> Vec<String>, bus: bool) -> Result<Process> {
+/// A `fixed` port (not 0) is tried once.
+fn start_process(
+    dir: &Path,
+    extra: impl Fn(u16) -> Vec<String>,
+    bus: bool,
+    fixed: u16,
+) -> Result<Process> {
     let mut last = None;
     for _ in 0..5 {
-        let port = free_port(bus)?;
+        let port = if fixed == 0 {
+            free_port(bus)?
+        } else {
+            // Another server there would answer our PING: refuse a taken port up front.
+            TcpListener::bind(("127.0.0.1", fixed))
+                .with_context(|| format!("port {fixed} is taken"))?;
+            fixed
+        };
         let mut process = Process {
             port,
             dir: dir.to_path_buf(),
@@ -139,6 +152,7 @@ fn start_process(dir: &Path, extra: impl Fn(u16) -> Vec<String>, bus: bool) -> R
         match process.spawn() {
             Ok(()) => return Ok(process),
             Err(err) if err.to_string().contains("not found in PATH") => return Err(err),
+            Err(err) if fixed != 0 => return Err(err),
             Err(err) => last = Some(err),
         }
     }
@@ -153,6 +167,11 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Result<Self> {
+        Self::start_on(0)
+    }
+
+    /// The same on a given port (0: a free one), e.g. the demo's fixed port.
+    pub fn start_on(port: u16) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("redis.sock");
         let process = start_process(
@@ -166,6 +185,7 @@ impl RedisServer {
                 ]
             },
             false,
+            port,
         )?;
         Ok(RedisServer { process, _dir: dir })
     }
@@ -230,6 +250,7 @@ impl RedisCluster {
                     ]
                 },
                 true,
+                0,
             )?);
         }
         let addrs: Vec<String> = nodes

@@ -1,0 +1,375 @@
+//! `make demo` end to end: the real `gateway-demo` binary in auto-port mode (every port from the
+//! OS, loopback only). The test reads the banner it prints, walks the banner's key steps with
+//! reqwest, a WebSocket client and a gRPC client (token, 401 without it, 200 with it, a stripped
+//! field, 429 with Retry-After, the per-tenant catalog cache, both canary versions, the WebSocket echo, gRPC health), then
+//! sends SIGINT and checks that the demo and every process it started have exited.
+
+use futures_util::{SinkExt, StreamExt};
+use gateway_tests::demo::{self, ServingStatus, TINY_LIMIT};
+use gateway_tests::process::{signal, Signal};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Startup includes an RSA key, Envoy compiling three wasm modules and the first health checks
+/// of every cluster, on a loaded 2-core machine.
+const STARTUP: Duration = Duration::from_secs(240);
+const BANNER_END: &str = "Ctrl-C stops every process.";
+
+/// The demo process; a test that fails midway still stops it (SIGINT, then SIGKILL).
+struct DemoProcess {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: tempfile::NamedTempFile,
+}
+
+impl DemoProcess {
+    fn start() -> DemoProcess {
+        let stderr = tempfile::NamedTempFile::new().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway-demo"))
+            .arg("--auto")
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        DemoProcess {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
+    }
+
+    /// Stdout lines up to and including the one containing `end`.
+    fn read_until(&mut self, end: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        let mut out = String::new();
+        loop {
+            match self.lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    out.push_str(&line);
+                    out.push('\n');
+                    if line.contains(end) {
+                        return out;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "the demo closed stdout before {end:?}; stdout:\n{out}\nstderr:\n{}",
+                    self.stderr()
+                ),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {end:?} from the demo within {within:?}; stdout:\n{out}\nstderr:\n{}",
+                self.stderr()
+            );
+        }
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for DemoProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal(self.child.id(), Signal::SIGINT);
+            if self.wait_exit(Duration::from_secs(20)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// pid -> (parent pid, state) for every process, from /proc.
+fn process_table() -> BTreeMap<u32, (u32, char)> {
+    let mut table = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        table.insert(pid, (ppid, state));
+    }
+    table
+}
+
+/// Every live process below `root`, with its command name.
+fn descendants(root: u32) -> BTreeMap<u32, String> {
+    let table = process_table();
+    let mut found = BTreeSet::from([root]);
+    for _ in 0..16 {
+        let before = found.len();
+        for (pid, (ppid, _)) in &table {
+            if found.contains(ppid) {
+                found.insert(*pid);
+            }
+        }
+        if found.len() == before {
+            break;
+        }
+    }
+    found.remove(&root);
+    found
+        .into_iter()
+        .map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            (pid, comm.trim().to_string())
+        })
+        .collect()
+}
+
+/// Still running: present in /proc and not a zombie.
+fn alive(pid: u32) -> bool {
+    process_table()
+        .get(&pid)
+        .is_some_and(|(_, state)| *state != 'Z')
+}
+
+/// Status and JSON body (every answer of the demo, refusals included, is JSON).
+async fn get_json(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_walkthrough_works_and_ctrl_c_stops_every_process() {
+    let mut demo = DemoProcess::start();
+    let banner = demo.read_until(BANNER_END, STARTUP);
+    let addrs = demo::parse_banner(&banner);
+    let addr = |label: &str| -> String {
+        addrs
+            .get(label)
+            .unwrap_or_else(|| panic!("no {label} line in the banner:\n{banner}"))
+            .clone()
+    };
+    let (gw, idp, users) = (addr("gateway"), addr("idp"), addr("users"));
+    for label in ["gateway-tls", "admin", "orders-v1", "orders-v2", "products"] {
+        addr(label);
+    }
+    assert!(
+        gw.starts_with("http://127.0.0.1:") && idp.starts_with("http://127.0.0.1:"),
+        "{addrs:?}"
+    );
+    // The banner's commands use the ports that are actually in use.
+    assert!(
+        banner.contains(&format!("TOKEN=$(curl -s '{idp}/token?")),
+        "{banner}"
+    );
+    assert!(banner.contains(&format!("{gw}/api/users/1")), "{banner}");
+    let http = demo::client().unwrap();
+
+    // 1. A token from the IdP.
+    let token = demo::token(&http, &idp, "alice", "acme", "orders:read")
+        .await
+        .unwrap();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+
+    // 2. 401 without it (with the challenge), 200 with it and the identity headers upstream.
+    let resp = http
+        .get(format!("{gw}/api/orders/42"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().contains_key("www-authenticate"));
+    let (status, body) =
+        get_json(http.get(format!("{gw}/api/orders/42")).bearer_auth(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["service"], "orders", "{body}");
+    assert_eq!(body["path"], "/orders/42", "{body}");
+    assert_eq!(body["upstream_saw"]["x-user-id"], "alice", "{body}");
+    assert_eq!(body["upstream_saw"]["x-tenant-id"], "acme", "{body}");
+
+    // 3. The users service leaks two fields; through the gateway they are gone.
+    let (status, direct) = get_json(http.get(format!("{users}/users/1"))).await;
+    assert_eq!(status, 200);
+    assert!(
+        direct.get("password_hash").is_some() && direct.get("internal").is_some(),
+        "{direct}"
+    );
+    let (status, body) = get_json(http.get(format!("{gw}/api/users/1")).bearer_auth(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "Ada Lovelace", "{body}");
+    assert!(body.get("password_hash").is_none(), "{body}");
+    assert!(body.get("internal").is_none(), "{body}");
+
+    // 4. Tenant tiny: its limit, then 429 with Retry-After.
+    let tiny = demo::token(&http, &idp, "bob", "tiny", "orders:read")
+        .await
+        .unwrap();
+    let mut last = None;
+    for i in 1..=TINY_LIMIT + 1 {
+        let resp = http
+            .get(format!("{gw}/api/orders/1"))
+            .bearer_auth(&tiny)
+            .send()
+            .await
+            .unwrap();
+        let expected = if i <= TINY_LIMIT { 200 } else { 429 };
+        assert_eq!(resp.status(), expected, "tiny request {i}");
+        last = Some(resp);
+    }
+    let resp = last.unwrap();
+    let retry_after: u64 = resp
+        .headers()
+        .get("retry-after")
+        .expect("retry-after on the 429")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "retry-after {retry_after}");
+
+    // 5. The catalog, cached per tenant: acme's repeat is a hit (same served_count, an age
+    // header; the file cache stores in the background, so repeat for up to 5 s), globex gets
+    // its own entry.
+    let catalog = format!("{gw}/api/catalog/7");
+    let (status, first) = get_json(http.get(&catalog).bearer_auth(&token)).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["for_tenant"], "acme", "{first}");
+    let mut hit = None;
+    for _ in 0..50 {
+        let resp = http.get(&catalog).bearer_auth(&token).send().await.unwrap();
+        if resp.headers().contains_key("age") {
+            hit = Some(resp.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let hit = hit.expect("acme's repeat was never a cache hit");
+    assert_eq!(hit["served_count"], first["served_count"], "{hit}");
+    let other = demo::token(&http, &idp, "carol", "globex", "orders:read")
+        .await
+        .unwrap();
+    let (status, theirs) = get_json(http.get(&catalog).bearer_auth(&other)).await;
+    assert_eq!(status, 200, "{theirs}");
+    assert_eq!(theirs["for_tenant"], "globex", "{theirs}");
+    assert_ne!(theirs["served_count"], first["served_count"], "{theirs}");
+
+    // 6. The canary: both versions answer (95/5), until both are seen or 400 requests.
+    let mut versions = BTreeMap::<String, u32>::new();
+    for _ in 0..400 {
+        let (status, body) =
+            get_json(http.get(format!("{gw}/api/orders/1")).bearer_auth(&token)).await;
+        assert_eq!(status, 200, "{body}");
+        *versions
+            .entry(body["version"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
+        if versions.contains_key("v1") && versions.contains_key("v2") && versions["v1"] >= 20 {
+            break;
+        }
+    }
+    assert_eq!(
+        versions.keys().collect::<Vec<_>>(),
+        ["v1", "v2"],
+        "{versions:?}"
+    );
+    assert!(versions["v1"] > versions["v2"], "{versions:?}");
+
+    // 7. WebSocket through the gateway: refused without a token, an echo with one.
+    let ws_url = format!("{}/api/events", gw.replacen("http://", "ws://", 1));
+    match tokio_tungstenite::connect_async(ws_url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 401)
+        }
+        other => panic!("a WebSocket without a token: {:?}", other.map(|(_, r)| r)),
+    }
+    let mut request = ws_url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("hello through the gateway"))
+        .await
+        .unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("no WebSocket echo within 10 s")
+        .expect("the WebSocket closed")
+        .unwrap();
+    assert_eq!(echo, Message::text("hello through the gateway"));
+    let _ = ws.close(None).await;
+
+    // 8. gRPC health through the gateway: SERVING with a token, UNAUTHENTICATED without.
+    assert_eq!(
+        demo::grpc_health(&gw, &token).await.unwrap(),
+        ServingStatus::Serving
+    );
+    let denied = demo::grpc_health(&gw, "not-a-token").await.unwrap_err();
+    let status = denied
+        .downcast_ref::<tonic::Status>()
+        .unwrap_or_else(|| panic!("not a gRPC status: {denied:#}"));
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+
+    // Ctrl-C: the demo exits cleanly and takes every process it started with it.
+    let pid = demo.child.id();
+    let children = descendants(pid);
+    let names: BTreeSet<&str> = children.values().map(String::as_str).collect();
+    for name in ["envoy", "redis-server", "demo-service", "demo-idp"] {
+        assert!(names.contains(name), "no {name} among {children:?}");
+    }
+    assert!(
+        names.iter().any(|n| n.starts_with("ratelimit")),
+        "{children:?}"
+    );
+    assert_eq!(
+        children.values().filter(|n| *n == "demo-service").count(),
+        demo::ROLES.len(),
+        "{children:?}"
+    );
+    signal(pid, Signal::SIGINT);
+    let tail = demo.read_until("stopped", Duration::from_secs(30));
+    let status = demo
+        .wait_exit(Duration::from_secs(15))
+        .expect("the demo did not exit after SIGINT");
+    assert!(
+        status.success(),
+        "{status}; stdout:\n{tail}\nstderr:\n{}",
+        demo.stderr()
+    );
+    let left: Vec<_> = children.iter().filter(|(pid, _)| alive(**pid)).collect();
+    assert!(
+        left.is_empty(),
+        "still running after the demo exited: {left:?}"
+    );
+}
