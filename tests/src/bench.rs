@@ -55,48 +55,99 @@ pub fn token_rotation_script(path: &str, tokens_file: &std::path::Path) -> Strin
     )
 }
 
-/// A wrk Lua `delay` function that holds each connection `mean_ms` between a response and its
-/// next request on average (whole milliseconds, mixed to reach the mean). Appended to a script
-/// that defines `request` (e.g. [`token_rotation_script`]), it paces the load near
-/// `connections / (mean + latency)` requests/s; wrk's latency excludes the delay.
-pub fn pacing(mean_ms: f64) -> String {
-    format!(
-        "local pace_mean = {mean_ms:.4}\n\
-         function delay()\n\
-           local base = math.floor(pace_mean)\n\
-           if math.random() < pace_mean - base then return base + 1 end\n\
-           return base\n\
-         end\n"
-    )
+/// Open-loop load at a fixed rate, the way wrk2 measures: `load.connections` keep-alive
+/// HTTP/1.1 connections, each sending on its own evenly spaced schedule, the schedules offset so
+/// the connections interleave (a steady arrival rate, not bursts), each request with the next
+/// of `tokens` as a bearer token. Latency runs from the scheduled send time, so a request that
+/// had to wait for the one before it counts the wait (no coordinated omission). Fails if any
+/// answer is not 2xx. The figures carry the rate reached, over the time until the last answer.
+pub async fn paced(url: &str, tokens: &[String], rate: f64, load: &Load) -> Result<Figures> {
+    if !url.starts_with("http://127.0.0.1:") {
+        bail!("benchmarks only target loopback, not {url}");
+    }
+    if tokens.is_empty() || rate <= 0.0 {
+        bail!("paced load needs tokens and a positive rate");
+    }
+    let tokens = std::sync::Arc::new(tokens.to_vec());
+    paced_run(url, &tokens, rate, load.connections, load.warmup).await?;
+    paced_run(url, &tokens, rate, load.connections, load.duration).await
 }
 
-/// Runs wrk at about `rate` requests/s: the connections of `load`, each paced by [`pacing`]
-/// appended to `script` (written to `dir`). Two one-second runs calibrate the pause against the
-/// latency measured at that rate, then the measured run follows; the figures carry the rate
-/// reached, which falls short when the target cannot serve `rate`.
-pub fn wrk_at_rate(
+async fn paced_run(
     url: &str,
-    script: &str,
+    tokens: &std::sync::Arc<Vec<String>>,
     rate: f64,
-    dir: &std::path::Path,
-    load: &Load,
+    connections: u32,
+    duration: Duration,
 ) -> Result<Figures> {
-    let cycle_ms = f64::from(load.connections) * 1000.0 / rate;
-    let mut pause_ms = (cycle_ms - 0.2).max(0.0);
-    let path = dir.join("paced.lua");
-    let calibrate = Load {
-        connections: load.connections,
-        duration: Duration::from_secs(1),
-        warmup: Duration::from_secs(1),
-    };
-    for _ in 0..2 {
-        std::fs::write(&path, format!("{script}{}", pacing(pause_ms)))?;
-        let got = wrk_with(url, &[], Some(&path), &calibrate)?;
-        let latency_ms = f64::from(load.connections) * 1000.0 / got.rps - pause_ms;
-        pause_ms = (cycle_ms - latency_ms).max(0.0);
+    use tokio::time::Instant;
+    let n = connections.max(1);
+    let period = Duration::from_secs_f64(f64::from(n) / rate);
+    let start = Instant::now() + Duration::from_millis(20);
+    let end = start + duration;
+    let mut tasks = Vec::new();
+    for k in 0..n {
+        let (url, tokens) = (url.to_string(), tokens.clone());
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .http1_only()
+            .pool_max_idle_per_host(1)
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = Vec::new();
+            let mut next = start + period * k / n;
+            let mut i = k as usize;
+            let mut last = start;
+            while next < end {
+                // On schedule: the clock starts when the timer fires (tokio's timer has
+                // millisecond grain, a client-side delay the server never saw). Behind
+                // schedule: it starts at the scheduled time, so the wait counts.
+                let from = if Instant::now() < next {
+                    tokio::time::sleep_until(next).await;
+                    Instant::now()
+                } else {
+                    next
+                };
+                let token = &tokens[i % tokens.len()];
+                match client.get(&url).bearer_auth(token).send().await {
+                    Ok(resp) if resp.status().is_success() => {
+                        let _ = resp.bytes().await;
+                        last = Instant::now();
+                        latencies.push(last.duration_since(from).as_micros() as u64);
+                    }
+                    Ok(resp) => failures.push(resp.status().to_string()),
+                    Err(e) => failures.push(e.to_string()),
+                }
+                i += n as usize;
+                next += period;
+            }
+            (latencies, failures, last)
+        }));
     }
-    std::fs::write(&path, format!("{script}{}", pacing(pause_ms)))?;
-    wrk_with(url, &[], Some(&path), load)
+    let mut all = Vec::new();
+    let mut finished = start;
+    for task in tasks {
+        let (latencies, failures, last) = task.await?;
+        if let Some(f) = failures.first() {
+            bail!("{} paced requests failed, e.g. {f}", failures.len());
+        }
+        all.extend(latencies);
+        finished = finished.max(last);
+    }
+    if all.is_empty() {
+        bail!("no paced request completed");
+    }
+    all.sort_unstable();
+    let pct = |p: f64| all[((all.len() - 1) as f64 * p).round() as usize] as f64;
+    Ok(Figures {
+        // Over the time the answers took, not the schedule: a target that cannot keep up
+        // finishes late and shows the lower rate.
+        rps: all.len() as f64 / finished.duration_since(start).as_secs_f64().max(1e-3),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    })
 }
 
 /// The same, optionally driven by a wrk Lua script (e.g. [`token_rotation_script`]).
@@ -247,5 +298,50 @@ mod tests {
         assert_eq!(f.p50_us, 512.0);
         assert_eq!(f.p99_us, 2500.0);
         assert!(parse_wrk("Requests/sec: 1\n  Non-2xx or 3xx responses: 5\n").is_err());
+    }
+
+    #[tokio::test]
+    async fn paced_load_keeps_its_schedule_and_rotates_tokens() {
+        let up = crate::upstream::Upstream::start(|_| crate::upstream::Reply::new(200))
+            .await
+            .unwrap();
+        let url = format!("http://127.0.0.1:{}/x", up.port());
+        let tokens: Vec<String> = (0..3).map(|i| format!("t{i}")).collect();
+        let load = Load {
+            connections: 4,
+            duration: Duration::from_secs(1),
+            warmup: Duration::from_millis(200),
+        };
+        let f = paced(&url, &tokens, 200.0, &load).await.unwrap();
+        // 4 connections at 50/s each over 1 s, plus the warmup's 40: the schedule, exactly.
+        assert_eq!(up.hits(), 240);
+        // The rate runs to the last answer, after the last scheduled send (at 0.995 s): never
+        // above the schedule's 200/s.
+        assert!(f.rps > 0.0 && f.rps <= 201.0, "reached {}/s", f.rps);
+        assert!(f.p50_us > 0.0 && f.p50_us <= f.p99_us);
+        let seen: std::collections::BTreeSet<_> = up
+            .requests()
+            .iter()
+            .filter_map(|r| r.header("authorization"))
+            .collect();
+        assert_eq!(seen.len(), 3, "every token used: {seen:?}");
+    }
+
+    #[tokio::test]
+    async fn paced_load_fails_on_a_refusal_and_off_loopback() {
+        let up = crate::upstream::Upstream::start(|_| crate::upstream::Reply::new(429))
+            .await
+            .unwrap();
+        let url = format!("http://127.0.0.1:{}/x", up.port());
+        let load = Load {
+            connections: 1,
+            duration: Duration::from_millis(100),
+            warmup: Duration::from_millis(50),
+        };
+        let err = paced(&url, &["t".into()], 50.0, &load).await.unwrap_err();
+        assert!(err.to_string().contains("429"), "{err}");
+        assert!(paced("http://192.0.2.1:80/", &["t".into()], 50.0, &load)
+            .await
+            .is_err());
     }
 }
