@@ -44,7 +44,9 @@ pub fn jwt_auth(keys: &Value) -> Value {
         "providers": { "idp": provider },
         "rules": [
             { "match": { "path_prefix": "/api/v0" } },
-            { "match": { "path_prefix": "/api/orders", "methods": ["POST", "PUT", "PATCH", "DELETE"] },
+            { "match": { "host": "orders.api.localhost", "methods": ["POST", "PUT", "PATCH", "DELETE"] },
+              "requires": { "provider_name": "idp" }, "required_scopes": ["orders:write"] },
+            { "match": { "path_regex": "/api/(v[0-9]+/)?orders(/.*)?", "methods": ["POST", "PUT", "PATCH", "DELETE"] },
               "requires": { "provider_name": "idp" }, "required_scopes": ["orders:write"] },
             { "match": { "path_prefix": "/" }, "requires": { "provider_name": "idp" } }
         ]

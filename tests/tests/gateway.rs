@@ -469,10 +469,24 @@ async fn missing_or_bad_token_is_401_and_missing_scope_is_403() {
         "a refused request got through"
     );
 
-    // Writing orders needs orders:write.
-    let (status, body) = answer(gw.post("/api/orders", "orders:read")).await;
-    assert_eq!(status, 403, "{body}");
-    assert_eq!(body["error"], "insufficient_scope");
+    // Writing orders needs orders:write, by every way that reaches the orders service: the
+    // canary route, the versioned routes and the orders host.
+    for (path, host) in [
+        ("/api/orders", None),
+        ("/api/orders/7", None),
+        ("/api/v1/orders", None),
+        ("/api/v2/orders/7", None),
+        ("/orders/7", Some("orders.api.localhost")),
+        ("/anything", Some("orders.api.localhost:8080")),
+    ] {
+        let mut req = gw.post(path, "orders:read");
+        if let Some(h) = host {
+            req = req.header("host", h);
+        }
+        let (status, body) = answer(req).await;
+        assert_eq!(status, 403, "POST {path} host {host:?}: {body}");
+        assert_eq!(body["error"], "insufficient_scope");
+    }
     let writes = |u: &Upstream| {
         api_requests(u)
             .iter()
@@ -484,6 +498,13 @@ async fn missing_or_bad_token_is_401_and_missing_scope_is_403() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["method"], "POST");
     assert_eq!(writes(&gw.orders_v1) + writes(&gw.orders_v2), 1);
+    let (status, body) = answer(
+        gw.post("/orders/7", "orders:write")
+            .header("host", "orders.api.localhost"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(writes(&gw.orders_v1) + writes(&gw.orders_v2), 2);
     // Reading needs only a valid token.
     assert_eq!(served(gw.get("/api/users/1")).await.0, "users");
 }

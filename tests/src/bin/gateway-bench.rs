@@ -734,7 +734,7 @@ fn wasm_config(filters: &[serde_yaml::Value], name: &str) -> Result<Value> {
     Ok(serde_json::from_str(text)?)
 }
 
-/// envoy/gateway.yaml as shipped ("three"), with its three wasm filters replaced by
+/// envoy/gateway.yaml ("three"), with its three wasm filters replaced by
 /// dist/gateway.wasm configured with their own configurations ("bundle"), or with no HTTP filter
 /// but the router ("bare": the same Envoy routing the same request). TLS listener dropped.
 fn gateway_variant(rendered: &str, variant: &str) -> Result<String> {
@@ -865,7 +865,7 @@ async fn gateway_section(load: &Load) -> Result<String> {
             "bare",
             "no filter: the same routes and clusters, router only",
         ),
-        ("three", "envoy/gateway.yaml as shipped: three wasm filters"),
+        ("three", "envoy/gateway.yaml: three wasm filters"),
         (
             "bundle",
             "envoy/gateway.yaml with gateway.wasm in their place",
