@@ -43,11 +43,11 @@ pub fn jwt_auth(keys: &Value) -> Value {
         "bypass_cors_preflight": false,
         "providers": { "idp": provider },
         "rules": [
+            { "match": { "host": "orders.api.localhost", "methods": ["GET", "HEAD", "OPTIONS"] }, "requires": { "provider_name": "idp" } },
+            { "match": { "host": "orders.api.localhost" }, "requires": { "provider_name": "idp" }, "required_scopes": ["orders:write"] },
             { "match": { "path_prefix": "/api/v0" } },
-            { "match": { "host": "orders.api.localhost", "methods": ["POST", "PUT", "PATCH", "DELETE"] },
-              "requires": { "provider_name": "idp" }, "required_scopes": ["orders:write"] },
-            { "match": { "path_regex": "/api/(v[0-9]+/)?orders(/.*)?", "methods": ["POST", "PUT", "PATCH", "DELETE"] },
-              "requires": { "provider_name": "idp" }, "required_scopes": ["orders:write"] },
+            { "match": { "path_regex": "/api/(v[0-9]+/)?orders(/.*)?", "methods": ["GET", "HEAD", "OPTIONS"] }, "requires": { "provider_name": "idp" } },
+            { "match": { "path_regex": "/api/(v[0-9]+/)?orders(/.*)?" }, "requires": { "provider_name": "idp" }, "required_scopes": ["orders:write"] },
             { "match": { "path_prefix": "/" }, "requires": { "provider_name": "idp" } }
         ]
     })
@@ -75,8 +75,8 @@ pub fn transform() -> Value {
         "max_body_bytes": 1048576,
         "rules": [{
             "name": "users",
-            "match": { "path_prefix": "/api/users", "methods": ["GET"] },
-            "request": { "headers": { "set": { "x-gateway-route": "users" } } },
+            "match": { "path_prefix": "/api/users" },
+            "request": { "headers": { "set": { "x-gateway-route": "users" }, "remove": ["accept-encoding"] } },
             "response": {
                 "headers": { "remove": ["server", "x-powered-by"], "set": { "x-gateway": "edgegate" } },
                 "body": { "strip": ["password_hash", "internal"] }

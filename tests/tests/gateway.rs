@@ -342,7 +342,9 @@ async fn routes_by_path_host_header_and_version_with_lifecycle_headers() {
         "orders-v2"
     );
     // A prefix is a path segment: /api/ordersX is no orders route.
-    assert_eq!(answer(gw.get("/api/ordersX")).await.0, 404);
+    let (status, body) = answer(gw.get("/api/ordersX")).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"], "not_found", "a JSON answer: {body}");
 
     // API versions: v2 plain, v1 deprecated with Deprecation, Sunset and a successor link.
     let v2 = gw.get("/api/v2/orders/1").send().await.unwrap();
@@ -409,6 +411,25 @@ async fn routes_by_path_host_header_and_version_with_lifecycle_headers() {
     assert_eq!(got.header("x-org-id").as_deref(), Some("7"));
     assert_eq!(got.header("authorization"), None);
     assert_eq!(got.header("x-gateway-route").as_deref(), Some("users"));
+    // The strip holds for every method, and the client cannot ask for a body the filter
+    // could not strip: Accept-Encoding never reaches the users service.
+    for method in ["PUT", "PATCH", "DELETE"] {
+        let resp = client()
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                gw.url("/api/users/7"),
+            )
+            .bearer_auth(token("user-1", "acme", "orders:read"))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{method}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["id"], 7, "{method}");
+        assert!(body.get("password_hash").is_none(), "{method}: {body}");
+        assert_eq!(last(&gw.users).header("accept-encoding"), None, "{method}");
+    }
 }
 
 #[tokio::test]
@@ -478,6 +499,8 @@ async fn missing_or_bad_token_is_401_and_missing_scope_is_403() {
         ("/api/v2/orders/7", None),
         ("/orders/7", Some("orders.api.localhost")),
         ("/anything", Some("orders.api.localhost:8080")),
+        ("/orders/7", Some("orders.api.localhost:x")),
+        ("/api/v0/orders/7", Some("orders.api.localhost")),
     ] {
         let mut req = gw.post(path, "orders:read");
         if let Some(h) = host {
@@ -487,6 +510,25 @@ async fn missing_or_bad_token_is_401_and_missing_scope_is_403() {
         assert_eq!(status, 403, "POST {path} host {host:?}: {body}");
         assert_eq!(body["error"], "insufficient_scope");
     }
+    // Any method but GET/HEAD/OPTIONS is a write, not only the four usual ones.
+    let (status, _) = answer(
+        client()
+            .request(
+                reqwest::Method::from_bytes(b"PURGE").unwrap(),
+                gw.url("/api/orders/7"),
+            )
+            .bearer_auth(token("user-1", "acme", "orders:read")),
+    )
+    .await;
+    assert_eq!(status, 403, "PURGE with a read-only token");
+    // The orders host has no public path: /api/v0 there is orders', and needs a token.
+    let (status, body) = answer(
+        client()
+            .delete(gw.url("/api/v0/x"))
+            .header("host", "orders.api.localhost"),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
     let writes = |u: &Upstream| {
         api_requests(u)
             .iter()
@@ -507,6 +549,31 @@ async fn missing_or_bad_token_is_401_and_missing_scope_is_403() {
     assert_eq!(writes(&gw.orders_v1) + writes(&gw.orders_v2), 2);
     // Reading needs only a valid token.
     assert_eq!(served(gw.get("/api/users/1")).await.0, "users");
+
+    // A valid token without a usable tenant claim is refused: with no tenant it would pass
+    // every per-tenant rate limit. The public /api/v0 still answers 410 without a token.
+    let users_before = api_requests(&gw.users).len();
+    for tenant in [None, Some("x".repeat(65)), Some("evil@tenant".into())] {
+        let mut c = claims(now());
+        c["iss"] = json!(ISSUER);
+        c["sub"] = json!("user-3");
+        c["scope"] = json!("orders:read");
+        match &tenant {
+            Some(t) => c["tenant"] = json!(t),
+            None => {
+                c.as_object_mut().unwrap().remove("tenant");
+            }
+        }
+        let t = sign(&json!({"alg": "RS256", "kid": "rsa-1", "typ": "JWT"}), &c);
+        let (status, body) = answer(client().get(gw.url("/api/users/1")).bearer_auth(t)).await;
+        assert_eq!(status, 403, "tenant {tenant:?}: {body}");
+        assert!(body["error"].is_string(), "a JSON answer: {body}");
+    }
+    assert_eq!(api_requests(&gw.users).len(), users_before);
+    assert_eq!(
+        answer(client().get(gw.url("/api/v0/orders/1"))).await.0,
+        410
+    );
 }
 
 #[tokio::test]
@@ -1511,11 +1578,17 @@ async fn catalog_is_cached_per_tenant_and_other_routes_skip_the_cache() {
     let gw = Gateway::start(Opts {
         products: Arc::new(move |r: &Recorded| {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-            Reply::json(
+            let reply = Reply::json(
                 200,
                 &json!({"service": "products", "path": r.path,
                         "tenant": r.header("x-tenant-id"), "n": n}),
-            )
+            );
+            // A slow item, so concurrent misses overlap.
+            if r.path.ends_with("/slow") {
+                reply.delay(Duration::from_millis(300))
+            } else {
+                reply
+            }
         }),
         orders_v1: cacheable("orders-v1"),
         orders_v2: cacheable("orders-v2"),
@@ -1578,6 +1651,28 @@ async fn catalog_is_cached_per_tenant_and_other_routes_skip_the_cache() {
     let forged: Value = forged.json().await.unwrap();
     assert_eq!(forged["tenant"], "acme");
     assert_eq!(served.load(Ordering::SeqCst), upstream_calls + 1);
+
+    // Concurrent misses for the same URL from two tenants (the upstream slow, so they overlap
+    // in the cache): each tenant gets its own tenant's answer, none the other's.
+    let slow = |tenant: &str| {
+        let req = client().get(gw.url("/api/catalog/slow")).bearer_auth(token(
+            "user-1",
+            tenant,
+            "orders:read",
+        ));
+        let tenant = tenant.to_string();
+        async move {
+            let body: Value = req.send().await.unwrap().json().await.unwrap();
+            (tenant, body)
+        }
+    };
+    let answers = futures_util::future::join_all(
+        ["acme", "globex", "acme", "globex", "initech", "acme"].map(slow),
+    )
+    .await;
+    for (tenant, body) in &answers {
+        assert_eq!(body["tenant"], tenant.as_str(), "{tenant} got {body}");
+    }
 
     // Orders answers "public, max-age=60", but its routes skip the cache: every GET arrives.
     let before = api_requests(&gw.orders_v1).len() + api_requests(&gw.orders_v2).len();

@@ -226,7 +226,9 @@ impl HostMatch {
     }
 }
 
-/// `host:port` -> `host`; IPv6 literals (`[::1]:80`) keep their brackets.
+/// `host:port` -> `host`; IPv6 literals (`[::1]:80`) keep their brackets. Whatever follows the
+/// last colon goes, digits or not: Envoy's `host:*` domains route `host:x` to `host`'s virtual
+/// host, and a host rule must not see a different host than the route did.
 pub fn strip_port(authority: &str) -> &str {
     if authority.starts_with('[') {
         return match authority.find(']') {
@@ -234,10 +236,9 @@ pub fn strip_port(authority: &str) -> &str {
             None => authority,
         };
     }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
-    }
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
 }
 
 #[cfg(test)]
@@ -320,5 +321,11 @@ mod tests {
         assert_eq!(strip_port("[::1]:8080"), "[::1]");
         assert_eq!(strip_port("h:80"), "h");
         assert_eq!(strip_port("h"), "h");
+        assert_eq!(
+            strip_port("h:x"),
+            "h",
+            "a port that is not a number is still a port"
+        );
+        assert_eq!(strip_port("h:"), "h");
     }
 }

@@ -381,7 +381,13 @@ impl TenantPolicy {
         let route = facts
             .route
             .and_then(|i| self.cache_routes.get(i))
-            .filter(|_| existing.is_empty() && TTL_STATUSES.contains(&status));
+            // A response that sets a cookie is one user's, not the tenant's: no lifetime for
+            // a shared cache (the upstream may still make it cacheable itself).
+            .filter(|_| {
+                existing.is_empty()
+                    && TTL_STATUSES.contains(&status)
+                    && !response.contains("set-cookie")
+            });
         if facts.authenticated && !facts.tenant {
             let base = match route {
                 Some(r) => vec![r.directives()],

@@ -258,6 +258,14 @@ fn vary_and_route_lifetimes() {
     );
     assert_eq!(e.vary.as_deref(), Some("Accept-Encoding, x-tenant-id"));
     assert_eq!(e.cache_control, None);
+    // A response setting a cookie is one user's: no lifetime from the route.
+    let e = p.response_edits(
+        tenant_catalog,
+        &response("200", &[("set-cookie", "session=abc; HttpOnly")]),
+    );
+    assert_eq!(e.vary.as_deref(), Some("x-tenant-id"));
+    assert_eq!(e.cache_control, None);
+    assert!(!e.ttl_set);
     // Errors get no lifetime.
     let e = p.response_edits(tenant_catalog, &response("500", &[]));
     assert_eq!(e.cache_control, None);
