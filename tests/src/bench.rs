@@ -55,6 +55,14 @@ pub fn token_rotation_script(path: &str, tokens_file: &std::path::Path) -> Strin
     )
 }
 
+/// Benchmarks send traffic to loopback only.
+fn loopback_only(url: &str) -> Result<()> {
+    if !url.starts_with("http://127.0.0.1:") {
+        bail!("benchmarks only target loopback, not {url}");
+    }
+    Ok(())
+}
+
 /// Open-loop load at a fixed rate, the way wrk2 measures: `load.connections` keep-alive
 /// HTTP/1.1 connections, each sending on its own evenly spaced schedule, the schedules offset so
 /// the connections interleave (a steady arrival rate, not bursts), each request with the next
@@ -62,9 +70,7 @@ pub fn token_rotation_script(path: &str, tokens_file: &std::path::Path) -> Strin
 /// had to wait for the one before it counts the wait (no coordinated omission). Fails if any
 /// answer is not 2xx. The figures carry the rate reached, over the time until the last answer.
 pub async fn paced(url: &str, tokens: &[String], rate: f64, load: &Load) -> Result<Figures> {
-    if !url.starts_with("http://127.0.0.1:") {
-        bail!("benchmarks only target loopback, not {url}");
-    }
+    loopback_only(url)?;
     if tokens.is_empty() || rate <= 0.0 {
         bail!("paced load needs tokens and a positive rate");
     }
@@ -157,9 +163,7 @@ pub fn wrk_with(
     script: Option<&std::path::Path>,
     load: &Load,
 ) -> Result<Figures> {
-    if !url.starts_with("http://127.0.0.1:") {
-        bail!("benchmarks only target loopback, not {url}");
-    }
+    loopback_only(url)?;
     let wrk = crate::tools::system_bin("wrk")?;
     let run = |d: Duration| -> Result<String> {
         let mut cmd = Command::new(&wrk);

@@ -95,6 +95,15 @@ impl Reply {
         self.delay = delay;
         self
     }
+
+    /// [`Reply::delay`] only when `slow` holds: one slow path among fast ones.
+    pub fn delay_if(self, slow: bool, delay: Duration) -> Self {
+        if slow {
+            self.delay(delay)
+        } else {
+            self
+        }
+    }
 }
 
 type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;

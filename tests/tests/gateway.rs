@@ -793,12 +793,10 @@ async fn consecutive_5xx_eject_the_host_and_the_circuit_answers_503() {
 #[tokio::test]
 async fn report_burst_overflows_its_circuit_breaker_with_503() {
     let slow: Handler = Arc::new(|r: &Recorded| {
-        let reply = Reply::json(200, &json!({"service": "orders-v1", "path": r.path}));
-        if r.path.starts_with("/orders/reports") {
-            reply.delay(Duration::from_millis(1500))
-        } else {
-            reply
-        }
+        Reply::json(200, &json!({"service": "orders-v1", "path": r.path})).delay_if(
+            r.path.starts_with("/orders/reports"),
+            Duration::from_millis(1500),
+        )
     });
     let gw = Gateway::start(Opts {
         orders_v1: slow,
@@ -861,12 +859,8 @@ async fn report_burst_overflows_its_circuit_breaker_with_503() {
 async fn slow_upstream_times_out_with_504_without_delaying_other_routes() {
     let slow = |name: &'static str| -> Handler {
         Arc::new(move |r: &Recorded| {
-            let reply = Reply::json(200, &json!({"service": name, "path": r.path}));
-            if r.path.contains("slow") {
-                reply.delay(Duration::from_secs(3))
-            } else {
-                reply
-            }
+            Reply::json(200, &json!({"service": name, "path": r.path}))
+                .delay_if(r.path.contains("slow"), Duration::from_secs(3))
         })
     };
     let gw = Gateway::start(Opts {
@@ -1578,17 +1572,13 @@ async fn catalog_is_cached_per_tenant_and_other_routes_skip_the_cache() {
     let gw = Gateway::start(Opts {
         products: Arc::new(move |r: &Recorded| {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-            let reply = Reply::json(
+            Reply::json(
                 200,
                 &json!({"service": "products", "path": r.path,
                         "tenant": r.header("x-tenant-id"), "n": n}),
-            );
+            )
             // A slow item, so concurrent misses overlap.
-            if r.path.ends_with("/slow") {
-                reply.delay(Duration::from_millis(300))
-            } else {
-                reply
-            }
+            .delay_if(r.path.ends_with("/slow"), Duration::from_millis(300))
         }),
         orders_v1: cacheable("orders-v1"),
         orders_v2: cacheable("orders-v2"),
@@ -1797,12 +1787,8 @@ async fn grpc_route_reaches_the_http2_upstream_through_the_filters() {
 #[tokio::test]
 async fn low_priority_routes_are_shed_first_under_a_flood() {
     let slow: Handler = Arc::new(|r: &Recorded| {
-        let reply = Reply::json(200, &json!({"service": "orders-v1", "path": r.path}));
-        if r.path.contains("slow") {
-            reply.delay(Duration::from_secs(3))
-        } else {
-            reply
-        }
+        Reply::json(200, &json!({"service": "orders-v1", "path": r.path}))
+            .delay_if(r.path.contains("slow"), Duration::from_secs(3))
     });
     let gw = Gateway::start(Opts {
         orders_v1: slow.clone(),
