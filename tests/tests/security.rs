@@ -1,0 +1,651 @@
+//! The security review of the reference gateway, as attacks: each test is one finding of the
+//! review (issue "Security review of the running gateway"), run against the shipped
+//! `envoy/gateway.yaml` with real Envoy, the real filters, Redis and the rate-limit service.
+//! Tests that cover "every route" take the routes from the config itself
+//! ([`GatewayConfig`]), so a route added later is attacked too.
+
+use bytes::Bytes;
+use gateway_tests::gateway::*;
+use gateway_tests::gateway_config::{GatewayConfig, Route};
+use gateway_tests::upstream::{Recorded, Reply};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+const FORGED: &str = "forged-by-client";
+
+/// The identity headers the review found forgeable, attacked whatever the config's owned list
+/// says (the config's list is attacked too, so a header added to it later is covered).
+const IDENTITY_HEADERS: [&str; 5] = [
+    "x-user-id",
+    "x-org-id",
+    "x-tenant-id",
+    "x-jwt-tenant",
+    "x-gateway-route",
+];
+
+/// The config's owned headers and [`IDENTITY_HEADERS`].
+fn attacked_headers(owned: Vec<String>) -> Vec<String> {
+    let mut all: BTreeSet<String> = owned.into_iter().collect();
+    all.extend(IDENTITY_HEADERS.iter().map(|h| h.to_string()));
+    all.into_iter().collect()
+}
+const MIB: usize = 1024 * 1024;
+
+/// A token for user-1 of acme that may read and write orders: the tests below are about what
+/// else a legitimate user can do.
+fn writer_token() -> String {
+    token("user-1", "acme", "orders:read orders:write")
+}
+
+/// Finding 6 and the owned-headers rule, as a config check: one filter, first in the chain,
+/// removes every header the gateway writes for upstreams (from headers and from trailers), and
+/// every header a filter below writes or a rate-limit descriptor reads is on its list.
+#[test]
+fn owned_headers_are_one_list_removed_first_and_cover_every_header_the_gateway_writes() {
+    let gw = GatewayConfig::load();
+    assert_eq!(
+        gw.filter_names().first().map(String::as_str),
+        Some("owned_headers"),
+        "the owned-headers filter must run before every other filter"
+    );
+    let owned: BTreeSet<String> = gw.owned_headers().into_iter().collect();
+    let trailers: BTreeSet<String> = gw.owned_trailers().into_iter().collect();
+    assert_eq!(owned, trailers, "trailers are cleaned of the same headers");
+
+    let mut written = BTreeSet::new();
+    // jwt_auth: the user id, each claim header and the tenant claim header of every provider.
+    written.insert(jwt_auth::config::USER_ID_HEADER.to_string());
+    let jwt = gw.wasm_config("jwt_auth");
+    for provider in jwt["providers"].as_object().unwrap().values() {
+        for mapping in provider["claim_to_headers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            written.insert(lower(&mapping["header_name"]));
+        }
+        for key in ["tenant_header", "forward_payload_header", "plan_header"] {
+            if provider[key].is_string() {
+                written.insert(lower(&provider[key]));
+            }
+        }
+    }
+    // The tenant stage: the tenant (and plan) headers it writes.
+    let tenant = gw.wasm_config("tenant_request");
+    for key in ["tenant_header", "plan_header"] {
+        if tenant[key].is_string() {
+            written.insert(lower(&tenant[key]));
+        }
+    }
+    // transform: every request header a rule sets, adds or renames to.
+    let transform = gw.wasm_config("transform");
+    let rules = transform["rules"].as_array().cloned().unwrap_or_default();
+    for rule in rules.iter().chain(std::iter::once(&transform["default"])) {
+        let headers = &rule["request"]["headers"];
+        for key in ["set", "add"] {
+            for name in headers[key]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k)
+            {
+                written.insert(name.to_ascii_lowercase());
+            }
+        }
+        for target in headers["rename"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, v)| v)
+        {
+            written.insert(lower(target));
+        }
+    }
+    // Rate-limit descriptors: a header a limit keys on must be the gateway's, or a client
+    // picks its own bucket.
+    written.extend(gw.descriptor_headers());
+    let missing: Vec<_> = written.difference(&owned).collect();
+    assert!(
+        missing.is_empty(),
+        "headers the gateway writes or keys limits on, not removed from client input: {missing:?}"
+    );
+}
+
+fn lower(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_ascii_lowercase()
+}
+
+/// Finding 6 (and every owned header): a client's copies of the gateway's headers never reach
+/// an upstream, on any route of the config, over plain requests, WebSocket and gRPC.
+#[tokio::test]
+async fn forged_owned_headers_reach_no_upstream_on_any_route() {
+    let gw = Gateway::start(Opts::default()).await;
+    let owned = attacked_headers(GatewayConfig::load().owned_headers());
+    let mut checked = 0;
+    for route in GatewayConfig::load().routes() {
+        if route.is_direct() {
+            continue;
+        }
+        let seen = if route.is_grpc() {
+            grpc_with_forged_headers(&gw, &owned).await
+        } else if route.is_upgrade() {
+            upgrade_with_forged_headers(&gw, &route, &owned).await
+        } else {
+            http_with_forged_headers(&gw, &route, &owned).await
+        };
+        for name in &owned {
+            let got = seen.get(name).cloned().unwrap_or_default();
+            assert!(
+                !got.contains(FORGED),
+                "{}: the upstream got the client's {name}: {got}",
+                route.describe()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} routes checked");
+}
+
+type Seen = std::collections::HashMap<String, String>;
+
+async fn http_with_forged_headers(gw: &Gateway, route: &Route, owned: &[String]) -> Seen {
+    let ups = [&gw.orders_v1, &gw.orders_v2, &gw.users, &gw.products];
+    let before: Vec<usize> = ups.iter().map(|u| u.requests().len()).collect();
+    let mut req = client()
+        .get(gw.url(&route.sample_path()))
+        .header("host", route.host())
+        .bearer_auth(writer_token());
+    for (name, value) in route.exact_headers() {
+        if !name.starts_with(':') {
+            req = req.header(name, value);
+        }
+    }
+    for name in owned {
+        req = req.header(name.as_str(), FORGED);
+    }
+    let resp = req.send().await.unwrap();
+    if route.cluster().as_deref() == Some("events") {
+        return parse_head(&gw.events.last_head());
+    }
+    assert!(
+        resp.status().is_success(),
+        "{}: {}",
+        route.describe(),
+        resp.status()
+    );
+    let arrived: Vec<Recorded> = ups
+        .iter()
+        .zip(before)
+        .flat_map(|(u, n)| u.requests().into_iter().skip(n))
+        .filter(|r| r.path != "/healthz")
+        .collect();
+    assert_eq!(
+        arrived.len(),
+        1,
+        "{}: one request upstream",
+        route.describe()
+    );
+    arrived[0]
+        .headers
+        .iter()
+        .map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned()))
+        .collect()
+}
+
+async fn upgrade_with_forged_headers(gw: &Gateway, route: &Route, owned: &[String]) -> Seen {
+    let forged: String = owned.iter().map(|n| format!("{n}: {FORGED}\r\n")).collect();
+    let head = format!(
+        "GET {} HTTP/1.1\r\nhost: {}\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
+         sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         authorization: Bearer {}\r\n{forged}\r\n",
+        route.sample_path(),
+        route.host(),
+        writer_token()
+    );
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.envoy.port("gateway")))
+        .await
+        .unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), read_head(&mut conn))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reply.starts_with("http/1.1 101"), "{reply}");
+    parse_head(&gw.events.last_head())
+}
+
+/// Header lines of a lower-cased HTTP/1.1 head.
+fn parse_head(head: &str) -> Seen {
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+async fn grpc_with_forged_headers(gw: &Gateway, owned: &[String]) -> Seen {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let channel = tonic::transport::Endpoint::from_shared(gw.url(""))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(HealthCheckRequest::default());
+    let md = req.metadata_mut();
+    md.insert(
+        "authorization",
+        format!("Bearer {}", writer_token()).parse().unwrap(),
+    );
+    for name in owned {
+        md.insert(
+            tonic::metadata::MetadataKey::from_bytes(name.as_bytes()).unwrap(),
+            FORGED.parse().unwrap(),
+        );
+    }
+    HealthClient::new(channel).check(req).await.unwrap();
+    let seen = gw.grpc.last();
+    owned
+        .iter()
+        .filter_map(|n| {
+            let v = seen.get(n.as_str())?.to_str().ok()?.to_string();
+            Some((n.clone(), v))
+        })
+        .collect()
+}
+
+/// The review's unconfirmed suspicion: HTTP/2 request trailers named like owned headers reach
+/// gRPC upstreams. An h2c upstream records the trailers it gets; the client sends a body with
+/// `x-user-id` and `x-tenant-id` trailers.
+#[tokio::test]
+async fn owned_headers_sent_as_request_trailers_are_removed() {
+    let recorder = TrailerRecorder::start().await;
+    let gw = Gateway::start(Opts {
+        grpc_port: Some(recorder.port),
+        ..Opts::default()
+    })
+    .await;
+    let owned = attacked_headers(GatewayConfig::load().owned_trailers());
+    let mut trailers = hyper::HeaderMap::new();
+    for name in &owned {
+        trailers.insert(
+            hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            FORGED.parse().unwrap(),
+        );
+    }
+    trailers.insert("x-harmless", "kept".parse().unwrap());
+    let status = h2_with_trailers(&gw, "/grpc.health.v1.Health/Check", trailers).await;
+    assert_eq!(status, 200);
+    let got = recorder.last();
+    assert_eq!(
+        got.get("x-harmless").map(String::as_str),
+        Some("kept"),
+        "the trailers arrived at all: {got:?}"
+    );
+    for name in &owned {
+        assert_eq!(got.get(name), None, "trailer {name} reached the upstream");
+    }
+}
+
+/// An HTTP/2 (h2c) gRPC-shaped POST whose body ends with `trailers`. Returns the status.
+async fn h2_with_trailers(gw: &Gateway, path: &str, trailers: hyper::HeaderMap) -> u16 {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+        Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0]))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let body = StreamBody::new(futures_util::stream::iter(frames));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = hyper::Request::post(gw.url(path))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {}", writer_token()))
+        .body(body)
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    status
+}
+
+/// An h2c upstream that records the request trailers of each call and answers gRPC OK.
+struct TrailerRecorder {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TrailerRecorder {
+    async fn start() -> TrailerRecorder {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let store = seen.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let store = store.clone();
+            async move {
+                let collected = req.into_body().collect().await.ok();
+                let trailers = collected
+                    .and_then(|c| c.trailers().cloned())
+                    .unwrap_or_default();
+                store.lock().unwrap().push(
+                    trailers
+                        .iter()
+                        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
+                        .collect(),
+                );
+                axum::response::Response::builder()
+                    .header("content-type", "application/grpc")
+                    .header("grpc-status", "0")
+                    .body(axum::body::Body::empty())
+                    .unwrap()
+            }
+        });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        TrailerRecorder { port, seen, task }
+    }
+
+    fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TrailerRecorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Finding 3: gRPC UNIMPLEMENTED is the client's error. Ten calls to a method that does not
+/// exist, then a healthy call: the backend is still in service and nothing was ejected. The
+/// same for an HTTP service answering 500 to one user's requests.
+#[tokio::test]
+async fn client_errors_never_eject_a_backend() {
+    let gw = Gateway::start(Opts {
+        users: Arc::new(|r: &Recorded| {
+            if r.path.contains("boom") {
+                Reply::text(500, "handler error")
+            } else {
+                Reply::json(200, &json!({"service": "users"}))
+            }
+        }),
+        ..Opts::default()
+    })
+    .await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        let resp = h2
+            .post(gw.url("/grpc.health.v1.Health/NoSuchMethod"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .bearer_auth(writer_token())
+            .body(vec![0u8, 0, 0, 0, 0])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            header(&resp, "grpc-status").as_deref(),
+            Some("12"),
+            "call {i}: UNIMPLEMENTED expected"
+        );
+    }
+    for i in 0..10 {
+        let (status, _) = answer(
+            client()
+                .post(gw.url("/api/users/boom"))
+                .bearer_auth(writer_token())
+                .body("{}"),
+        )
+        .await;
+        assert_eq!(status, 500, "request {i}");
+    }
+    // The ejection would be immediate (consecutive counters); the healthy calls still land.
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let channel = tonic::transport::Endpoint::from_shared(gw.url(""))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(HealthCheckRequest::default());
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", writer_token()).parse().unwrap(),
+    );
+    let reply = HealthClient::new(channel).check(req).await.unwrap();
+    assert_eq!(reply.into_inner().status, 1, "SERVING");
+    assert_eq!(served(gw.get("/api/users/1")).await.0, "users");
+    for cluster in ["grpc_backend", "users"] {
+        let ejected = gw
+            .envoy
+            .stat(&format!(
+                "cluster.{cluster}.outlier_detection.ejections_enforced_total"
+            ))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(ejected, 0, "{cluster} was ejected by client errors");
+    }
+}
+
+/// Finding 4: the 1 MiB body limit holds on every route that is not an upgrade, whatever the
+/// framing: a 1.5 MiB chunked HTTP/1.1 body and an HTTP/2 body without content-length both get
+/// 413, and nothing reaches an upstream.
+#[tokio::test]
+async fn streamed_bodies_over_the_limit_get_413_on_every_route() {
+    let gw = Gateway::start(Opts::default()).await;
+    let port = gw.envoy.port("gateway");
+    let auth = format!("Bearer {}", writer_token());
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let mut checked = 0;
+    for route in GatewayConfig::load().routes() {
+        if route.is_direct() || route.exact_headers().iter().any(|(n, _)| n == ":method") {
+            // Direct answers have no upstream; the upgrade route only takes GET upgrades.
+            continue;
+        }
+        let content_type = if route.is_grpc() {
+            "application/grpc"
+        } else {
+            "application/octet-stream"
+        };
+        let mut headers = vec![
+            ("authorization".to_string(), auth.clone()),
+            ("content-type".to_string(), content_type.to_string()),
+        ];
+        headers.extend(route.exact_headers());
+        let path = if route.is_grpc() {
+            "/grpc.health.v1.Health/Check".to_string()
+        } else {
+            route.sample_path()
+        };
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let head = raw_upload(port, &route.host(), &path, &pairs, MIB + MIB / 2, true).await;
+        assert_too_large(&route, &head, "chunked HTTP/1.1");
+
+        let chunks = (0..24).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 64 * 1024])));
+        let mut req =
+            h2.post(gw.url(&path))
+                .header("host", route.host())
+                .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                    chunks,
+                )));
+        for (name, value) in &headers {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        let resp = req.send().await.unwrap();
+        let head = format!(
+            "http/2 {}\r\n{}",
+            resp.status().as_u16(),
+            resp.headers()
+                .iter()
+                .map(|(n, v)| format!("{n}: {}\r\n", v.to_str().unwrap_or("")))
+                .collect::<String>()
+        );
+        assert_too_large(&route, &head, "HTTP/2 without content-length");
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} routes checked");
+    for up in [&gw.orders_v1, &gw.orders_v2, &gw.users, &gw.products] {
+        assert!(
+            api_requests(up).iter().all(|r| r.body.len() <= MIB),
+            "an oversize body reached an upstream"
+        );
+    }
+}
+
+/// A 413 -- or, to a gRPC request, Envoy's translation of the local 413 into a gRPC error.
+fn assert_too_large(route: &Route, head: &str, what: &str) {
+    let head = head.to_ascii_lowercase();
+    let status = status_of(&head);
+    if route.is_grpc() {
+        assert!(
+            status == 200 && head.contains("grpc-message: payload too large"),
+            "{}: {what}: {head}",
+            route.describe()
+        );
+    } else {
+        assert_eq!(status, 413, "{}: {what}: {head}", route.describe());
+    }
+}
+
+/// Finding 5: methods are case-sensitive. HTTP/2 lets a client send `get`; with a read-only
+/// token that must not pass as GET (the read rule): it falls to the strictest rule and is
+/// refused, and the orders service never sees it.
+#[tokio::test]
+async fn lower_case_methods_do_not_pass_as_get() {
+    let gw = Gateway::start(Opts::default()).await;
+    let port = gw.envoy.port("gateway");
+    // Over HTTP/2 the host is the URL's authority: both names resolve to the gateway.
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .resolve("orders.api.localhost", loopback)
+        .resolve("gateway.localhost", loopback)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let reader = token("user-1", "acme", "orders:read");
+    let before = api_requests(&gw.orders_v1).len() + api_requests(&gw.orders_v2).len();
+    for method in ["get", "Get", "gET", "head"] {
+        for (host, path) in [
+            ("gateway.localhost", "/api/orders/1"),
+            ("orders.api.localhost", "/orders/1"),
+        ] {
+            let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let resp = h2
+                .request(m, format!("http://{host}:{port}{path}"))
+                .bearer_auth(&reader)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            assert!(
+                status == 403 || status == 400,
+                "{method} {host}{path} with a read-only token: {status}"
+            );
+        }
+    }
+    // The same token reads with GET.
+    let resp = h2
+        .get(gw.url("/api/orders/1"))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let after = api_requests(&gw.orders_v1).len() + api_requests(&gw.orders_v2).len();
+    assert_eq!(after, before + 1, "only the GET reached the orders service");
+}
+
+/// Finding 9: the cache is turned on by the catalog route itself, so a host spelled in upper
+/// case or with a trailing dot cannot make a route the cache should skip cacheable. The orders
+/// service marks its answers `public, max-age=60`; a second tenant still gets its own answer.
+#[tokio::test]
+async fn host_spelling_cannot_make_a_route_cacheable() {
+    let cacheable = |name: &'static str| -> Handler {
+        Arc::new(move |r: &Recorded| {
+            Reply::json(
+                200,
+                &json!({"service": name, "path": r.path, "tenant": r.header("x-tenant-id")}),
+            )
+            .header("cache-control", "public, max-age=60")
+        })
+    };
+    let gw = Gateway::start(Opts {
+        orders_v1: cacheable("orders-v1"),
+        orders_v2: cacheable("orders-v2"),
+        ..Opts::default()
+    })
+    .await;
+    for host in [
+        "ORDERS.API.LOCALHOST",
+        "orders.api.localhost.",
+        "Orders.Api.Localhost",
+    ] {
+        for path in ["/api/catalog/1", "/orders/1"] {
+            for tenant in ["acme", "globex", "acme", "globex"] {
+                let resp = client()
+                    .get(gw.url(path))
+                    .header("host", host)
+                    .bearer_auth(token("user-1", tenant, "orders:read"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200, "{host}{path}");
+                assert_eq!(
+                    header(&resp, "age"),
+                    None,
+                    "{host}{path}: served from cache"
+                );
+                let body: Value = resp.json().await.unwrap();
+                assert!(
+                    body["service"].as_str().unwrap().starts_with("orders-"),
+                    "{host}{path} was not routed to orders: {body}"
+                );
+                assert_eq!(body["tenant"], tenant, "{host}{path}");
+            }
+        }
+    }
+    // Every cache-enabled route is on the api host and is a GET-only catalog read.
+    let cached: Vec<Route> = GatewayConfig::load()
+        .routes()
+        .into_iter()
+        .filter(Route::enables_cache)
+        .collect();
+    assert!(!cached.is_empty());
+    for route in &cached {
+        assert_ne!(route.vhost, "orders_host", "{}", route.describe());
+    }
+}
