@@ -618,9 +618,11 @@ async fn revocation_through_the_real_service() {
         .await
         .unwrap();
 
-    // An operator revokes the stolen token (HTTP on the service's loopback admin port).
+    // An operator revokes the stolen token (HTTP on the service's loopback admin port, with
+    // the operator's bearer token).
     let resp = client()
         .post(rls.http_url("/revocations"))
+        .bearer_auth(rls.revocation_token().unwrap())
         .json(&json!({"issuer": "https://idp", "jti": "stolen-1", "expires_at": t0 + 600}))
         .send()
         .await
