@@ -5,7 +5,7 @@
 //!
 //! * [`server`] — `run(listeners, settings, shutdown)`: the gRPC edge (protobuf <-> limiter
 //!   types, errors -> `tonic::Status`), grpc.health.v1, the HTTP port (`/healthz`, `/ready`,
-//!   `/metrics`, operator `/revocations`) and config hot reload.
+//!   `/metrics`, operator `/revocations` behind a bearer token) and config hot reload.
 //! * [`limiter`] — the decision in plain code: match descriptors, build bucket keys, consult the
 //!   [`local_cache`] of empty buckets, call the store once, assemble statuses and headers.
 //! * [`config`] — YAML parsing and validation into a typed descriptor tree; [`keys`] — the one
@@ -27,4 +27,6 @@ pub mod revocation;
 pub mod server;
 pub mod storage;
 
-pub use server::{run, Listeners, ServerError, Settings, StoreSettings};
+pub use server::{
+    run, Listeners, RevocationAccess, ServerError, Settings, StoreSettings, TokenError,
+};

@@ -4,15 +4,16 @@
 
 mod operator;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use operator::Command;
 use ratelimit_service::config::Config;
 use ratelimit_service::revocation::DEFAULT_MAX_ENTRIES;
-use ratelimit_service::{run, Listeners, Settings, StoreSettings};
+use ratelimit_service::{run, Listeners, RevocationAccess, Settings, StoreSettings};
+use std::ffi::OsString;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[global_allocator]
@@ -72,7 +73,20 @@ struct Args {
     /// Most live token revocations kept; a new one past this is refused (RESOURCE_EXHAUSTED).
     #[arg(long, env = "RLS_REVOCATION_MAX_ENTRIES", default_value_t = DEFAULT_MAX_ENTRIES)]
     revocation_max_entries: usize,
+    /// File holding the bearer token of the HTTP revocation API (POST /revocations; GET too,
+    /// unless --revocation-read-public), at least 16 printable characters. Or put the token in
+    /// the RLS_REVOCATION_TOKEN environment variable (not a flag: argv is visible to every user).
+    /// Without either, POST /revocations is refused (403).
+    #[arg(long, env = "RLS_REVOCATION_TOKEN_FILE", value_name = "PATH")]
+    revocation_token_file: Option<PathBuf>,
+    /// Serve GET /revocations without the token (the revoked jtis are then visible to whoever
+    /// reaches the HTTP port); writes still need it.
+    #[arg(long, env = "RLS_REVOCATION_READ_PUBLIC")]
+    revocation_read_public: bool,
 }
+
+/// The token's environment variable (a value, unlike `--revocation-token-file`'s path).
+const TOKEN_ENV: &str = "RLS_REVOCATION_TOKEN";
 
 /// `250us`, `20ms`, `1s`, `2m`; a bare number is milliseconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -96,6 +110,40 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         }
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+/// Who may use the HTTP revocation API: the token from `--revocation-token-file` or from
+/// [`TOKEN_ENV`] (not both), or none. An unusable token is an error naming where it came from.
+/// An empty variable counts as unset, as clap treats every other `RLS_*` variable (so
+/// `RLS_REVOCATION_TOKEN: ${RLS_REVOCATION_TOKEN:-}` in docker-compose leaves the API disabled).
+fn revocation_access(
+    token_file: Option<&Path>,
+    token_env: Option<OsString>,
+    read_public: bool,
+) -> Result<RevocationAccess> {
+    let token_env = token_env.filter(|value| !value.is_empty());
+    let access = match (token_file, token_env) {
+        (Some(_), Some(_)) => bail!(
+            "--revocation-token-file (RLS_REVOCATION_TOKEN_FILE) and {TOKEN_ENV} are both set; \
+             set one"
+        ),
+        (Some(path), None) => {
+            let file = path.display();
+            let token = std::fs::read_to_string(path).map_err(|err| {
+                anyhow!("--revocation-token-file {file}: cannot read the token file: {err}")
+            })?;
+            RevocationAccess::with_token(&token)
+                .map_err(|err| anyhow!("--revocation-token-file {file}: {err}"))?
+        }
+        (None, Some(token)) => {
+            let token = token
+                .into_string()
+                .map_err(|_| anyhow!("{TOKEN_ENV}: the token is not UTF-8"))?;
+            RevocationAccess::with_token(&token).map_err(|err| anyhow!("{TOKEN_ENV}: {err}"))?
+        }
+        (None, None) => RevocationAccess::disabled(),
+    };
+    Ok(access.with_public_reads(read_public))
 }
 
 fn init_tracing(format: LogFormat) {
@@ -169,6 +217,11 @@ async fn serve(args: Args) -> Result<()> {
     let Some(config_path) = args.config else {
         bail!("--config is required");
     };
+    let revocation_access = revocation_access(
+        args.revocation_token_file.as_deref(),
+        std::env::var_os(TOKEN_ENV),
+        args.revocation_read_public,
+    )?;
     let grpc = tokio::net::TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("binding gRPC address {}", args.grpc_addr))?;
@@ -197,6 +250,7 @@ async fn serve(args: Args) -> Result<()> {
         ratelimit_headers: args.ratelimit_headers,
         reload_interval: args.reload_interval,
         revocation_max_entries: args.revocation_max_entries,
+        revocation_access,
         ..Settings::new(config_path, store)
     };
     run(Listeners { grpc, http }, settings, shutdown)
@@ -216,6 +270,57 @@ mod tests {
         assert_eq!(parse_duration("15"), Ok(Duration::from_millis(15)));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn the_revocation_token_comes_from_a_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "0123456789abcdef0123\n").unwrap();
+        let from_file = revocation_access(Some(&file), None, false).unwrap();
+        assert!(from_file.token_configured());
+        assert!(!from_file.reads_public());
+        let from_env = revocation_access(None, Some("0123456789abcdef0123".into()), true).unwrap();
+        assert!(from_env.token_configured());
+        assert!(from_env.reads_public());
+        let none = revocation_access(None, None, false).unwrap();
+        assert!(!none.token_configured());
+
+        let err = |file: Option<&Path>, env: Option<&str>| {
+            format!(
+                "{:#}",
+                revocation_access(file, env.map(OsString::from), false).unwrap_err()
+            )
+        };
+        let both = err(Some(&file), Some("0123456789abcdef0123"));
+        assert!(both.contains("both set"), "{both}");
+        let missing = dir.path().join("missing");
+        let unreadable = err(Some(&missing), None);
+        assert!(
+            unreadable.starts_with(&format!(
+                "--revocation-token-file {}: cannot read the token file",
+                missing.display()
+            )),
+            "{unreadable}"
+        );
+        std::fs::write(&file, "\n").unwrap();
+        assert_eq!(
+            err(Some(&file), None),
+            format!(
+                "--revocation-token-file {}: the token is empty",
+                file.display()
+            )
+        );
+        assert_eq!(
+            err(None, Some(" \n")),
+            "RLS_REVOCATION_TOKEN: the token is empty"
+        );
+        let unset = revocation_access(None, Some(OsString::new()), false).unwrap();
+        assert!(!unset.token_configured(), "empty is unset, like clap's env");
+        assert_eq!(
+            err(None, Some("short")),
+            "RLS_REVOCATION_TOKEN: the token is 5 characters; it must be at least 16"
+        );
     }
 
     #[test]

@@ -463,3 +463,498 @@ async fn redis_keys_follow_the_documented_scheme_and_expire() {
     let next = revoke(&store, "https://idp", "def", until).await;
     assert!(next.version > revoked.version);
 }
+
+// ---- The HTTP API's access control: the service in process on port 0 (and the real binary
+// for its log and its startup errors). ----
+
+mod http_access {
+    use super::{eventually, now};
+    use ratelimit_service::{
+        run, Listeners, RevocationAccess, ServerError, Settings, StoreSettings,
+    };
+    use std::io::BufRead as _;
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::oneshot;
+    use tokio::task::JoinHandle;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/valid");
+    const TOKEN: &str = "revocation-test-token-5f0c2a9d81e4b7";
+    /// As long as TOKEN and sharing its first half: only the digest comparison tells them apart.
+    const WRONG_SAME_LENGTH: &str = "revocation-test-token-00000000000000";
+
+    fn bearer(token: &str) -> String {
+        format!("Authorization: Bearer {token}")
+    }
+
+    /// The service in process (memory store) with the fixture config.
+    struct Service {
+        http: SocketAddr,
+        stop: Option<oneshot::Sender<()>>,
+        task: JoinHandle<Result<(), ServerError>>,
+    }
+
+    impl Service {
+        async fn start(access: RevocationAccess) -> Service {
+            let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let http_addr = http.local_addr().unwrap();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let settings = Settings {
+                revocation_access: access,
+                ..Settings::new(Path::new(FIXTURES), StoreSettings::Memory)
+            };
+            let task = tokio::spawn(run(Listeners { grpc, http }, settings, async move {
+                let _ = stopped.await;
+            }));
+            Service {
+                http: http_addr,
+                stop: Some(stop),
+                task,
+            }
+        }
+
+        async fn send(&self, method: &str, path: &str, headers: &[&str], body: &str) -> Reply {
+            send(self.http, method, path, headers, body).await
+        }
+
+        /// `ratelimit_revocations_added_total`: what the refused requests did not change.
+        async fn added(&self) -> u64 {
+            let metrics = self.send("GET", "/metrics", &[], "").await.body;
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("ratelimit_revocations_added_total "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no ratelimit_revocations_added_total in\n{metrics}"))
+        }
+
+        async fn shutdown(mut self) {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+                .await
+                .expect("graceful shutdown within 5 s")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    #[derive(Debug)]
+    struct Reply {
+        status: u16,
+        /// The header block, names lowercased.
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Reply {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        }
+
+        fn json(&self) -> serde_json::Value {
+            serde_json::from_str(&self.body)
+                .unwrap_or_else(|e| panic!("{e}: {} {}", self.status, self.body))
+        }
+
+        /// 401, `{"error":"unauthorized",...}` and a Bearer challenge.
+        fn assert_unauthorized(&self, what: &str) {
+            assert_eq!(self.status, 401, "{what}: {self:?}");
+            assert_eq!(self.json()["error"], "unauthorized", "{what}: {self:?}");
+            let challenge = self.header("www-authenticate").unwrap_or_default();
+            assert!(challenge.starts_with("Bearer"), "{what}: {self:?}");
+        }
+    }
+
+    /// One HTTP/1.1 request on a fresh connection, with extra header lines (`name: value`).
+    async fn send(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: &str,
+    ) -> Reply {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for header in headers {
+            request.push_str(header);
+            request.push_str("\r\n");
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response).await;
+        let response = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Reply {
+            status,
+            headers,
+            body: body.to_owned(),
+        }
+    }
+
+    fn revoke_body(jti: &str) -> String {
+        format!(
+            r#"{{"issuer":"https://idp","jti":"{jti}","expires_at":{}}}"#,
+            now() + 600
+        )
+    }
+
+    /// Nobody configured a credential: writes (and, not being public, reads) are refused with a
+    /// JSON body saying why; the service still runs and its probes answer.
+    #[tokio::test]
+    async fn without_a_configured_credential_writes_are_refused_and_probes_answer() {
+        let service = Service::start(RevocationAccess::disabled()).await;
+        for auth in [&[][..], &[bearer(TOKEN).as_str()][..]] {
+            let post = service
+                .send("POST", "/revocations", auth, &revoke_body("dos"))
+                .await;
+            assert_eq!(post.status, 403, "{post:?}");
+            assert_eq!(post.json()["error"], "revocation_api_disabled", "{post:?}");
+            let message = post.json()["message"].as_str().unwrap().to_owned();
+            assert!(message.contains("no credential is configured"), "{message}");
+            let get = service.send("GET", "/revocations", auth, "").await;
+            assert_eq!(get.status, 403, "{get:?}");
+            assert_eq!(get.json()["error"], "revocation_api_disabled", "{get:?}");
+        }
+        for probe in ["/healthz", "/ready", "/metrics"] {
+            let reply = service.send("GET", probe, &[], "").await;
+            assert_eq!(reply.status, 200, "{probe}: {reply:?}");
+        }
+        assert_eq!(service.added().await, 0, "nothing was revoked");
+        service.shutdown().await;
+    }
+
+    /// POST and GET: no credential 401, a wrong one 401, the token 200; refusals change nothing.
+    #[tokio::test]
+    async fn writes_and_reads_need_the_bearer_token() {
+        let service = Service::start(RevocationAccess::with_token(TOKEN).unwrap()).await;
+        let wrong = [
+            ("no credential", vec![]),
+            (
+                "a wrong token of the same length",
+                vec![bearer(WRONG_SAME_LENGTH)],
+            ),
+            ("a prefix of the token", vec![bearer(&TOKEN[..20])]),
+            ("the token and more", vec![bearer(&format!("{TOKEN}0"))]),
+            (
+                "another scheme",
+                vec![format!("Authorization: Basic {TOKEN}")],
+            ),
+            ("the bare token", vec![format!("Authorization: {TOKEN}")]),
+            ("the token twice", vec![bearer(TOKEN), bearer(TOKEN)]),
+            ("the token elsewhere", vec![format!("X-Api-Key: {TOKEN}")]),
+        ];
+        for (what, headers) in &wrong {
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            service
+                .send("POST", "/revocations", &headers, &revoke_body("dos"))
+                .await
+                .assert_unauthorized(&format!("POST with {what}"));
+            service
+                .send("GET", "/revocations", &headers, "")
+                .await
+                .assert_unauthorized(&format!("GET with {what}"));
+        }
+        let missing = service.send("POST", "/revocations", &[], "").await;
+        assert_eq!(
+            missing.header("www-authenticate"),
+            Some(r#"Bearer realm="ratelimit-service""#)
+        );
+        let wrong = service
+            .send("GET", "/revocations", &[&bearer(WRONG_SAME_LENGTH)], "")
+            .await;
+        assert_eq!(
+            wrong.header("www-authenticate"),
+            Some(r#"Bearer realm="ratelimit-service", error="invalid_token""#)
+        );
+        assert_eq!(service.added().await, 0, "no refused write got through");
+
+        let post = service
+            .send(
+                "POST",
+                "/revocations",
+                &[&bearer(TOKEN)],
+                &revoke_body("ok"),
+            )
+            .await;
+        assert_eq!(post.status, 200, "{post:?}");
+        assert!(post.json()["version"].as_u64().unwrap() > 0);
+        // The scheme is case-insensitive (RFC 7235).
+        let lower = format!("authorization: bearer {TOKEN}");
+        let get = service.send("GET", "/revocations", &[&lower], "").await;
+        assert_eq!(get.status, 200, "{get:?}");
+        assert_eq!(get.json()["revocations"][0]["jti"], "ok", "{get:?}");
+        assert_eq!(get.json()["revocations"].as_array().unwrap().len(), 1);
+        // Unrouted methods stay 405; the probes stay open.
+        let put = service.send("PUT", "/revocations", &[], "").await;
+        assert_eq!(put.status, 405, "{put:?}");
+        for probe in ["/healthz", "/ready", "/metrics"] {
+            assert_eq!(
+                service.send("GET", probe, &[], "").await.status,
+                200,
+                "{probe}"
+            );
+        }
+        assert_eq!(service.added().await, 1);
+        service.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn public_reads_leave_writes_behind_the_token() {
+        let access = RevocationAccess::with_token(TOKEN)
+            .unwrap()
+            .with_public_reads(true);
+        let service = Service::start(access).await;
+        service
+            .send("POST", "/revocations", &[], &revoke_body("dos"))
+            .await
+            .assert_unauthorized("POST without a credential");
+        service
+            .send(
+                "POST",
+                "/revocations",
+                &[&bearer(WRONG_SAME_LENGTH)],
+                &revoke_body("dos"),
+            )
+            .await
+            .assert_unauthorized("POST with a wrong token");
+        let post = service
+            .send(
+                "POST",
+                "/revocations",
+                &[&bearer(TOKEN)],
+                &revoke_body("ok"),
+            )
+            .await;
+        assert_eq!(post.status, 200, "{post:?}");
+        let get = service.send("GET", "/revocations?since=0", &[], "").await;
+        assert_eq!(get.status, 200, "{get:?}");
+        assert_eq!(get.json()["revocations"].as_array().unwrap().len(), 1);
+
+        // Public reads with no token at all: reads answer, writes stay disabled.
+        let service_without =
+            Service::start(RevocationAccess::disabled().with_public_reads(true)).await;
+        let get = service_without.send("GET", "/revocations", &[], "").await;
+        assert_eq!(get.status, 200, "{get:?}");
+        let post = service_without
+            .send(
+                "POST",
+                "/revocations",
+                &[&bearer(TOKEN)],
+                &revoke_body("dos"),
+            )
+            .await;
+        assert_eq!(post.status, 403, "{post:?}");
+        service.shutdown().await;
+        service_without.shutdown().await;
+    }
+
+    /// Kills the service if a test fails before it is done with it.
+    struct KillOnDrop(std::process::Child);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// The real binary (memory store, JSON logs on stderr into `log`) with extra flags.
+    fn binary(args: &[&str], log: &Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ratelimit-service"));
+        cmd.args(["--store", "memory", "--log-format", "json"])
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--config", FIXTURES])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("RLS_REVOCATION_TOKEN")
+            .env_remove("RLS_REVOCATION_TOKEN_FILE")
+            .env_remove("RLS_REVOCATION_READ_PUBLIC")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap());
+        cmd
+    }
+
+    /// A refused request is logged (warn, with the peer address) and the log holds neither the
+    /// credential presented nor the configured token.
+    #[tokio::test]
+    async fn refused_requests_are_logged_with_the_peer_and_without_the_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        let log = dir.path().join("stderr.log");
+        let token_arg = token_file.to_str().unwrap();
+        let mut child = KillOnDrop(
+            binary(&["--revocation-token-file", token_arg], &log)
+                .spawn()
+                .unwrap(),
+        );
+        let mut line = String::new();
+        std::io::BufReader::new(child.0.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addrs: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let http: SocketAddr = addrs["http_addr"].as_str().unwrap().parse().unwrap();
+
+        const PRESENTED: &str = "attacker-guess-MUST-NOT-BE-LOGGED-7731";
+        send(
+            http,
+            "POST",
+            "/revocations",
+            &[&bearer(PRESENTED)],
+            &revoke_body("x"),
+        )
+        .await
+        .assert_unauthorized("the guess");
+        send(
+            http,
+            "GET",
+            "/revocations",
+            &[&format!("Authorization: Basic {PRESENTED}")],
+            "",
+        )
+        .await
+        .assert_unauthorized("another scheme");
+        let ok = send(
+            http,
+            "POST",
+            "/revocations",
+            &[&bearer(TOKEN)],
+            &revoke_body("y"),
+        )
+        .await;
+        assert_eq!(ok.status, 200, "{ok:?}");
+
+        let text = eventually("both refusals in the log", Duration::from_secs(10), || {
+            let log = log.clone();
+            async move {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                (text.matches("revocation API request refused").count() >= 2
+                    && text.contains("token revoked"))
+                .then_some(text)
+            }
+        })
+        .await;
+        let refusals: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| l.contains("revocation API request refused"))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let reasons: Vec<&str> = refusals
+            .iter()
+            .map(|r| r["fields"]["reason"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "wrong bearer token",
+                "Authorization is not one `Bearer <token>` header"
+            ]
+        );
+        for refusal in &refusals {
+            assert_eq!(refusal["level"], "WARN", "{refusal}");
+            let peer = refusal["fields"]["peer"].as_str().unwrap();
+            assert!(peer.starts_with("127.0.0.1:"), "{refusal}");
+        }
+        assert!(
+            !text.contains(PRESENTED),
+            "the presented credential is logged:\n{text}"
+        );
+        assert!(!text.contains(TOKEN), "the token is logged:\n{text}");
+        assert!(
+            text.contains("HTTP revocation API: bearer token required"),
+            "{text}"
+        );
+    }
+
+    /// A token file that is empty, too short or unreadable stops the service before it listens,
+    /// with a message naming the flag; so do a blank RLS_REVOCATION_TOKEN and both at once.
+    #[test]
+    fn an_unusable_token_stops_startup_naming_where_it_came_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("stderr.log");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let short = dir.path().join("short");
+        std::fs::write(&short, "abc").unwrap();
+        let good = dir.path().join("good");
+        std::fs::write(&good, TOKEN).unwrap();
+        let missing = dir.path().join("missing");
+        let path = |p: &Path| p.to_str().unwrap().to_owned();
+        let cases: Vec<(Vec<String>, Option<&str>, String)> = vec![
+            (
+                vec!["--revocation-token-file".into(), path(&empty)],
+                None,
+                format!(
+                    "--revocation-token-file {}: the token is empty",
+                    path(&empty)
+                ),
+            ),
+            (
+                vec!["--revocation-token-file".into(), path(&short)],
+                None,
+                format!(
+                    "--revocation-token-file {}: the token is 3 characters; it must be at least 16",
+                    path(&short)
+                ),
+            ),
+            (
+                vec!["--revocation-token-file".into(), path(&missing)],
+                None,
+                format!(
+                    "--revocation-token-file {}: cannot read the token file",
+                    path(&missing)
+                ),
+            ),
+            (
+                vec![],
+                Some("  "),
+                "RLS_REVOCATION_TOKEN: the token is empty".into(),
+            ),
+            (
+                vec!["--revocation-token-file".into(), path(&good)],
+                Some(TOKEN),
+                "are both set".into(),
+            ),
+        ];
+        for (args, env, expected) in cases {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut cmd = binary(&args, &log);
+            if let Some(token) = env {
+                cmd.env("RLS_REVOCATION_TOKEN", token);
+            }
+            let output = cmd.output().unwrap();
+            let stderr = std::fs::read_to_string(&log).unwrap();
+            assert!(!output.status.success(), "{args:?} started");
+            assert!(output.stdout.is_empty(), "{args:?}: it listened");
+            assert!(
+                stderr.contains(&expected),
+                "{args:?}: {expected:?} not in {stderr}"
+            );
+            assert!(!stderr.contains(TOKEN), "{stderr}");
+        }
+    }
+}

@@ -16,7 +16,7 @@ use ratelimit_service::proto::revocation::{
 use ratelimit_service::proto::rls::rate_limit_response::Code;
 use ratelimit_service::proto::rls::rate_limit_service_client::RateLimitServiceClient;
 use ratelimit_service::proto::rls::{RateLimitRequest, RateLimitResponse};
-use ratelimit_service::{run, Listeners, ServerError, Settings, StoreSettings};
+use ratelimit_service::{run, Listeners, RevocationAccess, ServerError, Settings, StoreSettings};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -36,6 +36,14 @@ descriptors:
   - key: hot
     rate_limit: { unit: second, requests_per_unit: 100, burst: 20 }
 "#;
+
+/// The HTTP revocation API's bearer token in these tests (every HTTP request here carries it;
+/// tests/revocation.rs covers requests without it).
+const REVOCATION_TOKEN: &str = "service-test-revocation-token-0123456789";
+
+fn revocation_access() -> RevocationAccess {
+    RevocationAccess::with_token(REVOCATION_TOKEN).unwrap()
+}
 
 struct Service {
     grpc: SocketAddr,
@@ -131,11 +139,13 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     http_request(addr, "GET", path, "").await
 }
 
-/// One HTTP/1.1 request on a fresh connection; the body is sent as is (no content type).
+/// One HTTP/1.1 request on a fresh connection with the revocation token; the body is sent as
+/// is (no content type).
 async fn http_request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+         Authorization: Bearer {REVOCATION_TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -196,6 +206,7 @@ fn memory_settings(dir: &Path) -> Settings {
     let path = write_config(dir, CONFIG);
     Settings {
         reload_interval: Duration::from_millis(50),
+        revocation_access: revocation_access(),
         ..Settings::new(path, StoreSettings::Memory)
     }
 }
@@ -739,7 +750,10 @@ async fn revocations_in_redis_are_shared_survive_a_flush_and_fail_fast_when_redi
     let mut redis = redis_fixture::RedisServer::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), CONFIG);
-    let settings = Settings::new(path, StoreSettings::Redis { url: redis.url() });
+    let settings = Settings {
+        revocation_access: revocation_access(),
+        ..Settings::new(path, StoreSettings::Redis { url: redis.url() })
+    };
     let a = Service::start(settings.clone()).await;
     let b = Service::start(settings).await;
     let (mut via_a, mut via_b) = (a.revocations().await, b.revocations().await);
@@ -836,6 +850,8 @@ async fn binary_serves_revocations_to_the_cli_and_over_http() {
             .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .arg("--config")
             .arg(fixtures.join("valid"))
+            .env("RLS_REVOCATION_TOKEN", REVOCATION_TOKEN)
+            .env_remove("RLS_REVOCATION_TOKEN_FILE")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -11,7 +11,7 @@
 
 use crate::envoy::{Envoy, EnvoyBuilder};
 use crate::process::Process;
-use crate::ratelimit::RateLimitService;
+use crate::ratelimit::{self, RateLimitService};
 use crate::redis::RedisServer;
 use crate::{template, tools, wait};
 use anyhow::{anyhow, bail, Context, Result};
@@ -347,9 +347,13 @@ impl Demo {
         progress(&format!("ratelimit-service with {RLS_CONFIG}"));
         let rls_yaml = std::fs::read_to_string(tools::repo_root().join(RLS_CONFIG))
             .with_context(|| format!("reading {RLS_CONFIG}"))?;
+        // The revocation API's bearer token: fresh for this run, in a file (never printed).
+        let token_file = dir.path().join(ratelimit::REVOCATION_TOKEN_FILE);
+        ratelimit::write_revocation_token(&token_file)?;
         let rls = RateLimitService::builder(&redis.url())
             .config("edge.yaml", &rls_yaml)
             .ports(ports.rls_grpc, ports.rls_http)
+            .revocation_token_file(&token_file)
             .start()
             .await
             .context(
@@ -532,7 +536,12 @@ impl Demo {
             (
                 "ratelimit-http".into(),
                 format!("http://127.0.0.1:{}", p.rls_http),
-                "its /healthz, /ready, /metrics".into(),
+                "its /healthz, /ready, /metrics; /revocations (token below)".into(),
+            ),
+            (
+                "ratelimit-token".into(),
+                self.revocation_token_file().display().to_string(),
+                "bearer token of /revocations (a file, made for this run)".into(),
             ),
             (
                 "redis".into(),
@@ -542,7 +551,8 @@ impl Demo {
         ]);
         let mut out = String::new();
         for (label, addr, what) in rows {
-            let _ = writeln!(out, "  {label:<16}{addr:<32}{what}");
+            // At least one space after the address: a long one (the token file) must stay a word.
+            let _ = writeln!(out, "  {label:<16}{addr:<31} {what}");
         }
         let auth = "-H \"authorization: Bearer $TOKEN\"";
         format!(
@@ -603,6 +613,11 @@ Paste these into another shell:
      curl -s 'http://127.0.0.1:{admin}/stats?filter=wasmcustom'
      tail -n 3 {dir}/access.log
 
+10. The rate-limit service's revocation API is for operators: 401 without its bearer token,
+    the (empty) list with it:
+     curl -s http://127.0.0.1:{rls_http}/revocations
+     curl -s -H "authorization: Bearer $(cat {token_file})" http://127.0.0.1:{rls_http}/revocations
+
 Ctrl-C stops every process.
 "#,
             users = p.users,
@@ -610,8 +625,23 @@ Ctrl-C stops every process.
             gwp = p.gateway,
             tls = p.gateway_tls,
             admin = p.admin,
+            rls_http = p.rls_http,
+            token_file = self.revocation_token_file().display(),
         )
     }
+
+    /// The file holding the rate-limit service's revocation token (in the demo's directory).
+    pub fn revocation_token_file(&self) -> PathBuf {
+        self.dir.path().join(ratelimit::REVOCATION_TOKEN_FILE)
+    }
+}
+
+/// The revocation token file a banner names (its `ratelimit-token` line).
+pub fn banner_revocation_token_file(banner: &str) -> Option<PathBuf> {
+    banner.lines().find_map(|line| {
+        let rest = line.strip_prefix("  ratelimit-token")?;
+        rest.split_whitespace().next().map(PathBuf::from)
+    })
 }
 
 /// The `label address` lines of a banner (the test reads the ports from them).

@@ -4,17 +4,55 @@
 //! line on stdout; the fixture reads that line, then waits for `/healthz`. Its config files live
 //! in a private directory (`--config <dir>`) that a test rewrites for hot reload. Stderr goes to
 //! a log file printed when a test fails; the process gets SIGTERM (then SIGKILL) on drop.
+//!
+//! The HTTP revocation API (`/revocations`) needs a bearer token: by default the fixture
+//! generates a random one per service into a file in its private directory and passes
+//! `--revocation-token-file`; [`RateLimitService::revocation_token`] and
+//! [`RateLimitService::revoke`] use it.
 
 use crate::process::Process;
 use crate::tools;
 use crate::wait;
 use anyhow::{anyhow, bail, Context, Result};
+use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The file name of a generated revocation token (in the fixture's or the demo's directory).
+pub const REVOCATION_TOKEN_FILE: &str = "revocation-token";
+
+/// Where the service's revocation token comes from.
+enum RevocationToken {
+    /// A fresh random token in the fixture's directory.
+    Generate,
+    /// A file the caller wrote (e.g. with [`write_revocation_token`]).
+    File(PathBuf),
+    /// None: the service refuses `POST /revocations` (403).
+    None,
+}
+
+/// Writes a fresh random token (32 bytes from /dev/urandom, hex) to `path`, readable by its
+/// owner only, and returns it. Test and demo credentials are made at run time, never committed.
+pub fn write_revocation_token(path: &Path) -> Result<String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{token}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
+}
 
 /// What to start: config files (name, YAML), the Redis URL and extra flags.
 pub struct RateLimitServiceBuilder {
@@ -23,6 +61,7 @@ pub struct RateLimitServiceBuilder {
     grpc_addr: String,
     http_addr: String,
     extra_args: Vec<String>,
+    revocation_token: RevocationToken,
 }
 
 impl RateLimitServiceBuilder {
@@ -33,7 +72,21 @@ impl RateLimitServiceBuilder {
             grpc_addr: "127.0.0.1:0".to_string(),
             http_addr: "127.0.0.1:0".to_string(),
             extra_args: Vec::new(),
+            revocation_token: RevocationToken::Generate,
         }
+    }
+
+    /// The revocation token is in this file (instead of a generated one in the fixture's
+    /// directory); it must outlive the service.
+    pub fn revocation_token_file(mut self, path: &Path) -> Self {
+        self.revocation_token = RevocationToken::File(path.to_path_buf());
+        self
+    }
+
+    /// No revocation token: `POST /revocations` is refused (403).
+    pub fn without_revocation_token(mut self) -> Self {
+        self.revocation_token = RevocationToken::None;
+        self
     }
 
     /// A file in the config directory (e.g. `("edge.yaml", yaml)`).
@@ -55,6 +108,12 @@ impl RateLimitServiceBuilder {
         self
     }
 
+    /// Extra command-line flags, in order.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra_args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
     /// Starts the service, learns its ports and waits until `/healthz` answers.
     pub async fn start(self) -> Result<RateLimitService> {
         let bin = tools::dist_bin("ratelimit-service")?;
@@ -67,6 +126,32 @@ impl RateLimitServiceBuilder {
         let log_path = dir.path().join("ratelimit-service.log");
         let stderr = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(&bin);
+        // Only what this builder says: none of the runner's revocation settings.
+        for var in [
+            "RLS_REVOCATION_TOKEN",
+            "RLS_REVOCATION_TOKEN_FILE",
+            "RLS_REVOCATION_READ_PUBLIC",
+        ] {
+            cmd.env_remove(var);
+        }
+        let token_file = match self.revocation_token {
+            RevocationToken::Generate => {
+                let path = dir.path().join(REVOCATION_TOKEN_FILE);
+                write_revocation_token(&path)?;
+                Some(path)
+            }
+            RevocationToken::File(path) => Some(path),
+            RevocationToken::None => None,
+        };
+        let revocation_token = match &token_file {
+            Some(path) => {
+                cmd.arg("--revocation-token-file").arg(path);
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                Some(text.trim().to_string())
+            }
+            None => None,
+        };
         cmd.args([
             "--grpc-addr",
             &self.grpc_addr,
@@ -89,6 +174,7 @@ impl RateLimitServiceBuilder {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             http: reqwest::Client::builder().no_proxy().build()?,
+            revocation_token,
         };
         let addrs: serde_json::Value = serde_json::from_str(line.trim())
             .with_context(|| format!("the first stdout line is not JSON: {line:?}"))?;
@@ -124,6 +210,7 @@ pub struct RateLimitService {
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
     http: reqwest::Client,
+    revocation_token: Option<String>,
 }
 
 impl RateLimitService {
@@ -193,9 +280,38 @@ impl RateLimitService {
         self.http_addr.port()
     }
 
-    /// `http://127.0.0.1:<http port><path>` (`/healthz`, `/ready`, `/metrics`).
+    /// `http://127.0.0.1:<http port><path>` (`/healthz`, `/ready`, `/metrics`, and
+    /// `/revocations` with [`Self::revocation_token`]).
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{}", self.http_addr, path)
+    }
+
+    /// The bearer token of `/revocations` (`None` after
+    /// [`RateLimitServiceBuilder::without_revocation_token`]).
+    pub fn revocation_token(&self) -> Option<&str> {
+        self.revocation_token.as_deref()
+    }
+
+    /// `POST /revocations` with the token; returns the store version.
+    pub async fn revoke(&self, issuer: &str, jti: &str, expires_at: u64) -> Result<u64> {
+        let token = self
+            .revocation_token()
+            .ok_or_else(|| anyhow!("this service has no revocation token"))?;
+        let resp = self
+            .http
+            .post(self.http_url("/revocations"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"issuer": issuer, "jti": jti, "expires_at": expires_at}))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("POST /revocations answered {status}: {body}");
+        }
+        body["version"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("POST /revocations answered {body} without a version"))
     }
 
     /// Writes (or replaces) a file in the config directory, atomically (write + rename), for hot
@@ -295,7 +411,67 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64
 
 #[cfg(test)]
 mod tests {
-    use super::metric_sum;
+    use super::{metric_sum, write_revocation_token, RateLimitService};
+
+    /// The fixture's generated token opens `/revocations` for [`RateLimitService::revoke`] (the
+    /// real `dist/ratelimit-service`, memory store); without it the same POST is 401, and a
+    /// service started without a token refuses it (403).
+    #[tokio::test]
+    async fn revoke_uses_the_generated_token() {
+        let yaml = "domain: edge\n";
+        let until = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        let rls = RateLimitService::builder("redis://127.0.0.1:1")
+            .config("edge.yaml", yaml)
+            .args(&["--store", "memory"])
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(rls.revocation_token().unwrap().len(), 64);
+        assert!(rls.revoke("https://idp", "j1", until).await.unwrap() > 0);
+        let anonymous = reqwest::Client::builder().no_proxy().build().unwrap();
+        let resp = anonymous
+            .post(rls.http_url("/revocations"))
+            .json(&serde_json::json!({"issuer": "https://idp", "jti": "j2", "expires_at": until}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+
+        let closed = RateLimitService::builder("redis://127.0.0.1:1")
+            .config("edge.yaml", yaml)
+            .args(&["--store", "memory"])
+            .without_revocation_token()
+            .start()
+            .await
+            .unwrap();
+        assert!(closed.revocation_token().is_none());
+        let resp = anonymous
+            .post(closed.http_url("/revocations"))
+            .json(&serde_json::json!({"issuer": "https://idp", "jti": "j3", "expires_at": until}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403);
+    }
+
+    #[test]
+    fn revocation_tokens_are_random_hex_for_the_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let token = write_revocation_token(&a).unwrap();
+        assert_eq!(token.len(), 64);
+        assert!(token.bytes().all(|c| c.is_ascii_hexdigit()), "{token}");
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), format!("{token}\n"));
+        let mode = std::fs::metadata(&a).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_ne!(write_revocation_token(&b).unwrap(), token);
+        assert!(write_revocation_token(&a).is_err(), "never overwrites");
+    }
 
     #[test]
     fn sums_matching_samples() {

@@ -1,7 +1,8 @@
 //! `make demo` end to end: the real `gateway-demo` binary in auto-port mode (every port from the
 //! OS, loopback only). The test reads the banner it prints, walks the banner's key steps with
 //! reqwest, a WebSocket client and a gRPC client (token, 401 without it, 200 with it, a stripped
-//! field, 429 with Retry-After, the per-tenant catalog cache, both canary versions, the WebSocket echo, gRPC health), then
+//! field, 429 with Retry-After, the per-tenant catalog cache, both canary versions, the WebSocket echo, gRPC health,
+//! the rate-limit service's revocation API behind its generated token), then
 //! sends SIGINT and checks that the demo and every process it started have exited.
 
 use futures_util::{SinkExt, StreamExt};
@@ -340,6 +341,29 @@ async fn demo_walkthrough_works_and_ctrl_c_stops_every_process() {
         .downcast_ref::<tonic::Status>()
         .unwrap_or_else(|| panic!("not a gRPC status: {denied:#}"));
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+
+    // 10. The rate-limit service's revocation API: 401 without the run's token (only its file
+    // is in the banner, never the token), the list with it.
+    let rls = addr("ratelimit-http");
+    let token_file = demo::banner_revocation_token_file(&banner)
+        .unwrap_or_else(|| panic!("no ratelimit-token line in the banner:\n{banner}"));
+    let rls_token = std::fs::read_to_string(&token_file).unwrap();
+    let rls_token = rls_token.trim();
+    assert!(rls_token.len() >= 32, "a generated token, not a fixed one");
+    assert!(!banner.contains(rls_token), "the banner prints the token");
+    assert!(
+        banner.contains(&format!("$(cat {})", token_file.display())),
+        "{banner}"
+    );
+    let resp = http.get(format!("{rls}/revocations")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let (status, list) = get_json(
+        http.get(format!("{rls}/revocations"))
+            .bearer_auth(rls_token),
+    )
+    .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["full"], true, "{list}");
 
     // Ctrl-C: the demo exits cleanly and takes every process it started with it.
     let pid = demo.child.id();

@@ -323,3 +323,36 @@ fn services_use_the_demo_ports_and_rate_limit_config() {
         .iter()
         .any(|(s, t)| *s == certs_volume && Path::new(t) == container_paths().cert_dir));
 }
+
+/// The rate-limit service's revocation token comes from the operator's environment at `up`
+/// (compose interpolation), never from a value committed here; reads are not made public.
+#[test]
+fn ratelimit_revocation_token_comes_from_the_environment_not_the_file() {
+    let compose = Compose::load();
+    let ratelimit = compose.service("ratelimit");
+    let env = ratelimit["environment"]
+        .as_mapping()
+        .expect("the ratelimit service has an environment mapping");
+    assert_eq!(
+        env.get("RLS_REVOCATION_TOKEN").and_then(Value::as_str),
+        Some("${RLS_REVOCATION_TOKEN:-}"),
+        "RLS_REVOCATION_TOKEN must be interpolated from the shell, with no default"
+    );
+    for (name, value) in env {
+        let name = name.as_str().unwrap();
+        if name.contains("TOKEN") {
+            let value = value.as_str().unwrap_or_default();
+            let default = value.split_once(":-").map(|(_, d)| d.trim_end_matches('}'));
+            assert!(
+                value.starts_with("${")
+                    && value.ends_with('}')
+                    && default.is_none_or(str::is_empty),
+                "{name}: a literal value or default in {value:?} would be a committed secret"
+            );
+        }
+    }
+    let command = compose.command("ratelimit");
+    for flag in ["--revocation-read-public", "--revocation-token"] {
+        assert!(!command.iter().any(|a| a == flag), "{flag} in {command:?}");
+    }
+}

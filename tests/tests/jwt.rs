@@ -280,6 +280,102 @@ async fn attack_corpus_and_header_hygiene_through_envoy() {
     );
 }
 
+/// Findings 10-12 through Envoy: a verified token whose `sub` is padded or missing is refused
+/// 401 `invalid_claim` (never admitted without an identity), and a forged token without a `kid`
+/// against a JWKS of 64 RSA keys is refused after at most two signature checks, counted by
+/// `jwt_auth.signature_checks`. A key with a disallowed exponent is refused at load, logged by
+/// kid and counted.
+#[tokio::test]
+async fn bad_identity_and_kidless_forgery_against_a_large_jwks() {
+    use jwt_auth::testing::b64;
+    let k = keys();
+    let mut weak = k.rsa.jwk("weak-e");
+    weak["e"] = json!(b64([0x01, 0x00, 0x03])); // 65539
+    let mut list = vec![k.rsa.jwk("rsa-1"), weak];
+    list.extend((2..64).map(|i| k.rsa.jwk(&format!("bulk-{i}"))));
+    assert_eq!(list.len(), 64, "the JWKS maximum");
+    let idp = JwksServer::start(json!({ "keys": list })).await.unwrap();
+    let up = Upstream::echo().await.unwrap();
+    let envoy = gateway(&idp, &up, &config(json!({}))).await;
+    let t0 = now();
+
+    // A good token passes with its identity: one signature check.
+    let resp = get(&envoy, "/things", Some(&token("RS256", t0))).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.last().header_all("x-user-id"), ["user-1"]);
+    envoy
+        .wait_stat_at_least("wasmcustom.jwt_auth.jwks.keys_skipped", 1)
+        .await
+        .unwrap();
+    let log = envoy
+        .wait_log("JWKS keys refused: keys[1] (kid \"weak-e\"): RSA exponent must be 3 or 65537")
+        .await
+        .unwrap();
+    assert!(
+        !log.contains(k.rsa.jwk("x")["n"].as_str().unwrap()),
+        "key material logged"
+    );
+
+    // Genuine signatures, unusable identities: one check each, then 401 invalid_claim.
+    let hits = up.hits();
+    let invalid_claim = Denial::from(jwt_auth::claims::ClaimError::InvalidIdentity);
+    for (what, sub) in [("padded sub", Some(" user-1")), ("missing sub", None)] {
+        let mut c = claims(t0);
+        match sub {
+            Some(s) => c["sub"] = json!(s),
+            None => {
+                c.as_object_mut().unwrap().remove("sub");
+            }
+        }
+        let t = sign(&json!({"alg": "RS256", "kid": "rsa-1"}), &c);
+        let resp = client()
+            .get(envoy.url("main", "/things"))
+            .bearer_auth(&t)
+            .header("x-user-id", "user-1")
+            .send()
+            .await
+            .unwrap();
+        assert_denied(resp, &invalid_claim, what).await;
+    }
+
+    // Forged, without kid: each costs two checks (not 64) and is refused.
+    let forgeries = 5u64;
+    for i in 0..forgeries {
+        let mut c = claims(t0);
+        c["jti"] = json!(format!("forged-{i}"));
+        let input = format!(
+            "{}.{}",
+            b64(json!({"alg": "RS256"}).to_string()),
+            b64(c.to_string())
+        );
+        let forged = format!("{input}.{}", b64(k.rsa2.rs256(input.as_bytes())));
+        let resp = get(&envoy, "/things", Some(&forged)).await;
+        assert_denied(
+            resp,
+            &Denial::from(VerifyError::KidRequired),
+            "kid-less forgery",
+        )
+        .await;
+    }
+    assert_eq!(up.hits(), hits, "a refused request reached the upstream");
+    envoy
+        .wait_stat_at_least("wasmcustom.jwt_auth.denied.invalid_claim", 2)
+        .await
+        .unwrap();
+    envoy
+        .wait_stat_at_least("wasmcustom.jwt_auth.denied.kid_required", forgeries)
+        .await
+        .unwrap();
+    // The counter is flushed whole on the filter's tick: once it reaches the bound it holds
+    // every check these requests made.
+    let bound = 1 + 2 + 2 * forgeries;
+    let spent = envoy
+        .wait_stat_at_least("wasmcustom.jwt_auth.signature_checks", bound)
+        .await
+        .unwrap();
+    assert_eq!(spent, bound, "signature checks beyond the per-token bound");
+}
+
 #[tokio::test]
 async fn key_rotation_and_unknown_kid_storm() {
     let k = keys();
@@ -522,9 +618,11 @@ async fn revocation_through_the_real_service() {
         .await
         .unwrap();
 
-    // An operator revokes the stolen token (HTTP on the service's loopback admin port).
+    // An operator revokes the stolen token (HTTP on the service's loopback admin port, with
+    // the operator's bearer token).
     let resp = client()
         .post(rls.http_url("/revocations"))
+        .bearer_auth(rls.revocation_token().unwrap())
         .json(&json!({"issuer": "https://idp", "jti": "stolen-1", "expires_at": t0 + 600}))
         .send()
         .await

@@ -20,6 +20,8 @@ pub struct VerifiedToken {
     pub payload_b64: String,
     /// `exp` in Unix seconds, when the token has one.
     pub exp: Option<i64>,
+    /// The identity headers and their vetted values ([`crate::identity`]).
+    pub identity: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -135,6 +137,7 @@ mod tests {
             claims,
             payload_b64: String::new(),
             exp,
+            identity: Vec::new(),
         })
     }
 

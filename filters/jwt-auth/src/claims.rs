@@ -58,6 +58,10 @@ pub enum ClaimError {
     /// 403: the token is genuine but its subject is not allowed here.
     #[error("subject is not accepted")]
     WrongSubject,
+    /// An identity claim (`sub`, a `claim_to_headers` claim, the tenant claim) is missing or
+    /// not a usable value ([`crate::identity`]).
+    #[error("an identity claim is missing or unusable")]
+    InvalidIdentity,
 }
 
 impl ClaimError {

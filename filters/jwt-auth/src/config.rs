@@ -5,11 +5,14 @@
 
 use crate::authz::{Authorization, ClaimCondition};
 use crate::claims::{ClaimPolicy, SubjectMatch};
-use crate::jwks::{JwksOrigin, KeySet};
+pub use crate::identity::ClaimHeader;
+use crate::identity::{Charset, ClaimFormat, MAX_MAX_LENGTH};
+use crate::jwks::{JwksOrigin, KeyPolicy, KeySet};
 use crate::jwks_cache::JwksPolicy;
 pub use crate::revocation::RevocationConfig;
 use crate::rules::{Requirement, Rule};
 use crate::token::{HeaderSource, TokenSources};
+use crate::verify::rsa::{MAX_BITS as RSA_MAX_BITS, MIN_BITS as RSA_MIN_BITS};
 use filter_core::{parse_json_config, ConfigError, RequestMatch};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -45,17 +48,13 @@ pub struct Provider {
     pub sources: TokenSources,
     pub forward: bool,
     pub forward_payload_header: Option<String>,
-    /// `claim_to_headers` plus the tenant header.
+    /// The identity headers, each from a vetted claim ([`crate::identity`]): `sub` into
+    /// `x-user-id` first, then `claim_to_headers`, then the tenant header.
     pub claim_headers: Vec<ClaimHeader>,
     /// Checked against the revocation list synced from this service.
     pub revocation: Option<RevocationConfig>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimHeader {
-    pub header: String,
-    /// Dotted claim name.
-    pub claim: String,
+    /// Limits on the keys of this provider's JWKS (local or remote).
+    pub key_policy: KeyPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -190,7 +189,50 @@ struct RawProvider {
     #[serde(default)]
     tenant_header: Option<String>,
     #[serde(default)]
+    tenant_format: Option<RawClaimFormat>,
+    #[serde(default)]
+    sub_format: Option<RawClaimFormat>,
+    #[serde(default)]
+    max_rsa_key_bits: Option<u32>,
+    #[serde(default)]
     revocation: Option<RawRevocation>,
+}
+
+/// How an identity claim must look (`sub_format`, `tenant_format`, and the same fields on
+/// each `claim_to_headers` entry).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaimFormat {
+    #[serde(default)]
+    optional: bool,
+    #[serde(default)]
+    charset: Option<String>,
+    #[serde(default)]
+    max_length: Option<usize>,
+}
+
+impl RawClaimFormat {
+    /// `integers`: whether an integer claim may stand for its decimal text.
+    fn validate(self, integers: bool) -> Result<ClaimFormat, ConfigError> {
+        let d = ClaimFormat::default();
+        let charset = match self.charset {
+            Some(spec) => Charset::parse(&spec).map_err(|why| err("charset", why))?,
+            None => d.charset,
+        };
+        let max_length = self.max_length.unwrap_or(d.max_length);
+        if !(1..=MAX_MAX_LENGTH).contains(&max_length) {
+            return Err(err(
+                "max_length",
+                format!("must be between 1 and {MAX_MAX_LENGTH}"),
+            ));
+        }
+        Ok(ClaimFormat {
+            optional: self.optional,
+            charset,
+            max_length,
+            integers,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,6 +314,12 @@ struct RawHeaderSource {
 struct RawClaimToHeader {
     header_name: String,
     claim_name: String,
+    #[serde(default)]
+    optional: bool,
+    #[serde(default)]
+    charset: Option<String>,
+    #[serde(default)]
+    max_length: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -412,13 +460,8 @@ impl RawProvider {
         if name.is_empty() {
             return Err(err("", "provider names must not be empty"));
         }
-        let keys = match (self.remote_jwks, self.local_jwks) {
-            (Some(r), None) => {
-                KeySource::Remote(r.validate().map_err(|e| e.within("remote_jwks"))?)
-            }
-            (None, Some(l)) => KeySource::Local(l.validate().map_err(|e| e.within("local_jwks"))?),
-            _ => return Err(err("", "give exactly one of remote_jwks and local_jwks")),
-        };
+        let (keys, key_policy) =
+            key_source(self.remote_jwks, self.local_jwks, self.max_rsa_key_bits)?;
         for (i, a) in self.audiences.iter().enumerate() {
             if a.is_empty() {
                 return Err(err(format!("audiences[{i}]"), "must not be empty"));
@@ -453,62 +496,14 @@ impl RawProvider {
         if claims.clock_skew_secs > 3600 {
             return Err(err("clock_skew_seconds", "must be at most 3600"));
         }
-        let mut sources = TokenSources {
-            headers: Vec::new(),
-            params: self.from_params,
-            cookies: self.from_cookies,
-        };
-        for (i, h) in self.from_headers.into_iter().enumerate() {
-            let name = header_name(&format!("from_headers[{i}].name"), &h.name)?;
-            sources.headers.push(HeaderSource {
-                name,
-                value_prefix: h.value_prefix.unwrap_or_default(),
-            });
-        }
-        for (i, p) in sources.params.iter().enumerate() {
-            if p.is_empty() {
-                return Err(err(format!("from_params[{i}]"), "must not be empty"));
-            }
-        }
-        for (i, c) in sources.cookies.iter().enumerate() {
-            if c.is_empty() {
-                return Err(err(format!("from_cookies[{i}]"), "must not be empty"));
-            }
-        }
-        if sources.headers.is_empty() && sources.params.is_empty() && sources.cookies.is_empty() {
-            sources = TokenSources::default();
-        }
-        let mut claim_headers = Vec::new();
-        for (i, c) in self.claim_to_headers.into_iter().enumerate() {
-            let header = header_name(
-                &format!("claim_to_headers[{i}].header_name"),
-                &c.header_name,
-            )?;
-            if c.claim_name.is_empty() {
-                return Err(err(
-                    format!("claim_to_headers[{i}].claim_name"),
-                    "must not be empty",
-                ));
-            }
-            claim_headers.push(ClaimHeader {
-                header,
-                claim: c.claim_name,
-            });
-        }
-        match (self.tenant_claim, self.tenant_header) {
-            (Some(claim), header) => {
-                if claim.is_empty() {
-                    return Err(err("tenant_claim", "must not be empty"));
-                }
-                let header = header_name(
-                    "tenant_header",
-                    header.as_deref().unwrap_or(DEFAULT_TENANT_HEADER),
-                )?;
-                claim_headers.push(ClaimHeader { header, claim });
-            }
-            (None, Some(_)) => return Err(err("tenant_header", "needs tenant_claim")),
-            (None, None) => {}
-        }
+        let sources = token_sources(self.from_headers, self.from_params, self.from_cookies)?;
+        let claim_headers = identity_headers(
+            self.sub_format,
+            self.claim_to_headers,
+            self.tenant_claim,
+            self.tenant_header,
+            self.tenant_format,
+        )?;
         let forward_payload_header = self
             .forward_payload_header
             .map(|h| header_name("forward_payload_header", &h))
@@ -526,8 +521,131 @@ impl RawProvider {
             forward_payload_header,
             claim_headers,
             revocation,
+            key_policy,
         })
     }
+}
+
+/// The provider's keys (exactly one of remote and local) and the limits they are held to.
+fn key_source(
+    remote: Option<RawRemoteJwks>,
+    local: Option<RawLocalJwks>,
+    max_rsa_key_bits: Option<u32>,
+) -> Result<(KeySource, KeyPolicy), ConfigError> {
+    let max_rsa_bits = max_rsa_key_bits.unwrap_or(KeyPolicy::default().max_rsa_bits);
+    if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&max_rsa_bits) {
+        return Err(err(
+            "max_rsa_key_bits",
+            format!("must be between {RSA_MIN_BITS} and {RSA_MAX_BITS}"),
+        ));
+    }
+    let policy = KeyPolicy { max_rsa_bits };
+    let keys = match (remote, local) {
+        (Some(r), None) => KeySource::Remote(r.validate().map_err(|e| e.within("remote_jwks"))?),
+        (None, Some(l)) => {
+            KeySource::Local(l.validate(&policy).map_err(|e| e.within("local_jwks"))?)
+        }
+        _ => return Err(err("", "give exactly one of remote_jwks and local_jwks")),
+    };
+    Ok((keys, policy))
+}
+
+/// Where the provider's token is looked for (`Authorization: Bearer` when nothing is given).
+fn token_sources(
+    from_headers: Vec<RawHeaderSource>,
+    params: Vec<String>,
+    cookies: Vec<String>,
+) -> Result<TokenSources, ConfigError> {
+    let mut sources = TokenSources {
+        headers: Vec::new(),
+        params,
+        cookies,
+    };
+    for (i, h) in from_headers.into_iter().enumerate() {
+        let name = header_name(&format!("from_headers[{i}].name"), &h.name)?;
+        sources.headers.push(HeaderSource {
+            name,
+            value_prefix: h.value_prefix.unwrap_or_default(),
+        });
+    }
+    for (i, p) in sources.params.iter().enumerate() {
+        if p.is_empty() {
+            return Err(err(format!("from_params[{i}]"), "must not be empty"));
+        }
+    }
+    for (i, c) in sources.cookies.iter().enumerate() {
+        if c.is_empty() {
+            return Err(err(format!("from_cookies[{i}]"), "must not be empty"));
+        }
+    }
+    if sources.headers.is_empty() && sources.params.is_empty() && sources.cookies.is_empty() {
+        sources = TokenSources::default();
+    }
+    Ok(sources)
+}
+
+/// The provider's identity headers: `sub` into `x-user-id`, `claim_to_headers`, the tenant.
+fn identity_headers(
+    sub_format: Option<RawClaimFormat>,
+    claim_to_headers: Vec<RawClaimToHeader>,
+    tenant_claim: Option<String>,
+    tenant_header: Option<String>,
+    tenant_format: Option<RawClaimFormat>,
+) -> Result<Vec<ClaimHeader>, ConfigError> {
+    let sub = sub_format
+        .unwrap_or_default()
+        .validate(false)
+        .map_err(|e| e.within("sub_format"))?;
+    let mut out = vec![ClaimHeader {
+        header: USER_ID_HEADER.to_string(),
+        claim: "sub".to_string(),
+        format: sub,
+    }];
+    for (i, c) in claim_to_headers.into_iter().enumerate() {
+        let field = format!("claim_to_headers[{i}]");
+        let header = header_name(&format!("{field}.header_name"), &c.header_name)?;
+        if c.claim_name.is_empty() {
+            return Err(err(format!("{field}.claim_name"), "must not be empty"));
+        }
+        let format = RawClaimFormat {
+            optional: c.optional,
+            charset: c.charset,
+            max_length: c.max_length,
+        }
+        .validate(true)
+        .map_err(|e| e.within(&field))?;
+        out.push(ClaimHeader {
+            header,
+            claim: c.claim_name,
+            format,
+        });
+    }
+    match (tenant_claim, tenant_header) {
+        (Some(claim), header) => {
+            if claim.is_empty() {
+                return Err(err("tenant_claim", "must not be empty"));
+            }
+            let header = header_name(
+                "tenant_header",
+                header.as_deref().unwrap_or(DEFAULT_TENANT_HEADER),
+            )?;
+            let format = tenant_format
+                .unwrap_or_default()
+                .validate(true)
+                .map_err(|e| e.within("tenant_format"))?;
+            out.push(ClaimHeader {
+                header,
+                claim,
+                format,
+            });
+        }
+        (None, Some(_)) => return Err(err("tenant_header", "needs tenant_claim")),
+        (None, None) if tenant_format.is_some() => {
+            return Err(err("tenant_format", "needs tenant_claim"))
+        }
+        (None, None) => {}
+    }
+    Ok(out)
 }
 
 impl RawRemoteJwks {
@@ -578,7 +696,7 @@ impl RawRemoteJwks {
 }
 
 impl RawLocalJwks {
-    fn validate(self) -> Result<Arc<KeySet>, ConfigError> {
+    fn validate(self, policy: &KeyPolicy) -> Result<Arc<KeySet>, ConfigError> {
         let doc = match self.inline {
             Value::String(s) => serde_json::from_str::<Value>(&s)
                 .map_err(|e| err("inline", format!("not JSON: {e}")))?,
@@ -590,7 +708,7 @@ impl RawLocalJwks {
                 ))
             }
         };
-        KeySet::from_value(&doc, JwksOrigin::Local)
+        KeySet::from_value_with(&doc, JwksOrigin::Local, policy)
             .map(Arc::new)
             .map_err(|e| err("inline", e.to_string()))
     }

@@ -3,8 +3,9 @@
 //! edits for the upstream. Keys and revocation come in through small traits; time is passed in.
 
 use crate::cache::{TokenCache, VerifiedToken};
-use crate::claims::{self, lookup};
-use crate::config::{FilterConfig, KeySource, Provider, USER_ID_HEADER};
+use crate::claims;
+use crate::config::{FilterConfig, KeySource, Provider};
+use crate::identity::identity_headers;
 use crate::jwks::KeySet;
 use crate::jwks_cache::KeyRequest;
 use crate::outcome::Denial;
@@ -101,6 +102,9 @@ pub struct Decision {
     pub edits: Vec<HeaderEdit>,
     pub cache_hits: u32,
     pub cache_misses: u32,
+    /// Signature checks made for this request (at most [`verify::MAX_CANDIDATES`] per
+    /// provider; none for cache hits).
+    pub signature_checks: u32,
 }
 
 pub struct Authenticator {
@@ -127,6 +131,7 @@ struct RequestState {
     waiting: Vec<ProviderId>,
     hits: u32,
     misses: u32,
+    signature_checks: u32,
 }
 
 impl Authenticator {
@@ -168,6 +173,7 @@ impl Authenticator {
             edits,
             cache_hits: 0,
             cache_misses: 0,
+            signature_checks: 0,
         };
         if config.bypass_cors_preflight
             && headers.method().eq_ignore_ascii_case("OPTIONS")
@@ -190,6 +196,7 @@ impl Authenticator {
             waiting: Vec::new(),
             hits: 0,
             misses: 0,
+            signature_checks: 0,
         };
         let verdict = evaluate(requirement, n, &mut |p| {
             if let Some(c) = &st.checks[p] {
@@ -216,6 +223,7 @@ impl Authenticator {
             edits,
             cache_hits: st.hits,
             cache_misses: st.misses,
+            signature_checks: st.signature_checks,
         }
     }
 
@@ -257,42 +265,18 @@ impl Authenticator {
             Ok(j) => j,
             Err(e) => return ProviderCheck::Failed(e.into()),
         };
-        let remote = matches!(provider.keys, KeySource::Remote(_));
-        let mut set = match &provider.keys {
-            KeySource::Local(set) => Arc::clone(set),
-            KeySource::Remote(_) => {
-                match keys.keys(p, now_ms).or_else(|| keys.newer_keys(p, now_ms)) {
-                    Some(set) => set,
-                    None => return wait_or(keys, p, now_ms, st, Denial::KEYS_UNAVAILABLE),
-                }
-            }
-        };
-        let check = |set: &KeySet| {
-            verify::verify(
-                set,
-                &jwt.header,
-                jwt.signing_input.as_bytes(),
-                &jwt.signature,
-            )
-        };
-        let mut verdict = check(&set);
-        if verdict == Err(VerifyError::UnknownKid) && remote {
-            // Another worker may already have fetched the JWKS that has this kid.
-            if let Some(newer) = keys.newer_keys(p, now_ms) {
-                set = newer;
-                verdict = check(&set);
-            }
-        }
-        match verdict {
-            Ok(()) => {}
-            Err(VerifyError::UnknownKid) if remote => {
-                return wait_or(keys, p, now_ms, st, VerifyError::UnknownKid.into());
-            }
-            Err(e) => return ProviderCheck::Failed(e.into()),
+        if let Err(check) = verify_signature(provider, p, &jwt, now_ms, keys, st) {
+            return check;
         }
         if let Err(e) = provider.claims.check(&jwt.claims, now_secs) {
             return ProviderCheck::Failed(e.into());
         }
+        // A token whose identity claims are missing or unusable is refused, never admitted
+        // without an identity (and never cached).
+        let identity = match identity_headers(&provider.claim_headers, &jwt.claims) {
+            Ok(h) => h,
+            Err(e) => return ProviderCheck::Failed(e.into()),
+        };
         if revocation.is_revoked(provider, &jwt.claims) {
             return ProviderCheck::Failed(Denial::REVOKED);
         }
@@ -300,10 +284,57 @@ impl Authenticator {
             exp: claims::expiry(&jwt.claims),
             payload_b64: jwt.payload_b64.to_string(),
             claims: jwt.claims,
+            identity,
         });
         self.cache.insert(p, &token, Rc::clone(&verified), now_secs);
         st.verified[p] = Some(verified);
         ProviderCheck::Verified
+    }
+}
+
+/// Checks the token's signature with the provider's keys (at most
+/// [`verify::MAX_CANDIDATES`] signature checks, counted in `st`). `Err` is the provider's
+/// answer when the signature is not (yet) good: refused, or waiting for keys.
+fn verify_signature(
+    provider: &Provider,
+    p: ProviderId,
+    jwt: &token::UnverifiedJwt<'_>,
+    now_ms: u64,
+    keys: &mut dyn KeyStore,
+    st: &mut RequestState,
+) -> Result<(), ProviderCheck> {
+    let remote = matches!(provider.keys, KeySource::Remote(_));
+    let mut set = match &provider.keys {
+        KeySource::Local(set) => Arc::clone(set),
+        KeySource::Remote(_) => match keys.keys(p, now_ms).or_else(|| keys.newer_keys(p, now_ms)) {
+            Some(set) => set,
+            None => return Err(wait_or(keys, p, now_ms, st, Denial::KEYS_UNAVAILABLE)),
+        },
+    };
+    let check = |set: &KeySet, checks: &mut u32| {
+        verify::verify_counted(
+            set,
+            &jwt.header,
+            jwt.signing_input.as_bytes(),
+            &jwt.signature,
+            checks,
+        )
+    };
+    let mut verdict = check(&set, &mut st.signature_checks);
+    if verdict == Err(VerifyError::UnknownKid) && remote {
+        // Another worker may already have fetched the JWKS that has this kid. (An unknown kid
+        // made no signature check, so the bound per token holds.)
+        if let Some(newer) = keys.newer_keys(p, now_ms) {
+            set = newer;
+            verdict = check(&set, &mut st.signature_checks);
+        }
+    }
+    match verdict {
+        Ok(()) => Ok(()),
+        Err(VerifyError::UnknownKid) if remote => {
+            Err(wait_or(keys, p, now_ms, st, VerifyError::UnknownKid.into()))
+        }
+        Err(e) => Err(ProviderCheck::Failed(e.into())),
     }
 }
 
@@ -402,38 +433,13 @@ fn upstream_edits(
         let (Some(v), Some(provider)) = (v, config.providers.get(p)) else {
             continue;
         };
-        if let Some(Value::String(sub)) = v.claims.get("sub") {
-            put(edits, USER_ID_HEADER, sub.clone());
-        }
-        for ch in &provider.claim_headers {
-            if let Some(value) = lookup(&v.claims, &ch.claim).and_then(header_value) {
-                put(edits, &ch.header, value);
-            }
+        // Vetted when the token was verified ([`crate::identity`]).
+        for (header, value) in &v.identity {
+            put(edits, header, value.clone());
         }
         if let Some(h) = &provider.forward_payload_header {
             put(edits, h, v.payload_b64.clone());
         }
-    }
-}
-
-/// A claim as a header value: strings as they are, numbers and booleans as JSON text, arrays
-/// of those joined with `,`. Objects are not forwarded.
-fn header_value(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
-        Value::Array(items) => {
-            let parts: Option<Vec<String>> = items
-                .iter()
-                .map(|i| match i {
-                    Value::String(s) => Some(s.clone()),
-                    Value::Number(_) | Value::Bool(_) => Some(i.to_string()),
-                    _ => None,
-                })
-                .collect();
-            parts.map(|p| p.join(","))
-        }
-        _ => None,
     }
 }
 

@@ -124,6 +124,10 @@ struct Metrics {
     fetch_failed: Counter,
     cache_hit: BatchedCounter,
     cache_miss: BatchedCounter,
+    /// Signature checks made (at most `verify::MAX_CANDIDATES` per token).
+    signature_checks: BatchedCounter,
+    /// JWKS keys refused when a document was loaded (bad exponent, oversized modulus, ...).
+    keys_skipped: Counter,
 }
 
 impl Metrics {
@@ -139,6 +143,8 @@ impl Metrics {
             fetch_failed: Counter::define("jwt_auth.jwks_fetch.failure"),
             cache_hit: BatchedCounter::define("jwt_auth.token_cache.hit"),
             cache_miss: BatchedCounter::define("jwt_auth.token_cache.miss"),
+            signature_checks: BatchedCounter::define("jwt_auth.signature_checks"),
+            keys_skipped: Counter::define("jwt_auth.jwks.keys_skipped"),
         }
     }
 
@@ -146,6 +152,23 @@ impl Metrics {
         self.allowed.flush();
         self.cache_hit.flush();
         self.cache_miss.flush();
+        self.signature_checks.flush();
+    }
+
+    /// Logs and counts the keys a JWKS document had that were refused (index and kid only).
+    fn keys_skipped(&self, provider: &str, skipped: &[String]) {
+        if skipped.is_empty() {
+            return;
+        }
+        self.keys_skipped
+            .add(i64::try_from(skipped.len()).unwrap_or(i64::MAX));
+        log(
+            LogLevel::Warn,
+            &format!(
+                "provider {provider}: JWKS keys refused: {}",
+                skipped.join("; ")
+            ),
+        );
     }
 
     fn denied(&mut self, reason: &'static str) {
@@ -205,6 +228,12 @@ impl WorkerAuth {
             .flatten()
             .and_then(|b| String::from_utf8(b).ok())
             .unwrap_or_else(|| PLUGIN.to_string());
+        let metrics = Metrics::new();
+        for p in &config.providers {
+            if let KeySource::Local(set) = &p.keys {
+                metrics.keys_skipped(&p.name, &set.skipped);
+            }
+        }
         WorkerAuth {
             auth: Authenticator::new(Arc::clone(&config), random_seed()),
             keys: WorkerKeys::new(Arc::clone(&config), &prefix),
@@ -212,7 +241,7 @@ impl WorkerAuth {
             inflight: HashMap::new(),
             revocation_calls: HashMap::new(),
             pending: HashMap::new(),
-            metrics: Metrics::new(),
+            metrics,
         }
     }
 
@@ -306,6 +335,7 @@ impl WorkerAuth {
         );
         metrics.cache_hit.add(i64::from(d.cache_hits));
         metrics.cache_miss.add(i64::from(d.cache_misses));
+        metrics.signature_checks.add(i64::from(d.signature_checks));
         d
     }
 
@@ -339,8 +369,15 @@ impl WorkerAuth {
             .keys
             .on_fetch_result(&HostShared, provider, body.as_deref(), now)
         {
-            FetchResult::Accepted => {
+            FetchResult::Accepted { skipped } => {
                 self.metrics.fetch_ok.inc();
+                let name = self
+                    .auth
+                    .config()
+                    .providers
+                    .get(provider)
+                    .map_or("?", |p| p.name.as_str());
+                self.metrics.keys_skipped(name, &skipped);
                 self.auth.keys_changed(provider);
             }
             FetchResult::Rejected(why) => {

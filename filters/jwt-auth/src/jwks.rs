@@ -1,8 +1,14 @@
 //! JWKS documents parsed into keys ready to verify with: unsupported or unsafe keys are skipped
-//! (and reported), a document left with no usable key is refused.
+//! (and reported, by index and `kid`, never with key material), a document left with no usable
+//! key is refused.
+//!
+//! RSA keys are held to what keeps one verification cheap: a public exponent of 3 or 65537
+//! (17 bits at most, so a forged signature costs at most 17 modular squarings) and a modulus of
+//! 2048 bits up to the provider's [`KeyPolicy::max_rsa_bits`] (4096 unless configured, 8192 at
+//! most).
 
 use crate::token::Algorithm;
-use crate::verify::rsa::RsaPublicKey;
+use crate::verify::rsa::{RsaPublicKey, DEFAULT_MAX_BITS};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
@@ -11,6 +17,21 @@ use serde_json::{Map, Value};
 pub const MAX_KEYS: usize = 64;
 /// Smallest HMAC secret accepted (RFC 7518 §3.2: at least the hash size; HS256 is the floor).
 pub const MIN_HMAC_SECRET: usize = 32;
+
+/// Limits on the keys a provider accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// Largest RSA modulus, in bits (`max_rsa_key_bits`).
+    pub max_rsa_bits: u32,
+}
+
+impl Default for KeyPolicy {
+    fn default() -> Self {
+        Self {
+            max_rsa_bits: DEFAULT_MAX_BITS,
+        }
+    }
+}
 
 /// The key material of one JWK, in the form its verifier needs.
 #[derive(Debug, Clone)]
@@ -53,7 +74,8 @@ pub struct Jwk {
 #[derive(Debug, Clone)]
 pub struct KeySet {
     pub keys: Vec<Jwk>,
-    /// Why keys were skipped (`keys[2]: unsupported kty "foo"`), for the operator's log.
+    /// Why keys were skipped (`keys[2] (kid "k1"): RSA exponent must be 3 or 65537`), for the
+    /// operator's log and the `jwks.keys_skipped` counter. Never holds key material.
     pub skipped: Vec<String>,
 }
 
@@ -74,13 +96,46 @@ pub enum JwksError {
     NoUsableKeys(String),
 }
 
+/// At most this much of a `kid` is quoted in a skip reason.
+const MAX_KID_IN_LOG: usize = 64;
+
+/// `keys[i]` plus the key's `kid` (escaped, shortened) when it has a string one.
+fn key_label(i: usize, key: &Value) -> String {
+    match key.get("kid").and_then(Value::as_str) {
+        Some(kid) => {
+            let short: String = kid.chars().take(MAX_KID_IN_LOG).collect();
+            let more = if short.len() < kid.len() { "..." } else { "" };
+            format!("keys[{i}] (kid {short:?}{more})")
+        }
+        None => format!("keys[{i}]"),
+    }
+}
+
 impl KeySet {
+    /// With the default [`KeyPolicy`].
     pub fn parse(json: &[u8], origin: JwksOrigin) -> Result<Self, JwksError> {
-        let doc: Value = serde_json::from_slice(json).map_err(|_| JwksError::NotJwks)?;
-        Self::from_value(&doc, origin)
+        Self::parse_with(json, origin, &KeyPolicy::default())
     }
 
+    pub fn parse_with(
+        json: &[u8],
+        origin: JwksOrigin,
+        policy: &KeyPolicy,
+    ) -> Result<Self, JwksError> {
+        let doc: Value = serde_json::from_slice(json).map_err(|_| JwksError::NotJwks)?;
+        Self::from_value_with(&doc, origin, policy)
+    }
+
+    /// With the default [`KeyPolicy`].
     pub fn from_value(doc: &Value, origin: JwksOrigin) -> Result<Self, JwksError> {
+        Self::from_value_with(doc, origin, &KeyPolicy::default())
+    }
+
+    pub fn from_value_with(
+        doc: &Value,
+        origin: JwksOrigin,
+        policy: &KeyPolicy,
+    ) -> Result<Self, JwksError> {
         let keys = doc
             .get("keys")
             .and_then(Value::as_array)
@@ -96,10 +151,10 @@ impl KeySet {
             match key
                 .as_object()
                 .ok_or("not an object")
-                .and_then(|k| parse_jwk(k, origin))
+                .and_then(|k| parse_jwk(k, origin, policy))
             {
                 Ok(jwk) => set.keys.push(jwk),
-                Err(why) => set.skipped.push(format!("keys[{i}]: {why}")),
+                Err(why) => set.skipped.push(format!("{}: {why}", key_label(i, key))),
             }
         }
         if set.keys.is_empty() {
@@ -114,7 +169,11 @@ impl KeySet {
     }
 }
 
-fn parse_jwk(k: &Map<String, Value>, origin: JwksOrigin) -> Result<Jwk, &'static str> {
+fn parse_jwk(
+    k: &Map<String, Value>,
+    origin: JwksOrigin,
+    policy: &KeyPolicy,
+) -> Result<Jwk, &'static str> {
     let kid = match k.get("kid") {
         None => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -142,7 +201,7 @@ fn parse_jwk(k: &Map<String, Value>, origin: JwksOrigin) -> Result<Jwk, &'static
         "RSA" => {
             let n = b64_field(k, "n")?;
             let e = b64_field(k, "e")?;
-            KeyMaterial::Rsa(RsaPublicKey::new(&n, &e)?)
+            KeyMaterial::Rsa(RsaPublicKey::with_max_bits(&n, &e, policy.max_rsa_bits)?)
         }
         "EC" => {
             let x = b64_field(k, "x")?;

@@ -4,7 +4,7 @@
 
 use crate::config::{FilterConfig, KeySource, RemoteJwks};
 use crate::engine::KeyStore;
-use crate::jwks::{JwksOrigin, KeySet};
+use crate::jwks::{JwksOrigin, KeyPolicy, KeySet};
 use crate::jwks_cache::{decode, encode, JwksState, KeyRequest};
 use crate::rules::ProviderId;
 use std::sync::Arc;
@@ -32,7 +32,9 @@ struct View {
 /// Outcome of a finished fetch, for metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchResult {
-    Accepted,
+    /// The new keys are in use; `skipped` says which keys of the document were refused and
+    /// why (by index and `kid`, never key material), for the log and `jwks.keys_skipped`.
+    Accepted { skipped: Vec<String> },
     /// The body was not a usable JWKS (or the fetch failed): keys unchanged, backoff.
     Rejected(String),
 }
@@ -67,6 +69,14 @@ impl WorkerKeys {
         format!("{}.jwks.{name}", self.prefix)
     }
 
+    fn key_policy(&self, p: ProviderId) -> KeyPolicy {
+        self.config
+            .providers
+            .get(p)
+            .map(|pr| pr.key_policy)
+            .unwrap_or_default()
+    }
+
     fn remote(&self, p: ProviderId) -> Option<&RemoteJwks> {
         match &self.config.providers.get(p)?.keys {
             KeySource::Remote(r) => Some(r),
@@ -87,11 +97,12 @@ impl WorkerKeys {
             let Some((state, body)) = decode(&bytes) else {
                 continue;
             };
+            let policy_keys = self.key_policy(p);
             let view = &mut self.views[p];
             if state.generation != view.generation && state.fetched_at_ms.is_some() {
                 // Only validated bodies are ever written, so this parse succeeds; if it did
                 // not, the previous keys stay.
-                if let Ok(set) = KeySet::parse(body, JwksOrigin::Remote) {
+                if let Ok(set) = KeySet::parse_with(body, JwksOrigin::Remote, &policy_keys) {
                     view.set = Some(Arc::new(set));
                     view.generation = state.generation;
                     changed.push(p);
@@ -168,17 +179,20 @@ impl WorkerKeys {
             return FetchResult::Rejected("not a remote provider".into());
         };
         let parsed = match body {
-            Some(b) => KeySet::parse(b, JwksOrigin::Remote).map_err(|e| e.to_string()),
+            Some(b) => KeySet::parse_with(b, JwksOrigin::Remote, &self.key_policy(p))
+                .map_err(|e| e.to_string()),
             None => Err("fetch failed".to_string()),
         };
         match parsed {
-            Ok(_) => {
+            Ok(set) => {
                 self.update(shared, p, body, |s| {
                     s.on_fetch_success(now_ms);
                     Some(())
                 });
                 self.sync(shared);
-                FetchResult::Accepted
+                FetchResult::Accepted {
+                    skipped: set.skipped,
+                }
             }
             Err(why) => {
                 self.update(shared, p, None, |s| {

@@ -4,16 +4,17 @@
 //! natively:
 //! [`config`] validates the plugin configuration, [`token`] extracts and parses tokens,
 //! [`jwks`] turns JWKS documents into keys, [`verify`] checks signatures, [`claims`] and
-//! [`authz`] check claims, [`rules`] evaluates requirements, [`cache`] remembers verified
-//! tokens, [`jwks_cache`] is the JWKS refresh state machine, [`revocation`] syncs revoked
-//! token ids, [`outcome`] maps failures to
-//! responses, and [`engine`] ties them into one decision per request.
+//! [`authz`] check claims, [`identity`] vets the claims forwarded as identity headers,
+//! [`rules`] evaluates requirements, [`cache`] remembers verified tokens, [`jwks_cache`] is
+//! the JWKS refresh state machine, [`revocation`] syncs revoked token ids, [`outcome`] maps
+//! failures to responses, and [`engine`] ties them into one decision per request.
 
 pub mod authz;
 pub mod cache;
 pub mod claims;
 pub mod config;
 pub mod engine;
+pub mod identity;
 pub mod jwks;
 pub mod jwks_cache;
 pub mod keystore;

@@ -122,6 +122,9 @@ impl From<VerifyError> for Denial {
             VerifyError::BadSignature => {
                 Denial::new(I, "token signature is invalid", "bad_signature")
             }
+            VerifyError::KidRequired => {
+                Denial::new(I, "token must name its signing key (kid)", "kid_required")
+            }
         }
     }
 }
@@ -143,6 +146,11 @@ impl From<ClaimError> for Denial {
                 Denial::new(F, "token audience is not allowed", "audience")
             }
             ClaimError::WrongSubject => Denial::new(F, "token subject is not allowed", "subject"),
+            ClaimError::InvalidIdentity => Denial::new(
+                I,
+                "token identity claim is missing or invalid",
+                "invalid_claim",
+            ),
         }
     }
 }
@@ -189,6 +197,8 @@ mod tests {
         let all = [
             Denial::from(TokenError::Crit),
             Denial::from(VerifyError::UnknownKid),
+            Denial::from(VerifyError::KidRequired),
+            Denial::from(ClaimError::InvalidIdentity),
             Denial::KEYS_UNAVAILABLE,
             Denial::REVOKED,
         ];

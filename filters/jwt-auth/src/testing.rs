@@ -43,6 +43,11 @@ pub fn random<const N: usize>() -> [u8; N] {
 }
 
 fn rsa_key(tag: &str) -> RsaTestKey {
+    rsa_key_with_exponent(tag, 65537)
+}
+
+/// A fresh 2048-bit RSA key with public exponent `e` (made by openssl, not cached).
+pub fn rsa_key_with_exponent(tag: &str, e: u32) -> RsaTestKey {
     let path = std::env::temp_dir().join(format!("jwt-auth-test-{}-{tag}.pem", std::process::id()));
     let status = Command::new("openssl")
         .args([
@@ -51,6 +56,8 @@ fn rsa_key(tag: &str) -> RsaTestKey {
             "RSA",
             "-pkeyopt",
             "rsa_keygen_bits:2048",
+            "-pkeyopt",
+            &format!("rsa_keygen_pubexp:{e}"),
             "-out",
         ])
         .arg(&path)
@@ -262,8 +269,8 @@ pub struct AttackCase {
 }
 
 /// The attack corpus for a provider configured like the tests' `idp`: issuer `https://idp`,
-/// audience `api`, `require_expiration: true`, `max_lifetime: 3600s`, default clock skew, keys
-/// from [`jwks`] (kid `rsa-1` is the RSA key). Times are relative to `now` (Unix seconds).
+/// audience `api`, `require_expiration: true`, `max_lifetime: 3600s`, default clock skew,
+/// default `sub_format`, keys from [`jwks`] (kid `rsa-1` is the RSA key). Times are relative to `now` (Unix seconds).
 pub fn attack_corpus(now: u64) -> Vec<AttackCase> {
     let with = |f: &dyn Fn(&mut Value)| {
         let mut c = claims(now);
@@ -278,6 +285,7 @@ pub fn attack_corpus(now: u64) -> Vec<AttackCase> {
     let malformed = Denial::from(TokenError::Malformed);
     let bad_sig = Denial::from(VerifyError::BadSignature);
     let unknown_kid = Denial::from(VerifyError::UnknownKid);
+    let invalid_claim = Denial::from(ClaimError::InvalidIdentity);
     let mut cases: Vec<(String, String, Denial)> = vec![
         (
             "expired".into(),
@@ -345,6 +353,38 @@ pub fn attack_corpus(now: u64) -> Vec<AttackCase> {
             "oversize".into(),
             format!("{}.{}.{}", parts[0], "A".repeat(9000), parts[2]),
             TokenError::Oversize.into(),
+        ),
+        (
+            "sub missing".into(),
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("sub");
+            }),
+            invalid_claim,
+        ),
+        (
+            "sub padded".into(),
+            with(&|c| c["sub"] = json!(" user-1")),
+            invalid_claim,
+        ),
+        (
+            "sub with a trailing tab".into(),
+            with(&|c| c["sub"] = json!("user-1\t")),
+            invalid_claim,
+        ),
+        (
+            "sub with a comma".into(),
+            with(&|c| c["sub"] = json!("7,99")),
+            invalid_claim,
+        ),
+        (
+            "sub not ASCII".into(),
+            with(&|c| c["sub"] = json!("us\u{e9}r-1")),
+            invalid_claim,
+        ),
+        (
+            "sub a number".into(),
+            with(&|c| c["sub"] = json!(1)),
+            invalid_claim,
         ),
         (
             "unknown kid".into(),

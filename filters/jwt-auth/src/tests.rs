@@ -325,13 +325,17 @@ fn host_edits_skip_no_op_removals() {
         .any(|c| matches!(c, HeaderEdit::Remove(n) if n == "x-org-id")));
     assert!(calls.contains(&&HeaderEdit::Set("x-user-id".into(), "user-1".into())));
     assert_eq!(calls.len(), 5, "{calls:?}");
-    // A spoofed owned header the filter does not set this time is still removed.
+    // A spoofed owned header the filter does not set this time is still removed (an optional
+    // tenant claim the token lacks: the token passes without the header).
+    let mut e = engine(json!({"tenant_format": {"optional": true}}));
     let mut c = claims();
     c.as_object_mut().unwrap().remove("tenant");
     let t = sign(&json!({"alg": "ES256", "kid": "ec-1"}), &c);
     let mut h = request("GET", "/things", Some(&t));
     h.append("x-tenant-id", "evil");
     let d = run(&mut e, &h);
+    assert_eq!(d.outcome, Outcome::Allow);
+    assert!(!sets(&d).contains_key("x-tenant-id"));
     let calls = crate::engine::host_edits(&d.edits, &h);
     assert!(calls.contains(&&HeaderEdit::Remove("x-tenant-id".into())));
 }
@@ -592,7 +596,7 @@ fn shared_jwks_one_fetch_serves_all_workers() {
     let body = jwks_bytes(&[k.rsa.jwk("rsa-1")]);
     assert_eq!(
         w1.on_fetch_result(&shared, 0, Some(&body), t0 + 100),
-        crate::keystore::FetchResult::Accepted
+        crate::keystore::FetchResult::Accepted { skipped: vec![] }
     );
     // A worker whose tick has not run since the keys landed reads them on demand instead of
     // fetching again (found through Envoy with two workers).
@@ -710,3 +714,5 @@ fn unknown_kid_refetches_once_per_interval() {
         "next interval refetches"
     );
 }
+
+mod hardening;

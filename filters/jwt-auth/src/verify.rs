@@ -1,5 +1,11 @@
 //! Signature verification: choosing the key (`kid`, then key type and the JWK's `alg`) and
 //! checking the signature with the algorithm the key's type allows.
+//!
+//! The work per token is bounded: at most [`MAX_CANDIDATES`] signature checks, whatever the key
+//! set holds. A token with a `kid` is checked against the key(s) of that `kid`; a token without
+//! one against the first [`MAX_CANDIDATES`] keys (in JWKS order) whose type and `alg` fit its
+//! `alg`, and when more keys fit and none of those verified, it is refused as
+//! [`VerifyError::KidRequired`] rather than tried further.
 
 pub mod rsa;
 
@@ -18,7 +24,13 @@ pub enum VerifyError {
     NoMatchingKey,
     #[error("signature does not verify")]
     BadSignature,
+    /// No `kid`, more than [`MAX_CANDIDATES`] fitting keys, and none of the first ones verified.
+    #[error("token has no kid and the key set has too many fitting keys")]
+    KidRequired,
 }
+
+/// Most signature checks spent on one token.
+pub const MAX_CANDIDATES: usize = 2;
 
 /// The keys that may verify a token: those with its `kid` (if it has one), of a type that
 /// supports its `alg`, and whose own `alg`, if any, is the token's.
@@ -55,10 +67,27 @@ pub fn verify(
     signing_input: &[u8],
     signature: &[u8],
 ) -> Result<(), VerifyError> {
-    for key in candidates(set, header)? {
+    verify_counted(set, header, signing_input, signature, &mut 0)
+}
+
+/// [`verify`], adding the number of signature checks it made to `checks` (at most
+/// [`MAX_CANDIDATES`]): the `jwt_auth.signature_checks` counter and the tests count them.
+pub fn verify_counted(
+    set: &KeySet,
+    header: &JoseHeader,
+    signing_input: &[u8],
+    signature: &[u8],
+    checks: &mut u32,
+) -> Result<(), VerifyError> {
+    let all = candidates(set, header)?;
+    for key in all.iter().take(MAX_CANDIDATES) {
+        *checks += 1;
         if verify_with(&key.material, header.alg, signing_input, signature) {
             return Ok(());
         }
+    }
+    if header.kid.is_none() && all.len() > MAX_CANDIDATES {
+        return Err(VerifyError::KidRequired);
     }
     Err(VerifyError::BadSignature)
 }

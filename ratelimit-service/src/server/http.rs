@@ -3,8 +3,11 @@
 //! `POST /revocations` (`{"issuer","jti","expires_at"}` -> `{"version"}`) and
 //! `GET /revocations?since=N` (the same answer as ListRevocations, as JSON).
 //!
-//! This is an operator port: it binds loopback by default and has no authentication of its own.
+//! This is an operator port: it binds loopback by default. `/healthz`, `/ready` and `/metrics` are
+//! open; `/revocations` needs the revocation token (see [`super::access`]): always for writes,
+//! for reads unless they are public.
 
+use super::access::{self, RevocationAccess};
 use super::{revocation, Shared};
 use crate::revocation::{Revocation, RevocationError, RevokeRequest};
 use crate::storage::Store;
@@ -14,9 +17,10 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{middleware, Json, Router};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -26,6 +30,7 @@ const MAX_REVOKE_BODY: usize = 16 * 1024;
 pub(super) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    access: RevocationAccess,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = Router::new()
@@ -36,10 +41,17 @@ pub(super) async fn serve(
             "/revocations",
             get(list_revocations)
                 .post(revoke)
-                .layer(DefaultBodyLimit::max(MAX_REVOKE_BODY)),
+                .layer(DefaultBodyLimit::max(MAX_REVOKE_BODY))
+                // Checked before the body is read; an unrouted method stays 405.
+                .route_layer(middleware::from_fn_with_state(
+                    Arc::new(access),
+                    access::require,
+                )),
         )
         .with_state(shared);
-    axum::serve(listener, router)
+    // The peer address, for the log line of a refused request.
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
 }

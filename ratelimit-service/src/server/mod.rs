@@ -2,6 +2,7 @@
 //! (health, readiness, metrics, operator revocations) and config hot reload, all stopped by
 //! one shutdown signal.
 
+mod access;
 mod grpc;
 mod http;
 mod reload;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use access::{RevocationAccess, TokenError, MIN_TOKEN_LEN};
 pub use grpc::RateLimitGrpc;
 pub use revocation::RevocationGrpc;
 
@@ -53,6 +55,8 @@ pub struct Settings {
     pub reload_interval: Duration,
     /// Most live token revocations kept; a new one past this is refused.
     pub revocation_max_entries: usize,
+    /// Who may use `POST`/`GET /revocations` on the HTTP port (default: nobody).
+    pub revocation_access: RevocationAccess,
 }
 
 impl Settings {
@@ -65,6 +69,7 @@ impl Settings {
             ratelimit_headers: false,
             reload_interval: Duration::from_secs(1),
             revocation_max_entries: DEFAULT_MAX_ENTRIES,
+            revocation_access: RevocationAccess::disabled(),
         }
     }
 }
@@ -173,9 +178,11 @@ pub async fn run(
         stopped(stop_rx.clone()),
     ));
 
+    log_revocation_access(&settings.revocation_access);
     let http = tokio::spawn(http::serve(
         listeners.http,
         Arc::clone(&shared),
+        settings.revocation_access.clone(),
         stopped(stop_rx.clone()),
     ));
 
@@ -204,4 +211,29 @@ pub async fn run(
     tracing::info!("stopped");
     grpc_result?;
     http_result.map_err(ServerError::Http)
+}
+
+/// One startup line on who may use the HTTP revocation endpoints (never the token).
+fn log_revocation_access(access: &RevocationAccess) {
+    let reads = if access.reads_public() {
+        "public"
+    } else if access.token_configured() {
+        "token"
+    } else {
+        "disabled"
+    };
+    if access.token_configured() {
+        tracing::info!(
+            writes = "token",
+            reads,
+            "HTTP revocation API: bearer token required"
+        );
+    } else {
+        tracing::warn!(
+            writes = "disabled",
+            reads,
+            "HTTP revocation API: POST /revocations is refused (403) because no token is \
+             configured (--revocation-token-file or RLS_REVOCATION_TOKEN)"
+        );
+    }
 }

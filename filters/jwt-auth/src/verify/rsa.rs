@@ -12,9 +12,15 @@ use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
 use crypto_bigint::{BoxedUint, Odd};
 use sha2::Digest;
 
-/// Smallest and largest modulus accepted, in bits.
+/// Smallest modulus accepted, in bits.
 pub const MIN_BITS: u32 = 2048;
+/// Largest modulus accepted unless a provider's `max_rsa_key_bits` raises it.
+pub const DEFAULT_MAX_BITS: u32 = 4096;
+/// Largest modulus any configuration may accept.
 pub const MAX_BITS: u32 = 8192;
+/// The only public exponents accepted (F0 and F4): 2 and 17 bits, so the square-and-multiply
+/// below does at most 17 squarings per verification whatever the JWKS says.
+pub const EXPONENTS: [u32; 2] = [3, 65537];
 
 #[derive(Debug, Clone)]
 pub struct RsaPublicKey {
@@ -79,24 +85,37 @@ impl Hash {
 }
 
 impl RsaPublicKey {
-    /// From the big-endian `n` and `e` of a JWK. Refuses moduli outside 2048..=8192 bits, even
-    /// moduli, and exponents that are even, below 3 or wider than 32 bits.
+    /// From the big-endian `n` and `e` of a JWK, with moduli up to [`DEFAULT_MAX_BITS`].
     pub fn new(n: &[u8], e: &[u8]) -> Result<Self, &'static str> {
+        Self::with_max_bits(n, e, DEFAULT_MAX_BITS)
+    }
+
+    /// From the big-endian `n` and `e` of a JWK. Refuses moduli outside
+    /// `MIN_BITS..=min(max_bits, MAX_BITS)`, even moduli, and exponents other than 3 and 65537.
+    pub fn with_max_bits(n: &[u8], e: &[u8], max_bits: u32) -> Result<Self, &'static str> {
         let first = n.iter().position(|b| *b != 0).unwrap_or(n.len());
         let n = &n[first..];
         let e_first = e.iter().position(|b| *b != 0).unwrap_or(e.len());
         let e = &e[e_first..];
         if e.is_empty() || e.len() > 4 {
-            return Err("RSA exponent out of range");
+            return Err("RSA exponent must be 3 or 65537");
         }
         let e = e.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
-        if e < 3 || e % 2 == 0 {
-            return Err("RSA exponent out of range");
+        if !EXPONENTS.contains(&e) {
+            return Err("RSA exponent must be 3 or 65537");
+        }
+        // Checked on the byte length first: no big-integer work for an absurd modulus.
+        let max_bits = max_bits.min(MAX_BITS);
+        if n.len() > (max_bits as usize).div_ceil(8) {
+            return Err("RSA modulus is larger than max_rsa_key_bits");
         }
         let n_int = BoxedUint::from_be_slice_vartime(n);
         let bits = n_int.bits_vartime();
-        if !(MIN_BITS..=MAX_BITS).contains(&bits) {
-            return Err("RSA modulus must be 2048 to 8192 bits");
+        if bits < MIN_BITS {
+            return Err("RSA modulus is smaller than 2048 bits");
+        }
+        if bits > max_bits {
+            return Err("RSA modulus is larger than max_rsa_key_bits");
         }
         let odd = Odd::new(n_int.clone())
             .into_option()
@@ -127,7 +146,8 @@ impl RsaPublicKey {
         }
         let base = BoxedMontyForm::new(s, &self.params);
         let mut acc = base.clone();
-        // Left-to-right square-and-multiply over the public exponent (17 bits for 65537).
+        // Left-to-right square-and-multiply over the public exponent (17 bits for 65537, the
+        // largest accepted).
         let top = 31 - self.e.leading_zeros();
         for i in (0..top).rev() {
             acc = acc.square();
