@@ -54,11 +54,17 @@ fn reply(r: &Recorded, n: usize) -> Reply {
         "plan": r.header("x-tenant-plan"),
         "api_key_seen": r.header("x-api-key").is_some(),
         "cache_control_seen": r.header("cache-control"),
+        // What an upstream personalises on: the user and the org it was told about.
+        "user": r.header("x-user-id"),
+        "org": r.header("x-org-id"),
     });
     let mut reply = Reply::json(200, &body);
     let path = r.path.as_str();
     if path.contains("no-store") {
         reply = reply.header("cache-control", "no-store");
+    } else if path.contains("shared") {
+        // An upstream that invites shared caches (a CDN) to store the answer.
+        reply = reply.header("cache-control", "public, max-age=60, s-maxage=600");
     } else if !path.starts_with("/catalog") {
         // /catalog answers without Cache-Control: the route table decides.
         reply = reply.header("cache-control", "max-age=60");
@@ -306,14 +312,15 @@ async fn authenticated_requests_without_a_tenant_are_never_cached() {
             "authorization request {i}"
         );
     }
-    // An API key that maps to no tenant: not answered from the anonymous entry (the request
-    // goes upstream with no-cache), and the response is private so it is never stored.
+    // A credential header no source turns into a tenant (x-user-id here, which Envoy's cache
+    // does not know about): not answered from the anonymous entry (the request goes upstream
+    // with no-cache), and the response is private so it is never stored.
     for i in 0..2 {
-        let got = get(&s.envoy, "/profile", &[("x-api-key", "not-a-known-key")]).await;
-        assert!(!got.served_by_cache(), "unknown key request {i}");
+        let got = get(&s.envoy, "/profile", &[("x-user-id", "u-1")]).await;
+        assert!(!got.served_by_cache(), "credential request {i}");
         assert_eq!(
-            got.body["api_key_seen"], true,
-            "an unknown key is not consumed"
+            got.body["user"], "u-1",
+            "not a cache route: the user goes through"
         );
         assert_eq!(got.body["cache_control_seen"], "no-cache");
         assert_eq!(
@@ -322,6 +329,10 @@ async fn authenticated_requests_without_a_tenant_are_never_cached() {
         );
         assert_ne!(got.n(), public.n());
     }
+    // An API key that maps to no tenant is refused; it never reaches the upstream.
+    let got = get(&s.envoy, "/profile", &[("x-api-key", "not-a-known-key")]).await;
+    assert_eq!(got.status, 401);
+    assert_eq!(got.body["error"], "invalid_api_key");
     assert_eq!(
         s.up.hits(),
         5,
@@ -356,11 +367,12 @@ async fn upstream_no_store_is_respected_and_route_lifetimes_apply_only_without_c
     }
     assert_eq!(s.up.hits(), 4);
 
-    // /catalog answers without Cache-Control: the route table gives it a lifetime.
+    // /catalog answers without Cache-Control: the route table gives it a lifetime (private on
+    // the way to the client, as the request carried a key).
     let first = get(&s.envoy, "/catalog/42", &[("x-api-key", ACME_KEY)]).await;
     assert_eq!(
         first.header("cache-control").as_deref(),
-        Some("max-age=60, stale-while-revalidate=30")
+        Some("private, max-age=60, stale-while-revalidate=30")
     );
     wait_cache_entries(&s.envoy, 1).await;
     let second = get(&s.envoy, "/catalog/42", &[("x-api-key", ACME_KEY)]).await;
@@ -406,19 +418,18 @@ async fn vary_is_merged_with_the_upstreams_own() {
 #[tokio::test]
 async fn host_based_tenants() {
     let s = stack(NO_LIMITS).await;
+    // A host names a tenant without proving it: the unverified namespace, `~<id>`.
     let acme = get(&s.envoy, "/home", &[("host", "acme.api.example.com")]).await;
-    assert_eq!(acme.tenant(), ["acme"]);
+    assert_eq!(acme.tenant(), ["~acme"]);
     assert_eq!(
         acme.body["plan"], "free",
         "host tenants get the host source's plan"
     );
-    let globex = get(
-        &s.envoy,
-        "/home",
-        &[("host", "Globex.API.example.com:8080")],
-    )
-    .await;
-    assert_eq!(globex.tenant(), ["globex"]);
+    // Case, a port and a trailing dot do not make another host.
+    for host in ["Globex.API.example.com:8080", "GLOBEX.api.example.com."] {
+        let globex = get(&s.envoy, "/home", &[("host", host)]).await;
+        assert_eq!(globex.tenant(), ["~globex"], "{host}");
+    }
     // Not a single label before the suffix: no tenant.
     let nested = get(&s.envoy, "/home", &[("host", "a.acme.api.example.com")]).await;
     assert!(nested.tenant().is_empty());
@@ -431,7 +442,7 @@ async fn host_based_tenants() {
     .await;
     assert_eq!(both.tenant(), ["globex"]);
     s.envoy
-        .wait_stat_at_least("wasmcustom.tenant_resolved_host", 2)
+        .wait_stat_at_least("wasmcustom.tenant_resolved_host", 3)
         .await
         .unwrap();
 }
@@ -464,22 +475,36 @@ async fn per_tenant_rate_limits_with_plan_tiers() {
     assert_eq!(limit_of(&acme), Some(6));
     assert_eq!(acme.header("x-ratelimit-remaining").as_deref(), Some("5"));
 
-    // The bucket is the tenant's, whatever the client claims or however it arrives.
-    let escapes: [&[(&str, &str)]; 3] = [
+    // The bucket is the tenant's, whatever the client claims.
+    let escapes: [&[(&str, &str)]; 2] = [
         &[("x-api-key", GLOBEX_KEY), ("x-tenant-id", "acme")],
         &[("x-api-key", GLOBEX_KEY), ("x-tenant-plan", "pro")],
-        &[("host", "globex.api.example.com")],
     ];
     for headers in escapes {
         let got = get(&s.envoy, "/api/5", headers).await;
         assert_eq!(got.status, 429, "{headers:?}");
     }
+    // A Host header naming a keyed tenant neither drains nor shares its bucket: host tenants
+    // are `~<id>`, each with its own bucket at the host source's plan, like any other host.
+    for i in 1..=3 {
+        let got = get(&s.envoy, "/api/6", &[("host", "acme.api.example.com")]).await;
+        assert_eq!(got.status, 200, "host acme request {i}");
+        assert_eq!(limit_of(&got), Some(3), "the host source's free plan");
+    }
+    let acme = get(&s.envoy, "/api/2", &[("x-api-key", ACME_KEY)]).await;
+    assert_eq!(
+        acme.header("x-ratelimit-remaining").as_deref(),
+        Some("4"),
+        "acme's keyed bucket only counted acme's keyed requests"
+    );
+    let globex_host = get(&s.envoy, "/api/7", &[("host", "globex.api.example.com")]).await;
+    assert_eq!(globex_host.status, 200, "not globex's exhausted bucket");
     // Another free tenant has its own bucket.
     let other = get(&s.envoy, "/api/1", &[("host", "initech.api.example.com")]).await;
     assert_eq!(other.status, 200);
     assert_eq!(limit_of(&other), Some(3));
     s.envoy
-        .wait_stat_at_least("cluster.upstream.ratelimit.over_limit", 4)
+        .wait_stat_at_least("cluster.upstream.ratelimit.over_limit", 3)
         .await
         .unwrap();
 }
@@ -620,6 +645,7 @@ async fn bad_configs_are_refused_with_their_reason_in_envoys_log() {
         "claim_reads_the_tenant_header",
         "api_key_not_a_digest",
         "response_stage_with_sources",
+        "cache_routes_without_identity_headers",
         "unknown_source",
     ] {
         let config = std::fs::read_to_string(dir.join(format!("{case}.json"))).unwrap();
@@ -641,4 +667,166 @@ async fn bad_configs_are_refused_with_their_reason_in_envoys_log() {
         );
         assert!(!log.contains("sk_live"), "{case}: a key reached the log");
     }
+}
+
+/// Finding: one user's cached answer served to the rest of the tenant. On a cached route the
+/// response stage removes the identity headers from the upstream request, so what is stored once
+/// per tenant cannot be personalised: bob (another org of acme) gets the tenant's entry, which
+/// holds nothing of alice's. Off the cached routes the upstream still sees who is asking.
+#[tokio::test]
+async fn a_cached_route_is_tenant_wide_the_upstream_never_sees_the_user() {
+    let s = stack(NO_LIMITS).await;
+    let alice = [
+        ("x-api-key", ACME_KEY),
+        ("x-user-id", "alice"),
+        ("x-org-id", "org-alice"),
+    ];
+    let bob = [
+        ("x-api-key", ACME_KEY),
+        ("x-user-id", "bob"),
+        ("x-org-id", "org-bob"),
+    ];
+    let first = get(&s.envoy, "/catalog/7", &alice).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.tenant(), ["acme"]);
+    assert_eq!(first.body["user"], Value::Null, "{}", first.body);
+    assert_eq!(first.body["org"], Value::Null, "{}", first.body);
+    wait_cache_entries(&s.envoy, 1).await;
+
+    let second = get(&s.envoy, "/catalog/7", &bob).await;
+    assert!(second.served_by_cache(), "the tenant's entry");
+    assert_eq!(second.n(), first.n());
+    let text = second.body.to_string();
+    assert!(
+        !text.contains("alice") && !text.contains("org-alice"),
+        "bob was served alice's identity: {text}"
+    );
+    for r in s.up.requests() {
+        assert!(r.path.starts_with("/catalog"), "{}", r.path);
+        assert_eq!(r.header("x-user-id"), None, "{}", r.path);
+        assert_eq!(r.header("x-org-id"), None, "{}", r.path);
+    }
+
+    // Off the cache routes the identity headers go through as before.
+    let orders = get(&s.envoy, "/orders/1", &bob).await;
+    assert_eq!(orders.body["user"], "bob");
+    assert_eq!(orders.body["org"], "org-bob");
+    s.envoy
+        .wait_stat_at_least("wasmcustom.tenant_identity_removed", 1)
+        .await
+        .unwrap();
+}
+
+/// Finding: tenant-specific answers left the gateway `public` with `Vary: x-tenant-id`, a header
+/// the client never sends, so a CDN in front could hand acme's catalog to globex. The request
+/// stage makes the client-facing answer to a credentialed request private — on a miss and on a
+/// cache hit alike — while the entry Envoy's own cache stored keeps its lifetime (the hit).
+#[tokio::test]
+async fn credentialed_answers_leave_the_gateway_private_and_the_cache_still_hits() {
+    let s = stack(NO_LIMITS).await;
+    let key = [("x-api-key", ACME_KEY)];
+    let miss = get(&s.envoy, "/catalog/9", &key).await;
+    assert!(!miss.served_by_cache());
+    assert_eq!(
+        miss.header("cache-control").as_deref(),
+        Some("private, max-age=60, stale-while-revalidate=30")
+    );
+    wait_cache_entries(&s.envoy, 1).await;
+    let hit = get(&s.envoy, "/catalog/9", &key).await;
+    assert!(
+        hit.served_by_cache(),
+        "the stored entry still has its max-age"
+    );
+    assert_eq!(hit.n(), miss.n());
+    assert_eq!(
+        hit.header("cache-control").as_deref(),
+        Some("private, max-age=60, stale-while-revalidate=30"),
+        "a hit is made private on its way out too"
+    );
+
+    // The upstream's own `public` and `s-maxage` give way; max-age stays for the browser.
+    let shared = get(&s.envoy, "/shared/1", &key).await;
+    assert_eq!(
+        shared.header("cache-control").as_deref(),
+        Some("private, max-age=60")
+    );
+    // A credential header alone (no tenant from it) is enough.
+    let bearer = get(&s.envoy, "/shared/2", &[("authorization", "Bearer t")]).await;
+    assert_eq!(
+        bearer.header("cache-control").as_deref(),
+        Some("private, max-age=60")
+    );
+    // No credential at all: the upstream's choice stands.
+    let anonymous = get(&s.envoy, "/shared/3", &[]).await;
+    assert_eq!(
+        anonymous.header("cache-control").as_deref(),
+        Some("public, max-age=60, s-maxage=600")
+    );
+    // A route configured as the same for everyone keeps it, credential or not.
+    let public = get(&s.envoy, "/static/shared.css", &key).await;
+    assert_eq!(
+        public.header("cache-control").as_deref(),
+        Some("public, max-age=60, s-maxage=600")
+    );
+}
+
+/// Finding: a Host header alone got an API-key holder's cached answers (host and api_key
+/// produced the same tenant id, and the cache varies on that id only). A tenant named by the
+/// host is written as `~acme`, never `acme`; a key that does not verify is refused with 401
+/// instead of falling through to the host.
+#[tokio::test]
+async fn a_host_alone_never_gets_a_key_holders_cached_answer() {
+    let s = stack(NO_LIMITS).await;
+    let host = ("host", "acme.api.example.com");
+    let keyed = get(&s.envoy, "/items?page=2", &[host, ("x-api-key", ACME_KEY)]).await;
+    assert_eq!(keyed.tenant(), ["acme"]);
+    assert_eq!(keyed.body["plan"], "pro");
+    wait_cache_entries(&s.envoy, 1).await;
+    let again = get(&s.envoy, "/items?page=2", &[host, ("x-api-key", ACME_KEY)]).await;
+    assert!(again.served_by_cache(), "the keyed entry is there");
+
+    let host_only = get(&s.envoy, "/items?page=2", &[host]).await;
+    assert_eq!(host_only.status, 200);
+    assert!(!host_only.served_by_cache(), "{}", host_only.body);
+    assert_ne!(host_only.n(), keyed.n());
+    assert_eq!(host_only.tenant(), ["~acme"], "the unverified namespace");
+    assert_eq!(
+        host_only.body["plan"], "free",
+        "the host source's plan, not acme's"
+    );
+
+    let wrong = get(
+        &s.envoy,
+        "/items?page=2",
+        &[
+            host,
+            ("x-api-key", "not-acmes-key"),
+            ("x-request-id", "r-8"),
+        ],
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(
+        wrong.body,
+        json!({
+            "error": "invalid_api_key",
+            "message": "the API key is not valid",
+            "request_id": "r-8",
+        })
+    );
+    assert_eq!(
+        s.up.hits(),
+        2,
+        "the refused request never reached the upstream"
+    );
+    let told_acme =
+        s.up.requests()
+            .iter()
+            .filter(|r| r.header_all("x-tenant-id").contains(&"acme".to_string()))
+            .count();
+    assert_eq!(told_acme, 1, "only the keyed miss was sent as acme");
+    s.envoy
+        .wait_stat_at_least("wasmcustom.tenant_invalid_api_key", 1)
+        .await
+        .unwrap();
 }

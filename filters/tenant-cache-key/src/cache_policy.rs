@@ -1,5 +1,6 @@
 //! Response headers for shared caches: the tenant header merged into `Vary`, `Cache-Control:
-//! private` for authenticated responses without a tenant, and per-route lifetimes.
+//! private` for authenticated responses without a tenant (and, on the way to the client, for
+//! every credentialed request), and per-route lifetimes.
 
 use crate::config::{CacheRouteConfig, MAX_CACHE_SECONDS};
 use filter_core::{ConfigError, RequestMatcher};

@@ -14,6 +14,13 @@ pub const DEFAULT_TENANT_ID_MAX_LENGTH: usize = 64;
 pub const MAX_TENANT_ID_MAX_LENGTH: usize = 256;
 /// Upper bound on `ttl` and `stale_while_revalidate`: one year, in seconds.
 pub const MAX_CACHE_SECONDS: u64 = 365 * 24 * 3600;
+/// The headers removed from the upstream request on a cache route when `identity_headers` is
+/// not given: the user and the organisation jwt_auth forwards.
+pub const DEFAULT_IDENTITY_HEADERS: [&str; 2] = ["x-user-id", "x-org-id"];
+/// Written before a tenant id that an unauthenticated source (host, path, default) named, when
+/// the policy also has a credential source (claim, api_key). `~` is outside the tenant id
+/// alphabet, so `~acme` can never equal an id a credential proved.
+pub const UNVERIFIED_PREFIX: &str = "~";
 
 /// The whole plugin configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -42,9 +49,21 @@ pub struct Config {
     /// Request headers whose presence marks a request as authenticated (default
     /// `["authorization"]`). An authenticated request without a tenant bypasses shared caches
     /// (request stage: `Cache-Control: no-cache` added) and gets a private response (response
-    /// stage: `Cache-Control: private`).
+    /// stage: `Cache-Control: private`). Request stage: the answer to an authenticated request
+    /// (or one whose tenant a credential source proved) leaves the gateway `private`, outside
+    /// `public_routes`.
     #[serde(default)]
     pub credential_headers: Option<Vec<String>>,
+    /// Request stage: routes whose answers are the same for everyone, exempt from making the
+    /// answers to credentialed requests `Cache-Control: private` on their way to the client.
+    #[serde(default)]
+    pub public_routes: Option<Vec<PublicRouteConfig>>,
+    /// Response stage: headers naming the user (default `["x-user-id", "x-org-id"]`), removed
+    /// from the upstream request on every cache route: a cached answer is stored once per
+    /// tenant, so the upstream must not be able to personalise it. The list replaces the
+    /// default; it may not be empty while `cache_routes` are configured.
+    #[serde(default)]
+    pub identity_headers: Option<Vec<String>>,
     /// Add the tenant header to `Vary` on responses (default true).
     #[serde(default)]
     pub vary: Option<bool>,
@@ -175,6 +194,14 @@ pub enum UnresolvedAction {
     Reject,
     /// Pass on without a tenant header.
     Anonymous,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicRouteConfig {
+    /// Which requests the route covers (required: opting out is explicit).
+    #[serde(rename = "match")]
+    pub matches: RequestMatch,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -74,7 +74,9 @@ impl RootContext for TenantRoot {
 struct TenantHttp {
     /// None when the plugin has no valid configuration (it then does nothing).
     active: Option<(Rc<TenantPolicy>, Rc<TenantMetrics>)>,
-    /// Set in the request phase when this instance shapes responses.
+    /// Set in the request phase when the response phase has something to do: this instance
+    /// shapes responses for caches, or the answer must leave the gateway private (request
+    /// stage, downstream of Envoy's cache: it sees cache hits too).
     facts: Option<RequestFacts>,
 }
 
@@ -96,7 +98,7 @@ impl HttpContext for TenantHttp {
         if metrics.finish_request(&plan, headers.get("x-request-id")) == RequestEnd::Rejected {
             return Action::Pause;
         }
-        if policy.stage().shapes_responses() {
+        if policy.edits_responses(&plan.facts) {
             self.facts = Some(plan.facts);
         }
         Action::Continue

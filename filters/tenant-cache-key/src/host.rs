@@ -7,7 +7,8 @@
 //! call costing about a microsecond — as much as the filter's own work on a request.
 
 use crate::{
-    Outcome, RequestPlan, ResponseEdits, SourceKind, UNRESOLVED_ERROR, UNRESOLVED_MESSAGE,
+    Outcome, RequestPlan, ResponseEdits, SourceKind, INVALID_API_KEY_ERROR,
+    INVALID_API_KEY_MESSAGE, UNRESOLVED_ERROR, UNRESOLVED_MESSAGE,
 };
 use filter_core::wasm::{send_json_error, Counter};
 use std::cell::Cell;
@@ -19,7 +20,7 @@ pub const PLUGIN: &str = "tenant_cache_key";
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// The counters, in the order of [`Metric`].
-const METRIC_NAMES: [&str; 12] = [
+const METRIC_NAMES: [&str; 14] = [
     "tenant_resolved_claim",
     "tenant_resolved_api_key",
     "tenant_resolved_host",
@@ -32,6 +33,8 @@ const METRIC_NAMES: [&str; 12] = [
     "tenant_private_set",
     "tenant_ttl_set",
     "tenant_cache_bypassed",
+    "tenant_invalid_api_key",
+    "tenant_identity_removed",
 ];
 
 #[derive(Clone, Copy)]
@@ -43,6 +46,8 @@ enum Metric {
     PrivateSet = 9,
     TtlSet = 10,
     CacheBypassed = 11,
+    InvalidApiKey = 12,
+    IdentityRemoved = 13,
 }
 
 fn resolved_metric(kind: SourceKind) -> usize {
@@ -60,7 +65,8 @@ pub struct TenantMetrics {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestEnd {
     Continue,
-    /// No tenant and the configuration rejects: the JSON error was sent as a local reply.
+    /// No tenant and the configuration rejects, or an API key that does not verify: the JSON
+    /// error was sent as a local reply.
     Rejected,
 }
 
@@ -98,6 +104,9 @@ impl TenantMetrics {
         if plan.cache_bypassed {
             self.bump(Metric::CacheBypassed as usize);
         }
+        if plan.identity_removed {
+            self.bump(Metric::IdentityRemoved as usize);
+        }
         match plan.outcome {
             Outcome::Resolved(kind) => self.bump(resolved_metric(kind)),
             Outcome::Anonymous => self.bump(Metric::Unresolved as usize),
@@ -108,6 +117,17 @@ impl TenantMetrics {
                     status,
                     UNRESOLVED_ERROR,
                     UNRESOLVED_MESSAGE,
+                    request_id,
+                    &[],
+                );
+                return RequestEnd::Rejected;
+            }
+            Outcome::InvalidApiKey => {
+                self.bump(Metric::InvalidApiKey as usize);
+                send_json_error(
+                    401,
+                    INVALID_API_KEY_ERROR,
+                    INVALID_API_KEY_MESSAGE,
                     request_id,
                     &[],
                 );

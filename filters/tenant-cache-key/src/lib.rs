@@ -1,9 +1,13 @@
 //! `tenant_cache_key`: tenant isolation for Envoy (proxy-wasm). Resolves the tenant of a request
 //! from sources the gateway trusts (a verified JWT claim, an API key, the host, a path segment, a
-//! default), removes every client-supplied copy of the tenant header and sets the resolved one;
-//! on the response, adds the tenant header to `Vary`, makes authenticated responses without a
-//! tenant private, and applies per-route cache lifetimes — so a shared cache keeps one entry per
-//! tenant and never serves one tenant's response to another.
+//! default), removes every client-supplied copy of the tenant header and sets the resolved one
+//! (a tenant no credential proved is written as `~id` when the policy also has credential
+//! sources, so it never shares a cache entry, a rate-limit bucket or an upstream identity with
+//! the proven one). On cache routes the upstream request loses its user identity headers (a
+//! cached answer is tenant-wide). On the response, adds the tenant header to `Vary`, makes
+//! authenticated responses without a tenant private, applies per-route cache lifetimes, and
+//! makes the answer to a credentialed request `private` on its way to the client — so a shared
+//! cache keeps one entry per tenant and never serves one tenant's response to another.
 //!
 //! Layout: [`config`] is the configuration as written; [`TenantPolicy`] ([`policy`]) compiles it
 //! and makes every per-request decision, using [`sources`] (resolution), [`tenant_id`] (what an
@@ -28,7 +32,7 @@ mod policy_tests;
 
 pub use config::{Config, Stage};
 pub use policy::{
-    Outcome, RequestFacts, RequestPlan, ResponseEdits, TenantPolicy, Unresolved, UNRESOLVED_ERROR,
-    UNRESOLVED_MESSAGE,
+    Outcome, RequestFacts, RequestPlan, ResponseEdits, TenantPolicy, Unresolved,
+    INVALID_API_KEY_ERROR, INVALID_API_KEY_MESSAGE, UNRESOLVED_ERROR, UNRESOLVED_MESSAGE,
 };
 pub use sources::SourceKind;

@@ -3,11 +3,11 @@
 
 use crate::cache_policy::{bypass_request, merge_vary, privatize, CacheRoute, TTL_STATUSES};
 use crate::config::{
-    Config, Stage, UnresolvedAction, DEFAULT_TENANT_HEADER, DEFAULT_TENANT_ID_MAX_LENGTH,
-    MAX_TENANT_ID_MAX_LENGTH,
+    Config, Stage, UnresolvedAction, DEFAULT_IDENTITY_HEADERS, DEFAULT_TENANT_HEADER,
+    DEFAULT_TENANT_ID_MAX_LENGTH, MAX_TENANT_ID_MAX_LENGTH, UNVERIFIED_PREFIX,
 };
-use crate::sources::{header_name, Reserved, Source, SourceKind};
-use filter_core::{parse_json_config, ConfigError, HeaderMap};
+use crate::sources::{header_name, Reserved, Resolution, Source, SourceKind};
+use filter_core::{parse_json_config, ConfigError, HeaderMap, RequestMatcher};
 
 /// The validated configuration of one filter instance.
 #[derive(Debug, Clone)]
@@ -16,9 +16,14 @@ pub struct TenantPolicy {
     tenant_header: String,
     plan_header: Option<String>,
     sources: Vec<Source>,
+    /// Some source is a credential (claim, api_key): tenants from the others are written with
+    /// [`UNVERIFIED_PREFIX`].
+    namespace_unverified: bool,
     max_len: usize,
     unresolved: Unresolved,
     credential_headers: Vec<String>,
+    public_routes: Vec<RequestMatcher>,
+    identity_headers: Vec<String>,
     vary: bool,
     cache_routes: Vec<CacheRoute>,
 }
@@ -40,6 +45,9 @@ pub enum Outcome {
     Reject {
         status: u32,
     },
+    /// The request presents an API key that does not verify: answered with 401 and a JSON
+    /// error, never resolved by a later (weaker) source.
+    InvalidApiKey,
     /// A response-stage instance resolves nothing.
     NotResolving,
 }
@@ -53,6 +61,10 @@ pub struct RequestFacts {
     pub authenticated: bool,
     /// Index of the first matching cache route.
     pub route: Option<usize>,
+    /// Resolving stages: the request was credentialed (a credential header, or a tenant a
+    /// credential source proved) and is on no public route, so the answer leaves the gateway
+    /// `Cache-Control: private`, cache hits included.
+    pub private: bool,
 }
 
 /// The request-phase edits, in the order the glue applies them: removals, then sets.
@@ -67,6 +79,8 @@ pub struct RequestPlan<'p> {
     /// The request carries a credential but no tenant: `Cache-Control: no-cache` was added so a
     /// shared cache asks the upstream instead of answering from an entry.
     pub cache_bypassed: bool,
+    /// The request is on a cache route and carried identity headers (removed).
+    pub identity_removed: bool,
     pub outcome: Outcome,
     pub facts: RequestFacts,
 }
@@ -115,6 +129,10 @@ impl ResponseEdits {
 pub const UNRESOLVED_ERROR: &str = "tenant_unresolved";
 /// The error body's `message` for a rejected request.
 pub const UNRESOLVED_MESSAGE: &str = "the request does not identify a tenant";
+/// The error body's `error` field for an API key that does not verify (status 401).
+pub const INVALID_API_KEY_ERROR: &str = "invalid_api_key";
+/// The error body's `message` for an API key that does not verify (the key is never echoed).
+pub const INVALID_API_KEY_MESSAGE: &str = "the API key is not valid";
 
 impl TenantPolicy {
     /// Parses and validates a JSON plugin configuration.
@@ -125,6 +143,7 @@ impl TenantPolicy {
 
     pub fn compile(config: &Config) -> Result<TenantPolicy, ConfigError> {
         let stage = config.stage;
+        check_stage_fields(config)?;
         let tenant_header = header_name(
             "tenant_header",
             config
@@ -154,102 +173,13 @@ impl TenantPolicy {
                 format!("{max_len} is out of range (1 to {MAX_TENANT_ID_MAX_LENGTH})"),
             ));
         }
-
-        // Fields of the other stage are refused rather than ignored: a stage-split deployment
-        // with a field on the wrong instance would otherwise silently do nothing.
-        let only_for = |field: &str, given: bool, used: bool, stage_name: &str| {
-            if given && !used {
-                Err(ConfigError::new(
-                    field,
-                    format!(
-                        "is only used by the {stage_name} stage; this instance has stage \"{}\"",
-                        stage_label(stage)
-                    ),
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        only_for(
-            "sources",
-            !config.sources.is_empty(),
-            stage.resolves(),
-            "request",
-        )?;
-        only_for(
-            "unresolved",
-            config.unresolved.is_some(),
-            stage.resolves(),
-            "request",
-        )?;
-        only_for(
-            "vary",
-            config.vary.is_some(),
-            stage.shapes_responses(),
-            "response",
-        )?;
-        only_for(
-            "cache_routes",
-            config.cache_routes.is_some(),
-            stage.shapes_responses(),
-            "response",
-        )?;
-
         let reserved = Reserved {
             tenant_header: &tenant_header,
             plan_header: plan_header.as_deref(),
             max_len,
         };
-        let mut sources = Vec::with_capacity(config.sources.len());
-        for (i, raw) in config.sources.iter().enumerate() {
-            let field = format!("sources[{i}]");
-            if sources.last().is_some_and(Source::always_resolves) {
-                return Err(ConfigError::new(
-                    field,
-                    "is never reached: an earlier default without a match always resolves",
-                ));
-            }
-            sources.push(Source::compile(raw, &reserved).map_err(|e| e.within(&field))?);
-        }
-        if stage.resolves() && sources.is_empty() {
-            return Err(ConfigError::new(
-                "sources",
-                "at least one tenant source is required (claim, api_key, host, path or default)",
-            ));
-        }
-
-        let unresolved = match &config.unresolved {
-            None => Unresolved::Reject { status: 403 },
-            Some(u) => match (u.action, u.status) {
-                (UnresolvedAction::Reject, None) => Unresolved::Reject { status: 403 },
-                (UnresolvedAction::Reject, Some(s @ (400 | 403))) => {
-                    Unresolved::Reject { status: s.into() }
-                }
-                (UnresolvedAction::Reject, Some(s)) => {
-                    return Err(ConfigError::new(
-                        "unresolved.status",
-                        format!("{s} is not allowed (400 or 403)"),
-                    ))
-                }
-                (UnresolvedAction::Anonymous, None) => Unresolved::Anonymous,
-                (UnresolvedAction::Anonymous, Some(_)) => {
-                    return Err(ConfigError::new(
-                        "unresolved.status",
-                        "only a reject has a status",
-                    ))
-                }
-            },
-        };
-
-        let credential_headers = match &config.credential_headers {
-            None => vec!["authorization".to_string()],
-            Some(list) => list
-                .iter()
-                .enumerate()
-                .map(|(i, h)| header_name(&format!("credential_headers[{i}]"), h))
-                .collect::<Result<_, _>>()?,
-        };
-        let cache_routes = config
+        let sources = compile_sources(config, &reserved)?;
+        let cache_routes: Vec<CacheRoute> = config
             .cache_routes
             .iter()
             .flatten()
@@ -258,17 +188,35 @@ impl TenantPolicy {
                 CacheRoute::compile(r).map_err(|e| e.within(&format!("cache_routes[{i}]")))
             })
             .collect::<Result<_, _>>()?;
-
+        let vary = config.vary.unwrap_or(true);
+        if !vary && !cache_routes.is_empty() {
+            return Err(ConfigError::new(
+                "vary",
+                "cannot be false with cache_routes: a route's lifetime would let a shared cache \
+                 store one tenant's answer and serve it to every tenant",
+            ));
+        }
         Ok(TenantPolicy {
             stage,
-            tenant_header,
-            plan_header,
+            namespace_unverified: sources.iter().any(|s| s.kind().is_credential()),
             sources,
             max_len,
-            unresolved,
-            credential_headers,
-            vary: config.vary.unwrap_or(true),
+            unresolved: compile_unresolved(config)?,
+            credential_headers: header_list(
+                "credential_headers",
+                config.credential_headers.as_deref(),
+                &["authorization"],
+            )?,
+            public_routes: compile_public_routes(config)?,
+            identity_headers: compile_identity_headers(
+                config,
+                &reserved,
+                !cache_routes.is_empty(),
+            )?,
+            vary,
             cache_routes,
+            tenant_header,
+            plan_header,
         })
     }
 
@@ -280,68 +228,49 @@ impl TenantPolicy {
         &self.tenant_header
     }
 
-    /// Request phase: strip client copies of the headers this filter owns, resolve, and note
-    /// what the response phase needs.
+    /// True when the response phase has something to do for a request with these facts: this
+    /// instance shapes responses for caches, or the answer must leave the gateway private.
+    pub fn edits_responses(&self, facts: &RequestFacts) -> bool {
+        self.stage.shapes_responses() || facts.private
+    }
+
+    /// Request phase: strip client copies of the headers this filter owns, resolve, remove the
+    /// user's identity on cache routes, and note what the response phase needs.
     pub fn request_plan(&self, headers: &HeaderMap) -> RequestPlan<'_> {
-        let facts = |tenant: bool| {
-            if !self.stage.shapes_responses() {
-                return RequestFacts::default();
-            }
-            RequestFacts {
-                tenant,
-                authenticated: self.authenticated(headers),
-                route: self
-                    .cache_routes
-                    .iter()
-                    .position(|r| r.matcher().matches(headers)),
-            }
+        let route = self.cache_route(headers);
+        let mut remove = self.identity_removals(headers, route);
+        let identity_removed = !remove.is_empty();
+        let facts = RequestFacts {
+            tenant: false,
+            authenticated: self.stage.shapes_responses() && self.authenticated(headers),
+            route,
+            private: false,
         };
         if !self.stage.resolves() {
             let tenant = headers
                 .get(&self.tenant_header)
                 .is_some_and(|v| !v.is_empty());
             return RequestPlan {
-                remove: Vec::new(),
+                remove,
                 set: Vec::new(),
                 forged: false,
                 cache_bypassed: false,
+                identity_removed,
                 outcome: Outcome::NotResolving,
-                facts: facts(tenant),
+                facts: RequestFacts { tenant, ..facts },
             };
         }
 
-        let mut remove = Vec::new();
-        if headers.contains(&self.tenant_header) {
-            remove.push(self.tenant_header.as_str());
-        }
-        if let Some(plan) = self.plan_header.as_deref() {
-            if headers.contains(plan) {
-                remove.push(plan);
-            }
-        }
-        let forged = !remove.is_empty();
-        let resolved = self
-            .sources
-            .iter()
-            .find_map(|s| s.resolve(headers, self.max_len));
+        let owned = remove.len();
+        remove.push(self.tenant_header.as_str());
+        remove.extend(self.plan_header.as_deref());
+        remove.retain(|name| headers.contains(name));
+        let forged = remove.len() > owned;
         let mut set = Vec::new();
-        let outcome = match resolved {
-            Some(r) => {
-                remove.extend(r.consumed);
-                set.push((self.tenant_header.as_str(), r.tenant));
-                if let (Some(header), Some(plan)) = (self.plan_header.as_deref(), r.plan) {
-                    set.push((header, plan));
-                }
-                Outcome::Resolved(r.source)
-            }
-            None => match self.unresolved {
-                Unresolved::Anonymous => Outcome::Anonymous,
-                Unresolved::Reject { status } => Outcome::Reject { status },
-            },
-        };
-        let tenant = matches!(outcome, Outcome::Resolved(_));
+        let outcome = self.resolve_into(headers, &mut remove, &mut set);
+        let authenticated = self.authenticated(headers);
         let mut cache_bypassed = false;
-        if outcome == Outcome::Anonymous && self.authenticated(headers) {
+        if outcome == Outcome::Anonymous && authenticated {
             // Envoy's cache skips requests with Authorization by itself; any other credential
             // the gateway could not map to a tenant must not be answered from the shared
             // (tenant-less) entry either.
@@ -351,27 +280,121 @@ impl TenantPolicy {
             }
             cache_bypassed = true;
         }
+        let credentialed =
+            authenticated || matches!(outcome, Outcome::Resolved(k) if k.is_credential());
+        let private = credentialed && !self.public_routes.iter().any(|m| m.matches(headers));
         RequestPlan {
             remove,
             set,
             forged,
             cache_bypassed,
+            identity_removed,
             outcome,
-            facts: facts(tenant),
+            facts: RequestFacts {
+                tenant: matches!(outcome, Outcome::Resolved(_)),
+                private,
+                ..facts
+            },
         }
+    }
+
+    /// Resolves the tenant and plans its headers: the tenant (in the unverified namespace when
+    /// no credential proved it and the policy has credential sources), the plan, the consumed
+    /// API key.
+    fn resolve_into<'p>(
+        &'p self,
+        headers: &HeaderMap,
+        remove: &mut Vec<&'p str>,
+        set: &mut Vec<(&'p str, String)>,
+    ) -> Outcome {
+        match self.resolve(headers) {
+            Resolution::Tenant(r) => {
+                remove.extend(r.consumed);
+                let tenant = if self.namespace_unverified && !r.source.is_credential() {
+                    format!("{UNVERIFIED_PREFIX}{}", r.tenant)
+                } else {
+                    r.tenant
+                };
+                set.push((self.tenant_header.as_str(), tenant));
+                if let (Some(header), Some(plan)) = (self.plan_header.as_deref(), r.plan) {
+                    set.push((header, plan));
+                }
+                Outcome::Resolved(r.source)
+            }
+            Resolution::Invalid => Outcome::InvalidApiKey,
+            Resolution::Skip => match self.unresolved {
+                Unresolved::Anonymous => Outcome::Anonymous,
+                Unresolved::Reject { status } => Outcome::Reject { status },
+            },
+        }
+    }
+
+    /// The first source that decides: a tenant, or a credential that does not verify.
+    fn resolve(&self, headers: &HeaderMap) -> Resolution<'_> {
+        for source in &self.sources {
+            match source.resolve(headers, self.max_len) {
+                Resolution::Skip => continue,
+                decided => return decided,
+            }
+        }
+        Resolution::Skip
+    }
+
+    /// Index of the first cache route the request matches (stages that shape responses).
+    fn cache_route(&self, headers: &HeaderMap) -> Option<usize> {
+        if !self.stage.shapes_responses() {
+            return None;
+        }
+        self.cache_routes
+            .iter()
+            .position(|r| r.matcher().matches(headers))
+    }
+
+    /// On a cache route, the identity headers the request carries: the answer is stored once
+    /// per tenant, so the upstream must not see who the user is.
+    fn identity_removals(&self, headers: &HeaderMap, route: Option<usize>) -> Vec<&str> {
+        if route.is_none() {
+            return Vec::new();
+        }
+        self.identity_headers
+            .iter()
+            .map(String::as_str)
+            .filter(|h| headers.contains(h))
+            .collect()
     }
 
     fn authenticated(&self, headers: &HeaderMap) -> bool {
         self.credential_headers.iter().any(|h| headers.contains(h))
     }
 
-    /// Response phase: `Vary`, then `Cache-Control` (a route's lifetime when the response has
-    /// none, made private when the request was authenticated but carried no tenant).
+    /// Response phase: for caches (response stages), `Vary` then `Cache-Control` (a route's
+    /// lifetime when the response has none, made private when the request was authenticated but
+    /// carried no tenant); for the client (resolving stages), `Cache-Control: private` when the
+    /// request was credentialed.
     pub fn response_edits(&self, facts: RequestFacts, response: &HeaderMap) -> ResponseEdits {
         let mut edits = ResponseEdits::default();
-        if !self.stage.shapes_responses() {
-            return edits;
+        if self.stage.shapes_responses() {
+            self.shape_for_caches(facts, response, &mut edits);
         }
+        if facts.private {
+            let private = match &edits.cache_control {
+                Some(cc) => privatize(&[cc.as_str()]),
+                None => privatize(&response.get_all("cache-control").collect::<Vec<_>>()),
+            };
+            if private.is_some() {
+                edits.cache_control = private;
+                edits.private_set = true;
+            }
+        }
+        edits
+    }
+
+    fn shape_for_caches(
+        &self,
+        facts: RequestFacts,
+        response: &HeaderMap,
+        edits: &mut ResponseEdits,
+    ) {
         if self.vary {
             let existing: Vec<&str> = response.get_all("vary").collect();
             edits.vary = merge_vary(&existing, &self.tenant_header);
@@ -400,8 +423,171 @@ impl TenantPolicy {
             edits.cache_control = Some(r.directives().to_string());
             edits.ttl_set = true;
         }
-        edits
     }
+}
+
+/// Fields of the other stage are refused rather than ignored: a stage-split deployment with a
+/// field on the wrong instance would otherwise silently do nothing.
+fn check_stage_fields(config: &Config) -> Result<(), ConfigError> {
+    let stage = config.stage;
+    let fields = [
+        (
+            "sources",
+            !config.sources.is_empty(),
+            stage.resolves(),
+            "request",
+        ),
+        (
+            "unresolved",
+            config.unresolved.is_some(),
+            stage.resolves(),
+            "request",
+        ),
+        (
+            "public_routes",
+            config.public_routes.is_some(),
+            stage.resolves(),
+            "request",
+        ),
+        (
+            "vary",
+            config.vary.is_some(),
+            stage.shapes_responses(),
+            "response",
+        ),
+        (
+            "cache_routes",
+            config.cache_routes.is_some(),
+            stage.shapes_responses(),
+            "response",
+        ),
+        (
+            "identity_headers",
+            config.identity_headers.is_some(),
+            stage.shapes_responses(),
+            "response",
+        ),
+    ];
+    for (field, given, used, stage_name) in fields {
+        if given && !used {
+            return Err(ConfigError::new(
+                field,
+                format!(
+                    "is only used by the {stage_name} stage; this instance has stage \"{}\"",
+                    stage_label(stage)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn compile_sources(config: &Config, reserved: &Reserved<'_>) -> Result<Vec<Source>, ConfigError> {
+    let mut sources: Vec<Source> = Vec::with_capacity(config.sources.len());
+    for (i, raw) in config.sources.iter().enumerate() {
+        let field = format!("sources[{i}]");
+        if sources.last().is_some_and(Source::always_resolves) {
+            return Err(ConfigError::new(
+                field,
+                "is never reached: an earlier default without a match always resolves",
+            ));
+        }
+        sources.push(Source::compile(raw, reserved).map_err(|e| e.within(&field))?);
+    }
+    if config.stage.resolves() && sources.is_empty() {
+        return Err(ConfigError::new(
+            "sources",
+            "at least one tenant source is required (claim, api_key, host, path or default)",
+        ));
+    }
+    Ok(sources)
+}
+
+fn compile_unresolved(config: &Config) -> Result<Unresolved, ConfigError> {
+    let Some(u) = &config.unresolved else {
+        return Ok(Unresolved::Reject { status: 403 });
+    };
+    match (u.action, u.status) {
+        (UnresolvedAction::Reject, None) => Ok(Unresolved::Reject { status: 403 }),
+        (UnresolvedAction::Reject, Some(s @ (400 | 403))) => {
+            Ok(Unresolved::Reject { status: s.into() })
+        }
+        (UnresolvedAction::Reject, Some(s)) => Err(ConfigError::new(
+            "unresolved.status",
+            format!("{s} is not allowed (400 or 403)"),
+        )),
+        (UnresolvedAction::Anonymous, None) => Ok(Unresolved::Anonymous),
+        (UnresolvedAction::Anonymous, Some(_)) => Err(ConfigError::new(
+            "unresolved.status",
+            "only a reject has a status",
+        )),
+    }
+}
+
+/// A list of header names, lower-cased; `default` when the field is absent.
+fn header_list(
+    field: &str,
+    given: Option<&[String]>,
+    default: &[&str],
+) -> Result<Vec<String>, ConfigError> {
+    match given {
+        None => Ok(default.iter().map(|h| h.to_string()).collect()),
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, h)| header_name(&format!("{field}[{i}]"), h))
+            .collect(),
+    }
+}
+
+fn compile_public_routes(config: &Config) -> Result<Vec<RequestMatcher>, ConfigError> {
+    config
+        .public_routes
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, r)| {
+            r.matches
+                .compile()
+                .map_err(|e| e.within(&format!("public_routes[{i}].match")))
+        })
+        .collect()
+}
+
+/// The identity headers removed on cache routes. A cache route is tenant-wide: a configuration
+/// that would let the upstream see who the user is on one (no identity headers at all) is
+/// refused, and so is naming a header the cache keys on (it would be stripped from the request
+/// the cache entry is made for).
+fn compile_identity_headers(
+    config: &Config,
+    reserved: &Reserved<'_>,
+    has_cache_routes: bool,
+) -> Result<Vec<String>, ConfigError> {
+    let list = header_list(
+        "identity_headers",
+        config.identity_headers.as_deref(),
+        &DEFAULT_IDENTITY_HEADERS,
+    )?;
+    if has_cache_routes && list.is_empty() {
+        return Err(ConfigError::new(
+            "identity_headers",
+            "cannot be empty with cache_routes: a cached answer is stored once per tenant and \
+             served to every user of it, so the upstream must not see who the user is (list the \
+             headers that carry it, e.g. [\"x-user-id\", \"x-org-id\"])",
+        ));
+    }
+    for (i, name) in list.iter().enumerate() {
+        if name == reserved.tenant_header || Some(name.as_str()) == reserved.plan_header {
+            return Err(ConfigError::new(
+                format!("identity_headers[{i}]"),
+                format!(
+                    "{name:?} is the tenant or plan header: the cache varies on the tenant, \
+                     so it must reach the upstream; identity headers name the user"
+                ),
+            ));
+        }
+    }
+    Ok(list)
 }
 
 fn stage_label(stage: Stage) -> &'static str {

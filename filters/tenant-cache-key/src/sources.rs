@@ -3,6 +3,11 @@
 //!
 //! Sources never read the tenant header or the plan header: those are removed from every
 //! request before resolution, so nothing a client sends under those names can become its tenant.
+//!
+//! Sources have trust levels: `claim` and `api_key` are credentials (the tenant is proven);
+//! `host`, `path` and `default` are not (anyone can send any host or path). An `api_key` source
+//! whose key header is present but does not verify yields [`Resolution::Invalid`]: the request is
+//! refused rather than passed on to a weaker source.
 
 use crate::config::{
     ApiKeySourceConfig, ClaimSourceConfig, DefaultSourceConfig, HostSourceConfig, PathSourceConfig,
@@ -34,6 +39,11 @@ impl SourceKind {
         SourceKind::Default,
     ];
 
+    /// True for the sources that prove the tenant (a verified claim, a known API key).
+    pub fn is_credential(self) -> bool {
+        matches!(self, SourceKind::Claim | SourceKind::ApiKey)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             SourceKind::Claim => "claim",
@@ -53,6 +63,29 @@ pub struct Resolved<'s> {
     pub source: SourceKind,
     /// A credential header to remove now that it has done its job (the API key).
     pub consumed: Option<&'s str>,
+}
+
+/// What one source makes of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution<'s> {
+    /// Nothing for this source (outside its match, its header absent, an invalid id): the next
+    /// source is tried.
+    Skip,
+    Tenant(Resolved<'s>),
+    /// The request presents this source's credential and it does not verify (an unknown API
+    /// key, or the key header repeated): the request is refused, never resolved by a later,
+    /// weaker source.
+    Invalid,
+}
+
+impl<'s> Resolution<'s> {
+    /// The tenant, if one was found.
+    pub fn found(self) -> Option<Resolved<'s>> {
+        match self {
+            Resolution::Tenant(r) => Some(r),
+            Resolution::Skip | Resolution::Invalid => None,
+        }
+    }
 }
 
 /// A compiled source.
@@ -138,57 +171,84 @@ impl Source {
         result.map_err(|e| e.within(name))
     }
 
-    /// The tenant this source yields for the request, if any.
-    pub fn resolve(&self, headers: &HeaderMap, max_len: usize) -> Option<Resolved<'_>> {
+    /// What this source makes of the request.
+    pub fn resolve(&self, headers: &HeaderMap, max_len: usize) -> Resolution<'_> {
         if let Some(m) = &self.matcher {
             if !m.matches(headers) {
-                return None;
+                return Resolution::Skip;
             }
         }
-        let kind = self.kind();
-        let (tenant, plan, consumed) = match &self.kind {
+        let found = match &self.kind {
             Kind::Claim {
                 header,
                 plan_header,
-            } => {
-                let tenant = single_value(headers, header)?;
+            } => single_value(headers, header).map(|tenant| {
                 let plan = plan_header
                     .as_deref()
                     .and_then(|h| single_value(headers, h))
                     .filter(|p| is_valid_tenant_id(p, max_len));
                 (tenant.to_string(), plan.map(str::to_string), None)
-            }
-            Kind::ApiKey(keys) => {
-                let presented = single_value(headers, &keys.header)?;
-                let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-                let (tenant, plan) = keys.by_digest.get(&digest)?;
-                let consumed = keys.remove.then_some(keys.header.as_str());
-                (tenant.clone(), plan.clone(), consumed)
-            }
+            }),
+            Kind::ApiKey(keys) => return keys.resolve(headers),
             Kind::Host { suffix, plan } => {
-                let host = strip_port(headers.authority()).to_ascii_lowercase();
-                let label = host.strip_suffix(suffix.as_str())?;
-                if label.contains('.') {
-                    return None;
-                }
-                (label.to_string(), plan.clone(), None)
+                let host = normalize_host(headers.authority());
+                host.strip_suffix(suffix.as_str())
+                    .filter(|label| !label.contains('.'))
+                    .map(|label| (label.to_string(), plan.clone(), None))
             }
-            Kind::Path { segment, plan } => {
-                let tenant = headers.path().split('/').skip(1).nth(*segment)?;
-                (tenant.to_string(), plan.clone(), None)
-            }
-            Kind::Default { tenant, plan } => (tenant.clone(), plan.clone(), None),
+            Kind::Path { segment, plan } => headers
+                .path()
+                .split('/')
+                .skip(1)
+                .nth(*segment)
+                .map(|t| (t.to_string(), plan.clone(), None)),
+            Kind::Default { tenant, plan } => Some((tenant.clone(), plan.clone(), None)),
         };
-        if !is_valid_tenant_id(&tenant, max_len) {
-            return None;
+        match found {
+            Some((tenant, plan, consumed)) if is_valid_tenant_id(&tenant, max_len) => {
+                Resolution::Tenant(Resolved {
+                    tenant,
+                    plan,
+                    source: self.kind(),
+                    consumed,
+                })
+            }
+            _ => Resolution::Skip,
         }
-        Some(Resolved {
-            tenant,
-            plan,
-            source: kind,
-            consumed,
-        })
     }
+}
+
+impl ApiKeys {
+    /// A key header present once with a known key resolves; absent skips; anything else (an
+    /// unknown key, the header repeated) is a credential that does not verify.
+    fn resolve(&self, headers: &HeaderMap) -> Resolution<'_> {
+        let mut values = headers.get_all(&self.header);
+        let Some(presented) = values.next() else {
+            return Resolution::Skip;
+        };
+        if values.next().is_some() {
+            return Resolution::Invalid;
+        }
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        match self.by_digest.get(&digest) {
+            Some((tenant, plan)) => Resolution::Tenant(Resolved {
+                tenant: tenant.clone(),
+                plan: plan.clone(),
+                source: SourceKind::ApiKey,
+                consumed: self.remove.then_some(self.header.as_str()),
+            }),
+            None => Resolution::Invalid,
+        }
+    }
+}
+
+/// The host of an authority as the `host` source compares it: the port dropped (IPv6 literals
+/// keep their brackets), one trailing dot dropped (`acme.example.com.` is the same name, fully
+/// qualified), lower-cased (DNS names are case-insensitive). Local to this crate for now; it
+/// belongs in filter-core next to `strip_port`.
+pub fn normalize_host(authority: &str) -> String {
+    let host = strip_port(authority);
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
 /// The value of a header that is present exactly once; a repeated header is ambiguous and
@@ -435,38 +495,31 @@ mod tests {
         h
     }
 
+    /// The tenant a source finds, or None (skipped or invalid).
+    fn found<'s>(s: &'s Source, pairs: &[(&str, &str)]) -> Option<Resolved<'s>> {
+        s.resolve(&req(pairs), 64).found()
+    }
+
     #[test]
     fn claim_header_single_valid_value() {
         let s = source(r#"{"claim": {"header": "X-JWT-Tenant", "plan_header": "x-jwt-plan"}}"#);
-        let r = s
-            .resolve(&req(&[("x-jwt-tenant", "acme"), ("x-jwt-plan", "pro")]), 64)
-            .unwrap();
+        let r = found(&s, &[("x-jwt-tenant", "acme"), ("x-jwt-plan", "pro")]).unwrap();
         assert_eq!(
             (r.tenant.as_str(), r.plan.as_deref(), r.source),
             ("acme", Some("pro"), SourceKind::Claim)
         );
         assert_eq!(r.consumed, None);
         // A bad plan is dropped, the tenant stays.
-        let r = s
-            .resolve(
-                &req(&[("x-jwt-tenant", "acme"), ("x-jwt-plan", "p r o")]),
-                64,
-            )
-            .unwrap();
+        let r = found(&s, &[("x-jwt-tenant", "acme"), ("x-jwt-plan", "p r o")]).unwrap();
         assert_eq!(r.plan, None);
-        // Two copies, an invalid id, or none: nothing.
-        assert_eq!(
-            s.resolve(
-                &req(&[("x-jwt-tenant", "acme"), ("x-jwt-tenant", "globex")]),
-                64
-            ),
-            None
-        );
-        assert_eq!(
-            s.resolve(&req(&[("x-jwt-tenant", "acme, globex")]), 64),
-            None
-        );
-        assert_eq!(s.resolve(&req(&[]), 64), None);
+        // Two copies, an invalid id, or none: nothing, and the next source is tried.
+        let skip = |pairs: &[(&str, &str)]| s.resolve(&req(pairs), 64) == Resolution::Skip;
+        assert!(skip(&[
+            ("x-jwt-tenant", "acme"),
+            ("x-jwt-tenant", "globex")
+        ]));
+        assert!(skip(&[("x-jwt-tenant", "acme, globex")]));
+        assert!(skip(&[]));
     }
 
     #[test]
@@ -479,49 +532,61 @@ mod tests {
             sha256_hex("key-globex").to_ascii_uppercase()
         );
         let s = source(&json);
-        let r = s.resolve(&req(&[("x-api-key", "key-acme")]), 64).unwrap();
+        let r = found(&s, &[("x-api-key", "key-acme")]).unwrap();
         assert_eq!(
             (r.tenant.as_str(), r.plan.as_deref(), r.consumed),
             ("acme", Some("pro"), Some("x-api-key"))
         );
-        let r = s.resolve(&req(&[("X-Api-Key", "key-globex")]), 64).unwrap();
+        let r = found(&s, &[("X-Api-Key", "key-globex")]).unwrap();
         assert_eq!((r.tenant.as_str(), r.plan), ("globex", None));
-        assert_eq!(s.resolve(&req(&[("x-api-key", "key-acme ")]), 64), None);
-        assert_eq!(s.resolve(&req(&[("x-api-key", "nope")]), 64), None);
-        assert_eq!(
-            s.resolve(
-                &req(&[("x-api-key", "key-acme"), ("x-api-key", "key-acme")]),
-                64
-            ),
-            None,
+        assert_eq!(s.resolve(&req(&[]), 64), Resolution::Skip, "no key");
+        // A key that is presented and does not verify is refused, not skipped.
+        let invalid = |pairs: &[(&str, &str)]| s.resolve(&req(pairs), 64) == Resolution::Invalid;
+        assert!(invalid(&[("x-api-key", "key-acme ")]));
+        assert!(invalid(&[("x-api-key", "nope")]));
+        assert!(invalid(&[("x-api-key", "")]));
+        assert!(
+            invalid(&[("x-api-key", "key-acme"), ("x-api-key", "key-acme")]),
             "a repeated key header is ambiguous"
+        );
+        // Outside the source's match the key is not this source's business.
+        let scoped = source(&format!(
+            r#"{{"api_key": {{"match": {{"path_prefix": "/api"}}, "keys": [{{"sha256": "{}", "tenant": "acme"}}]}}}}"#,
+            sha256_hex("k")
+        ));
+        assert_eq!(
+            scoped.resolve(&req(&[("x-api-key", "nope")]), 64),
+            Resolution::Skip
         );
         let keep = source(&format!(
             r#"{{"api_key": {{"header": "x-key", "remove": false, "keys": [{{"sha256": "{}", "tenant": "acme"}}]}}}}"#,
             sha256_hex("k")
         ));
-        assert_eq!(
-            keep.resolve(&req(&[("x-key", "k")]), 64).unwrap().consumed,
-            None
-        );
+        assert_eq!(found(&keep, &[("x-key", "k")]).unwrap().consumed, None);
     }
 
     #[test]
     fn host_label_before_the_suffix() {
         let s = source(r#"{"host": {"suffix": ".API.example.com", "plan": "free"}}"#);
-        let r = s
-            .resolve(&req(&[(":authority", "acme.api.example.com")]), 64)
-            .unwrap();
+        let r = found(&s, &[(":authority", "acme.api.example.com")]).unwrap();
         assert_eq!(
             (r.plan.as_deref(), r.source),
             (Some("free"), SourceKind::Host)
         );
-        let tenant = |host: &str| {
-            s.resolve(&req(&[(":authority", host)]), 64)
-                .map(|r| r.tenant)
-        };
+        let tenant = |host: &str| found(&s, &[(":authority", host)]).map(|r| r.tenant);
         assert_eq!(tenant("acme.api.example.com").as_deref(), Some("acme"));
         assert_eq!(tenant("ACME.api.example.com:8443").as_deref(), Some("acme"));
+        assert_eq!(tenant("ACME.api.example.com.").as_deref(), Some("acme"));
+        assert_eq!(tenant("acme.api.example.com:8080").as_deref(), Some("acme"));
+        assert_eq!(
+            tenant("Acme.API.Example.Com.:8080").as_deref(),
+            Some("acme")
+        );
+        assert_eq!(
+            tenant("acme.api.example.com.."),
+            None,
+            "one trailing dot only"
+        );
         assert_eq!(tenant("a.b.api.example.com"), None, "one label only");
         assert_eq!(tenant("api.example.com"), None);
         assert_eq!(tenant(".api.example.com"), None);
@@ -532,7 +597,7 @@ mod tests {
     #[test]
     fn path_segment_and_match() {
         let s = source(r#"{"path": {"segment": 1, "match": {"path_prefix": "/t/"}}}"#);
-        let tenant = |path: &str| s.resolve(&req(&[(":path", path)]), 64).map(|r| r.tenant);
+        let tenant = |path: &str| found(&s, &[(":path", path)]).map(|r| r.tenant);
         assert_eq!(tenant("/t/acme/orders?x=1").as_deref(), Some("acme"));
         assert_eq!(tenant("/t/acme").as_deref(), Some("acme"));
         assert_eq!(tenant("/t/"), None, "empty segment");
@@ -548,7 +613,7 @@ mod tests {
     fn default_tenant() {
         let s = source(r#"{"default": {"tenant": "public", "plan": "free"}}"#);
         assert!(s.always_resolves());
-        let r = s.resolve(&req(&[]), 64).unwrap();
+        let r = found(&s, &[]).unwrap();
         assert_eq!(
             (r.tenant.as_str(), r.plan.as_deref(), r.source),
             ("public", Some("free"), SourceKind::Default)
@@ -575,6 +640,26 @@ mod tests {
         assert_eq!(e.field, "path.match.path_prefix");
         let e = source_err(r#"{"default": {"tenant": "no spaces"}}"#);
         assert_eq!(e.field, "default.tenant");
+    }
+
+    #[test]
+    fn host_normalisation() {
+        assert_eq!(normalize_host("ACME.Example.com"), "acme.example.com");
+        assert_eq!(normalize_host("acme.example.com."), "acme.example.com");
+        assert_eq!(normalize_host("acme.example.com:8080"), "acme.example.com");
+        assert_eq!(normalize_host("acme.example.com.:443"), "acme.example.com");
+        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
+        assert_eq!(normalize_host(""), "");
+    }
+
+    #[test]
+    fn trust_levels() {
+        let credentials: Vec<_> = SourceKind::ALL
+            .iter()
+            .filter(|k| k.is_credential())
+            .map(|k| k.name())
+            .collect();
+        assert_eq!(credentials, ["claim", "api_key"]);
     }
 
     #[test]
