@@ -285,7 +285,10 @@ async fn missing_or_bad_token_is_401_and_missing_scope_is_403() {
         }
         let t = sign(&json!({"alg": "RS256", "kid": "rsa-1", "typ": "JWT"}), &c);
         let (status, body) = answer(client().get(gw.url("/api/users/1")).bearer_auth(t)).await;
-        assert_eq!(status, 403, "tenant {tenant:?}: {body}");
+        // A missing tenant claim is jwt_auth's 401 invalid_claim (a required identity claim);
+        // a present one the tenant stage cannot use is its 403.
+        let expected = if tenant.is_none() { 401 } else { 403 };
+        assert_eq!(status, expected, "tenant {tenant:?}: {body}");
         assert!(body["error"].is_string(), "a JSON answer: {body}");
     }
     assert_eq!(api_requests(&gw.users).len(), users_before);
@@ -1140,7 +1143,9 @@ async fn catalog_is_cached_per_tenant_and_other_routes_skip_the_cache() {
         first["path"], "/api/catalog/7",
         "no rewrite on the cached route"
     );
-    assert_eq!(cache_control.as_deref(), Some("max-age=60"));
+    // The route's lifetime, private toward the client: only the gateway's own cache (which
+    // varies on the tenant) may keep it.
+    assert_eq!(cache_control.as_deref(), Some("private, max-age=60"));
 
     // The file cache writes its entry in the background: repeat until a hit, at most 5 s.
     let hit = wait::until("acme's repeat to be a hit", Duration::from_secs(5), || {
