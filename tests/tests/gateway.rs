@@ -484,10 +484,11 @@ async fn consecutive_gateway_failures_eject_the_host_and_the_circuit_answers_503
         .await
         .unwrap();
     // The ejection reaches the worker's host set right after the stat: poll until the
-    // circuit answers, then it stays open and sends nothing upstream.
+    // circuit answers (Envoy's JSON 503, not the host's own), then it stays open and sends
+    // nothing upstream.
     let body = wait::until("the circuit to open", Duration::from_secs(5), || async {
         let (status, body) = answer(gw.get("/api/users/1")).await;
-        Ok((status == 503).then_some(body))
+        Ok((status == 503 && body["error"] == "service_unavailable").then_some(body))
     })
     .await
     .unwrap();

@@ -821,3 +821,80 @@ async fn credentialed_answers_never_leave_the_gateway_public() {
     }
     assert!(checked >= 8, "only {checked} routes checked");
 }
+
+/// A client whose connections come from `source` (a loopback address of its own).
+fn client_from(source: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::from(source))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// The review's third weakness: the global ceiling was spent before authentication, so an
+/// unauthenticated flood denied every tenant. Unauthenticated requests now have their own
+/// budget, per client address and global; a tenant's authenticated traffic next to the flood
+/// is served throughout.
+#[tokio::test]
+async fn an_unauthenticated_flood_spends_only_its_own_budget() {
+    let gw = Gateway::start(Opts::default()).await;
+    let url = gw.url("/api/products/1");
+    let tenant = client_from([127, 0, 0, 1]);
+    let tok = token("user-1", "acme", "orders:read");
+    // One address floods: past its bucket it gets 429 from the anonymous budget, not 401.
+    let flooder = client_from([127, 0, 0, 2]);
+    let (mut refused, mut limited) = (0, 0);
+    for i in 0..150 {
+        let (status, body) = answer(flooder.get(&url)).await;
+        match status {
+            401 => refused += 1,
+            429 => {
+                assert_eq!(body["error"], "rate_limited", "{body}");
+                limited += 1;
+            }
+            other => panic!("anonymous request {i}: {other} {body}"),
+        }
+        if i % 10 == 0 {
+            let resp = tenant.get(&url).bearer_auth(&tok).send().await.unwrap();
+            assert_eq!(resp.status(), 200, "the tenant's request during the flood");
+        }
+    }
+    assert!(
+        limited > 50,
+        "the flood was not limited: {refused} 401, {limited} 429"
+    );
+    // Another address still has its own budget...
+    let (status, _) = answer(client_from([127, 0, 0, 3]).get(&url)).await;
+    assert_eq!(
+        status, 401,
+        "a second address was limited by the first one's flood"
+    );
+    // ...until the global anonymous ceiling is spent by many addresses at once.
+    let mut global = 0;
+    for host in 10..40u8 {
+        let c = client_from([127, 0, 0, host]);
+        for _ in 0..40 {
+            if c.get(&url).send().await.unwrap().status() == 429 {
+                global += 1;
+            }
+        }
+        let resp = tenant.get(&url).bearer_auth(&tok).send().await.unwrap();
+        assert_eq!(
+            resp.status(),
+            200,
+            "the tenant's request during the wide flood"
+        );
+    }
+    assert!(global > 0, "the global anonymous ceiling never applied");
+    let spent = gw
+        .envoy
+        .stat("http.gateway_ceiling.local_rate_limit.rate_limited")
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(
+        spent, 0,
+        "authenticated requests were rate limited by the flood"
+    );
+}
