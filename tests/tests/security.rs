@@ -530,12 +530,20 @@ fn assert_too_large(route: &Route, head: &str, what: &str) {
     let status = status_of(&head);
     if route.is_grpc() {
         assert!(
-            status == 200 && head.contains("grpc-message: payload too large"),
+            status == 200
+                && !head.contains("grpc-status: 0")
+                && head.contains("grpc-message: ")
+                && head.contains("payload_too_large"),
             "{}: {what}: {head}",
             route.describe()
         );
     } else {
         assert_eq!(status, 413, "{}: {what}: {head}", route.describe());
+        assert!(
+            head.contains("content-type: application/json"),
+            "{}: {what}: a JSON answer: {head}",
+            route.describe()
+        );
     }
 }
 
@@ -762,6 +770,30 @@ async fn one_users_cached_answer_is_never_served_with_their_identity_to_another(
         assert_eq!(r.header("x-user-id"), None, "{}", r.path);
         assert_eq!(r.header("x-org-id"), None, "{}", r.path);
     }
+    // x-forwarded-for on the cache's own fetches: the connection manager appended the client's
+    // hop, and the cache's side channel (an Envoy async client, which appends Envoy's local
+    // address and has no option to stop) appends one more. The client's hop is the same as on
+    // an uncached route; the extra element is the gateway itself (README "Security model").
+    let resp = client()
+        .get(gw.url("/api/products/5"))
+        .bearer_auth(token_in_org("dave", "acme", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let direct = last(&gw.products).header("x-forwarded-for").unwrap();
+    assert!(
+        !direct.contains(','),
+        "one hop on an uncached route: {direct}"
+    );
+    let fetched = api_requests(&gw.products)
+        .into_iter()
+        .find(|r| r.path.starts_with("/api/catalog"))
+        .and_then(|r| r.header("x-forwarded-for"))
+        .unwrap();
+    let hops: Vec<&str> = fetched.split(',').map(str::trim).collect();
+    assert_eq!(hops.first(), Some(&direct.as_str()), "{fetched}");
+    assert!(hops.len() <= 2, "{fetched}");
 }
 
 /// Finding 2: whatever an upstream says (`public, max-age=60, s-maxage=600` here), a response
@@ -897,4 +929,108 @@ async fn an_unauthenticated_flood_spends_only_its_own_budget() {
         spent, 0,
         "authenticated requests were rate limited by the flood"
     );
+}
+
+/// Finding 7, gRPC half: one consumer opens 300 gRPC calls whose request body never ends. The
+/// gRPC route buffers requests, so none of them takes an upstream slot (the breakers allow
+/// 256), another tenant's calls are answered meanwhile, and the connection manager's request
+/// deadline ends the unfinished ones (408, as a gRPC error) instead of letting them live on.
+#[tokio::test]
+async fn unfinished_grpc_bodies_hold_no_upstream_slot_and_time_out() {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    type Chunk = Result<Frame<Bytes>, std::convert::Infallible>;
+    let gw = Gateway::start(Opts::default()).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<StreamBody<tokio_stream_shim::Receiver<Chunk>>>();
+    let holder = token("holder", "acme", "orders:read");
+    let mut senders = Vec::new();
+    let mut calls = Vec::new();
+    for _ in 0..300 {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(1);
+        // Half a gRPC frame: a length prefix promising 100 bytes, and only 10 of them.
+        tx.send(Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 100]))))
+            .await
+            .unwrap();
+        senders.push(tx);
+        let req = hyper::Request::post(gw.url("/grpc.health.v1.Health/Check"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("authorization", format!("Bearer {holder}"))
+            .body(StreamBody::new(tokio_stream_shim::Receiver(rx)))
+            .unwrap();
+        calls.push(tokio::spawn(client.request(req)));
+    }
+    gw.envoy
+        .wait_stat_at_least("http.gateway.downstream_rq_active", 300)
+        .await
+        .unwrap();
+    // Another tenant's call is answered while the 300 are held.
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let channel = tonic::transport::Endpoint::from_shared(gw.url(""))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let mut req = tonic::Request::new(HealthCheckRequest::default());
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", token("user-2", "globex", "orders:read"))
+                .parse()
+                .unwrap(),
+        );
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            HealthClient::new(channel.clone()).check(req),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("call {i} hung behind the held streams"));
+        assert_eq!(reply.unwrap().into_inner().status, 1, "call {i}: SERVING");
+    }
+    let active = gw
+        .envoy
+        .stat("cluster.grpc_backend.upstream_rq_active")
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert!(
+        active < 10,
+        "{active} upstream requests held by unfinished bodies"
+    );
+    // The deadline ends a held call: a gRPC error, not an answer from the service.
+    let first = calls.remove(0);
+    let resp = tokio::time::timeout(Duration::from_secs(45), first)
+        .await
+        .expect("the unfinished call was never ended")
+        .unwrap()
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let _ = resp.into_body().collect().await;
+    let grpc_status = headers
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert!(
+        status == 408 || grpc_status.as_deref().is_some_and(|s| s != "0"),
+        "{status} {headers:?}"
+    );
+    drop(senders);
+}
+
+/// A `Stream` over a tokio mpsc receiver (the request bodies the test keeps open).
+mod tokio_stream_shim {
+    pub struct Receiver<T>(pub tokio::sync::mpsc::Receiver<T>);
+
+    impl<T> futures_util::Stream for Receiver<T> {
+        type Item = T;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
 }
