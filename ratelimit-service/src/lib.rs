@@ -5,7 +5,8 @@
 //!
 //! * [`server`] — `run(listeners, settings, shutdown)`: the gRPC edge (protobuf <-> limiter
 //!   types, errors -> `tonic::Status`), grpc.health.v1, the HTTP port (`/healthz`, `/ready`,
-//!   `/metrics`, operator `/revocations` behind a bearer token) and config hot reload.
+//!   `/metrics`, operator `/revocations` behind a bearer token; gRPC `Revoke` behind the same
+//!   token) and config hot reload.
 //! * [`limiter`] — the decision in plain code: match descriptors, build bucket keys, consult the
 //!   [`local_cache`] of empty buckets, call the store once, assemble statuses and headers.
 //! * [`config`] — YAML parsing and validation into a typed descriptor tree; [`keys`] — the one
@@ -28,5 +29,6 @@ pub mod server;
 pub mod storage;
 
 pub use server::{
-    run, Listeners, RevocationAccess, ServerError, Settings, StoreSettings, TokenError,
+    run, validate_token, Listeners, RevocationAccess, ServerError, Settings, StoreSettings,
+    TokenError,
 };

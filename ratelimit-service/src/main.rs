@@ -1,6 +1,7 @@
 //! `ratelimit-service`: parse flags, set up logging, bind, print the bound addresses as one JSON
 //! line on stdout, serve until SIGTERM/SIGINT. The `revoke` and `list-revocations`
-//! subcommands are operator clients of a running service's RevocationService.
+//! subcommands are operator clients of a running service's RevocationService (`revoke` sends
+//! the revocation token, read from the same places as the server's).
 
 mod operator;
 
@@ -9,7 +10,9 @@ use clap::{Parser, ValueEnum};
 use operator::Command;
 use ratelimit_service::config::Config;
 use ratelimit_service::revocation::DEFAULT_MAX_ENTRIES;
-use ratelimit_service::{run, Listeners, RevocationAccess, Settings, StoreSettings};
+use ratelimit_service::{
+    run, validate_token, Listeners, RevocationAccess, Settings, StoreSettings,
+};
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -73,14 +76,15 @@ struct Args {
     /// Most live token revocations kept; a new one past this is refused (RESOURCE_EXHAUSTED).
     #[arg(long, env = "RLS_REVOCATION_MAX_ENTRIES", default_value_t = DEFAULT_MAX_ENTRIES)]
     revocation_max_entries: usize,
-    /// File holding the bearer token of the HTTP revocation API (POST /revocations; GET too,
-    /// unless --revocation-read-public), at least 16 printable characters. Or put the token in
-    /// the RLS_REVOCATION_TOKEN environment variable (not a flag: argv is visible to every user).
-    /// Without either, POST /revocations is refused (403).
+    /// File holding the bearer token of revocation writes (HTTP POST /revocations and gRPC
+    /// Revoke) and of HTTP GET /revocations (unless --revocation-read-public), at least 16
+    /// printable characters. Or put the token in the RLS_REVOCATION_TOKEN environment variable
+    /// (not a flag: argv is visible to every user). Without either, writes are refused (HTTP
+    /// 403, gRPC PERMISSION_DENIED). gRPC ListRevocations needs no token.
     #[arg(long, env = "RLS_REVOCATION_TOKEN_FILE", value_name = "PATH")]
     revocation_token_file: Option<PathBuf>,
-    /// Serve GET /revocations without the token (the revoked jtis are then visible to whoever
-    /// reaches the HTTP port); writes still need it.
+    /// Serve HTTP GET /revocations without the token (the revoked jtis are then visible to
+    /// whoever reaches the HTTP port); writes still need it.
     #[arg(long, env = "RLS_REVOCATION_READ_PUBLIC")]
     revocation_read_public: bool,
 }
@@ -112,17 +116,17 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
-/// Who may use the HTTP revocation API: the token from `--revocation-token-file` or from
-/// [`TOKEN_ENV`] (not both), or none. An unusable token is an error naming where it came from.
-/// An empty variable counts as unset, as clap treats every other `RLS_*` variable (so
-/// `RLS_REVOCATION_TOKEN: ${RLS_REVOCATION_TOKEN:-}` in docker-compose leaves the API disabled).
-fn revocation_access(
+/// The revocation token from `--revocation-token-file` or from [`TOKEN_ENV`] (not both), or
+/// none; trimmed and checked. The server keeps its digest, `revoke` sends it. An unusable token
+/// is an error naming where it came from. An empty variable counts as unset, as clap treats
+/// every other `RLS_*` variable (so `RLS_REVOCATION_TOKEN: ${RLS_REVOCATION_TOKEN:-}` in
+/// docker-compose leaves the API disabled).
+fn revocation_token(
     token_file: Option<&Path>,
     token_env: Option<OsString>,
-    read_public: bool,
-) -> Result<RevocationAccess> {
+) -> Result<Option<String>> {
     let token_env = token_env.filter(|value| !value.is_empty());
-    let access = match (token_file, token_env) {
+    let token = match (token_file, token_env) {
         (Some(_), Some(_)) => bail!(
             "--revocation-token-file (RLS_REVOCATION_TOKEN_FILE) and {TOKEN_ENV} are both set; \
              set one"
@@ -132,18 +136,50 @@ fn revocation_access(
             let token = std::fs::read_to_string(path).map_err(|err| {
                 anyhow!("--revocation-token-file {file}: cannot read the token file: {err}")
             })?;
-            RevocationAccess::with_token(&token)
+            validate_token(&token)
                 .map_err(|err| anyhow!("--revocation-token-file {file}: {err}"))?
+                .to_owned()
         }
         (None, Some(token)) => {
             let token = token
                 .into_string()
                 .map_err(|_| anyhow!("{TOKEN_ENV}: the token is not UTF-8"))?;
-            RevocationAccess::with_token(&token).map_err(|err| anyhow!("{TOKEN_ENV}: {err}"))?
+            validate_token(&token)
+                .map_err(|err| anyhow!("{TOKEN_ENV}: {err}"))?
+                .to_owned()
         }
-        (None, None) => RevocationAccess::disabled(),
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(token))
+}
+
+/// Who may use the revocation API: [`revocation_token`]'s token, or nobody.
+fn revocation_access(
+    token_file: Option<&Path>,
+    token_env: Option<OsString>,
+    read_public: bool,
+) -> Result<RevocationAccess> {
+    let access = match revocation_token(token_file, token_env)? {
+        Some(token) => RevocationAccess::with_token(&token)?,
+        None => RevocationAccess::disabled(),
     };
     Ok(access.with_public_reads(read_public))
+}
+
+/// The operator subcommand, if any. For `revoke`, a `--revocation-token-file` given before the
+/// subcommand (`ratelimit-service --revocation-token-file F revoke ...`) counts too.
+fn take_command(args: &mut Args) -> Option<Command> {
+    let mut command = args.command.take()?;
+    if let Command::Revoke {
+        revocation_token_file,
+        ..
+    } = &mut command
+    {
+        if revocation_token_file.is_none() {
+            *revocation_token_file = args.revocation_token_file.take();
+        }
+    }
+    Some(command)
 }
 
 fn init_tracing(format: LogFormat) {
@@ -175,7 +211,7 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
 
 fn main() -> Result<()> {
     let mut args = Args::parse();
-    if let Some(command) = args.command.take() {
+    if let Some(command) = take_command(&mut args) {
         let result = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -273,6 +309,26 @@ mod tests {
     }
 
     #[test]
+    fn the_cli_reads_the_same_token_trimmed_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "0123456789abcdef0123\n").unwrap();
+        assert_eq!(
+            revocation_token(Some(&file), None).unwrap().as_deref(),
+            Some("0123456789abcdef0123")
+        );
+        assert_eq!(
+            revocation_token(None, Some(" 0123456789abcdef0123 ".into()))
+                .unwrap()
+                .as_deref(),
+            Some("0123456789abcdef0123")
+        );
+        assert_eq!(revocation_token(None, None).unwrap(), None);
+        assert_eq!(revocation_token(None, Some(OsString::new())).unwrap(), None);
+        assert!(revocation_token(None, Some("short".into())).is_err());
+    }
+
+    #[test]
     fn the_revocation_token_comes_from_a_file_or_the_environment() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
@@ -341,5 +397,31 @@ mod tests {
             Args::try_parse_from(["ratelimit-service"]).is_err(),
             "--config still required"
         );
+    }
+
+    #[test]
+    fn revoke_takes_the_token_file_after_or_before_the_subcommand() {
+        let revoke = ["revoke", "--issuer", "i", "--jti", "j", "--until", "+1h"];
+        let token_file = |args: &[&str]| {
+            let mut args = Args::try_parse_from(args).unwrap();
+            match take_command(&mut args) {
+                Some(Command::Revoke {
+                    revocation_token_file,
+                    ..
+                }) => revocation_token_file,
+                other => panic!("{other:?}"),
+            }
+        };
+        let mut after = vec!["ratelimit-service"];
+        after.extend(revoke);
+        after.extend(["--revocation-token-file", "/run/after"]);
+        assert_eq!(token_file(&after), Some(PathBuf::from("/run/after")));
+        let mut before = vec![
+            "ratelimit-service",
+            "--revocation-token-file",
+            "/run/before",
+        ];
+        before.extend(revoke);
+        assert_eq!(token_file(&before), Some(PathBuf::from("/run/before")));
     }
 }

@@ -1,5 +1,5 @@
 //! Prometheus metrics: per domain and descriptor path counters, Redis latency and errors,
-//! config reloads, token revocations. Counters of configured limits are resolved once per
+//! config reloads, token revocations and refused revocation requests. Counters of configured limits are resolved once per
 //! config load.
 
 use crate::config::Config;
@@ -34,6 +34,14 @@ pub struct ListLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `http` or `grpc`.
+    pub transport: &'static str,
+    /// `disabled` (no token configured), `missing`, `malformed` or `wrong` (the credential).
+    pub reason: &'static str,
+}
+
 /// The counters of one configured limit, resolved when the config is loaded.
 #[derive(Clone, Default)]
 pub struct LimitCounters {
@@ -57,6 +65,7 @@ pub struct Metrics {
     revocations_added: Counter,
     revocation_lists: Family<ListLabels, Counter>,
     revocations_live: Gauge,
+    revocation_refusals: Family<RefusalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -79,6 +88,7 @@ impl Metrics {
         let revocations_added = Counter::default();
         let revocation_lists = Family::default();
         let revocations_live = Gauge::default();
+        let revocation_refusals = Family::default();
         registry.register("hits", "Hits counted per descriptor", hits.clone());
         registry.register(
             "over_limit",
@@ -126,6 +136,12 @@ impl Metrics {
             "Live (unexpired) revocation entries, as of the last revocation call",
             revocations_live.clone(),
         );
+        registry.register(
+            "revocation_requests_refused",
+            "Revocation API requests refused for their credential, by transport (http, grpc) \
+             and reason (disabled, missing, malformed, wrong)",
+            revocation_refusals.clone(),
+        );
         Metrics {
             registry,
             hits,
@@ -139,6 +155,7 @@ impl Metrics {
             revocations_added,
             revocation_lists,
             revocations_live,
+            revocation_refusals,
         }
     }
 
@@ -226,6 +243,21 @@ impl Metrics {
             .get_or_create(&ListLabels { kind })
             .inc();
         self.set_revocations_live(live);
+    }
+
+    /// A revocation API request was refused (see `server::access`).
+    pub fn revocation_refused(&self, transport: &'static str, reason: &'static str) {
+        self.revocation_refusals
+            .get_or_create(&RefusalLabels { transport, reason })
+            .inc();
+    }
+
+    /// Exposes the refusal series of `transport` and `reason` at 0 until the first refusal.
+    pub fn revocation_refusals_init(&self, transport: &'static str, reason: &'static str) {
+        // The series exists from here on; the returned handle is not needed.
+        let _counter = self
+            .revocation_refusals
+            .get_or_create_owned(&RefusalLabels { transport, reason });
     }
 
     fn set_revocations_live(&self, live: u64) {

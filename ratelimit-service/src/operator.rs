@@ -1,6 +1,7 @@
 //! The binary's operator subcommands (`revoke`, `list-revocations`; part of `main.rs`, not of the
 //! library): gRPC clients of a running service's `edgegate.revocation.v1.RevocationService`,
-//! printing JSON on stdout.
+//! printing JSON on stdout. `revoke` sends the revocation token as `authorization: Bearer
+//! <token>` metadata; `list-revocations` needs none (the service serves the list openly).
 
 use anyhow::{anyhow, Context, Result};
 use clap::Subcommand;
@@ -8,7 +9,9 @@ use ratelimit_service::proto::revocation::revocation_service_client::RevocationS
 use ratelimit_service::proto::revocation::{ListRevocationsRequest, RevokeRequest};
 use ratelimit_service::revocation::Revocation;
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
+use tonic::metadata::MetadataValue;
 
 /// Operator clients of a running service (they talk to its gRPC port).
 #[derive(Debug, Subcommand)]
@@ -28,6 +31,10 @@ pub enum Command {
         /// now: `+90s`, `+30m`, `+12h`, `+7d`.
         #[arg(long, value_parser = parse_until)]
         until: u64,
+        /// File holding the service's revocation token (sent as `authorization: Bearer
+        /// <token>`). Or put the token in the RLS_REVOCATION_TOKEN environment variable.
+        #[arg(long, env = "RLS_REVOCATION_TOKEN_FILE", value_name = "PATH")]
+        revocation_token_file: Option<PathBuf>,
     },
     /// Print the live revocations added after a version (all of them by default) as JSON.
     ListRevocations {
@@ -104,6 +111,50 @@ fn status_error(operation: &str, status: tonic::Status) -> anyhow::Error {
     )
 }
 
+/// A `Revoke` call carrying the token, if any. The metadata value is marked sensitive (HPACK
+/// never indexes it).
+fn revoke_request(
+    message: RevokeRequest,
+    token: Option<&str>,
+) -> Result<tonic::Request<RevokeRequest>> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        // validate_token allowed only printable ASCII: this cannot fail, but is not unwrapped.
+        let mut value = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| anyhow!("the revocation token is not printable ASCII"))?;
+        value.set_sensitive(true);
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(request)
+}
+
+/// `revoke`: reads the token (file or environment), then calls Revoke with it.
+async fn revoke(
+    grpc_addr: &str,
+    message: RevokeRequest,
+    token_file: Option<PathBuf>,
+) -> Result<u64> {
+    let token = crate::revocation_token(token_file.as_deref(), std::env::var_os(crate::TOKEN_ENV))?;
+    let request = revoke_request(message, token.as_deref())?;
+    let reply = revocation_client(grpc_addr)
+        .await?
+        .revoke(request)
+        .await
+        .map_err(|status| {
+            let no_token = token.is_none() && status.code() == tonic::Code::Unauthenticated;
+            let error = status_error("revoke", status);
+            if no_token {
+                anyhow!(
+                    "{error}; no revocation token was given (--revocation-token-file or \
+                     RLS_REVOCATION_TOKEN)"
+                )
+            } else {
+                error
+            }
+        })?;
+    Ok(reply.into_inner().version)
+}
+
 /// `list-revocations` output: the shape and field order of `GET /revocations`.
 #[derive(serde::Serialize)]
 struct ListOutput {
@@ -119,18 +170,15 @@ pub async fn run(command: Command) -> Result<()> {
             issuer,
             jti,
             until,
+            revocation_token_file,
         } => {
-            let reply = revocation_client(&grpc_addr)
-                .await?
-                .revoke(RevokeRequest {
-                    issuer,
-                    jti,
-                    expires_at: until,
-                })
-                .await
-                .map_err(|s| status_error("revoke", s))?
-                .into_inner();
-            serde_json::json!({ "version": reply.version }).to_string()
+            let message = RevokeRequest {
+                issuer,
+                jti,
+                expires_at: until,
+            };
+            let version = revoke(&grpc_addr, message, revocation_token_file).await?;
+            serde_json::json!({ "version": version }).to_string()
         }
         Command::ListRevocations { grpc_addr, since } => {
             let reply = revocation_client(&grpc_addr)

@@ -464,11 +464,13 @@ async fn redis_keys_follow_the_documented_scheme_and_expire() {
     assert!(next.version > revoked.version);
 }
 
-// ---- The HTTP API's access control: the service in process on port 0 (and the real binary
-// for its log and its startup errors). ----
+// ---- The revocation API's access control, HTTP and gRPC: the service in process on port 0
+// (and the real binary for its log and its startup errors). ----
 
-mod http_access {
+mod access {
     use super::{eventually, now};
+    use ratelimit_service::proto::revocation::revocation_service_client::RevocationServiceClient;
+    use ratelimit_service::proto::revocation::{ListRevocationsRequest, RevokeRequest};
     use ratelimit_service::{
         run, Listeners, RevocationAccess, ServerError, Settings, StoreSettings,
     };
@@ -480,6 +482,7 @@ mod http_access {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::oneshot;
     use tokio::task::JoinHandle;
+    use tonic::transport::Channel;
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/valid");
     const TOKEN: &str = "revocation-test-token-5f0c2a9d81e4b7";
@@ -492,6 +495,7 @@ mod http_access {
 
     /// The service in process (memory store) with the fixture config.
     struct Service {
+        grpc: SocketAddr,
         http: SocketAddr,
         stop: Option<oneshot::Sender<()>>,
         task: JoinHandle<Result<(), ServerError>>,
@@ -501,7 +505,7 @@ mod http_access {
         async fn start(access: RevocationAccess) -> Service {
             let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let http_addr = http.local_addr().unwrap();
+            let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
             let (stop, stopped) = oneshot::channel::<()>();
             let settings = Settings {
                 revocation_access: access,
@@ -511,6 +515,7 @@ mod http_access {
                 let _ = stopped.await;
             }));
             Service {
+                grpc: grpc_addr,
                 http: http_addr,
                 stop: Some(stop),
                 task,
@@ -521,14 +526,35 @@ mod http_access {
             send(self.http, method, path, headers, body).await
         }
 
-        /// `ratelimit_revocations_added_total`: what the refused requests did not change.
-        async fn added(&self) -> u64 {
+        /// The value of one series on `/metrics` (`name{labels}` exactly as exposed).
+        async fn metric(&self, series: &str) -> u64 {
             let metrics = self.send("GET", "/metrics", &[], "").await.body;
+            let prefix = format!("{series} ");
             metrics
                 .lines()
-                .find_map(|l| l.strip_prefix("ratelimit_revocations_added_total "))
+                .find_map(|l| l.strip_prefix(&prefix))
                 .and_then(|v| v.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no ratelimit_revocations_added_total in\n{metrics}"))
+                .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+        }
+
+        /// `ratelimit_revocations_added_total`: what the refused requests did not change.
+        async fn added(&self) -> u64 {
+            self.metric("ratelimit_revocations_added_total").await
+        }
+
+        /// `ratelimit_revocation_requests_refused_total` of one transport and reason.
+        async fn refused(&self, transport: &str, reason: &str) -> u64 {
+            self.metric(&format!(
+                r#"ratelimit_revocation_requests_refused_total{{transport="{transport}",reason="{reason}"}}"#
+            ))
+            .await
+        }
+
+        /// A gRPC client of the RevocationService (the listener is bound: it connects at once).
+        async fn grpc(&self) -> RevocationServiceClient<Channel> {
+            RevocationServiceClient::connect(format!("http://{}", self.grpc))
+                .await
+                .unwrap()
         }
 
         async fn shutdown(mut self) {
@@ -771,6 +797,206 @@ mod http_access {
         service_without.shutdown().await;
     }
 
+    const REASONS: [&str; 4] = ["disabled", "missing", "malformed", "wrong"];
+
+    fn revoke_message(jti: &str) -> RevokeRequest {
+        RevokeRequest {
+            issuer: "https://idp".into(),
+            jti: jti.into(),
+            expires_at: now() + 600,
+        }
+    }
+
+    /// gRPC metadata entries: (key, value).
+    type Metadata = Vec<(&'static str, String)>;
+
+    /// A gRPC request carrying these metadata entries (`key`, `value`), in order.
+    fn with_metadata<T>(message: T, entries: &[(&'static str, String)]) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        for (key, value) in entries {
+            request.metadata_mut().append(*key, value.parse().unwrap());
+        }
+        request
+    }
+
+    fn grpc_bearer(token: &str) -> (&'static str, String) {
+        ("authorization", format!("Bearer {token}"))
+    }
+
+    /// The attack: anyone who reaches the gRPC port (Envoy's network, the whole mesh) calls
+    /// Revoke. Every credential but the token is UNAUTHENTICATED and changes nothing; the token
+    /// revokes; ListRevocations answers without any credential (jwt_auth polls it so).
+    #[tokio::test]
+    async fn grpc_revoke_needs_the_bearer_token_and_list_stays_open() {
+        let service = Service::start(RevocationAccess::with_token(TOKEN).unwrap()).await;
+        let mut client = service.grpc().await;
+        // (what, metadata entries, the refusal's reason label)
+        let wrong: Vec<(&str, Metadata, &str)> = vec![
+            ("no credential", vec![], "missing"),
+            (
+                "a wrong token of the same length",
+                vec![grpc_bearer(WRONG_SAME_LENGTH)],
+                "wrong",
+            ),
+            (
+                "a prefix of the token",
+                vec![grpc_bearer(&TOKEN[..20])],
+                "wrong",
+            ),
+            (
+                "the token and more",
+                vec![grpc_bearer(&format!("{TOKEN}0"))],
+                "wrong",
+            ),
+            (
+                "another scheme",
+                vec![("authorization", format!("Basic {TOKEN}"))],
+                "malformed",
+            ),
+            (
+                "the bare token",
+                vec![("authorization", TOKEN.to_owned())],
+                "malformed",
+            ),
+            (
+                "the token twice",
+                vec![grpc_bearer(TOKEN), grpc_bearer(TOKEN)],
+                "malformed",
+            ),
+            (
+                "the token elsewhere",
+                vec![("x-api-key", TOKEN.to_owned())],
+                "missing",
+            ),
+        ];
+        for (what, metadata, _) in &wrong {
+            let status = client
+                .revoke(with_metadata(revoke_message("dos"), metadata))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                status.code(),
+                tonic::Code::Unauthenticated,
+                "{what}: {status:?}"
+            );
+            assert!(
+                status
+                    .message()
+                    .contains("Revoke needs `authorization: Bearer <token>` metadata"),
+                "{what}: {status:?}"
+            );
+            assert!(!status.message().contains(TOKEN), "{what}: {status:?}");
+        }
+        assert_eq!(service.added().await, 0, "no refused Revoke got through");
+        // What tonic decodes before the check is capped (16 KiB, as HTTP's body).
+        let huge = revoke_message(&"x".repeat(20 * 1024));
+        let status = client.revoke(huge).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+        for reason in REASONS {
+            let expected = wrong.iter().filter(|(_, _, r)| *r == reason).count();
+            assert_eq!(
+                service.refused("grpc", reason).await,
+                expected as u64,
+                "{reason}"
+            );
+            assert_eq!(service.refused("http", reason).await, 0, "{reason}");
+        }
+
+        let version = client
+            .revoke(with_metadata(revoke_message("ok"), &[grpc_bearer(TOKEN)]))
+            .await
+            .unwrap()
+            .into_inner()
+            .version;
+        assert!(version > 0);
+        // The scheme is case-insensitive, as over HTTP.
+        let lower = ("authorization", format!("bearer {TOKEN}"));
+        client
+            .revoke(with_metadata(revoke_message("ok-lower"), &[lower]))
+            .await
+            .unwrap();
+        assert_eq!(service.added().await, 2);
+
+        // ListRevocations: no credential needed, and it sees exactly the authorized writes.
+        let list = client
+            .list_revocations(ListRevocationsRequest { since_version: 0 })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(list.full);
+        let jtis: Vec<&str> = list.revocations.iter().map(|r| r.jti.as_str()).collect();
+        assert_eq!(jtis, ["ok", "ok-lower"]);
+        service.shutdown().await;
+    }
+
+    /// No token configured: Revoke is PERMISSION_DENIED (the HTTP 403
+    /// `revocation_api_disabled`) whatever the caller sends; ListRevocations still answers.
+    #[tokio::test]
+    async fn grpc_revoke_is_refused_when_no_token_is_configured() {
+        let service = Service::start(RevocationAccess::disabled()).await;
+        let mut client = service.grpc().await;
+        for metadata in [vec![], vec![grpc_bearer(TOKEN)]] {
+            let status = client
+                .revoke(with_metadata(revoke_message("dos"), &metadata))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+            assert!(
+                status.message().starts_with("revocation_api_disabled: "),
+                "{status:?}"
+            );
+            assert!(
+                status
+                    .message()
+                    .contains("--revocation-token-file or RLS_REVOCATION_TOKEN"),
+                "{status:?}"
+            );
+        }
+        let list = client
+            .list_revocations(ListRevocationsRequest { since_version: 0 })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(list.revocations.is_empty());
+        assert_eq!(service.refused("grpc", "disabled").await, 2);
+        assert_eq!(service.added().await, 0);
+        service.shutdown().await;
+    }
+
+    /// Refused HTTP requests are counted by reason under `transport="http"`; every series of
+    /// both transports is exposed from the start (at 0), so alerts see the first refusal.
+    #[tokio::test]
+    async fn refused_requests_are_counted_by_transport_and_reason() {
+        let service = Service::start(RevocationAccess::with_token(TOKEN).unwrap()).await;
+        for transport in ["http", "grpc"] {
+            for reason in REASONS {
+                assert_eq!(service.refused(transport, reason).await, 0);
+            }
+        }
+        let body = revoke_body("dos");
+        service.send("POST", "/revocations", &[], &body).await;
+        service.send("GET", "/revocations", &[], "").await;
+        let wrong = bearer(WRONG_SAME_LENGTH);
+        service.send("POST", "/revocations", &[&wrong], &body).await;
+        let basic = format!("Authorization: Basic {TOKEN}");
+        service.send("POST", "/revocations", &[&basic], &body).await;
+        let ok = service
+            .send("POST", "/revocations", &[&bearer(TOKEN)], &body)
+            .await;
+        assert_eq!(ok.status, 200, "{ok:?}");
+        assert_eq!(service.refused("http", "missing").await, 2);
+        assert_eq!(service.refused("http", "wrong").await, 1);
+        assert_eq!(service.refused("http", "malformed").await, 1);
+        assert_eq!(service.refused("http", "disabled").await, 0);
+        assert_eq!(service.refused("grpc", "missing").await, 0);
+
+        let disabled = Service::start(RevocationAccess::disabled()).await;
+        disabled.send("POST", "/revocations", &[], &body).await;
+        assert_eq!(disabled.refused("http", "disabled").await, 1);
+        service.shutdown().await;
+        disabled.shutdown().await;
+    }
+
     /// Kills the service if a test fails before it is done with it.
     struct KillOnDrop(std::process::Child);
 
@@ -847,12 +1073,24 @@ mod http_access {
         )
         .await;
         assert_eq!(ok.status, 200, "{ok:?}");
+        let grpc = addrs["grpc_addr"].as_str().unwrap();
+        let mut client = RevocationServiceClient::connect(format!("http://{grpc}"))
+            .await
+            .unwrap();
+        let status = client
+            .revoke(with_metadata(
+                revoke_message("z"),
+                &[grpc_bearer(PRESENTED)],
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
 
-        let text = eventually("both refusals in the log", Duration::from_secs(10), || {
+        let text = eventually("the refusals in the log", Duration::from_secs(10), || {
             let log = log.clone();
             async move {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
-                (text.matches("revocation API request refused").count() >= 2
+                (text.matches("revocation API request refused").count() >= 3
                     && text.contains("token revoked"))
                 .then_some(text)
             }
@@ -871,8 +1109,18 @@ mod http_access {
             reasons,
             [
                 "wrong bearer token",
-                "Authorization is not one `Bearer <token>` header"
+                "Authorization is not one `Bearer <token>` header",
+                "wrong bearer token",
             ]
+        );
+        let transports: Vec<&str> = refusals
+            .iter()
+            .map(|r| r["fields"]["transport"].as_str().unwrap())
+            .collect();
+        assert_eq!(transports, ["http", "http", "grpc"]);
+        assert_eq!(
+            refusals[2]["fields"]["path"],
+            "/edgegate.revocation.v1.RevocationService/Revoke"
         );
         for refusal in &refusals {
             assert_eq!(refusal["level"], "WARN", "{refusal}");
@@ -885,7 +1133,9 @@ mod http_access {
         );
         assert!(!text.contains(TOKEN), "the token is logged:\n{text}");
         assert!(
-            text.contains("HTTP revocation API: bearer token required"),
+            text.contains(
+                "revocation writes (HTTP POST /revocations, gRPC Revoke) need the bearer token"
+            ),
             "{text}"
         );
     }

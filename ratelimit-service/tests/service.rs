@@ -37,8 +37,8 @@ descriptors:
     rate_limit: { unit: second, requests_per_unit: 100, burst: 20 }
 "#;
 
-/// The HTTP revocation API's bearer token in these tests (every HTTP request here carries it;
-/// tests/revocation.rs covers requests without it).
+/// The revocation API's bearer token in these tests (every HTTP request and gRPC Revoke here
+/// carries it; tests/revocation.rs covers requests without it).
 const REVOCATION_TOKEN: &str = "service-test-revocation-token-0123456789";
 
 fn revocation_access() -> RevocationAccess {
@@ -564,12 +564,18 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-fn revoke_request(issuer: &str, jti: &str, expires_at: u64) -> RevokeRequest {
-    RevokeRequest {
+/// A gRPC Revoke carrying `authorization: Bearer <REVOCATION_TOKEN>`.
+fn revoke_request(issuer: &str, jti: &str, expires_at: u64) -> tonic::Request<RevokeRequest> {
+    let mut request = tonic::Request::new(RevokeRequest {
         issuer: issuer.into(),
         jti: jti.into(),
         expires_at,
-    }
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {REVOCATION_TOKEN}").parse().unwrap(),
+    );
+    request
 }
 
 async fn list_since(
@@ -865,26 +871,64 @@ async fn binary_serves_revocations_to_the_cli_and_over_http() {
     let grpc = addrs["grpc_addr"].as_str().unwrap().to_owned();
     let http: SocketAddr = addrs["http_addr"].as_str().unwrap().parse().unwrap();
 
-    let cli = |args: &[&str]| {
-        let output = Command::new(bin).args(args).output().unwrap();
+    // The CLI with the given token variable (none by default) and nothing else inherited.
+    let cli_with = |args: &[&str], token_env: Option<&str>| {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env_remove("RLS_REVOCATION_TOKEN")
+            .env_remove("RLS_REVOCATION_TOKEN_FILE");
+        if let Some(token) = token_env {
+            cmd.env("RLS_REVOCATION_TOKEN", token);
+        }
+        let output = cmd.output().unwrap();
         (
             output.status.success(),
             String::from_utf8_lossy(&output.stdout).into_owned(),
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )
     };
+    let cli = |args: &[&str]| cli_with(args, None);
+    let revoke_args = |jti: &'static str, until: &'static str| {
+        vec![
+            "revoke".to_owned(),
+            "--grpc-addr".to_owned(),
+            grpc.clone(),
+            "--issuer".to_owned(),
+            "https://idp".to_owned(),
+            "--jti".to_owned(),
+            jti.to_owned(),
+            "--until".to_owned(),
+            until.to_owned(),
+        ]
+    };
+
+    // Without the token the service refuses, and the CLI says what to pass.
+    let args = revoke_args("no-token", "+1h");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stdout, stderr) = cli(&args);
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.contains("revoke failed: Unauthenticated"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--revocation-token-file or RLS_REVOCATION_TOKEN"),
+        "{stderr}"
+    );
+    // A wrong one is refused too (and not echoed).
+    let (ok, _, stderr) = cli_with(&args, Some("a-wrong-token-of-enough-length"));
+    assert!(!ok);
+    assert!(
+        stderr.contains("revoke failed: Unauthenticated"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("a-wrong-token"), "{stderr}");
+
+    // With the token from the environment.
     let before = unix_now();
-    let (ok, stdout, stderr) = cli(&[
-        "revoke",
-        "--grpc-addr",
-        &grpc,
-        "--issuer",
-        "https://idp",
-        "--jti",
-        "cli-1",
-        "--until",
-        "+1h",
-    ]);
+    let args = revoke_args("cli-1", "+1h");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stdout, stderr) = cli_with(&args, Some(REVOCATION_TOKEN));
     let after = unix_now();
     assert!(ok, "{stderr}");
     let version = serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["version"]
@@ -932,17 +976,38 @@ async fn binary_serves_revocations_to_the_cli_and_over_http() {
         "+1h between {before} and {after} -> {cli_until}"
     );
 
-    let (ok, _, stderr) = cli(&[
-        "revoke",
-        "--grpc-addr",
-        &grpc,
-        "--issuer",
-        "https://idp",
-        "--jti",
-        "x",
-        "--until",
-        "1",
+    // With the token from --revocation-token-file (a file's final newline is ignored).
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{REVOCATION_TOKEN}\n")).unwrap();
+    let mut args = revoke_args("cli-2", "+1h");
+    args.extend([
+        "--revocation-token-file".to_owned(),
+        token_file.display().to_string(),
     ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stdout, stderr) = cli(&args);
+    assert!(ok, "{stderr}");
+    let version_2 = serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["version"]
+        .as_u64()
+        .unwrap();
+    assert!(version_2 > version);
+    // An unusable token file stops the CLI before it connects, naming the flag.
+    std::fs::write(&token_file, "short\n").unwrap();
+    let (ok, _, stderr) = cli(&args);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "--revocation-token-file {}: the token is 5 characters",
+            token_file.display()
+        )),
+        "{stderr}"
+    );
+
+    // Past the token, the request is validated as before.
+    let args = revoke_args("x", "1");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, stderr) = cli_with(&args, Some(REVOCATION_TOKEN));
     assert!(!ok);
     assert!(
         stderr.contains(

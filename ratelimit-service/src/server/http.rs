@@ -7,7 +7,7 @@
 //! open; `/revocations` needs the revocation token (see [`super::access`]): always for writes,
 //! for reads unless they are public.
 
-use super::access::{self, RevocationAccess};
+use super::access;
 use super::{revocation, Shared};
 use crate::revocation::{Revocation, RevocationError, RevokeRequest};
 use crate::storage::Store;
@@ -30,7 +30,6 @@ const MAX_REVOKE_BODY: usize = 16 * 1024;
 pub(super) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
-    access: RevocationAccess,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = Router::new()
@@ -44,7 +43,7 @@ pub(super) async fn serve(
                 .layer(DefaultBodyLimit::max(MAX_REVOKE_BODY))
                 // Checked before the body is read; an unrouted method stays 405.
                 .route_layer(middleware::from_fn_with_state(
-                    Arc::new(access),
+                    Arc::clone(&shared),
                     access::require,
                 )),
         )

@@ -1,6 +1,7 @@
 //! The running service: gRPC (RateLimitService, RevocationService, grpc.health.v1), HTTP
 //! (health, readiness, metrics, operator revocations) and config hot reload, all stopped by
-//! one shutdown signal.
+//! one shutdown signal. Revocation writes on either port need the revocation token
+//! ([`access`]).
 
 mod access;
 mod grpc;
@@ -27,7 +28,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use access::{RevocationAccess, TokenError, MIN_TOKEN_LEN};
+pub use access::{validate_token, RevocationAccess, TokenError, MIN_TOKEN_LEN};
 pub use grpc::RateLimitGrpc;
 pub use revocation::RevocationGrpc;
 
@@ -55,7 +56,8 @@ pub struct Settings {
     pub reload_interval: Duration,
     /// Most live token revocations kept; a new one past this is refused.
     pub revocation_max_entries: usize,
-    /// Who may use `POST`/`GET /revocations` on the HTTP port (default: nobody).
+    /// Who may write revocations (HTTP `POST /revocations`, gRPC `Revoke`) and read them over
+    /// HTTP (`GET /revocations`); default: nobody. gRPC `ListRevocations` is open.
     pub revocation_access: RevocationAccess,
 }
 
@@ -106,6 +108,8 @@ pub(crate) struct Shared {
     pub loaded: ArcSwap<Loaded>,
     pub limiter: Limiter<AnyStore>,
     pub revocations: AnyRevocationStore,
+    /// Who may write (both transports) and read (HTTP) revocations.
+    pub access: RevocationAccess,
     pub metrics: Metrics,
 }
 
@@ -148,11 +152,13 @@ pub async fn run(
         },
     );
     let metrics = Metrics::new();
+    access::register_refusal_series(&metrics);
     let counters = metrics.bind(&config);
     let shared = Arc::new(Shared {
         loaded: ArcSwap::from_pointee(Loaded { config, counters }),
         limiter,
         revocations,
+        access: settings.revocation_access.clone(),
         metrics,
     });
     tracing::info!(
@@ -182,7 +188,6 @@ pub async fn run(
     let http = tokio::spawn(http::serve(
         listeners.http,
         Arc::clone(&shared),
-        settings.revocation_access.clone(),
         stopped(stop_rx.clone()),
     ));
 
@@ -201,9 +206,10 @@ pub async fn run(
         .add_service(RateLimitServiceServer::new(RateLimitGrpc::new(Arc::clone(
             &shared,
         ))))
-        .add_service(RevocationServiceServer::new(RevocationGrpc::new(
-            Arc::clone(&shared),
-        )))
+        .add_service(
+            RevocationServiceServer::new(RevocationGrpc::new(Arc::clone(&shared)))
+                .max_decoding_message_size(revocation::MAX_REVOCATION_MESSAGE),
+        )
         .serve_with_incoming_shutdown(incoming, stopped(stop_rx));
     let grpc_result = grpc.await;
     let http_result = http.await?;
@@ -213,27 +219,32 @@ pub async fn run(
     http_result.map_err(ServerError::Http)
 }
 
-/// One startup line on who may use the HTTP revocation endpoints (never the token).
+/// One startup line on who may use the revocation API (never the token).
 fn log_revocation_access(access: &RevocationAccess) {
-    let reads = if access.reads_public() {
+    let http_reads = if access.reads_public() {
         "public"
     } else if access.token_configured() {
         "token"
     } else {
         "disabled"
     };
+    // ListRevocations: Envoy's jwt_auth filter polls it without credentials.
+    let grpc_list = "open";
     if access.token_configured() {
         tracing::info!(
             writes = "token",
-            reads,
-            "HTTP revocation API: bearer token required"
+            http_reads,
+            grpc_list,
+            "revocation writes (HTTP POST /revocations, gRPC Revoke) need the bearer token"
         );
     } else {
         tracing::warn!(
             writes = "disabled",
-            reads,
-            "HTTP revocation API: POST /revocations is refused (403) because no token is \
-             configured (--revocation-token-file or RLS_REVOCATION_TOKEN)"
+            http_reads,
+            grpc_list,
+            "revocation writes (HTTP POST /revocations, gRPC Revoke) are refused (403, \
+             PERMISSION_DENIED) because no token is configured (--revocation-token-file or \
+             RLS_REVOCATION_TOKEN)"
         );
     }
 }

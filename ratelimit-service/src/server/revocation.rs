@@ -1,8 +1,13 @@
 //! Token revocation at the edges: the gRPC `edgegate.revocation.v1.RevocationService` and the
 //! operator HTTP endpoints share `revoke` and `list` here (metrics, logs) and map errors to their
 //! own status codes. Logs name the `jti`, never any other token content.
+//!
+//! gRPC `Revoke` needs the revocation token in `authorization: Bearer <token>` metadata
+//! ([`super::access`], the same check as HTTP `POST /revocations`). `ListRevocations` is open:
+//! Envoy's jwt_auth filter polls it without credentials, and it tells only which (issuer, jti)
+//! are revoked until when.
 
-use super::Shared;
+use super::{access, Shared};
 use crate::proto::revocation::revocation_service_server::RevocationService;
 use crate::proto::revocation::{
     ListRevocationsRequest, ListRevocationsResponse, Revocation as ProtoRevocation,
@@ -11,6 +16,13 @@ use crate::proto::revocation::{
 use crate::revocation::{RevocationError, RevocationList, RevocationStore, RevokeRequest, Revoked};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+
+/// Largest RevocationService request tonic decodes (before `Revoke` checks the credential), as
+/// HTTP's body limit: a valid `RevokeRequest` (two fields of at most 1 KiB) is about 2 KiB.
+pub(super) const MAX_REVOCATION_MESSAGE: usize = 16 * 1024;
+
+/// The gRPC path of `Revoke` (for the refusal log line).
+const REVOKE_PATH: &str = "/edgegate.revocation.v1.RevocationService/Revoke";
 
 /// Revokes and records the outcome; `via` names the edge (`grpc`, `http`) in logs.
 pub(super) async fn revoke(
@@ -117,6 +129,7 @@ impl RevocationService for RevocationGrpc {
         &self,
         request: Request<ProtoRevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
+        access::require_grpc(&self.shared, &request, REVOKE_PATH)?;
         let ProtoRevokeRequest {
             issuer,
             jti,
