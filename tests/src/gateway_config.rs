@@ -108,7 +108,7 @@ impl GatewayConfig {
     pub fn routes(&self) -> Vec<Route> {
         let mut out = Vec::new();
         for vhost in seq(&self.hcm()["route_config"]["virtual_hosts"]) {
-            let domain = str_of(&seq(&vhost["domains"])[0]).to_string();
+            let domain = str_of(seq(&vhost["domains"])[0]).to_string();
             for route in seq(&vhost["routes"]) {
                 out.push(Route {
                     vhost: str_of(&vhost["name"]).to_string(),
