@@ -1034,3 +1034,100 @@ mod tokio_stream_shim {
         }
     }
 }
+
+/// Findings 10 and 11: a token whose `sub` or `org.id` is missing, empty, not a string, padded,
+/// or carries a comma, a control character or non-ASCII is refused (401 `invalid_claim`) by the
+/// gateway as configured — never admitted without an identity (which would also escape the
+/// per-consumer limit) and never forwarded raw for an upstream to trim into someone else's.
+#[tokio::test]
+async fn unusable_identity_claims_are_refused_not_dropped() {
+    let gw = Gateway::start(Opts::default()).await;
+    let base = || {
+        let mut c = jwt_auth::testing::claims(now());
+        c["iss"] = json!("https://idp.edgegate.localhost");
+        c["tenant"] = json!("acme");
+        c["scope"] = json!("orders:read");
+        c
+    };
+    let bad_values = [
+        None,
+        Some(json!("")),
+        Some(json!(" alice")),
+        Some(json!("alice\t")),
+        Some(json!("7,99")),
+        Some(json!("al\u{1}ice")),
+        Some(json!("älice")),
+        Some(json!(["alice"])),
+        Some(json!({"id": "alice"})),
+        Some(json!(true)),
+    ];
+    let before = api_requests(&gw.users).len();
+    for claim in ["sub", "org"] {
+        for value in &bad_values {
+            let mut c = base();
+            let target = if claim == "sub" {
+                c.as_object_mut().unwrap()
+            } else {
+                c["org"].as_object_mut().unwrap()
+            };
+            let key = if claim == "sub" { "sub" } else { "id" };
+            match value {
+                None => {
+                    target.remove(key);
+                }
+                Some(v) => {
+                    target.insert(key.to_string(), v.clone());
+                }
+            }
+            let t =
+                jwt_auth::testing::sign(&json!({"alg": "RS256", "kid": "rsa-1", "typ": "JWT"}), &c);
+            let (status, body) = answer(client().get(gw.url("/api/users/1")).bearer_auth(t)).await;
+            assert_eq!(status, 401, "{claim} = {value:?}: {body}");
+            assert_eq!(
+                body["error"], "invalid_token",
+                "{claim} = {value:?}: {body}"
+            );
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("identity claim"),
+                "{claim} = {value:?}: {body}"
+            );
+        }
+    }
+    assert_eq!(
+        api_requests(&gw.users).len(),
+        before,
+        "a refused token reached users"
+    );
+    // Counted under the reason invalid_claim, one per token.
+    let refused = 2 * bad_values.len() as u64;
+    gw.envoy
+        .wait_stat_at_least("wasmcustom.jwt_auth.denied.invalid_claim", refused)
+        .await
+        .unwrap();
+    // A numeric sub is not a user id either; a numeric org id is its decimal text.
+    let mut c = base();
+    c["sub"] = json!(42);
+    let t = jwt_auth::testing::sign(&json!({"alg": "RS256", "kid": "rsa-1", "typ": "JWT"}), &c);
+    assert_eq!(
+        answer(client().get(gw.url("/api/users/1")).bearer_auth(t))
+            .await
+            .0,
+        401
+    );
+    let mut c = base();
+    c["sub"] = json!("user-9");
+    c["org"] = json!({"id": 12});
+    let t = jwt_auth::testing::sign(&json!({"alg": "RS256", "kid": "rsa-1", "typ": "JWT"}), &c);
+    assert_eq!(
+        served(client().get(gw.url("/api/users/1")).bearer_auth(t))
+            .await
+            .0,
+        "users"
+    );
+    let got = last(&gw.users);
+    assert_eq!(got.header("x-user-id").as_deref(), Some("user-9"));
+    assert_eq!(got.header("x-org-id").as_deref(), Some("12"));
+}
