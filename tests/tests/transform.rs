@@ -9,16 +9,21 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::time::Duration;
 
+/// The transform filter as a deployment must configure it: `allow_on_headers_stop_iteration`
+/// lets the filter hold response headers while a response body may yet be refused (without it
+/// Envoy turns the pause into StopAllIterationAndWatermark and those responses stall).
+fn transform_filter(config: &Value) -> Value {
+    let mut filter = chain::wasm("transform", config).unwrap();
+    filter["typed_config"]["config"]["allow_on_headers_stop_iteration"] = json!(true);
+    filter
+}
+
 async fn envoy_with(config: &Value, up: &Upstream) -> Envoy {
-    single_upstream(
-        "transform",
-        vec![chain::wasm("transform", config).unwrap()],
-        up.port(),
-    )
-    .unwrap()
-    .start()
-    .await
-    .unwrap()
+    single_upstream("transform", vec![transform_filter(config)], up.port())
+        .unwrap()
+        .start()
+        .await
+        .unwrap()
 }
 
 fn client() -> reqwest::Client {
@@ -278,96 +283,132 @@ async fn chunked_upstream_response_is_rewritten() {
     );
 }
 
-#[tokio::test]
-async fn gzip_oversize_invalid_and_non_json_bodies_pass_through_untouched() {
-    let doc = order_doc().to_string();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(doc.as_bytes()).unwrap();
-    let gzipped = Bytes::from(gz.finish().unwrap());
-    let big = {
-        let mut v = order_doc();
-        v["padding"] = Value::String("x".repeat(4096));
-        v.to_string()
-    };
-    let (g2, big2, doc2) = (gzipped.clone(), big.clone(), doc.clone());
-    let up = Upstream::start(move |r| match r.path.as_str() {
-        "/orders/gzip" => Reply::new(200)
-            .header("content-type", "application/json")
-            .header("content-encoding", "gzip")
-            .body(g2.clone()),
-        "/orders/big" => Reply::new(200)
-            .header("content-type", "application/json")
-            .body(big2.clone()),
-        "/orders/big-chunked" => {
-            let b = Bytes::from(big2.clone());
-            Reply::new(200)
-                .header("content-type", "application/json")
-                .chunked(vec![b.slice(..2000), b.slice(2000..)])
+/// The value `strip_rule` removes (`user.ssn`): it must never reach a client.
+const SECRET: &str = "078-05-1120";
+
+/// Bodies transform cannot rewrite, each carrying `SECRET`, on the strip rule's `/orders` route
+/// (`max_body_bytes` 2048 in the tests below), plus empty bodies that may pass.
+struct Unprocessable {
+    gzipped: Bytes,
+    big: String,
+    invalid: String,
+    text: String,
+}
+
+impl Unprocessable {
+    fn new() -> Self {
+        let doc = order_doc().to_string();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(doc.as_bytes()).unwrap();
+        let mut big = order_doc();
+        big["padding"] = Value::String("x".repeat(4096));
+        Unprocessable {
+            gzipped: Bytes::from(gz.finish().unwrap()),
+            big: big.to_string(),
+            invalid: format!("{{\"user\": {{\"ssn\": \"{SECRET}\"}},"),
+            text: doc,
         }
-        "/orders/invalid" => Reply::new(200)
-            .header("content-type", "application/json")
-            .body("{\"debug_info\": 1,"),
-        _ => Reply::new(200)
-            .header("content-type", "text/plain")
-            .body(doc2.clone()),
-    })
-    .await
-    .unwrap();
-    let mut config = strip_rule();
-    config["max_body_bytes"] = json!(2048);
-    let envoy = envoy_with(&config, &up).await;
-    // Ask for identity so reqwest does not decode: we compare raw bytes.
-    let c = reqwest::Client::builder()
+    }
+
+    async fn upstream(&self) -> Upstream {
+        let (gz, big, invalid, text) = (
+            self.gzipped.clone(),
+            self.big.clone(),
+            self.invalid.clone(),
+            self.text.clone(),
+        );
+        Upstream::start(move |r| match r.path.as_str() {
+            // Sent whatever the request's accept-encoding says.
+            "/orders/gzip" => Reply::new(200)
+                .header("content-type", "application/json")
+                .header("content-encoding", "gzip")
+                .body(gz.clone()),
+            "/orders/big" => Reply::new(200)
+                .header("content-type", "application/json")
+                .body(big.clone()),
+            "/orders/big-chunked" => {
+                let b = Bytes::from(big.clone());
+                Reply::new(200)
+                    .header("content-type", "application/json")
+                    .chunked(vec![b.slice(..2000), b.slice(2000..)])
+            }
+            "/orders/invalid" => Reply::new(200)
+                .header("content-type", "application/json")
+                .body(invalid.clone()),
+            "/orders/empty-text" => Reply::new(200).header("content-type", "text/plain"),
+            "/orders/no-content" => Reply::new(204).header("content-encoding", "gzip"),
+            _ => Reply::new(200)
+                .header("content-type", "text/plain")
+                .body(text.clone()),
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// A client that leaves bodies as sent (no decompression): we compare raw bytes.
+fn raw_client() -> reqwest::Client {
+    reqwest::Client::builder()
         .no_proxy()
         .no_gzip()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// The response is transform's 502: JSON in the gateway's error shape, nothing of the upstream.
+async fn assert_refused(resp: reqwest::Response, what: &str) {
+    assert_eq!(resp.status(), 502, "{what}");
+    assert_eq!(resp.headers()["content-type"], "application/json", "{what}");
+    assert!(resp.headers().get("content-encoding").is_none(), "{what}");
+    let body = resp.text().await.unwrap();
+    assert!(!body.contains(SECRET), "{what}: {body}");
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: {e}: {body}"));
+    assert_eq!(v["error"], "bad_gateway", "{what}: {body}");
+    assert_eq!(
+        v["message"], "the upstream response could not be processed",
+        "{what}: {body}"
+    );
+    assert!(
+        v["request_id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{what}: {body}"
+    );
+    assert_eq!(v.as_object().unwrap().len(), 3, "{what}: {body}");
+}
+
+#[tokio::test]
+async fn unprocessable_bodies_on_a_strip_route_are_refused_with_502() {
+    let bodies = Unprocessable::new();
+    let up = bodies.upstream().await;
+    let mut config = strip_rule();
+    config["max_body_bytes"] = json!(2048);
+    let envoy = envoy_with(&config, &up).await;
+    let c = raw_client();
     let get = |p: &str| c.get(envoy.url("main", p)).send();
 
-    let r = get("/orders/gzip").await.unwrap();
-    assert_eq!(r.headers()["content-encoding"], "gzip");
-    assert_eq!(r.bytes().await.unwrap(), gzipped, "gzip body untouched");
-    assert_eq!(
-        get("/orders/big").await.unwrap().text().await.unwrap(),
-        big,
-        "oversize (content-length) untouched"
-    );
-    assert_eq!(
-        get("/orders/big-chunked")
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        big,
-        "oversize (chunked) untouched"
-    );
-    assert_eq!(
-        get("/orders/invalid").await.unwrap().text().await.unwrap(),
-        "{\"debug_info\": 1,"
-    );
-    assert_eq!(
-        get("/orders/text").await.unwrap().text().await.unwrap(),
-        doc,
-        "not JSON: untouched"
-    );
+    for (path, what) in [
+        ("/orders/gzip", "gzip-encoded JSON"),
+        ("/orders/invalid", "invalid JSON"),
+        ("/orders/big", "over max_body_bytes by content-length"),
+        ("/orders/big-chunked", "over max_body_bytes while buffering"),
+        ("/orders/text", "not JSON"),
+    ] {
+        assert_refused(get(path).await.unwrap(), what).await;
+    }
+    // Nothing to strip in an empty body: it passes, as does a 204.
+    let empty = get("/orders/empty-text").await.unwrap();
+    assert_eq!(empty.status(), 200);
+    assert_eq!(empty.bytes().await.unwrap().len(), 0);
+    assert_eq!(get("/orders/no-content").await.unwrap().status(), 204);
 
-    envoy
-        .wait_stat_at_least("wasmcustom.transform_bodies_skipped_encoded", 1)
-        .await
-        .unwrap();
-    envoy
-        .wait_stat_at_least("wasmcustom.transform_bodies_skipped_oversize", 2)
-        .await
-        .unwrap();
-    envoy
-        .wait_stat_at_least("wasmcustom.transform_bodies_skipped_invalid_json", 1)
-        .await
-        .unwrap();
-    envoy
-        .wait_stat_at_least("wasmcustom.transform_bodies_skipped_not_json", 1)
-        .await
-        .unwrap();
+    for (reason, n) in [
+        ("encoded", 1),
+        ("invalid_json", 1),
+        ("oversize", 2),
+        ("not_json", 1),
+    ] {
+        let name = format!("wasmcustom.transform_bodies_refused_{reason}");
+        envoy.wait_stat_at_least(&name, n).await.unwrap();
+    }
     assert_eq!(
         envoy
             .stat("wasmcustom.transform_bodies_rewritten")
@@ -376,6 +417,121 @@ async fn gzip_oversize_invalid_and_non_json_bodies_pass_through_untouched() {
             .unwrap_or(0),
         0
     );
+    // The reason is logged, the body is not.
+    let log = envoy
+        .wait_log("upstream response replaced by a 502: the body is not valid JSON")
+        .await
+        .unwrap();
+    assert!(
+        log.contains("replaced by a 502: the body is content-encoded"),
+        "{log}"
+    );
+    assert!(!log.contains(SECRET), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Envoy's own replies pass the filter too: a non-JSON one on a strip route (here the 503 for
+/// an upstream that refuses connections) is refused like an upstream's, and the 502 replacing a
+/// local reply does not upset Envoy or the VM. (envoy/gateway.yaml maps its replies to JSON.)
+#[tokio::test]
+async fn envoys_own_non_json_replies_on_a_strip_route_fail_closed_too() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let envoy = single_upstream("transform", vec![transform_filter(&strip_rule())], port)
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let resp = raw_client()
+            .get(envoy.url("main", "/orders/1"))
+            .send()
+            .await
+            .unwrap();
+        assert_refused(resp, "Envoy's 503").await;
+    }
+    // Without a body rule Envoy's reply is left alone.
+    let other = raw_client()
+        .get(envoy.url("main", "/other"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 503);
+    envoy
+        .wait_stat_at_least("wasmcustom.transform_bodies_refused_not_json", 2)
+        .await
+        .unwrap();
+    assert!(!envoy.log().contains("panicked"), "{}", envoy.log());
+}
+
+#[tokio::test]
+async fn on_unprocessable_pass_forwards_bodies_untouched() {
+    let bodies = Unprocessable::new();
+    let up = bodies.upstream().await;
+    let mut config = strip_rule();
+    config["max_body_bytes"] = json!(2048);
+    config["rules"][0]["response"]["body"]["on_unprocessable"] = json!("pass");
+    let envoy = envoy_with(&config, &up).await;
+    let c = raw_client();
+    let get = |p: &str| c.get(envoy.url("main", p)).send();
+
+    let r = get("/orders/gzip").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        bodies.gzipped,
+        "gzip body untouched"
+    );
+    for (path, body, what) in [
+        ("/orders/big", &bodies.big, "oversize (content-length)"),
+        ("/orders/big-chunked", &bodies.big, "oversize (chunked)"),
+        ("/orders/invalid", &bodies.invalid, "invalid JSON"),
+        ("/orders/text", &bodies.text, "not JSON"),
+    ] {
+        let r = get(path).await.unwrap();
+        assert_eq!(r.status(), 200, "{what}");
+        assert_eq!(&r.text().await.unwrap(), body, "{what} untouched");
+    }
+
+    for (reason, n) in [
+        ("encoded", 1),
+        ("oversize", 2),
+        ("invalid_json", 1),
+        ("not_json", 1),
+    ] {
+        let name = format!("wasmcustom.transform_bodies_skipped_{reason}");
+        envoy.wait_stat_at_least(&name, n).await.unwrap();
+    }
+    for reason in ["encoded", "oversize", "invalid_json", "not_json"] {
+        let name = format!("wasmcustom.transform_bodies_refused_{reason}");
+        assert_eq!(envoy.stat(&name).await.unwrap().unwrap_or(0), 0, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn strip_routes_never_forward_accept_encoding() {
+    let up = Upstream::echo().await.unwrap();
+    let envoy = envoy_with(&strip_rule(), &up).await;
+    let c = raw_client();
+    for path in ["/orders/7", "/orders/7?page=2"] {
+        let resp = c
+            .get(envoy.url("main", path))
+            .header("accept-encoding", "gzip, br, zstd")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(up.last().header("accept-encoding"), None, "{path}");
+    }
+    // Routes without response body operations keep what the client accepts.
+    c.get(envoy.url("main", "/other"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.last().header("accept-encoding").as_deref(), Some("gzip"));
 }
 
 #[tokio::test]

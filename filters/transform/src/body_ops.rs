@@ -5,6 +5,7 @@
 //! makes the result independent of the order in which operations are written, so the single-pass
 //! rewriter and a "parse, edit, serialize" reading of the config always agree.
 
+use crate::body_flow::OnUnprocessable;
 use crate::config::OrderedMap;
 use crate::json_path::{JsonPath, Step};
 use crate::json_rewrite::{self, BodyOutcome};
@@ -27,9 +28,14 @@ pub struct BodyOpsConfig {
     /// Field path -> value, replacing the field or inserting it.
     #[serde(default)]
     pub set: OrderedMap<serde_json::Value>,
+    /// Response bodies only: what happens to a body the operations cannot apply to (default
+    /// `reject`: a 502; `pass`: forwarded untouched). See [`crate::body_flow`].
+    #[serde(default)]
+    pub on_unprocessable: Option<OnUnprocessable>,
 }
 
 impl BodyOpsConfig {
+    /// True when there are no operations (`on_unprocessable` is not one).
     pub fn is_empty(&self) -> bool {
         self.strip.is_empty()
             && self.rename.is_empty()

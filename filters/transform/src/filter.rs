@@ -1,6 +1,7 @@
 //! The transform plugin (wasm32, feature `plugin`): one header-map read per direction, the
-//! planned writes, body buffering. Every decision comes from [`Transformer`]; the per-request
-//! state and the host calls for bodies are in [`crate::host`].
+//! planned writes, body buffering, response headers held while a response body may be refused.
+//! Every decision comes from [`Transformer`]; the per-request state and the host calls for
+//! bodies are in [`crate::host`].
 
 use crate::host::{
     Direction, ResponseNeeds, TransformMetrics, TransformRequest, METRICS_FLUSH, PLUGIN,
@@ -83,6 +84,13 @@ impl TransformHttp {
             None => Action::Continue,
         }
     }
+
+    fn on_trailers(&mut self, direction: Direction) -> Action {
+        match &self.active {
+            Some((t, metrics)) => self.request.on_trailers_counted(t, metrics, direction),
+            None => Action::Continue,
+        }
+    }
 }
 
 impl HttpContext for TransformHttp {
@@ -103,8 +111,7 @@ impl HttpContext for TransformHttp {
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        self.request.on_trailers(Direction::Request);
-        Action::Continue
+        self.on_trailers(Direction::Request)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -120,7 +127,13 @@ impl HttpContext for TransformHttp {
             .request
             .on_response_headers(t, metrics, headers.as_ref(), end_of_stream);
         write_edits(MapType::HttpResponseHeaders, &edits);
-        Action::Continue
+        // Held until the body is known to be rewritable (or replaced by the 502); needs the
+        // Wasm filter's allow_on_headers_stop_iteration (see `host`).
+        if self.request.holds_response_headers() {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -128,7 +141,6 @@ impl HttpContext for TransformHttp {
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-        self.request.on_trailers(Direction::Response);
-        Action::Continue
+        self.on_trailers(Direction::Response)
     }
 }

@@ -4,19 +4,23 @@
 //! copy of the headers (bundles that run transform as one stage of several). Bodies are read
 //! and rewritten here.
 //!
-//! Bodies: Envoy turns `Action::Pause` from a headers callback into
-//! `StopAllIterationAndWatermark`, which also withholds the body callbacks, so headers cannot be
-//! held while the body is buffered. The headers callback therefore continues, having removed
-//! `content-length` (the rewritten body has another length; Envoy re-frames the message, chunked
-//! on HTTP/1.1), and the body callbacks pause (`StopIterationAndBuffer`) until end of stream.
+//! Bodies: while a body may be rewritten, the headers phase removes `content-length` (the
+//! rewritten body has another length; Envoy re-frames the message, chunked on HTTP/1.1) and the
+//! body callbacks pause (`StopIterationAndBuffer`) until end of stream. On the response side the
+//! headers are held too ([`TransformRequest::holds_response_headers`]: the glue returns
+//! `Action::Pause`), so that a body that turns out not to be rewritable can still be replaced by
+//! a 502 ([`crate::body_flow`]). Envoy only honours that pause as `StopIteration` when the Wasm
+//! filter's `allow_on_headers_stop_iteration` is true; without it the pause becomes
+//! `StopAllIterationAndWatermark`, the body callbacks never run, and such responses stall.
 
 use crate::{
-    BodyOutcome, BodyPlan, Captured, HeaderEdit, RequestEdits, RuleRef, SkipReason, Transformer,
+    BodyOutcome, BodyStart, BodyState, BodyStep, Captured, HeaderEdit, OnUnprocessable,
+    RequestEdits, RuleRef, SkipReason, Transformer,
 };
-use filter_core::wasm::{BatchedCounter, Counter};
+use filter_core::wasm::{send_json_error, BatchedCounter, Counter};
 use filter_core::HeaderMap;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Action, BufferType};
+use proxy_wasm::types::{Action, BufferType, LogLevel};
 
 /// The name the plugin logs under.
 pub const PLUGIN: &str = "transform";
@@ -29,10 +33,42 @@ pub struct TransformMetrics {
     rules_matched: BatchedCounter,
     headers_rewritten: BatchedCounter,
     bodies_rewritten: Counter,
-    skipped_encoded: Counter,
-    skipped_oversize: Counter,
-    skipped_invalid_json: Counter,
-    skipped_not_json: Counter,
+    /// `transform_bodies_skipped_<reason>`: passed untouched.
+    skipped: ReasonCounters,
+    /// `transform_bodies_refused_<reason>`: replaced by a 502 (fail closed).
+    refused: ReasonCounters,
+}
+
+/// One counter per [`SkipReason`].
+struct ReasonCounters {
+    not_json: Counter,
+    encoded: Counter,
+    oversize: Counter,
+    invalid_json: Counter,
+    trailers: Counter,
+}
+
+impl ReasonCounters {
+    fn define(prefix: &str) -> Self {
+        let c = |reason: &str| Counter::define(&format!("{prefix}_{reason}"));
+        ReasonCounters {
+            not_json: c("not_json"),
+            encoded: c("encoded"),
+            oversize: c("oversize"),
+            invalid_json: c("invalid_json"),
+            trailers: c("trailers"),
+        }
+    }
+
+    fn inc(&self, reason: SkipReason) {
+        match reason {
+            SkipReason::NotJson => self.not_json.inc(),
+            SkipReason::Encoded => self.encoded.inc(),
+            SkipReason::Oversize => self.oversize.inc(),
+            SkipReason::InvalidJson => self.invalid_json.inc(),
+            SkipReason::Trailers => self.trailers.inc(),
+        }
+    }
 }
 
 impl TransformMetrics {
@@ -42,10 +78,8 @@ impl TransformMetrics {
             rules_matched: BatchedCounter::define("transform_rules_matched"),
             headers_rewritten: BatchedCounter::define("transform_headers_rewritten"),
             bodies_rewritten: Counter::define("transform_bodies_rewritten"),
-            skipped_encoded: Counter::define("transform_bodies_skipped_encoded"),
-            skipped_oversize: Counter::define("transform_bodies_skipped_oversize"),
-            skipped_invalid_json: Counter::define("transform_bodies_skipped_invalid_json"),
-            skipped_not_json: Counter::define("transform_bodies_skipped_not_json"),
+            skipped: ReasonCounters::define("transform_bodies_skipped"),
+            refused: ReasonCounters::define("transform_bodies_refused"),
         }
     }
 
@@ -54,24 +88,6 @@ impl TransformMetrics {
         self.rules_matched.flush();
         self.headers_rewritten.flush();
     }
-
-    fn skipped(&self, reason: SkipReason) {
-        match reason {
-            SkipReason::NotJson => self.skipped_not_json.inc(),
-            SkipReason::Encoded => self.skipped_encoded.inc(),
-            SkipReason::Oversize => self.skipped_oversize.inc(),
-            SkipReason::InvalidJson => self.skipped_invalid_json.inc(),
-        }
-    }
-}
-
-/// Body state of one direction.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-enum Buffering {
-    #[default]
-    Off,
-    /// The body is being buffered to be rewritten at end of stream.
-    On,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,13 +121,16 @@ pub enum ResponseNeeds {
 pub struct TransformRequest {
     rule: Option<RuleRef>,
     captured: Captured,
-    request_body: Buffering,
-    response_body: Buffering,
+    request_body: BodyState,
+    response_body: BodyState,
+    /// The response rule's `on_unprocessable`, set in the response-headers phase.
+    response_policy: OnUnprocessable,
 }
 
 impl TransformRequest {
     /// The request-headers phase: the edits to write to the request headers (the rule's, the
-    /// new `:path`, and `content-length`'s removal when the body is buffered).
+    /// new `:path`, `content-length`'s removal when the body is buffered, `accept-encoding`'s
+    /// when the rule rewrites response bodies).
     pub fn on_request_headers(
         &mut self,
         t: &Transformer,
@@ -163,7 +182,8 @@ impl TransformRequest {
     }
 
     /// The response-headers phase: the edits to write to the response headers. `response` is
-    /// required when [`Self::response_needs`] says [`ResponseNeeds::Headers`].
+    /// required when [`Self::response_needs`] says [`ResponseNeeds::Headers`]. Afterwards the
+    /// caller must hold the response headers when [`Self::holds_response_headers`] says so.
     pub fn on_response_headers(
         &mut self,
         t: &Transformer,
@@ -181,23 +201,56 @@ impl TransformRequest {
             metrics.headers_rewritten.inc();
         }
         let mut edits = plan.headers;
+        self.response_policy = plan.on_unprocessable;
         self.response_body = start_body(plan.body, end_of_stream, metrics, &mut edits);
         edits
     }
 
-    /// A body followed by trailers never reports end of stream: let it through untouched.
-    pub fn on_trailers(&mut self, direction: Direction) {
-        self.stop(direction);
+    /// True while the response body may yet be refused: the response headers must not reach
+    /// the client yet (the glue answers the response-headers callback with `Action::Pause`;
+    /// the body callbacks release them).
+    pub fn holds_response_headers(&self) -> bool {
+        self.response_body.holds_headers()
     }
 
-    fn stop(&mut self, direction: Direction) {
+    /// Trailers: a body followed by trailers never reports end of stream and is not rewritten.
+    /// A request body passes; a buffered response body is unprocessable ([`crate::body_flow`]):
+    /// refused (counted and logged) unless the rule passes it.
+    pub fn on_trailers_counted(
+        &mut self,
+        t: &Transformer,
+        metrics: &TransformMetrics,
+        direction: Direction,
+    ) -> Action {
+        let policy = self.policy(direction);
+        let step = self.state(direction).on_trailers(policy);
+        self.report(t, metrics, step, None);
+        carry_out(step, self.captured.request_id())
+    }
+
+    /// [`Self::on_trailers_counted`] for callers without the transformer at hand: the same
+    /// decision and reply, but the step is neither counted nor logged.
+    pub fn on_trailers(&mut self, direction: Direction) -> Action {
+        let policy = self.policy(direction);
+        let step = self.state(direction).on_trailers(policy);
+        carry_out(step, self.captured.request_id())
+    }
+
+    fn state(&mut self, direction: Direction) -> &mut BodyState {
         match direction {
-            Direction::Request => self.request_body = Buffering::Off,
-            Direction::Response => self.response_body = Buffering::Off,
+            Direction::Request => &mut self.request_body,
+            Direction::Response => &mut self.response_body,
         }
     }
 
-    /// Body phase: keep buffering, give up (too large), or rewrite at end of stream.
+    fn policy(&self, direction: Direction) -> OnUnprocessable {
+        match direction {
+            Direction::Request => OnUnprocessable::Pass,
+            Direction::Response => self.response_policy,
+        }
+    }
+
+    /// Body phase: keep buffering, give up or refuse (too large), or rewrite at end of stream.
     pub fn on_body(
         &mut self,
         t: &Transformer,
@@ -206,67 +259,133 @@ impl TransformRequest {
         body_size: usize,
         end_of_stream: bool,
     ) -> Action {
-        let state = match direction {
-            Direction::Request => self.request_body,
-            Direction::Response => self.response_body,
+        let policy = self.policy(direction);
+        let step =
+            self.state(direction)
+                .on_data(body_size, end_of_stream, t.max_body_bytes(), policy);
+        let (step, detail) = match (step, self.rule) {
+            (BodyStep::Rewrite, Some(rule)) => self.rewrite(t, metrics, rule, direction, body_size),
+            (BodyStep::Rewrite, None) => (BodyStep::Continue, None),
+            (step, _) => (step, None),
         };
-        let (Buffering::On, Some(rule)) = (state, self.rule) else {
-            return Action::Continue;
-        };
-        if body_size > t.max_body_bytes() {
-            metrics.skipped(SkipReason::Oversize);
-            self.stop(direction);
-            return Action::Continue;
-        }
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        self.stop(direction);
+        self.report(t, metrics, step, detail.as_deref());
+        carry_out(step, self.captured.request_id())
+    }
+
+    /// Reads the complete body and writes the rewritten one. A body that cannot be rewritten
+    /// (or read, or written back) is unprocessable; the detail is for the log.
+    fn rewrite(
+        &mut self,
+        t: &Transformer,
+        metrics: &TransformMetrics,
+        rule: RuleRef,
+        direction: Direction,
+        body_size: usize,
+    ) -> (BodyStep, Option<String>) {
         let ops = match direction {
             Direction::Request => t.request_body_ops(rule),
             Direction::Response => t.response_body_ops(rule),
         };
         let Some(ops) = ops else {
-            return Action::Continue;
+            return (BodyStep::Continue, None);
         };
-        if body_size == 0 {
-            return Action::Continue;
-        }
-        let Ok(Some(body)) = hostcalls::get_buffer(direction.body(), 0, body_size) else {
-            return Action::Continue;
+        let detail = match hostcalls::get_buffer(direction.body(), 0, body_size) {
+            Ok(Some(body)) => match t.rewrite_json(ops, &body) {
+                BodyOutcome::Unchanged => return (BodyStep::Continue, None),
+                BodyOutcome::Invalid(why) => {
+                    format!("invalid at byte {}: {}", why.offset, why.reason)
+                }
+                BodyOutcome::Rewritten(out) => {
+                    match hostcalls::set_buffer(direction.body(), 0, body_size, &out) {
+                        Ok(()) => {
+                            metrics.bodies_rewritten.inc();
+                            return (BodyStep::Continue, None);
+                        }
+                        Err(_) => "the rewritten body could not be written back".to_string(),
+                    }
+                }
+            },
+            _ => "the body could not be read".to_string(),
         };
-        match t.rewrite_json(ops, &body) {
-            BodyOutcome::Unchanged => {}
-            BodyOutcome::Invalid(_) => metrics.skipped(SkipReason::InvalidJson),
-            BodyOutcome::Rewritten(out) => {
-                let _ = hostcalls::set_buffer(direction.body(), 0, body_size, &out);
-                metrics.bodies_rewritten.inc();
+        // Host read/write failures count as invalid JSON: the body is not usable as a document.
+        let policy = self.policy(direction);
+        let step = self
+            .state(direction)
+            .unprocessable(SkipReason::InvalidJson, policy);
+        (step, Some(detail))
+    }
+
+    /// Counts a skip or a refusal, and logs a refusal (the reason, never body content).
+    fn report(
+        &self,
+        t: &Transformer,
+        metrics: &TransformMetrics,
+        step: BodyStep,
+        detail: Option<&str>,
+    ) {
+        match step {
+            BodyStep::Skip(reason) => metrics.skipped.inc(reason),
+            BodyStep::Refuse(reason) => {
+                metrics.refused.inc(reason);
+                let rule = self.rule.map_or("", |r| t.rule_name(r));
+                let why = match (reason, detail) {
+                    (SkipReason::Oversize, _) => {
+                        format!("{} ({} bytes)", reason.describe(), t.max_body_bytes())
+                    }
+                    (_, Some(detail)) => format!("{} ({detail})", reason.describe()),
+                    (_, None) => reason.describe().to_string(),
+                };
+                let _ = hostcalls::log(
+                    LogLevel::Warn,
+                    &format!(
+                        "{PLUGIN}: rule \"{rule}\": upstream response replaced by a 502: {why}"
+                    ),
+                );
             }
+            BodyStep::Continue | BodyStep::Hold | BodyStep::Rewrite => {}
         }
-        Action::Continue
     }
 }
 
-/// Headers phase of a direction with body operations: decide whether to buffer. When
-/// buffering, `content-length` goes (see the module comment).
+/// The host side of a step: the action to return, and the 502 for a refusal.
+fn carry_out(step: BodyStep, request_id: Option<&str>) -> Action {
+    match step {
+        BodyStep::Continue | BodyStep::Skip(_) | BodyStep::Rewrite => Action::Continue,
+        BodyStep::Hold => Action::Pause,
+        BodyStep::Refuse(_) => {
+            send_unprocessable_reply(request_id);
+            Action::Pause
+        }
+    }
+}
+
+/// The 502 that replaces a response the rule cannot rewrite, shaped like the gateway's other
+/// JSON errors; it names nothing of the upstream or of the rule. (`request_id` was captured in
+/// the request phase: the request headers cannot be read from the response phase.)
+fn send_unprocessable_reply(request_id: Option<&str>) {
+    send_json_error(
+        502,
+        "bad_gateway",
+        "the upstream response could not be processed",
+        request_id,
+        &[],
+    );
+}
+
+/// Headers phase of a direction with body operations: starts the body state. When buffering,
+/// `content-length` goes (see the module comment).
 fn start_body(
-    plan: BodyPlan,
+    plan: crate::BodyPlan,
     end_of_stream: bool,
     metrics: &TransformMetrics,
     edits: &mut Vec<HeaderEdit>,
-) -> Buffering {
-    match plan {
-        _ if end_of_stream => Buffering::Off,
-        BodyPlan::None => Buffering::Off,
-        BodyPlan::Skip(reason) => {
-            metrics.skipped(reason);
-            Buffering::Off
-        }
-        BodyPlan::Buffer { content_length } => {
-            if content_length {
-                edits.push(HeaderEdit::Remove("content-length".to_string()));
-            }
-            Buffering::On
-        }
+) -> BodyState {
+    let start = BodyStart::new(plan, end_of_stream);
+    if let Some(reason) = start.skipped {
+        metrics.skipped.inc(reason);
     }
+    if start.remove_content_length {
+        edits.push(HeaderEdit::Remove("content-length".to_string()));
+    }
+    start.state
 }

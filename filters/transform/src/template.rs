@@ -182,7 +182,20 @@ impl Captured {
         }
         Captured { values }
     }
+
+    /// The request's `x-request-id`, when captured and not empty: rules with response body
+    /// operations capture it ([`REQUEST_ID`]) for the 502 that may replace the response.
+    pub fn request_id(&self) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(v, _)| matches!(v, Var::Header(name) if name == REQUEST_ID))
+            .map(|(_, value)| value.as_str())
+            .filter(|id| !id.is_empty())
+    }
 }
+
+/// The request header that names the request in JSON error replies.
+pub const REQUEST_ID: &str = "x-request-id";
 
 impl VarSource for Captured {
     fn lookup(&self, var: &Var) -> Cow<'_, str> {

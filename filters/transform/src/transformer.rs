@@ -1,12 +1,13 @@
 //! The compiled rule table and the per-phase decisions: which rule applies, which header and path
 //! edits to make, whether to buffer a body, and the body rewrite itself.
 
-use crate::body_ops::BodyOps;
+use crate::body_flow::OnUnprocessable;
+use crate::body_ops::{BodyOps, BodyOpsConfig};
 use crate::config::{ActionsConfig, Config, RequestConfig, ResponseConfig, MAX_MAX_BODY_BYTES};
 use crate::header_ops::{HeaderEdit, HeaderOps};
 use crate::json_rewrite::BodyOutcome;
 use crate::query_ops::QueryOps;
-use crate::template::{Captured, RequestVars, Var};
+use crate::template::{Captured, RequestVars, Var, REQUEST_ID};
 use filter_core::{parse_json_config, ConfigError, HeaderMap, RequestMatcher};
 
 /// The compiled configuration. Built once per configuration, shared by every request.
@@ -32,6 +33,8 @@ pub struct Actions {
     pub request_body: Option<BodyOps>,
     pub response_headers: HeaderOps,
     pub response_body: Option<BodyOps>,
+    /// What happens to a response body that `response_body` cannot rewrite.
+    pub on_unprocessable: OnUnprocessable,
     /// Request values the response header templates need, captured in the request phase.
     response_vars: Vec<Var>,
 }
@@ -45,7 +48,7 @@ pub enum RuleRef {
     Default,
 }
 
-/// Why a body is not rewritten (each reason has its own counter).
+/// Why a body cannot be rewritten (each reason has its own counters: skipped, refused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SkipReason {
     /// `content-type` is not `application/json` or `*/*+json`.
@@ -54,8 +57,23 @@ pub enum SkipReason {
     Encoded,
     /// Larger than `max_body_bytes` (by `content-length` or while buffering).
     Oversize,
-    /// Not valid JSON: passed through untouched.
+    /// Not valid JSON.
     InvalidJson,
+    /// Followed by trailers (the body callbacks never see end of stream).
+    Trailers,
+}
+
+impl SkipReason {
+    /// For logs: what was wrong with the message (never its content).
+    pub fn describe(self) -> &'static str {
+        match self {
+            SkipReason::NotJson => "the body is not JSON (content-type)",
+            SkipReason::Encoded => "the body is content-encoded (content-encoding is not identity)",
+            SkipReason::Oversize => "the body is larger than max_body_bytes",
+            SkipReason::InvalidJson => "the body is not valid JSON",
+            SkipReason::Trailers => "the body is followed by trailers",
+        }
+    }
 }
 
 /// What to do with the body of one direction, decided from its headers.
@@ -63,8 +81,11 @@ pub enum SkipReason {
 pub enum BodyPlan {
     /// The rule has no body operations for this direction.
     None,
-    /// Body operations exist but cannot apply to this body.
+    /// Body operations exist but cannot apply to this body: it passes untouched.
     Skip(SkipReason),
+    /// Body operations exist, cannot apply to this body, and the rule fails closed: a
+    /// non-empty body is refused (see [`crate::body_flow`]).
+    Refuse(SkipReason),
     /// Buffer the body and rewrite it at end of stream. `content_length` tells whether the
     /// message has a `content-length` header, which must go before the headers are forwarded.
     Buffer { content_length: bool },
@@ -96,6 +117,8 @@ impl RequestEdits {
 pub struct ResponseEdits {
     pub headers: Vec<HeaderEdit>,
     pub body: BodyPlan,
+    /// What the body phase does if the body turns out not to be rewritable.
+    pub on_unprocessable: OnUnprocessable,
 }
 
 impl Transformer {
@@ -187,9 +210,17 @@ impl Transformer {
             };
         };
         let vars = RequestVars(request);
+        let mut headers = actions.request_headers.plan(request, &vars);
+        if actions.response_body.is_some() {
+            // Ask the upstream for a body the response operations can rewrite.
+            let remove = HeaderEdit::Remove(ACCEPT_ENCODING.to_string());
+            if request.contains(ACCEPT_ENCODING) && !headers.contains(&remove) {
+                headers.push(remove);
+            }
+        }
         RequestEdits {
             rule,
-            headers: actions.request_headers.plan(request, &vars),
+            headers,
             path: actions.query.plan(request.path_and_query(), &vars),
             body: match actions.request_body {
                 Some(_) => body_plan(request, self.max_body_bytes),
@@ -222,20 +253,24 @@ impl Transformer {
             return ResponseEdits {
                 headers: Vec::new(),
                 body: BodyPlan::None,
+                on_unprocessable: OnUnprocessable::default(),
             };
         };
+        let on_unprocessable = actions.on_unprocessable;
         let Some(response) = response else {
             return ResponseEdits {
                 headers: actions.response_headers.plan_blind(captured),
                 body: BodyPlan::None,
+                on_unprocessable,
             };
         };
         ResponseEdits {
             headers: actions.response_headers.plan(response, captured),
             body: match actions.response_body {
-                Some(_) => body_plan(response, self.max_body_bytes),
+                Some(_) => response_body_plan(response, self.max_body_bytes, on_unprocessable),
                 None => BodyPlan::None,
             },
+            on_unprocessable,
         }
     }
 
@@ -264,11 +299,18 @@ fn compile_actions(
     let response_headers =
         HeaderOps::compile(&response.headers).map_err(|e| e.within("response.headers"))?;
     let response_body = compile_body(&response.body, "response.body")?;
+    check_unprocessable_rules(request, response, response_body.is_some())?;
     let mut response_vars: Vec<Var> = Vec::new();
     for var in response_headers.vars() {
         if !response_vars.contains(var) {
             response_vars.push(var.clone());
         }
+    }
+    let request_id = Var::Header(REQUEST_ID.to_string());
+    if response_body.is_some() && !response_vars.contains(&request_id) {
+        // For the 502 that replaces a response body that cannot be rewritten: the request
+        // headers cannot be read from the response phase.
+        response_vars.push(request_id);
     }
     Ok(Actions {
         request_headers,
@@ -276,14 +318,65 @@ fn compile_actions(
         request_body,
         response_headers,
         response_body,
+        on_unprocessable: response.body.on_unprocessable.unwrap_or_default(),
         response_vars,
     })
 }
 
-fn compile_body(
-    config: &crate::body_ops::BodyOpsConfig,
-    at: &str,
-) -> Result<Option<BodyOps>, ConfigError> {
+/// `on_unprocessable` belongs to response body operations; a rule that rewrites response bodies
+/// must leave `accept-encoding` to the filter (it removes it from the upstream request).
+fn check_unprocessable_rules(
+    request: &RequestConfig,
+    response: &ResponseConfig,
+    rewrites_response_bodies: bool,
+) -> Result<(), ConfigError> {
+    if request.body.on_unprocessable.is_some() {
+        return Err(ConfigError::new(
+            "request.body.on_unprocessable",
+            "applies to response bodies only (a request body that cannot be rewritten is forwarded unchanged)",
+        ));
+    }
+    if !rewrites_response_bodies {
+        if response.body.on_unprocessable.is_some() {
+            return Err(ConfigError::new(
+                "response.body.on_unprocessable",
+                "has no effect without response body operations (strip, rename, add, set)",
+            ));
+        }
+        return Ok(());
+    }
+    match writes_header(&request.headers, ACCEPT_ENCODING) {
+        Some(field) => Err(ConfigError::new(
+            format!("request.headers.{field}"),
+            "conflicts with response.body: on routes with response body operations the filter removes accept-encoding so that upstreams answer with bodies it can rewrite",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The request header removed on routes with response body operations.
+const ACCEPT_ENCODING: &str = "accept-encoding";
+
+/// The operation (`set.<name>`, `rename.<from>`...) that gives the request header `name` a
+/// value, if any.
+fn writes_header(config: &crate::header_ops::HeaderOpsConfig, name: &str) -> Option<String> {
+    for (word, map) in [
+        ("set", &config.set),
+        ("add", &config.add),
+        ("append", &config.append),
+    ] {
+        if let Some((key, _)) = map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            return Some(format!("{word}.{key}"));
+        }
+    }
+    config
+        .rename
+        .iter()
+        .find(|(_, to)| to.eq_ignore_ascii_case(name))
+        .map(|(from, _)| format!("rename.{from}"))
+}
+
+fn compile_body(config: &BodyOpsConfig, at: &str) -> Result<Option<BodyOps>, ConfigError> {
     if config.is_empty() {
         return Ok(None);
     }
@@ -327,6 +420,24 @@ pub fn body_plan(headers: &HeaderMap, max_body_bytes: usize) -> BodyPlan {
     }
     BodyPlan::Buffer {
         content_length: length.is_some(),
+    }
+}
+
+/// A response's body plan: 204 and 304 have no body; a body that cannot be rewritten is refused
+/// unless the rule passes it ([`OnUnprocessable`]).
+pub fn response_body_plan(
+    response: &HeaderMap,
+    max_body_bytes: usize,
+    on_unprocessable: OnUnprocessable,
+) -> BodyPlan {
+    if matches!(response.get(":status"), Some("204" | "304")) {
+        return BodyPlan::None;
+    }
+    match body_plan(response, max_body_bytes) {
+        BodyPlan::Skip(reason) if on_unprocessable == OnUnprocessable::Reject => {
+            BodyPlan::Refuse(reason)
+        }
+        plan => plan,
     }
 }
 

@@ -123,7 +123,9 @@ fn request_plan_carries_every_edit() {
             Add("x-req".into(), "POST /api/orders 1".into())
         ]
     );
-    assert_eq!(out.body, BodyPlan::Skip(SkipReason::NotJson));
+    // A strip rule fails closed: a non-JSON response body will be refused.
+    assert_eq!(out.body, BodyPlan::Refuse(SkipReason::NotJson));
+    assert_eq!(out.on_unprocessable, OnUnprocessable::Reject);
     let default = t.response_plan(RuleRef::Default, &Captured::default(), Some(&resp));
     assert_eq!(default.headers, [Add("x-default".into(), "1".into())]);
     assert_eq!(default.body, BodyPlan::None);
@@ -192,6 +194,118 @@ fn body_plans_follow_the_headers() {
     ] {
         assert_eq!(is_json_content_type(ct), json, "{ct}");
     }
+}
+
+#[test]
+fn routes_with_response_body_rules_ask_for_identity_bodies() {
+    let t = Transformer::new(
+        br#"{"rules":[
+            {"match":{"path_prefix":"/strip"},"response":{"body":{"strip":["secret"]}}},
+            {"match":{"path_prefix":"/own"},"request":{"headers":{"remove":["Accept-Encoding"]}},
+             "response":{"body":{"strip":["secret"]}}},
+            {"match":{"path_prefix":"/req"},"request":{"body":{"strip":["secret"]}}}
+        ]}"#,
+    )
+    .unwrap();
+    let ae = [("accept-encoding", "gzip, br")];
+    let strip = t.request_plan(&req("GET", "/strip", &ae));
+    assert_eq!(strip.headers, [Remove("accept-encoding".into())]);
+    assert!(strip.rewrites_headers());
+    // Removed once when the rule removes it itself; nothing to do when the client sent none.
+    assert_eq!(
+        t.request_plan(&req("GET", "/own", &ae)).headers,
+        [Remove("accept-encoding".into())]
+    );
+    assert!(t
+        .request_plan(&req("GET", "/strip", &[]))
+        .headers
+        .is_empty());
+    // The request id is kept for the 502 that may replace the response.
+    let with_id = t.request_plan(&req("GET", "/strip", &[("x-request-id", "r-1")]));
+    assert_eq!(with_id.captured.request_id(), Some("r-1"));
+    assert_eq!(strip.captured.request_id(), None);
+    assert_eq!(
+        t.request_plan(&req("GET", "/req", &[("x-request-id", "r-1")]))
+            .captured
+            .request_id(),
+        None,
+        "captured only where a response may be refused"
+    );
+    // Request body rules do not change what the client accepts.
+    assert!(t.request_plan(&req("GET", "/req", &ae)).headers.is_empty());
+}
+
+#[test]
+fn unprocessable_response_bodies_fail_closed_unless_the_rule_passes_them() {
+    use OnUnprocessable::{Pass, Reject};
+    let plan = |h: &[(&str, &str)], policy| {
+        response_body_plan(&HeaderMap::from_iter_pairs(h), 100, policy)
+    };
+    let json = ("content-type", "application/json");
+    for (headers, reason) in [
+        (vec![("content-type", "text/plain")], SkipReason::NotJson),
+        (
+            vec![json, ("content-encoding", "gzip")],
+            SkipReason::Encoded,
+        ),
+        (vec![json, ("content-length", "101")], SkipReason::Oversize),
+    ] {
+        assert_eq!(plan(&headers, Reject), BodyPlan::Refuse(reason));
+        assert_eq!(plan(&headers, Pass), BodyPlan::Skip(reason));
+    }
+    assert_eq!(
+        plan(&[json], Reject),
+        BodyPlan::Buffer {
+            content_length: false
+        }
+    );
+    // 204 and 304 carry no body, whatever their headers say.
+    for status in ["204", "304"] {
+        assert_eq!(
+            plan(&[(":status", status), ("content-encoding", "gzip")], Reject),
+            BodyPlan::None
+        );
+    }
+    let passing = Transformer::new(
+        br#"{"rules":[{"response":{"body":{"strip":["a"],"on_unprocessable":"pass"}}}]}"#,
+    )
+    .unwrap();
+    let resp = HeaderMap::from([(":status", "200"), ("content-type", "text/plain")]);
+    let out = passing.response_plan(RuleRef::Rule(0), &Captured::default(), Some(&resp));
+    assert_eq!(
+        (out.body, out.on_unprocessable),
+        (BodyPlan::Skip(SkipReason::NotJson), Pass)
+    );
+}
+
+#[test]
+fn on_unprocessable_and_accept_encoding_are_validated() {
+    let err = |json: &str| Transformer::new(json.as_bytes()).unwrap_err();
+    let e = err(r#"{"rules":[{"response":{"body":{"strip":["a"],"on_unprocessable":"allow"}}}]}"#);
+    assert_eq!(e.field, "rules[0].response.body.on_unprocessable");
+    assert!(e.reason.contains("expected `reject` or `pass`"), "{e}");
+    let e = err(r#"{"default":{"request":{"body":{"strip":["a"],"on_unprocessable":"pass"}}}}"#);
+    assert_eq!(e.field, "default.request.body.on_unprocessable");
+    let e = err(r#"{"rules":[{"response":{"body":{"on_unprocessable":"pass"}}}]}"#);
+    assert_eq!(e.field, "rules[0].response.body.on_unprocessable");
+    let e = err(
+        r#"{"rules":[{"request":{"headers":{"set":{"Accept-Encoding":"gzip"}}},"response":{"body":{"strip":["a"]}}}]}"#,
+    );
+    assert_eq!(e.field, "rules[0].request.headers.set.Accept-Encoding");
+    assert!(e.reason.starts_with("conflicts with response.body"), "{e}");
+    let e = err(
+        r#"{"rules":[{"request":{"headers":{"rename":{"x-ae":"accept-encoding"}}},"response":{"body":{"strip":["a"]}}}]}"#,
+    );
+    assert_eq!(e.field, "rules[0].request.headers.rename.x-ae");
+    // Without response body operations the header is the rule's to write.
+    assert!(Transformer::new(
+        br#"{"rules":[{"request":{"headers":{"set":{"accept-encoding":"gzip"}}}}]}"#
+    )
+    .is_ok());
+    assert!(Transformer::new(
+        br#"{"rules":[{"response":{"body":{"strip":["a"],"on_unprocessable":"reject"}}}]}"#
+    )
+    .is_ok());
 }
 
 #[test]
