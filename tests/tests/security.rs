@@ -1131,3 +1131,93 @@ async fn unusable_identity_claims_are_refused_not_dropped() {
     assert_eq!(got.header("x-user-id").as_deref(), Some("user-9"));
     assert_eq!(got.header("x-org-id").as_deref(), Some("12"));
 }
+
+/// The review's first weakness, as a config check: a transform rule that rewrites response
+/// bodies can only fail closed if Envoy lets transform hold the response headers while it
+/// checks the body (`allow_on_headers_stop_iteration`); without it those responses would stall.
+/// No other wasm filter may have the setting (it would let request bodies through while
+/// jwt_auth is still deciding).
+#[test]
+fn transform_can_hold_response_headers_and_no_other_filter_can() {
+    let gw = GatewayConfig::load();
+    for filter in gw.http_filters() {
+        let name = filter["name"].as_str().unwrap_or_default();
+        let config = &filter["typed_config"]["config"];
+        if config.is_null() {
+            continue;
+        }
+        let allowed = config["allow_on_headers_stop_iteration"].as_bool() == Some(true);
+        assert_eq!(allowed, name == "transform", "{name}");
+    }
+}
+
+/// The review's first weakness, as the attack: the users route strips `password_hash`; an
+/// upstream that answers gzip-encoded, invalid or non-JSON bodies must not get the secret to
+/// the client. Each becomes 502 with a JSON body naming no internals; the upstream was asked
+/// for an identity body (the client's accept-encoding never reaches it).
+#[tokio::test]
+async fn a_body_the_strip_cannot_process_never_reaches_the_client() {
+    use std::io::Write;
+    let secret = "hash-of-the-password-SECRET";
+    let gzipped = {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(
+            json!({"id": 7, "password_hash": secret})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        enc.finish().unwrap()
+    };
+    let gw = Gateway::start(Opts {
+        users: Arc::new(move |r: &Recorded| {
+            let body = json!({"id": 7, "password_hash": secret}).to_string();
+            if r.path.ends_with("/gzip") {
+                Reply::new(200)
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "gzip")
+                    .body(Bytes::from(gzipped.clone()))
+            } else if r.path.ends_with("/invalid") {
+                Reply::new(200)
+                    .header("content-type", "application/json")
+                    .body(Bytes::from(format!(
+                        "{body}, \"password_hash\": \"{secret}\""
+                    )))
+            } else if r.path.ends_with("/text") {
+                Reply::text(200, &format!("password_hash={secret}"))
+            } else {
+                Reply::json(200, &json!({"id": 7, "password_hash": secret}))
+            }
+        }),
+        ..Opts::default()
+    })
+    .await;
+    for case in ["gzip", "invalid", "text"] {
+        let resp = gw
+            .get(&format!("/api/users/7/{case}"))
+            .header("accept-encoding", "gzip, br")
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(status, 502, "{case}: {text}");
+        assert!(
+            !text.contains(secret),
+            "{case}: the secret reached the client"
+        );
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["error"], "bad_gateway", "{case}: {body}");
+        assert!(
+            !body.to_string().contains("gzip") && !body.to_string().contains("json"),
+            "{case}: the error names internals: {body}"
+        );
+        assert_eq!(last(&gw.users).header("accept-encoding"), None, "{case}");
+    }
+    // A body it can process is stripped as before.
+    let (status, body) = answer(gw.get("/api/users/7")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], 7);
+    assert!(body.get("password_hash").is_none(), "{body}");
+}
