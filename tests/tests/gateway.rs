@@ -460,7 +460,7 @@ async fn consecutive_gateway_failures_eject_the_host_and_the_circuit_answers_503
     let gw = Gateway::start(Opts {
         // The host itself failing: 503 (a 500 is a handler's error on one request and never
         // ejects; tests/tests/security.rs checks that).
-        users: Arc::new(|_: &Recorded| Reply::text(503, "overloaded")),
+        users: Arc::new(|_: &Recorded| Reply::json(503, &json!({"error": "overloaded"}))),
         ..Opts::default()
     })
     .await;
