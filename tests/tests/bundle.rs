@@ -11,7 +11,11 @@ use gateway_tests::upstream::{describe, Recorded, Reply, Upstream};
 use gateway_tests::{chain, tools, wait};
 use jwt_auth::testing::{claims, jwks, sign};
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 fn now() -> u64 {
     SystemTime::now()
@@ -121,8 +125,9 @@ struct Seen {
     body: Value,
 }
 
-const RESPONSE_HEADERS: [&str; 6] = [
+const RESPONSE_HEADERS: [&str; 7] = [
     "content-type",
+    "cache-control",
     "www-authenticate",
     "x-gateway",
     "x-powered-by",
@@ -285,6 +290,11 @@ async fn the_bundle_answers_like_the_three_filters() {
         Some("x-tenant-id"),
         "the response stage on the cluster"
     );
+    assert_eq!(
+        header(&ok, "cache-control"),
+        Some("private"),
+        "the request stage: a credentialed answer leaves private"
+    );
 
     let denied = exchange(&one, "GET", "/api/users/42", &spoofed).await;
     assert_eq!(denied.status, 401);
@@ -356,7 +366,8 @@ async fn a_post_body_passes_through_the_bundle_untouched() {
 
 /// The bundle in front of Envoy's cache, its response stage (a bundle with only the
 /// `tenant_cache_key` section, stage "response") as the cluster's upstream filter: responses
-/// carry `Vary: x-tenant-id` before the cache stores them, so each tenant gets its own entry.
+/// carry `Vary: x-tenant-id` before the cache stores them, so each tenant gets its own entry;
+/// the bundle's request stage makes the client's copy private, on a miss and on a hit.
 #[tokio::test]
 async fn the_response_only_bundle_keys_the_cache_per_tenant() {
     let idp = JwksServer::start(jwks(false)).await.unwrap();
@@ -376,25 +387,35 @@ async fn the_response_only_bundle_keys_the_cache_per_tenant() {
                 .unwrap();
             assert_eq!(resp.status(), 200);
             let cached = resp.headers().contains_key("age");
-            let vary = resp
-                .headers()
-                .get("vary")
-                .map(|v| v.to_str().unwrap().to_string());
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_string())
+            };
+            let (vary, cc) = (header("vary"), header("cache-control"));
             let body: Value = resp.json().await.unwrap();
-            (body["n"].as_u64().unwrap(), cached, vary)
+            (body["n"].as_u64().unwrap(), cached, vary, cc)
         }
     };
-    let (n1, cached, vary) = get(acme.clone()).await;
+    let (n1, cached, vary, cc) = get(acme.clone()).await;
     assert!(!cached);
     assert_eq!(vary.as_deref(), Some("x-tenant-id"));
+    // The entry keeps its lifetime (the next request hits); the client's copy leaves private,
+    // so a CDN in front never stores one tenant's answer.
+    assert_eq!(cc.as_deref(), Some("private, max-age=60"));
     wait::until("1 cache entry written", Duration::from_secs(10), || async {
         Ok((one.cache_entries().await? >= 1).then_some(()))
     })
     .await
     .unwrap();
-    let (n2, cached, _) = get(acme.clone()).await;
+    let (n2, cached, _, cc) = get(acme.clone()).await;
     assert!(cached && n2 == n1, "acme's second request is a hit");
-    let (n3, cached, _) = get(globex).await;
+    assert_eq!(
+        cc.as_deref(),
+        Some("private, max-age=60"),
+        "a hit leaves private too"
+    );
+    let (n3, cached, _, _) = get(globex).await;
     assert!(!cached && n3 != n1, "globex never gets acme's entry");
     assert_eq!(up.hits(), 2);
 }
@@ -441,4 +462,192 @@ async fn a_bad_bundle_config_is_refused_with_its_reason() {
             "expected {expected:?} in Envoy's log:\n{log}"
         );
     }
+}
+
+/// The bundle on a WebSocket-capable listener (upgrades on, no route timeout) in front of a
+/// WebSocket upstream; keys inline (no JWKS cluster).
+const STREAMS_TEMPLATE: &str = r#"
+admin:
+  address:
+    socket_address: { address: 127.0.0.1, port_value: 0 }
+static_resources:
+  listeners:
+  - name: main
+    address:
+      socket_address: { address: 127.0.0.1, port_value: 0 }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: streams
+          upgrade_configs: [{ upgrade_type: websocket }]
+          route_config:
+            name: streams
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: upstream, timeout: 0s }
+          http_filters: {{ HTTP_FILTERS }}
+  clusters:
+  - name: upstream
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: 127.0.0.1, port_value: {{ UPSTREAM_PORT }} }
+"#;
+
+/// A WebSocket upstream: 101 to every request, then echoes until either side closes. Counts
+/// the upgrades it got.
+async fn websocket_upstream() -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upgrades = Arc::new(AtomicUsize::new(0));
+    let counted = upgrades.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                if read_head(&mut conn).await.is_none() {
+                    return;
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let reply = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+                             connection: Upgrade\r\nsec-websocket-accept: test\r\n\r\n";
+                if conn.write_all(reply.as_bytes()).await.is_ok() {
+                    let (mut rd, mut wr) = conn.split();
+                    let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                }
+            });
+        }
+    });
+    (port, upgrades, task)
+}
+
+/// Reads an HTTP/1.1 message head (through the blank line), lower-cased.
+async fn read_head(conn: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte).await.ok()? == 0 || head.len() > 64 * 1024 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).to_ascii_lowercase())
+}
+
+/// Opens /api/events with `token` (and a spoofed x-user-id, which jwt_auth replaces): the held
+/// connection, or the refusal's status and JSON body.
+async fn open_events(port: u16, token: &str) -> Result<TcpStream, (u16, Value)> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let request = format!(
+        "GET /api/events HTTP/1.1\r\nhost: gw\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
+         sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         x-user-id: someone-else\r\nauthorization: Bearer {token}\r\n\r\n"
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut conn))
+        .await
+        .unwrap()
+        .unwrap();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    if status == 101 {
+        return Ok(conn);
+    }
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body).await.unwrap();
+    Err((status, serde_json::from_slice(&body).unwrap()))
+}
+
+/// The bundle applies tenant_cache_key's stream caps as the plugin does: counted for the user
+/// and tenant jwt_auth verified (a spoofed x-user-id changes nothing), refused with 429 over a
+/// cap, freed when the stream ends.
+#[tokio::test]
+async fn the_bundle_caps_streams_per_verified_consumer_and_tenant() {
+    let (up_port, upgrades, _up) = websocket_upstream().await;
+    let wasm = tools::wasm("gateway").unwrap().display().to_string();
+    let mut config = stages::bundle(&stages::inline_keys(&jwks(false)));
+    config["tenant_cache_key"]["streams"] = json!({
+        "routes": [{ "match": { "path_prefix": "/api/events" } }],
+        "per_consumer": 1,
+        "per_tenant": 2,
+    });
+    let envoy = EnvoyBuilder::new("bundle-streams", STREAMS_TEMPLATE)
+        .var(
+            "HTTP_FILTERS",
+            chain::with_router(vec![chain::wasm_at("gateway", &wasm, &config.to_string())]),
+        )
+        .var("UPSTREAM_PORT", up_port)
+        .start()
+        .await
+        .unwrap();
+    let port = envoy.port("main");
+    let user = |sub: &'static str, tenant: &'static str| {
+        token(move |c| {
+            c["sub"] = json!(sub);
+            c["tenant"] = json!(tenant);
+        })
+    };
+    let refusal = |attempt: Result<TcpStream, (u16, Value)>, limit: &str, max: u64| {
+        let Err((status, body)) = attempt else {
+            panic!("a stream over the {limit} cap was opened");
+        };
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(
+            (&body["error"], &body["limit"], &body["max"]),
+            (&json!("too_many_streams"), &json!(limit), &json!(max)),
+            "{body}"
+        );
+    };
+
+    let first = open_events(port, &user("user-1", "acme")).await.unwrap();
+    refusal(
+        open_events(port, &user("user-1", "acme")).await,
+        "consumer",
+        1,
+    );
+    let second = open_events(port, &user("user-2", "acme")).await.unwrap();
+    refusal(
+        open_events(port, &user("user-3", "acme")).await,
+        "tenant",
+        2,
+    );
+    let globex = open_events(port, &user("user-1", "globex")).await.unwrap();
+    assert_eq!(upgrades.load(Ordering::SeqCst), 3);
+
+    drop(first);
+    envoy
+        .wait_stat_at_least("wasmcustom.tenant_streams_released", 1)
+        .await
+        .unwrap();
+    let again = open_events(port, &user("user-1", "acme")).await.unwrap();
+    refusal(
+        open_events(port, &user("user-3", "acme")).await,
+        "tenant",
+        2,
+    );
+    drop((second, globex, again));
+    envoy
+        .wait_stat_at_least("wasmcustom.tenant_streams_released", 4)
+        .await
+        .unwrap();
+    envoy
+        .wait_stat_at_least("wasmcustom.tenant_streams_refused_tenant", 2)
+        .await
+        .unwrap();
 }

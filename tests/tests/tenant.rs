@@ -15,7 +15,11 @@ use gateway_tests::upstream::{Recorded, Reply, Upstream};
 use gateway_tests::wait;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 /// The demo keys of the shipped config (their SHA-256 digests are in the YAML).
 const ACME_KEY: &str = "demo-key-acme";
@@ -646,6 +650,7 @@ async fn bad_configs_are_refused_with_their_reason_in_envoys_log() {
         "api_key_not_a_digest",
         "response_stage_with_sources",
         "cache_routes_without_identity_headers",
+        "streams_per_consumer_above_per_tenant",
         "unknown_source",
     ] {
         let config = std::fs::read_to_string(dir.join(format!("{case}.json"))).unwrap();
@@ -829,4 +834,344 @@ async fn a_host_alone_never_gets_a_key_holders_cached_answer() {
         .wait_stat_at_least("wasmcustom.tenant_invalid_api_key", 1)
         .await
         .unwrap();
+}
+
+/// A listener for long-lived streams: WebSocket upgrades on, no route timeout (`/idle` streams
+/// are ended by Envoy after 1 s without traffic), in front of [`StreamUpstream`].
+const STREAMS_TEMPLATE: &str = r#"
+admin:
+  address:
+    socket_address: { address: 127.0.0.1, port_value: 0 }
+static_resources:
+  listeners:
+  - name: main
+    address:
+      socket_address: { address: 127.0.0.1, port_value: 0 }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: streams
+          upgrade_configs: [{ upgrade_type: websocket }]
+          route_config:
+            name: streams
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/idle" }
+                route: { cluster: upstream, timeout: 0s, idle_timeout: 1s }
+              - match: { prefix: "/" }
+                route: { cluster: upstream, timeout: 0s }
+          http_filters: {{ HTTP_FILTERS }}
+  clusters:
+  - name: upstream
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: 127.0.0.1, port_value: {{ UPSTREAM_PORT }} }
+"#;
+
+/// The WebSocket upstream: answers an upgrade with 101 and echoes bytes until either side
+/// closes; answers any other request with 200. Counts the upgrades it was sent.
+struct StreamUpstream {
+    port: u16,
+    upgrades: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StreamUpstream {
+    async fn start() -> StreamUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upgrades = Arc::new(AtomicUsize::new(0));
+        let counted = upgrades.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let Some(head) = read_head(&mut conn).await else {
+                        return;
+                    };
+                    if !head.contains("\r\nupgrade: websocket\r\n") {
+                        let ok =
+                            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+                        let _ = conn.write_all(ok.as_bytes()).await;
+                        return;
+                    }
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let reply = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+                                 connection: Upgrade\r\nsec-websocket-accept: test\r\n\r\n";
+                    if conn.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let (mut rd, mut wr) = conn.split();
+                    let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                });
+            }
+        });
+        StreamUpstream {
+            port,
+            upgrades,
+            task,
+        }
+    }
+
+    fn upgrades(&self) -> usize {
+        self.upgrades.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for StreamUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads an HTTP/1.1 message head (through the blank line), lower-cased.
+async fn read_head(conn: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte).await.ok()? == 0 || head.len() > 64 * 1024 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).to_ascii_lowercase())
+}
+
+/// What a refused stream got back.
+#[derive(Debug)]
+struct Refusal {
+    status: u16,
+    retry_after: Option<String>,
+    body: Value,
+}
+
+/// Opens a WebSocket on its own connection as `user` of `tenant` (the claim header stands in
+/// for jwt_auth's): the held connection, or the refusal.
+async fn open_stream(
+    port: u16,
+    path: &str,
+    tenant: &str,
+    user: &str,
+) -> Result<TcpStream, Refusal> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: gw.example.com\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
+         sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         x-jwt-tenant: {tenant}\r\nx-user-id: {user}\r\nx-request-id: {tenant}-{user}\r\n\r\n"
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut conn))
+        .await
+        .unwrap()
+        .unwrap();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    if status == 101 {
+        return Ok(conn);
+    }
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .map(|v| v.trim().to_string())
+    };
+    let mut body = vec![0u8; header("content-length").unwrap().parse().unwrap()];
+    conn.read_exact(&mut body).await.unwrap();
+    Err(Refusal {
+        status,
+        retry_after: header("retry-after"),
+        body: serde_json::from_slice(&body).unwrap(),
+    })
+}
+
+fn held(attempt: Result<TcpStream, Refusal>, what: &str) -> TcpStream {
+    attempt.unwrap_or_else(|r| panic!("{what}: refused: {r:?}"))
+}
+
+/// The refusal of a stream over a cap, checked whole.
+fn assert_refused(attempt: Result<TcpStream, Refusal>, limit: &str, max: u64, request_id: &str) {
+    let Err(r) = attempt else {
+        panic!("{request_id}: a stream over the {limit} cap was opened");
+    };
+    let message = format!("this {limit} already holds as many open streams as it may");
+    assert_eq!(
+        (r.status, r.retry_after.as_deref()),
+        (429, Some("5")),
+        "{request_id}"
+    );
+    assert_eq!(
+        r.body,
+        json!({
+            "error": "too_many_streams",
+            "limit": limit,
+            "max": max,
+            "message": message,
+            "request_id": request_id,
+        })
+    );
+}
+
+/// Finding 7: one user of one tenant opened 256 idle WebSockets, each well within every rate
+/// limit, filled the shared circuit breakers and took the events and gRPC services away from
+/// every tenant for as long as it held them. Long-lived streams are now capped in flight, per
+/// consumer and per tenant, counted across Envoy's two workers here, and a slot is freed when
+/// its stream ends — closed by the client or by Envoy — exactly once.
+#[tokio::test]
+async fn long_lived_streams_are_capped_in_flight_per_consumer_and_per_tenant() {
+    let up = StreamUpstream::start().await;
+    let filter = chain::wasm(
+        "tenant_cache_key",
+        &json!({
+            "stage": "request",
+            "sources": [{ "claim": { "header": "x-jwt-tenant" } }],
+            "streams": {
+                "routes": [
+                    { "match": { "path_prefix": "/events" } },
+                    { "match": { "path_prefix": "/idle" } }
+                ],
+                "per_consumer": 2,
+                "per_tenant": 3
+            }
+        }),
+    )
+    .unwrap();
+    let envoy = EnvoyBuilder::new("tenant-streams", STREAMS_TEMPLATE)
+        .var("HTTP_FILTERS", chain::with_router(vec![filter]))
+        .var("UPSTREAM_PORT", up.port)
+        .concurrency(2)
+        .start()
+        .await
+        .unwrap();
+    let port = envoy.port("main");
+    let open = |path: &'static str, tenant: &'static str, user: &'static str| {
+        open_stream(port, path, tenant, user)
+    };
+
+    let mut alice = Vec::new();
+    for i in 0..2 {
+        alice.push(held(
+            open("/events", "acme", "alice").await,
+            &format!("alice {i}"),
+        ));
+    }
+    assert_refused(
+        open("/events", "acme", "alice").await,
+        "consumer",
+        2,
+        "acme-alice",
+    );
+    // Requests that are not streams are not capped.
+    let other = get(
+        &envoy,
+        "/other",
+        &[("x-jwt-tenant", "acme"), ("x-user-id", "alice")],
+    )
+    .await;
+    assert_eq!(other.status, 200);
+    // Another consumer of the tenant gets through until the tenant's cap.
+    let bob = held(open("/events", "acme", "bob").await, "bob");
+    assert_refused(
+        open("/events", "acme", "bob").await,
+        "tenant",
+        3,
+        "acme-bob",
+    );
+    assert_refused(
+        open("/events", "acme", "carol").await,
+        "tenant",
+        3,
+        "acme-carol",
+    );
+    // Another tenant is not affected, whatever its users are called.
+    let globex = [
+        held(open("/events", "globex", "dave").await, "dave of globex"),
+        held(open("/events", "globex", "alice").await, "alice of globex"),
+    ];
+
+    // Closed by the client: the slot is free again, once.
+    drop(alice.pop());
+    envoy
+        .wait_stat_at_least("wasmcustom.tenant_streams_released", 1)
+        .await
+        .unwrap();
+    alice.push(held(open("/events", "acme", "alice").await, "alice again"));
+    assert_refused(
+        open("/events", "acme", "carol").await,
+        "tenant",
+        3,
+        "acme-carol",
+    );
+
+    // Ended by Envoy (the route's idle timeout): released too.
+    let mut erin = Vec::new();
+    for i in 0..2 {
+        erin.push(held(
+            open("/idle", "initech", "erin").await,
+            &format!("erin {i}"),
+        ));
+    }
+    assert_refused(
+        open("/idle", "initech", "erin").await,
+        "consumer",
+        2,
+        "initech-erin",
+    );
+    for conn in &mut erin {
+        let mut buf = [0u8; 64];
+        let end = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await;
+        assert!(
+            matches!(end, Ok(Ok(0) | Err(_))),
+            "Envoy ends an idle stream: {end:?}"
+        );
+    }
+    envoy
+        .wait_stat_at_least("wasmcustom.tenant_streams_released", 3)
+        .await
+        .unwrap();
+    let erin_again = held(open("/idle", "initech", "erin").await, "erin again");
+    assert_eq!(up.upgrades(), 9, "refused streams never reach the upstream");
+
+    // Everything closed: every slot is free, and each was freed exactly once.
+    drop((alice, bob, globex, erin, erin_again));
+    wait::until("no stream in flight", Duration::from_secs(10), || async {
+        let active = streams_active(&envoy).await;
+        Ok((active == Some(0)).then_some(()))
+    })
+    .await
+    .unwrap();
+    let again = [
+        held(open("/events", "acme", "alice").await, "alice at the end"),
+        held(open("/events", "acme", "alice").await, "alice at the end"),
+        held(open("/events", "acme", "bob").await, "bob at the end"),
+    ];
+    assert_refused(
+        open("/events", "acme", "carol").await,
+        "tenant",
+        3,
+        "acme-carol",
+    );
+    drop(again);
+    for (stat, min) in [
+        ("wasmcustom.tenant_streams_admitted", 12),
+        ("wasmcustom.tenant_streams_refused_consumer", 2),
+        ("wasmcustom.tenant_streams_refused_tenant", 4),
+    ] {
+        envoy.wait_stat_at_least(stat, min).await.unwrap();
+    }
+}
+
+/// Streams in flight over every worker (the gauge each VM adds to).
+async fn streams_active(envoy: &Envoy) -> Option<u64> {
+    envoy
+        .stat("wasmcustom.tenant_streams_active")
+        .await
+        .unwrap()
 }

@@ -110,6 +110,18 @@ impl Gauge {
             let _ = hostcalls::record_metric(id, value);
         }
     }
+
+    /// Adds `delta` (negative: subtracts). Every VM that defines the same name adds to one
+    /// gauge, so a gauge only ever moved by `add` holds the sum over all workers (e.g. streams
+    /// in flight). Adding 0 makes no host call.
+    pub fn add(self, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        if let Some(id) = self.0 {
+            let _ = hostcalls::increment_metric(id, delta);
+        }
+    }
 }
 
 /// Sends a local reply with a JSON body `{"error", "message", "request_id"}`.
@@ -126,6 +138,30 @@ pub fn send_json_error(
         "request_id": request_id.unwrap_or(""),
     })
     .to_string();
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(extra_headers.len() + 1);
+    headers.push(("content-type", "application/json"));
+    headers.extend_from_slice(extra_headers);
+    let _ = hostcalls::send_http_response(status, headers, Some(body.as_bytes()));
+}
+
+/// Sends a local reply with a JSON body `{"error", "message", "request_id"}` and `fields` next to
+/// them (e.g. which limit refused the request, and its size).
+pub fn send_json_error_with(
+    status: u32,
+    error: &str,
+    message: &str,
+    fields: &[(&str, serde_json::Value)],
+    request_id: Option<&str>,
+    extra_headers: &[(&str, &str)],
+) {
+    let mut body = serde_json::Map::new();
+    for (name, value) in fields {
+        body.insert((*name).to_string(), value.clone());
+    }
+    body.insert("error".into(), error.into());
+    body.insert("message".into(), message.into());
+    body.insert("request_id".into(), request_id.unwrap_or("").into());
+    let body = serde_json::Value::Object(body).to_string();
     let mut headers: Vec<(&str, &str)> = Vec::with_capacity(extra_headers.len() + 1);
     headers.push(("content-type", "application/json"));
     headers.extend_from_slice(extra_headers);

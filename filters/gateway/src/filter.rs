@@ -1,11 +1,13 @@
 //! The gateway plugin (wasm32): one root context per VM holding the compiled [`Pipeline`], the
-//! jwt_auth stage's [`WorkerAuth`] and each stage's counters; one HTTP context per request
-//! holding transform's per-request state and tenant_cache_key's response facts.
+//! jwt_auth stage's [`WorkerAuth`], tenant_cache_key's stream caps and each stage's counters; one
+//! HTTP context per request holding transform's per-request state and tenant_cache_key's
+//! response facts.
 //!
 //! Request headers: one read; jwt_auth decides (a denial is its local reply, a wait pauses the
 //! request until keys arrive, then [`WorkerAuth`] hands it back to [`continue_request`]); the
 //! later stages edit the in-VM copy; the net difference is written back in one batch.
 //! Response headers: read only when a stage needs them; transform, then tenant_cache_key.
+//! Request end (`on_done` / `on_log`): the stream slot tenant_cache_key took, if any, is freed.
 
 use crate::config::GatewayConfig;
 use crate::pipeline::{Flow, Pipeline, StageEffects};
@@ -21,7 +23,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use tenant_cache_key::host::{RequestEnd, TenantMetrics};
+use tenant_cache_key::host::{RequestEnd, TenantMetrics, TenantStreams};
 use tenant_cache_key::{RequestFacts, RequestPlan};
 use transform::host::{Direction, ResponseNeeds, TransformMetrics, TransformRequest};
 use transform::RequestEdits;
@@ -39,6 +41,8 @@ const FLUSH_EVERY: Duration = Duration::from_millis(500);
 struct Shared {
     pipeline: Pipeline,
     tenant_metrics: Option<TenantMetrics>,
+    /// tenant_cache_key's stream caps, when its section has a `streams` block.
+    tenant_streams: Option<TenantStreams>,
     transform_metrics: Option<TransformMetrics>,
     /// Requests jwt_auth paused, by context id, until it hands them back.
     paused: RefCell<HashMap<u32, Rc<RefCell<RequestState>>>>,
@@ -51,6 +55,21 @@ impl Shared {
         }
         if let Some(m) = &self.transform_metrics {
             m.flush();
+        }
+    }
+
+    /// The root tick: stream slot upkeep (lease renewal, retried releases), then the counters.
+    fn tick(&self) {
+        if let (Some(s), Some(m)) = (&self.tenant_streams, &self.tenant_metrics) {
+            s.tick(m);
+        }
+        self.flush();
+    }
+
+    /// The request ended: frees the stream slot it took, if any (exactly once).
+    fn end_request(&self, context_id: u32) {
+        if let (Some(s), Some(m)) = (&self.tenant_streams, &self.tenant_metrics) {
+            s.end(context_id, m);
         }
     }
 }
@@ -66,15 +85,24 @@ struct RequestState {
 /// The host's part of the stages for one request.
 struct HostEffects<'a> {
     shared: &'a Shared,
+    context_id: u32,
     state: &'a mut RequestState,
     request_id: Option<&'a str>,
 }
 
 impl StageEffects for HostEffects<'_> {
     fn tenant(&mut self, plan: &RequestPlan<'_>) -> bool {
-        match &self.shared.tenant_metrics {
-            Some(m) => m.finish_request(plan, self.request_id) == RequestEnd::Continue,
-            None => true,
+        let Some(m) = &self.shared.tenant_metrics else {
+            return true;
+        };
+        if m.finish_request(plan, self.request_id) == RequestEnd::Rejected {
+            return false;
+        }
+        match (&plan.stream, &self.shared.tenant_streams) {
+            (Some(claim), Some(s)) => {
+                s.admit(self.context_id, claim, self.request_id, m) == RequestEnd::Continue
+            }
+            _ => true,
         }
     }
 
@@ -93,6 +121,7 @@ impl StageEffects for HostEffects<'_> {
 /// writes the net difference. False when a stage answered the request.
 fn continue_request(
     shared: &Shared,
+    context_id: u32,
     state: &mut RequestState,
     original: &HeaderMap,
     auth: &[jwt_auth::engine::HeaderEdit],
@@ -100,6 +129,7 @@ fn continue_request(
     let mut headers = original.clone();
     let mut fx = HostEffects {
         shared,
+        context_id,
         state,
         request_id: original.get("x-request-id"),
     };
@@ -126,7 +156,7 @@ fn resume(shared: &Shared) -> impl FnMut(u32, &HeaderMap, &[jwt_auth::engine::He
         let Some(state) = shared.paused.borrow_mut().remove(&id) else {
             return;
         };
-        if continue_request(shared, &mut state.borrow_mut(), headers, edits) {
+        if continue_request(shared, id, &mut state.borrow_mut(), headers, edits) {
             let _ = hostcalls::resume_http_request();
         }
     }
@@ -176,6 +206,11 @@ impl RootContext for GatewayRoot {
             .map(|c| Rc::new(RefCell::new(WorkerAuth::new(Arc::clone(c)))));
         let shared = Shared {
             tenant_metrics: config.tenant.as_ref().map(|_| TenantMetrics::define()),
+            tenant_streams: config
+                .tenant
+                .as_ref()
+                .and_then(|t| t.streams())
+                .map(TenantStreams::new),
             transform_metrics: config
                 .transform
                 .as_ref()
@@ -197,7 +232,7 @@ impl RootContext for GatewayRoot {
         if let Some(auth) = &self.auth {
             auth.borrow_mut().on_tick(&mut resume(shared));
         }
-        shared.flush();
+        shared.tick();
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -254,6 +289,7 @@ impl Context for GatewayHttp {
             auth.borrow_mut().on_done(self.context_id);
         }
         self.shared.paused.borrow_mut().remove(&self.context_id);
+        self.shared.end_request(self.context_id);
         true
     }
 }
@@ -282,7 +318,13 @@ impl HttpContext for GatewayHttp {
             }
         };
         let mut state = self.state.borrow_mut();
-        if continue_request(&self.shared, &mut state, &original, &auth_edits) {
+        if continue_request(
+            &self.shared,
+            self.context_id,
+            &mut state,
+            &original,
+            &auth_edits,
+        ) {
             Action::Continue
         } else {
             Action::Pause
@@ -350,5 +392,9 @@ impl HttpContext for GatewayHttp {
 
     fn on_http_response_trailers(&mut self, _: usize) -> Action {
         self.on_trailers(Direction::Response)
+    }
+
+    fn on_log(&mut self) {
+        self.shared.end_request(self.context_id);
     }
 }

@@ -11,8 +11,9 @@ use transform::{RequestEdits, Transformer};
 
 /// The host's part of the stages.
 pub trait StageEffects {
-    /// tenant_cache_key planned this (already applied to the copy): count it, and answer the
-    /// request when the plan rejects it. False when the request was answered.
+    /// tenant_cache_key planned this (already applied to the copy): count it, answer the
+    /// request when the plan rejects it, and count the stream it opens against the stream caps
+    /// (answering it when a cap is reached). False when the request was answered.
     fn tenant(&mut self, plan: &RequestPlan<'_>) -> bool;
     /// transform planned this for the request: keep its per-request state (rule, captured
     /// values, body buffering) and return the edits to make to the request headers.
@@ -23,7 +24,8 @@ pub trait StageEffects {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     /// On to the upstream with the edited headers. `tenant_facts` is what tenant_cache_key's
-    /// response stage needs (None when the tenant stage does not shape responses).
+    /// response phase needs (None when it has nothing to do: the stage does not shape responses
+    /// for caches and the answer need not leave private).
     Continue { tenant_facts: Option<RequestFacts> },
     /// A stage answered the request (a local reply was sent).
     Answered,
@@ -66,7 +68,9 @@ impl Pipeline {
             if !fx.tenant(&plan) {
                 return Flow::Answered;
             }
-            if policy.stage().shapes_responses() {
+            // A request stage edits responses too: the answer to a credentialed request leaves
+            // the gateway private (as tenant_cache_key's own plugin does).
+            if policy.edits_responses(&plan.facts) {
                 tenant_facts = Some(plan.facts);
             }
         }
@@ -79,8 +83,9 @@ impl Pipeline {
     }
 
     /// Response headers, after transform's response edits are on the copy: tenant_cache_key's
-    /// response stage (`Vary`, `Cache-Control`), which sits before transform in the chain and so
-    /// sees the response after it. Returns the edits made, for the counters.
+    /// response phase (`Vary` and lifetimes for caches when the stage shapes responses;
+    /// `Cache-Control: private` for a credentialed request), which sits before transform in the
+    /// chain and so sees the response after it. Returns the edits made, for the counters.
     pub fn tenant_response(
         &self,
         facts: RequestFacts,
@@ -134,16 +139,25 @@ mod tests {
         GatewayConfig::parse(v.to_string().as_bytes()).unwrap()
     }
 
+    /// [`config`] with another tenant_cache_key section.
+    fn config_with_tenant(tenant: serde_json::Value) -> GatewayConfig {
+        let mut c = config();
+        c.tenant = Some(TenantPolicy::new(tenant.to_string().as_bytes()).unwrap());
+        c
+    }
+
     /// Records what reached the host's side of each stage.
     #[derive(Default)]
     struct Recorder {
         tenant_seen: Option<String>,
+        stream: Option<tenant_cache_key::StreamClaim>,
         transform_rule: bool,
         reject: bool,
     }
 
     impl StageEffects for Recorder {
         fn tenant(&mut self, plan: &RequestPlan<'_>) -> bool {
+            self.stream = plan.stream.clone();
             self.tenant_seen = plan
                 .set
                 .iter()
@@ -255,5 +269,67 @@ mod tests {
         p.after_auth(&mut headers, &[], &mut fx);
         assert_eq!(fx.tenant_seen.as_deref(), Some("spoofed"));
         assert!(!fx.transform_rule, "x-tenant-id is 'spoofed', not acme");
+    }
+
+    /// The request-stage section of envoy/gateway.yaml, with stream caps on /api/events.
+    fn request_stage() -> serde_json::Value {
+        json!({
+            "stage": "request",
+            "sources": [{ "claim": { "header": "x-jwt-tenant" } }],
+            "unresolved": { "action": "reject" },
+            "credential_headers": ["authorization", "x-user-id"],
+            "streams": {
+                "routes": [{ "match": { "path_prefix": "/api/events" } }],
+                "per_consumer": 8,
+                "per_tenant": 32,
+            },
+        })
+    }
+
+    #[test]
+    fn a_request_stage_bundle_makes_the_answer_to_a_credentialed_request_private() {
+        // The request stage alone (its response stage is another instance, on the cluster):
+        // the answer still leaves private, as with tenant_cache_key's own plugin.
+        let p = Pipeline::from(config_with_tenant(request_stage()));
+        let mut headers = request(Some(&token("ES256", now())));
+        let (_, edits) = authenticate(&p, &headers);
+        let flow = p.after_auth(&mut headers, &edits, &mut Recorder::default());
+        let Flow::Continue {
+            tenant_facts: Some(facts),
+        } = flow
+        else {
+            panic!("no response phase for a credentialed request: {flow:?}");
+        };
+        assert!(facts.private);
+        let mut response = HeaderMap::from([
+            (":status", "200"),
+            ("cache-control", "public, max-age=60, s-maxage=600"),
+        ]);
+        let edits = p.tenant_response(facts, &mut response).unwrap();
+        assert!(edits.private_set && edits.vary.is_none());
+        assert_eq!(response.get("cache-control"), Some("private, max-age=60"));
+    }
+
+    #[test]
+    fn the_stream_caps_count_the_verified_tenant_and_user_not_the_spoofed_ones() {
+        let p = Pipeline::from(config_with_tenant(request_stage()));
+        let mut headers = request(Some(&token("ES256", now())));
+        headers.set(":path", "/api/events/orders");
+        let (_, edits) = authenticate(&p, &headers);
+        let mut fx = Recorder::default();
+        p.after_auth(&mut headers, &edits, &mut fx);
+        let stream = fx.stream.expect("an events request opens a stream");
+        assert_eq!(stream.tenant.as_deref(), Some("acme"));
+        assert_eq!(
+            stream.consumer,
+            Some(tenant_cache_key::streams::ConsumerId::of("user-1")),
+            "jwt_auth's x-user-id, not the client's 'spoofed'"
+        );
+
+        let mut other = request(Some(&token("ES256", now())));
+        let (_, edits) = authenticate(&p, &other);
+        let mut fx = Recorder::default();
+        p.after_auth(&mut other, &edits, &mut fx);
+        assert_eq!(fx.stream, None, "/api/users is no stream route");
     }
 }

@@ -21,6 +21,12 @@ pub const DEFAULT_IDENTITY_HEADERS: [&str; 2] = ["x-user-id", "x-org-id"];
 /// the policy also has a credential source (claim, api_key). `~` is outside the tenant id
 /// alphabet, so `~acme` can never equal an id a credential proved.
 pub const UNVERIFIED_PREFIX: &str = "~";
+/// The header naming the consumer of a stream when `streams` names none: the user jwt_auth
+/// sets from the verified token (after removing every client copy).
+pub const DEFAULT_CONSUMER_HEADER: &str = "x-user-id";
+/// Upper bound on `streams.per_tenant` (and so `per_consumer`): a tenant's open streams are one
+/// shared-data value that every stream start and end rewrites.
+pub const MAX_STREAMS_CAP: u32 = 1024;
 
 /// The whole plugin configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +77,10 @@ pub struct Config {
     /// matching route applies.
     #[serde(default)]
     pub cache_routes: Option<Vec<CacheRouteConfig>>,
+    /// Request stage: caps on long-lived streams (WebSockets, gRPC streams) in flight, per
+    /// consumer and per tenant, counted across every worker of the Envoy process.
+    #[serde(default)]
+    pub streams: Option<StreamsConfig>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -215,4 +225,27 @@ pub struct CacheRouteConfig {
     /// `stale-while-revalidate` in seconds.
     #[serde(default)]
     pub stale_while_revalidate: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsConfig {
+    /// Which requests are long-lived streams (at least one route); the first match counts.
+    pub routes: Vec<StreamRouteConfig>,
+    /// Streams one consumer (of one tenant) may hold open at once (1 to `per_tenant`).
+    pub per_consumer: u32,
+    /// Streams one tenant may hold open at once, all its consumers together (1 to 1024).
+    pub per_tenant: u32,
+    /// The header naming the consumer (default `x-user-id`). It must be one the gateway sets
+    /// itself after removing client copies (jwt_auth does for `x-user-id`).
+    #[serde(default)]
+    pub consumer_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamRouteConfig {
+    /// Which requests the route covers (required).
+    #[serde(rename = "match")]
+    pub matches: RequestMatch,
 }

@@ -7,12 +7,15 @@
 //! cached answer is tenant-wide). On the response, adds the tenant header to `Vary`, makes
 //! authenticated responses without a tenant private, applies per-route cache lifetimes, and
 //! makes the answer to a credentialed request `private` on its way to the client — so a shared
-//! cache keeps one entry per tenant and never serves one tenant's response to another.
+//! cache keeps one entry per tenant and never serves one tenant's response to another. On
+//! `streams` routes, caps the long-lived streams (WebSockets, gRPC) each consumer and each tenant
+//! holds open at once, counted across every worker of the Envoy process.
 //!
 //! Layout: [`config`] is the configuration as written; [`TenantPolicy`] ([`policy`]) compiles it
 //! and makes every per-request decision, using [`sources`] (resolution), [`tenant_id`] (what an
-//! id may look like) and [`cache_policy`] (`Vary` and `Cache-Control`). None of these use
-//! proxy-wasm. On wasm32, `host` holds the counters and the rejection reply, and `filter`
+//! id may look like), [`cache_policy`] (`Vary` and `Cache-Control`) and [`streams`] (the
+//! in-flight counts, behind a shared-data seam). None of these use proxy-wasm. On wasm32, `host`
+//! holds the counters, the stream counts on shared data and the rejection replies, and `filter`
 //! (feature `plugin`, on by default) is the plugin glue that reads headers with one host call
 //! per phase and applies the planned edits; bundles turn `plugin` off and use `host`.
 
@@ -20,6 +23,7 @@ pub mod cache_policy;
 pub mod config;
 pub mod policy;
 pub mod sources;
+pub mod streams;
 pub mod tenant_id;
 
 #[cfg(all(target_arch = "wasm32", feature = "plugin"))]
@@ -29,6 +33,8 @@ pub mod host;
 
 #[cfg(test)]
 mod policy_tests;
+#[cfg(test)]
+mod streams_tests;
 
 pub use config::{Config, Stage};
 pub use policy::{
@@ -36,3 +42,4 @@ pub use policy::{
     INVALID_API_KEY_ERROR, INVALID_API_KEY_MESSAGE, UNRESOLVED_ERROR, UNRESOLVED_MESSAGE,
 };
 pub use sources::SourceKind;
+pub use streams::{Admission, Limit, SharedStore, StreamClaim, StreamLimits, StreamTracker};

@@ -7,6 +7,7 @@ use crate::config::{
     DEFAULT_TENANT_ID_MAX_LENGTH, MAX_TENANT_ID_MAX_LENGTH, UNVERIFIED_PREFIX,
 };
 use crate::sources::{header_name, Reserved, Resolution, Source, SourceKind};
+use crate::streams::{StreamClaim, StreamLimits};
 use filter_core::{parse_json_config, ConfigError, HeaderMap, RequestMatcher};
 
 /// The validated configuration of one filter instance.
@@ -26,6 +27,7 @@ pub struct TenantPolicy {
     identity_headers: Vec<String>,
     vary: bool,
     cache_routes: Vec<CacheRoute>,
+    streams: Option<StreamLimits>,
 }
 
 /// What to do with a request no source identifies.
@@ -83,6 +85,9 @@ pub struct RequestPlan<'p> {
     pub identity_removed: bool,
     pub outcome: Outcome,
     pub facts: RequestFacts,
+    /// The request opens a long-lived stream on a `streams` route (and is not refused here):
+    /// the host counts it against the caps before it goes on, and releases it when it ends.
+    pub stream: Option<StreamClaim>,
 }
 
 impl RequestPlan<'_> {
@@ -188,6 +193,11 @@ impl TenantPolicy {
                 CacheRoute::compile(r).map_err(|e| e.within(&format!("cache_routes[{i}]")))
             })
             .collect::<Result<_, _>>()?;
+        let streams = config
+            .streams
+            .as_ref()
+            .map(|s| StreamLimits::compile(s, &reserved).map_err(|e| e.within("streams")))
+            .transpose()?;
         let vary = config.vary.unwrap_or(true);
         if !vary && !cache_routes.is_empty() {
             return Err(ConfigError::new(
@@ -215,6 +225,7 @@ impl TenantPolicy {
             )?,
             vary,
             cache_routes,
+            streams,
             tenant_header,
             plan_header,
         })
@@ -226,6 +237,11 @@ impl TenantPolicy {
 
     pub fn tenant_header(&self) -> &str {
         &self.tenant_header
+    }
+
+    /// The caps on long-lived streams, when configured (request stage).
+    pub fn streams(&self) -> Option<&StreamLimits> {
+        self.streams.as_ref()
     }
 
     /// True when the response phase has something to do for a request with these facts: this
@@ -258,6 +274,7 @@ impl TenantPolicy {
                 identity_removed,
                 outcome: Outcome::NotResolving,
                 facts: RequestFacts { tenant, ..facts },
+                stream: None,
             };
         }
 
@@ -283,6 +300,7 @@ impl TenantPolicy {
         let credentialed =
             authenticated || matches!(outcome, Outcome::Resolved(k) if k.is_credential());
         let private = credentialed && !self.public_routes.iter().any(|m| m.matches(headers));
+        let stream = self.stream_claim(headers, outcome, &set);
         RequestPlan {
             remove,
             set,
@@ -295,7 +313,26 @@ impl TenantPolicy {
                 private,
                 ..facts
             },
+            stream,
         }
+    }
+
+    /// The stream a request that goes on opens on a `streams` route, with the tenant as it is
+    /// written to the tenant header.
+    fn stream_claim(
+        &self,
+        headers: &HeaderMap,
+        outcome: Outcome,
+        set: &[(&str, String)],
+    ) -> Option<StreamClaim> {
+        if !matches!(outcome, Outcome::Resolved(_) | Outcome::Anonymous) {
+            return None;
+        }
+        let tenant = set
+            .iter()
+            .find(|(name, _)| *name == self.tenant_header)
+            .map(|(_, value)| value.as_str());
+        self.streams.as_ref()?.claim(headers, tenant)
     }
 
     /// Resolves the tenant and plans its headers: the tenant (in the unverified namespace when
@@ -446,6 +483,12 @@ fn check_stage_fields(config: &Config) -> Result<(), ConfigError> {
         (
             "public_routes",
             config.public_routes.is_some(),
+            stage.resolves(),
+            "request",
+        ),
+        (
+            "streams",
+            config.streams.is_some(),
             stage.resolves(),
             "request",
         ),
