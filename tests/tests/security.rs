@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const FORGED: &str = "forged-by-client";
@@ -1220,4 +1220,89 @@ async fn a_body_the_strip_cannot_process_never_reaches_the_client() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["id"], 7);
     assert!(body.get("password_hash").is_none(), "{body}");
+}
+
+/// Opens a WebSocket through the gateway as `token`; returns the connection (kept open) and
+/// the response head.
+async fn open_websocket(gw: &Gateway, token: &str) -> (TcpStream, String) {
+    let head = format!(
+        "GET /api/events/orders HTTP/1.1\r\nhost: gateway.localhost\r\nconnection: Upgrade\r\n\
+         upgrade: websocket\r\nsec-websocket-version: 13\r\n\
+         sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nauthorization: Bearer {token}\r\n\r\n"
+    );
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.envoy.port("gateway")))
+        .await
+        .unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), read_head(&mut conn))
+        .await
+        .expect("no answer to the upgrade")
+        .unwrap_or_default();
+    (conn, reply)
+}
+
+/// Finding 7, WebSocket half: one consumer opens 300 WebSockets and holds them. Only its
+/// in-flight cap (8) is admitted, the rest get 429 naming the consumer cap, the events
+/// cluster's breakers are nowhere near full, and another user of the same tenant and another
+/// tenant still open theirs. Closing one held stream frees its slot.
+#[tokio::test]
+async fn one_consumer_cannot_hold_the_streams_of_every_tenant() {
+    let gw = Gateway::start(Opts::default()).await;
+    let holder = token("holder", "acme", "orders:read");
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for i in 0..300 {
+        let (conn, reply) = open_websocket(&gw, &holder).await;
+        if reply.starts_with("http/1.1 101") {
+            held.push(conn);
+        } else {
+            assert!(reply.starts_with("http/1.1 429"), "stream {i}: {reply}");
+            refused += 1;
+        }
+    }
+    assert_eq!(held.len(), 8, "admitted in flight for one consumer");
+    assert_eq!(refused, 292);
+    // The refusal names the cap (read one body).
+    let (mut conn, reply) = open_websocket(&gw, &holder).await;
+    assert!(reply.starts_with("http/1.1 429"), "{reply}");
+    let mut body = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    let body: Value = serde_json::from_slice(&body[..n]).unwrap_or(Value::Null);
+    assert_eq!(body["error"], "too_many_streams", "{body}");
+    assert_eq!(body["limit"], "consumer", "{body}");
+    let active = gw
+        .envoy
+        .stat("cluster.events.upstream_rq_active")
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert!(active <= 8, "{active} upstream streams held");
+    // Others still get through: a colleague at acme, and globex.
+    for other in [
+        token("colleague", "acme", "orders:read"),
+        token("user-2", "globex", "orders:read"),
+    ] {
+        let (_conn, reply) = open_websocket(&gw, &other).await;
+        assert!(reply.starts_with("http/1.1 101"), "{reply}");
+    }
+    // Closing one held stream frees one slot for the holder.
+    drop(held.pop());
+    let reopened = gateway_tests::wait::until(
+        "the closed stream's slot to be released",
+        Duration::from_secs(10),
+        || {
+            let holder = holder.clone();
+            let gw = &gw;
+            async move {
+                let (conn, reply) = open_websocket(gw, &holder).await;
+                Ok(reply.starts_with("http/1.1 101").then_some(conn))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    drop(reopened);
 }
