@@ -8,7 +8,8 @@ use crate::envoy::{Envoy, EnvoyBuilder};
 use crate::jwks::JwksServer;
 use crate::ratelimit::RateLimitService;
 use crate::redis::RedisServer;
-use crate::upstream::{Recorded, Reply, Upstream};
+pub use crate::upstream::read_head;
+use crate::upstream::{Recorded, Reply, Upstream, WebSocketEcho};
 use crate::wait;
 use jwt_auth::testing::{claims, jwks, sign};
 use serde_json::{json, Value};
@@ -122,7 +123,7 @@ pub struct Gateway {
     pub orders_v2: Upstream,
     pub users: Upstream,
     pub products: Upstream,
-    pub events: EventsService,
+    pub events: WebSocketEcho,
     pub grpc: GrpcService,
     pub access_log: PathBuf,
     /// The CA (PEM) that issued the TLS listener's certificate, made for this test.
@@ -145,7 +146,7 @@ impl Gateway {
         let orders_v2 = upstream(opts.orders_v2).await;
         let users = upstream(opts.users).await;
         let products = upstream(opts.products).await;
-        let events = EventsService::start().await;
+        let events = WebSocketEcho::start().await.unwrap();
         let grpc = GrpcService::start().await;
         let dir = tempfile::tempdir().unwrap();
         let cache_dir = dir.path().join("cache");
@@ -382,70 +383,6 @@ pub async fn raw_upload(
     })
     .await
     .unwrap_or_else(|_| panic!("no response within 15 s to {len} bytes (chunked: {chunked})"))
-}
-
-/// The WebSocket upstream: answers an upgrade with 101 and then echoes every byte, recording
-/// the request head it got (so a test sees what the filters did to the upgrade request).
-pub struct EventsService {
-    pub port: u16,
-    pub heads: Arc<Mutex<Vec<String>>>,
-    pub task: tokio::task::JoinHandle<()>,
-}
-
-impl EventsService {
-    pub async fn start() -> EventsService {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let seen = heads.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                let seen = seen.clone();
-                tokio::spawn(async move {
-                    let Some(head) = read_head(&mut conn).await else {
-                        return;
-                    };
-                    seen.lock().unwrap().push(head);
-                    let reply = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
-                                 connection: Upgrade\r\nsec-websocket-accept: test\r\n\r\n";
-                    if conn.write_all(reply.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let (mut rd, mut wr) = conn.split();
-                    let _ = tokio::io::copy(&mut rd, &mut wr).await;
-                });
-            }
-        });
-        EventsService { port, heads, task }
-    }
-
-    pub fn last_head(&self) -> String {
-        self.heads
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for EventsService {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Reads an HTTP/1.1 message head (through the blank line), lower-cased.
-pub async fn read_head(conn: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if conn.read(&mut byte).await.ok()? == 0 || head.len() > 64 * 1024 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    Some(String::from_utf8_lossy(&head).to_ascii_lowercase())
 }
 
 /// The gRPC upstream: the standard health service (SERVING) over HTTP/2, recording the
