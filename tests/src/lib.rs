@@ -17,6 +17,8 @@ pub mod bench;
 pub mod chain;
 pub mod demo;
 pub mod envoy;
+pub mod gateway;
+pub mod gateway_config;
 pub mod jwks;
 pub mod process;
 pub mod ratelimit;

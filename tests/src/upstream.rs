@@ -262,3 +262,92 @@ async fn serve(req: Request, handler: &Handler, seen: &Mutex<Vec<Recorded>>) -> 
         .body(body)
         .unwrap_or_else(|_| Response::new(Body::from("bad scripted reply")))
 }
+
+/// A WebSocket upstream on `127.0.0.1:0`: answers an upgrade with 101 and then echoes every
+/// byte until either side closes; any other request gets `200 ok`. Records each request head
+/// (lower-cased, so a test sees what the filters did to it) and counts the upgrades.
+pub struct WebSocketEcho {
+    pub port: u16,
+    heads: Arc<Mutex<Vec<String>>>,
+    upgrades: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WebSocketEcho {
+    pub async fn start() -> Result<WebSocketEcho> {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+        let upgrades: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let (seen, counted) = (heads.clone(), upgrades.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (seen, counted) = (seen.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let Some(head) = read_head(&mut conn).await else {
+                        return;
+                    };
+                    let upgrade = head.contains("\r\nupgrade: websocket\r\n");
+                    seen.lock().unwrap().push(head);
+                    if !upgrade {
+                        let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                  content-length: 11\r\nconnection: close\r\n\r\n{\"ok\":true}";
+                        let _ = conn.write_all(ok.as_bytes()).await;
+                        return;
+                    }
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let reply = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+                                 connection: Upgrade\r\nsec-websocket-accept: test\r\n\r\n";
+                    if conn.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let (mut rd, mut wr) = conn.split();
+                    let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                });
+            }
+        });
+        Ok(WebSocketEcho {
+            port,
+            heads,
+            upgrades,
+            task,
+        })
+    }
+
+    /// The last request head received ("" before any).
+    pub fn last_head(&self) -> String {
+        self.heads
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// How many upgrades were answered with 101.
+    pub fn upgrades(&self) -> usize {
+        self.upgrades.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for WebSocketEcho {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads an HTTP/1.1 message head (through the blank line), lower-cased; `None` if the
+/// connection ends first or the head exceeds 64 KiB.
+pub async fn read_head(conn: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte).await.ok()? == 0 || head.len() > 64 * 1024 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).to_ascii_lowercase())
+}

@@ -7,7 +7,7 @@
 use gateway_tests::envoy::{client, Envoy, EnvoyBuilder};
 use gateway_tests::jwks::JwksServer;
 use gateway_tests::stages;
-use gateway_tests::upstream::{describe, Recorded, Reply, Upstream};
+use gateway_tests::upstream::{describe, read_head, Recorded, Reply, Upstream, WebSocketEcho};
 use gateway_tests::{chain, tools, wait};
 use jwt_auth::testing::{claims, jwks, sign};
 use serde_json::{json, Value};
@@ -504,46 +504,6 @@ static_resources:
               socket_address: { address: 127.0.0.1, port_value: {{ UPSTREAM_PORT }} }
 "#;
 
-/// A WebSocket upstream: 101 to every request, then echoes until either side closes. Counts
-/// the upgrades it got.
-async fn websocket_upstream() -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let upgrades = Arc::new(AtomicUsize::new(0));
-    let counted = upgrades.clone();
-    let task = tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let counted = counted.clone();
-            tokio::spawn(async move {
-                if read_head(&mut conn).await.is_none() {
-                    return;
-                }
-                counted.fetch_add(1, Ordering::SeqCst);
-                let reply = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
-                             connection: Upgrade\r\nsec-websocket-accept: test\r\n\r\n";
-                if conn.write_all(reply.as_bytes()).await.is_ok() {
-                    let (mut rd, mut wr) = conn.split();
-                    let _ = tokio::io::copy(&mut rd, &mut wr).await;
-                }
-            });
-        }
-    });
-    (port, upgrades, task)
-}
-
-/// Reads an HTTP/1.1 message head (through the blank line), lower-cased.
-async fn read_head(conn: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if conn.read(&mut byte).await.ok()? == 0 || head.len() > 64 * 1024 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    Some(String::from_utf8_lossy(&head).to_ascii_lowercase())
-}
-
 /// Opens /api/events with `token` (and a spoofed x-user-id, which jwt_auth replaces): the held
 /// connection, or the refusal's status and JSON body.
 async fn open_events(port: u16, token: &str) -> Result<TcpStream, (u16, Value)> {
@@ -579,7 +539,8 @@ async fn open_events(port: u16, token: &str) -> Result<TcpStream, (u16, Value)> 
 /// cap, freed when the stream ends.
 #[tokio::test]
 async fn the_bundle_caps_streams_per_verified_consumer_and_tenant() {
-    let (up_port, upgrades, _up) = websocket_upstream().await;
+    let up = WebSocketEcho::start().await.unwrap();
+    let up_port = up.port;
     let wasm = tools::wasm("gateway").unwrap().display().to_string();
     let mut config = stages::bundle(&stages::inline_keys(&jwks(false)));
     config["tenant_cache_key"]["streams"] = json!({
@@ -628,7 +589,7 @@ async fn the_bundle_caps_streams_per_verified_consumer_and_tenant() {
         2,
     );
     let globex = open_events(port, &user("user-1", "globex")).await.unwrap();
-    assert_eq!(upgrades.load(Ordering::SeqCst), 3);
+    assert_eq!(up.upgrades(), 3);
 
     drop(first);
     envoy

@@ -11,7 +11,7 @@ use gateway_tests::envoy::{single_upstream, Envoy, EnvoyBuilder};
 use gateway_tests::ratelimit::RateLimitService;
 use gateway_tests::redis::RedisServer;
 use gateway_tests::tools;
-use gateway_tests::upstream::{Recorded, Reply, Upstream};
+use gateway_tests::upstream::{read_head, Recorded, Reply, Upstream, WebSocketEcho};
 use gateway_tests::wait;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
@@ -837,7 +837,7 @@ async fn a_host_alone_never_gets_a_key_holders_cached_answer() {
 }
 
 /// A listener for long-lived streams: WebSocket upgrades on, no route timeout (`/idle` streams
-/// are ended by Envoy after 1 s without traffic), in front of [`StreamUpstream`].
+/// are ended by Envoy after 1 s without traffic), in front of [`WebSocketEcho`].
 const STREAMS_TEMPLATE: &str = r#"
 admin:
   address:
@@ -877,75 +877,6 @@ static_resources:
             address:
               socket_address: { address: 127.0.0.1, port_value: {{ UPSTREAM_PORT }} }
 "#;
-
-/// The WebSocket upstream: answers an upgrade with 101 and echoes bytes until either side
-/// closes; answers any other request with 200. Counts the upgrades it was sent.
-struct StreamUpstream {
-    port: u16,
-    upgrades: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl StreamUpstream {
-    async fn start() -> StreamUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let upgrades = Arc::new(AtomicUsize::new(0));
-        let counted = upgrades.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                let counted = counted.clone();
-                tokio::spawn(async move {
-                    let Some(head) = read_head(&mut conn).await else {
-                        return;
-                    };
-                    if !head.contains("\r\nupgrade: websocket\r\n") {
-                        let ok =
-                            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
-                        let _ = conn.write_all(ok.as_bytes()).await;
-                        return;
-                    }
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    let reply = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
-                                 connection: Upgrade\r\nsec-websocket-accept: test\r\n\r\n";
-                    if conn.write_all(reply.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let (mut rd, mut wr) = conn.split();
-                    let _ = tokio::io::copy(&mut rd, &mut wr).await;
-                });
-            }
-        });
-        StreamUpstream {
-            port,
-            upgrades,
-            task,
-        }
-    }
-
-    fn upgrades(&self) -> usize {
-        self.upgrades.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for StreamUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Reads an HTTP/1.1 message head (through the blank line), lower-cased.
-async fn read_head(conn: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if conn.read(&mut byte).await.ok()? == 0 || head.len() > 64 * 1024 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    Some(String::from_utf8_lossy(&head).to_ascii_lowercase())
-}
 
 /// What a refused stream got back.
 #[derive(Debug)]
@@ -1026,7 +957,7 @@ fn assert_refused(attempt: Result<TcpStream, Refusal>, limit: &str, max: u64, re
 /// its stream ends — closed by the client or by Envoy — exactly once.
 #[tokio::test]
 async fn long_lived_streams_are_capped_in_flight_per_consumer_and_per_tenant() {
-    let up = StreamUpstream::start().await;
+    let up = WebSocketEcho::start().await.unwrap();
     let filter = chain::wasm(
         "tenant_cache_key",
         &json!({

@@ -21,11 +21,12 @@ pub struct RequestMatch {
     /// The whole path (without query string) matches this regular expression.
     #[serde(default)]
     pub path_regex: Option<String>,
-    /// The method is one of these (case-insensitive).
+    /// The method is one of these, compared exactly: methods are case-sensitive (RFC 9110
+    /// section 9.1), so `get` is not `GET` and falls through to a later (stricter) rule.
     #[serde(default)]
     pub methods: Vec<String>,
-    /// The host (`:authority`, port ignored unless given) equals this, case-insensitively;
-    /// a leading `*.` matches any subdomain.
+    /// The host equals this, compared as [`host_key`] does (case-insensitively, without a
+    /// port or a trailing dot); a leading `*.` matches any subdomain.
     #[serde(default)]
     pub host: Option<String>,
     /// Header conditions: `{"name": "x-a"}` (present), `{"name": "x-a", "present": false}`
@@ -104,26 +105,9 @@ impl RequestMatch {
         };
         let mut methods = Vec::with_capacity(self.methods.len());
         for (i, m) in self.methods.iter().enumerate() {
-            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
-                return Err(ConfigError::new(
-                    format!("methods[{i}]"),
-                    format!("{m:?} is not an HTTP method"),
-                ));
-            }
-            methods.push(m.to_ascii_uppercase());
+            methods.push(check_method(&format!("methods[{i}]"), m)?);
         }
-        let host = match &self.host {
-            None => None,
-            Some(h) if h.is_empty() => {
-                return Err(ConfigError::new("host", "must not be empty"));
-            }
-            Some(h) => match h.strip_prefix("*.") {
-                Some(rest) if !rest.is_empty() => {
-                    Some(HostMatch::Suffix(format!(".{}", rest.to_ascii_lowercase())))
-                }
-                _ => Some(HostMatch::Exact(h.to_ascii_lowercase())),
-            },
-        };
+        let host = self.host.as_deref().map(compile_host).transpose()?;
         let mut headers = Vec::with_capacity(self.headers.len());
         for (i, cond) in self.headers.iter().enumerate() {
             let field = format!("headers[{i}]");
@@ -156,6 +140,55 @@ impl RequestMatch {
             headers,
         })
     }
+}
+
+/// Standard methods are upper-case; a configured lower-case spelling of one is almost surely a
+/// mistake that would never match (methods are compared exactly), so it is refused.
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+fn check_method(field: &str, m: &str) -> Result<String, ConfigError> {
+    if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(ConfigError::new(
+            field,
+            format!("{m:?} is not an HTTP method"),
+        ));
+    }
+    if let Some(std) = STANDARD_METHODS
+        .iter()
+        .find(|s| s.eq_ignore_ascii_case(m) && **s != m)
+    {
+        return Err(ConfigError::new(
+            field,
+            format!("{m:?}: methods are case-sensitive; write {std:?}"),
+        ));
+    }
+    Ok(m.to_string())
+}
+
+/// A `host` condition: `*.example.com` or an exact host, stored as [`host_key`] computes it.
+/// A port in the condition is refused: hosts are compared without one.
+fn compile_host(h: &str) -> Result<HostMatch, ConfigError> {
+    let (wildcard, rest) = match h.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, h),
+    };
+    let key = host_key(rest);
+    if key.is_empty() {
+        return Err(ConfigError::new("host", "must not be empty"));
+    }
+    if key != rest.to_ascii_lowercase().trim_end_matches('.') || key.contains('*') {
+        return Err(ConfigError::new(
+            "host",
+            format!("{h:?}: give a host name without a port (hosts are compared without one)"),
+        ));
+    }
+    Ok(if wildcard {
+        HostMatch::Suffix(format!(".{key}"))
+    } else {
+        HostMatch::Exact(key)
+    })
 }
 
 fn check_path(field: &str, p: &str) -> Result<String, ConfigError> {
@@ -198,8 +231,7 @@ impl RequestMatcher {
             PathMatch::Regex(re) => re.is_match(path),
         };
         path_ok
-            && (self.methods.is_empty()
-                || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
             && self.host.as_ref().is_none_or(|h| h.matches(host))
             && self.headers.iter().all(|c| match &c.expect {
                 HeaderExpect::Present => headers.contains(&c.name),
@@ -211,19 +243,22 @@ impl RequestMatcher {
 
 impl HostMatch {
     fn matches(&self, authority: &str) -> bool {
+        let host = host_key(authority);
         match self {
-            HostMatch::Exact(want) => {
-                authority.eq_ignore_ascii_case(want)
-                    || (!want.contains(':') && strip_port(authority).eq_ignore_ascii_case(want))
-            }
+            HostMatch::Exact(want) => host == *want,
             HostMatch::Suffix(suffix) => {
-                let host = strip_port(authority);
-                host.len() > suffix.len()
-                    && host.as_bytes()[host.len() - suffix.len()..]
-                        .eq_ignore_ascii_case(suffix.as_bytes())
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
             }
         }
     }
+}
+
+/// The one way hosts are compared, in every rule and config check: `:authority` without its
+/// port ([`strip_port`]) and without a trailing dot, lower-cased. `API.Example.com.:8443` and
+/// `api.example.com` are the same host, as they are to DNS and to Envoy's virtual hosts.
+pub fn host_key(authority: &str) -> String {
+    let host = strip_port(authority);
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
 /// `host:port` -> `host`; IPv6 literals (`[::1]:80`) keep their brackets. Whatever follows the
@@ -278,7 +313,7 @@ mod tests {
     #[test]
     fn methods_host_headers() {
         let rule = m(
-            r#"{"methods":["get","HEAD"],"host":"*.example.com","headers":[{"name":"X-Env","exact":"prod"},{"name":"x-debug","present":false}]}"#,
+            r#"{"methods":["GET","HEAD"],"host":"*.example.com","headers":[{"name":"X-Env","exact":"prod"},{"name":"x-debug","present":false}]}"#,
         );
         assert!(rule.matches(&req("GET", "/", "a.example.com:8443")));
         assert!(!rule.matches(&req("POST", "/", "a.example.com")));
@@ -288,8 +323,34 @@ mod tests {
         assert!(!rule.matches(&with_debug));
         let exact_host = m(r#"{"host":"API.example.com"}"#);
         assert!(exact_host.matches(&req("GET", "/", "api.example.com:80")));
+        assert!(exact_host.matches(&req("GET", "/", "Api.Example.COM.")));
+        assert!(exact_host.matches(&req("GET", "/", "api.example.com.:8443")));
         assert!(!exact_host.matches(&req("GET", "/", "xapi.example.com")));
+        assert!(!exact_host.matches(&req("GET", "/", "api.example.com..")));
+        assert!(rule.matches(&req("GET", "/", "A.EXAMPLE.com.")));
         assert!(m("{}").matches(&req("DELETE", "/anything", "")));
+    }
+
+    /// RFC 9110 section 9.1: `get` is not `GET`. A rule for GET does not match it, so the
+    /// request falls through to whatever stricter rule follows.
+    #[test]
+    fn methods_are_case_sensitive() {
+        let read = m(r#"{"methods":["GET","HEAD"]}"#);
+        for method in ["get", "Get", "gET", "head"] {
+            assert!(!read.matches(&req(method, "/", "h")), "{method}");
+        }
+        assert!(read.matches(&req("GET", "/", "h")));
+        let custom = m(r#"{"methods":["PURGE"]}"#);
+        assert!(custom.matches(&req("PURGE", "/", "h")));
+        assert!(!custom.matches(&req("purge", "/", "h")));
+    }
+
+    #[test]
+    fn host_key_is_the_one_comparison() {
+        assert_eq!(host_key("API.Example.com.:8443"), "api.example.com");
+        assert_eq!(host_key("api.example.com"), "api.example.com");
+        assert_eq!(host_key("[::1]:80"), "[::1]");
+        assert_eq!(host_key(""), "");
     }
 
     #[test]
@@ -310,6 +371,13 @@ mod tests {
             "path_prefix"
         );
         assert_eq!(err(r#"{"methods":["GET","P UT"]}"#).field, "methods[1]");
+        assert_eq!(
+            err(r#"{"methods":["get"]}"#).reason,
+            "\"get\": methods are case-sensitive; write \"GET\""
+        );
+        assert_eq!(err(r#"{"host":"api.example.com:80"}"#).field, "host");
+        assert_eq!(err(r#"{"host":""}"#).field, "host");
+        assert_eq!(err(r#"{"host":"*."}"#).field, "host");
         assert_eq!(
             err(r#"{"headers":[{"name":"a","present":false,"exact":"x"}]}"#).field,
             "headers[0].exact"

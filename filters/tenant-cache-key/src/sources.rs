@@ -15,7 +15,7 @@ use crate::config::{
 };
 use crate::tenant_id::{check_configured_id, is_valid_tenant_id};
 use filter_core::headers::is_token;
-use filter_core::matching::strip_port;
+use filter_core::matching::host_key;
 use filter_core::{ConfigError, HeaderMap, RequestMatch, RequestMatcher};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -191,7 +191,7 @@ impl Source {
             }),
             Kind::ApiKey(keys) => return keys.resolve(headers),
             Kind::Host { suffix, plan } => {
-                let host = normalize_host(headers.authority());
+                let host = host_key(headers.authority());
                 host.strip_suffix(suffix.as_str())
                     .filter(|label| !label.contains('.'))
                     .map(|label| (label.to_string(), plan.clone(), None))
@@ -240,15 +240,6 @@ impl ApiKeys {
             None => Resolution::Invalid,
         }
     }
-}
-
-/// The host of an authority as the `host` source compares it: the port dropped (IPv6 literals
-/// keep their brackets), one trailing dot dropped (`acme.example.com.` is the same name, fully
-/// qualified), lower-cased (DNS names are case-insensitive). Local to this crate for now; it
-/// belongs in filter-core next to `strip_port`.
-pub fn normalize_host(authority: &str) -> String {
-    let host = strip_port(authority);
-    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
 /// The value of a header that is present exactly once; a repeated header is ambiguous and
@@ -640,16 +631,6 @@ mod tests {
         assert_eq!(e.field, "path.match.path_prefix");
         let e = source_err(r#"{"default": {"tenant": "no spaces"}}"#);
         assert_eq!(e.field, "default.tenant");
-    }
-
-    #[test]
-    fn host_normalisation() {
-        assert_eq!(normalize_host("ACME.Example.com"), "acme.example.com");
-        assert_eq!(normalize_host("acme.example.com."), "acme.example.com");
-        assert_eq!(normalize_host("acme.example.com:8080"), "acme.example.com");
-        assert_eq!(normalize_host("acme.example.com.:443"), "acme.example.com");
-        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
-        assert_eq!(normalize_host(""), "");
     }
 
     #[test]
