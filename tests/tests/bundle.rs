@@ -11,11 +11,9 @@ use gateway_tests::upstream::{describe, read_head, Recorded, Reply, Upstream, We
 use gateway_tests::{chain, tools, wait};
 use jwt_auth::testing::{claims, jwks, sign};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 fn now() -> u64 {
     SystemTime::now()

@@ -15,11 +15,9 @@ use gateway_tests::upstream::{read_head, Recorded, Reply, Upstream, WebSocketEch
 use gateway_tests::wait;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// The demo keys of the shipped config (their SHA-256 digests are in the YAML).
 const ACME_KEY: &str = "demo-key-acme";
