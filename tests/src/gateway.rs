@@ -273,6 +273,44 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A cleartext HTTP/2 client (prior knowledge), 20 s per request.
+pub fn h2c() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// A gRPC channel to the gateway's plain listener.
+pub async fn grpc_channel(gw: &Gateway) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(gw.url(""))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// `grpc.health.v1.Health/Check` through the gateway with `metadata` (name, value): the
+/// serving status, or the gRPC error.
+pub async fn grpc_check(
+    channel: &tonic::transport::Channel,
+    metadata: &[(&str, &str)],
+) -> Result<i32, tonic::Status> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let mut req = tonic::Request::new(HealthCheckRequest::default());
+    for (name, value) in metadata {
+        req.metadata_mut().insert(
+            tonic::metadata::MetadataKey::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let reply = HealthClient::new(channel.clone()).check(req).await?;
+    Ok(reply.into_inner().status)
+}
+
 pub fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
     resp.headers()
         .get(name)

@@ -1340,12 +1340,7 @@ async fn low_priority_routes_are_shed_first_under_a_flood() {
         ..Opts::default()
     })
     .await;
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
+    let h2 = h2c();
     let tok = token("user-1", "acme", "orders:read");
     // 400 at once: more than DEFAULT's 256 connections plus 64 pending.
     let flood: Vec<_> = (0..400)

@@ -228,26 +228,12 @@ fn parse_head(head: &str) -> Seen {
 }
 
 async fn grpc_with_forged_headers(gw: &Gateway, owned: &[String]) -> Seen {
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
-    let channel = tonic::transport::Endpoint::from_shared(gw.url(""))
-        .unwrap()
-        .connect()
+    let auth = format!("Bearer {}", writer_token());
+    let mut metadata = vec![("authorization", auth.as_str())];
+    metadata.extend(owned.iter().map(|name| (name.as_str(), FORGED)));
+    grpc_check(&grpc_channel(gw).await, &metadata)
         .await
         .unwrap();
-    let mut req = tonic::Request::new(HealthCheckRequest::default());
-    let md = req.metadata_mut();
-    md.insert(
-        "authorization",
-        format!("Bearer {}", writer_token()).parse().unwrap(),
-    );
-    for name in owned {
-        md.insert(
-            tonic::metadata::MetadataKey::from_bytes(name.as_bytes()).unwrap(),
-            FORGED.parse().unwrap(),
-        );
-    }
-    HealthClient::new(channel).check(req).await.unwrap();
     let seen = gw.grpc.last();
     owned
         .iter()
@@ -390,12 +376,7 @@ async fn client_errors_never_eject_a_backend() {
         ..Opts::default()
     })
     .await;
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let h2 = h2c();
     for i in 0..10 {
         let resp = h2
             .post(gw.url("/grpc.health.v1.Health/NoSuchMethod"))
@@ -423,20 +404,9 @@ async fn client_errors_never_eject_a_backend() {
         assert_eq!(status, 500, "request {i}");
     }
     // The ejection would be immediate (consecutive counters); the healthy calls still land.
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
-    let channel = tonic::transport::Endpoint::from_shared(gw.url(""))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut req = tonic::Request::new(HealthCheckRequest::default());
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", writer_token()).parse().unwrap(),
-    );
-    let reply = HealthClient::new(channel).check(req).await.unwrap();
-    assert_eq!(reply.into_inner().status, 1, "SERVING");
+    let auth = format!("Bearer {}", writer_token());
+    let status = grpc_check(&grpc_channel(&gw).await, &[("authorization", &auth)]).await;
+    assert_eq!(status.unwrap(), 1, "SERVING");
     assert_eq!(served(gw.get("/api/users/1")).await.0, "users");
     for cluster in ["grpc_backend", "users"] {
         let ejected = gw
@@ -459,12 +429,7 @@ async fn streamed_bodies_over_the_limit_get_413_on_every_route() {
     let gw = Gateway::start(Opts::default()).await;
     let port = gw.envoy.port("gateway");
     let auth = format!("Bearer {}", writer_token());
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
+    let h2 = h2c();
     let mut checked = 0;
     for route in GatewayConfig::load().routes() {
         if route.is_direct() || route.exact_headers().iter().any(|(n, _)| n == ":method") {
@@ -967,28 +932,16 @@ async fn unfinished_grpc_bodies_hold_no_upstream_slot_and_time_out() {
         .await
         .unwrap();
     // Another tenant's call is answered while the 300 are held.
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
-    let channel = tonic::transport::Endpoint::from_shared(gw.url(""))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = grpc_channel(&gw).await;
+    let auth = format!("Bearer {}", token("user-2", "globex", "orders:read"));
     for i in 0..5 {
-        let mut req = tonic::Request::new(HealthCheckRequest::default());
-        req.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", token("user-2", "globex", "orders:read"))
-                .parse()
-                .unwrap(),
-        );
         let reply = tokio::time::timeout(
             Duration::from_secs(5),
-            HealthClient::new(channel.clone()).check(req),
+            grpc_check(&channel, &[("authorization", &auth)]),
         )
         .await
         .unwrap_or_else(|_| panic!("call {i} hung behind the held streams"));
-        assert_eq!(reply.unwrap().into_inner().status, 1, "call {i}: SERVING");
+        assert_eq!(reply.unwrap(), 1, "call {i}: SERVING");
     }
     let active = gw
         .envoy
