@@ -462,46 +462,6 @@ async fn a_bad_bundle_config_is_refused_with_its_reason() {
     }
 }
 
-/// The bundle on a WebSocket-capable listener (upgrades on, no route timeout) in front of a
-/// WebSocket upstream; keys inline (no JWKS cluster).
-const STREAMS_TEMPLATE: &str = r#"
-admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: 0 }
-static_resources:
-  listeners:
-  - name: main
-    address:
-      socket_address: { address: 127.0.0.1, port_value: 0 }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: streams
-          upgrade_configs: [{ upgrade_type: websocket }]
-          route_config:
-            name: streams
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: upstream, timeout: 0s }
-          http_filters: {{ HTTP_FILTERS }}
-  clusters:
-  - name: upstream
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: { address: 127.0.0.1, port_value: {{ UPSTREAM_PORT }} }
-"#;
-
 /// Opens /api/events with `token` (and a spoofed x-user-id, which jwt_auth replaces): the held
 /// connection, or the refusal's status and JSON body.
 async fn open_events(port: u16, token: &str) -> Result<TcpStream, (u16, Value)> {
@@ -546,7 +506,8 @@ async fn the_bundle_caps_streams_per_verified_consumer_and_tenant() {
         "per_consumer": 1,
         "per_tenant": 2,
     });
-    let envoy = EnvoyBuilder::new("bundle-streams", STREAMS_TEMPLATE)
+    let envoy = EnvoyBuilder::from_repo_file("bundle-streams", "tests/envoy/streams.yaml")
+        .unwrap()
         .var(
             "HTTP_FILTERS",
             chain::with_router(vec![chain::wasm_at("gateway", &wasm, &config.to_string())]),

@@ -834,48 +834,6 @@ async fn a_host_alone_never_gets_a_key_holders_cached_answer() {
         .unwrap();
 }
 
-/// A listener for long-lived streams: WebSocket upgrades on, no route timeout (`/idle` streams
-/// are ended by Envoy after 1 s without traffic), in front of [`WebSocketEcho`].
-const STREAMS_TEMPLATE: &str = r#"
-admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: 0 }
-static_resources:
-  listeners:
-  - name: main
-    address:
-      socket_address: { address: 127.0.0.1, port_value: 0 }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: streams
-          upgrade_configs: [{ upgrade_type: websocket }]
-          route_config:
-            name: streams
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/idle" }
-                route: { cluster: upstream, timeout: 0s, idle_timeout: 1s }
-              - match: { prefix: "/" }
-                route: { cluster: upstream, timeout: 0s }
-          http_filters: {{ HTTP_FILTERS }}
-  clusters:
-  - name: upstream
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: { address: 127.0.0.1, port_value: {{ UPSTREAM_PORT }} }
-"#;
-
 /// What a refused stream got back.
 #[derive(Debug)]
 struct Refusal {
@@ -972,7 +930,8 @@ async fn long_lived_streams_are_capped_in_flight_per_consumer_and_per_tenant() {
         }),
     )
     .unwrap();
-    let envoy = EnvoyBuilder::new("tenant-streams", STREAMS_TEMPLATE)
+    let envoy = EnvoyBuilder::from_repo_file("tenant-streams", "tests/envoy/streams.yaml")
+        .unwrap()
         .var("HTTP_FILTERS", chain::with_router(vec![filter]))
         .var("UPSTREAM_PORT", up.port)
         .concurrency(2)
