@@ -368,7 +368,7 @@ async fn client_errors_never_eject_a_backend() {
     let gw = Gateway::start(Opts {
         users: Arc::new(|r: &Recorded| {
             if r.path.contains("boom") {
-                Reply::text(500, "handler error")
+                Reply::json(500, &json!({"error": "handler error"}))
             } else {
                 Reply::json(200, &json!({"service": "users"}))
             }
