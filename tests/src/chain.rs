@@ -40,6 +40,17 @@ pub fn wasm_at(name: &str, path: &str, config_text: &str) -> Value {
     })
 }
 
+/// [`wasm`] without `allow_on_headers_stop_iteration`, whatever the module: how Istio's
+/// WasmPlugin (which cannot set it) runs a filter. transform then needs
+/// `"response_headers_mode": "stream"`, or responses on routes with response body rules stall.
+pub fn wasm_without_header_hold(module: &str, config: &Value) -> Result<Value> {
+    let mut filter = wasm(module, config)?;
+    if let Some(c) = filter["typed_config"]["config"].as_object_mut() {
+        c.remove("allow_on_headers_stop_iteration");
+    }
+    Ok(filter)
+}
+
 /// Envoy's native `header_mutation` filter (the benchmark's native baseline).
 pub fn header_mutation(request: Value, response: Value) -> Value {
     json!({

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use tenant_cache_key::{Stage, TenantPolicy};
-use transform::Transformer;
+use transform::{ResponseHeadersMode, Transformer};
 
 /// One YAML document of one manifest file.
 struct Doc {
@@ -481,8 +481,15 @@ fn each_plugin_config_is_accepted_by_its_filters_own_parser() {
     let transform_doc = wasm_plugin(&docs, "transform");
     let (transform_raw, transform_bytes) = plugin_config(transform_doc);
     check_numbers(&transform_raw, "transform");
-    Transformer::new(&transform_bytes)
+    let transform = Transformer::new(&transform_bytes)
         .unwrap_or_else(|e| panic!("transform refuses its pluginConfig: {e}"));
+    // A WasmPlugin cannot set allow_on_headers_stop_iteration: holding response headers would
+    // stall every response with a body on the strip routes.
+    assert_eq!(
+        transform.response_headers_mode(),
+        ResponseHeadersMode::Stream,
+        "transform must not hold response headers in the mesh"
+    );
 
     // The parsers are strict, so acceptance above means something: a stray field is refused.
     let with_stray = |raw: &Value| {
@@ -819,11 +826,14 @@ fn plugin_configs_mirror_envoy_gateway_yaml() {
     let docs = load();
     let gateway = reference_gateway();
 
+    // transform: the reference config, without holding response headers (the WasmPlugin cannot
+    // set allow_on_headers_stop_iteration).
     let (transform, _) = plugin_config(wasm_plugin(&docs, "transform"));
+    let mut expected = reference_wasm_config(&gateway, "transform");
+    expected["response_headers_mode"] = json!("stream");
     assert_eq!(
-        transform,
-        reference_wasm_config(&gateway, "transform"),
-        "transform's pluginConfig differs from envoy/gateway.yaml"
+        transform, expected,
+        "transform's pluginConfig differs from envoy/gateway.yaml beyond the mesh change"
     );
 
     // jwt_auth: the reference config with the documented mesh differences applied.

@@ -1,6 +1,7 @@
 //! The plugin configuration as written (serde types, unknown fields refused everywhere).
 //! [`crate::Transformer::new`] validates it and compiles it into typed operations.
 
+use crate::body_flow::ResponseHeadersMode;
 use crate::body_ops::BodyOpsConfig;
 use crate::header_ops::HeaderOpsConfig;
 use crate::query_ops::QueryOpsConfig;
@@ -21,6 +22,12 @@ pub struct Config {
     /// through untouched.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
+    /// `hold` (default): response headers wait while a response body rule checks the body,
+    /// which needs the Wasm filter's `allow_on_headers_stop_iteration: true`. `stream`: they
+    /// never wait (hosts that cannot set that flag, e.g. Istio's WasmPlugin); see
+    /// [`crate::body_flow`].
+    #[serde(default)]
+    pub response_headers_mode: ResponseHeadersMode,
     /// Tried in order; the first whose `match` holds applies.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,

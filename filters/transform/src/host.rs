@@ -12,10 +12,17 @@
 //! a 502 ([`crate::body_flow`]). Envoy only honours that pause as `StopIteration` when the Wasm
 //! filter's `allow_on_headers_stop_iteration` is true; without it the pause becomes
 //! `StopAllIterationAndWatermark`, the body callbacks never run, and such responses stall.
+//!
+//! With `response_headers_mode: "stream"` (for hosts that cannot set that flag) the response
+//! headers are never held: a response refused from its headers has them replaced by the 502's
+//! right away, and a body refused later is dropped from Envoy's buffer and replaced by the JSON
+//! error body (`set_buffer`) under the upstream's status. Should the body buffer refuse the
+//! write, the stream is reset: the unrewritten body never goes on.
 
+use crate::body_flow::{error_body, error_headers, ERROR, ERROR_MESSAGE};
 use crate::{
-    BodyOutcome, BodyStart, BodyState, BodyStep, Captured, HeaderEdit, OnUnprocessable,
-    RequestEdits, RuleRef, SkipReason, Transformer,
+    BodyOutcome, BodyPolicy, BodyStart, BodyState, BodyStep, Captured, HeaderEdit, RequestEdits,
+    ResponseHeadersMode, RuleRef, SkipReason, Transformer,
 };
 use filter_core::wasm::{send_json_error, BatchedCounter, Counter};
 use filter_core::HeaderMap;
@@ -123,8 +130,9 @@ pub struct TransformRequest {
     captured: Captured,
     request_body: BodyState,
     response_body: BodyState,
-    /// The response rule's `on_unprocessable`, set in the response-headers phase.
-    response_policy: OnUnprocessable,
+    /// The response rule's `on_unprocessable` and the plugin's `response_headers_mode`, set in
+    /// the response-headers phase.
+    response_policy: BodyPolicy,
 }
 
 impl TransformRequest {
@@ -163,7 +171,8 @@ impl TransformRequest {
             edits.push(HeaderEdit::Set(":path".to_string(), path));
         }
         self.captured = plan.captured;
-        self.request_body = start_body(plan.body, end_of_stream, metrics, &mut edits);
+        let start = BodyStart::new(plan.body, end_of_stream);
+        self.request_body = start_body(start, metrics, &mut edits);
         edits
     }
 
@@ -197,20 +206,32 @@ impl TransformRequest {
         };
         let response = response.filter(|_| needs == ResponseNeeds::Headers);
         let plan = t.response_plan(rule, &self.captured, response);
+        let mode = t.response_headers_mode();
+        self.response_policy = BodyPolicy {
+            on_unprocessable: plan.on_unprocessable,
+            mode,
+        };
+        let start = BodyStart::with_mode(plan.body, end_of_stream, mode);
+        if let Some(reason) = start.refused {
+            // Stream mode, refused from the headers: the response becomes the 502 now (the
+            // rule's header operations are for the upstream's response, not for this one).
+            self.response_body = start.state;
+            self.report(t, metrics, BodyStep::Refuse(reason), None);
+            return error_headers(response);
+        }
         if !plan.headers.is_empty() {
             metrics.headers_rewritten.inc();
         }
         let mut edits = plan.headers;
-        self.response_policy = plan.on_unprocessable;
-        self.response_body = start_body(plan.body, end_of_stream, metrics, &mut edits);
+        self.response_body = start_body(start, metrics, &mut edits);
         edits
     }
 
-    /// True while the response body may yet be refused: the response headers must not reach
-    /// the client yet (the glue answers the response-headers callback with `Action::Pause`;
-    /// the body callbacks release them).
+    /// True while the response body may yet be refused in hold mode: the response headers must
+    /// not reach the client yet (the glue answers the response-headers callback with
+    /// `Action::Pause`; the body callbacks release them). Never in stream mode.
     pub fn holds_response_headers(&self) -> bool {
-        self.response_body.holds_headers()
+        self.response_policy.mode == ResponseHeadersMode::Hold && self.response_body.holds_headers()
     }
 
     /// Trailers: a body followed by trailers never reports end of stream and is not rewritten.
@@ -243,9 +264,9 @@ impl TransformRequest {
         }
     }
 
-    fn policy(&self, direction: Direction) -> OnUnprocessable {
+    fn policy(&self, direction: Direction) -> BodyPolicy {
         match direction {
-            Direction::Request => OnUnprocessable::Pass,
+            Direction::Request => BodyPolicy::PASS,
             Direction::Response => self.response_policy,
         }
     }
@@ -309,9 +330,9 @@ impl TransformRequest {
         };
         // Host read/write failures count as invalid JSON: the body is not usable as a document.
         let policy = self.policy(direction);
-        let step = self
-            .state(direction)
-            .unprocessable(SkipReason::InvalidJson, policy);
+        let step =
+            self.state(direction)
+                .unprocessable(SkipReason::InvalidJson, policy, body_size, true);
         (step, Some(detail))
     }
 
@@ -323,31 +344,39 @@ impl TransformRequest {
         step: BodyStep,
         detail: Option<&str>,
     ) {
-        match step {
-            BodyStep::Skip(reason) => metrics.skipped.inc(reason),
-            BodyStep::Refuse(reason) => {
-                metrics.refused.inc(reason);
-                let rule = self.rule.map_or("", |r| t.rule_name(r));
-                let why = match (reason, detail) {
-                    (SkipReason::Oversize, _) => {
-                        format!("{} ({} bytes)", reason.describe(), t.max_body_bytes())
-                    }
-                    (_, Some(detail)) => format!("{} ({detail})", reason.describe()),
-                    (_, None) => reason.describe().to_string(),
-                };
-                let _ = hostcalls::log(
-                    LogLevel::Warn,
-                    &format!(
-                        "{PLUGIN}: rule \"{rule}\": upstream response replaced by a 502: {why}"
-                    ),
-                );
+        let (reason, what) = match step {
+            BodyStep::Skip(reason) => return metrics.skipped.inc(reason),
+            BodyStep::Refuse(reason) => (reason, "upstream response replaced by a 502"),
+            BodyStep::Replace {
+                refused: Some(reason),
+                ..
+            } => (
+                reason,
+                "upstream response body replaced by the error body (response_headers_mode \
+                 stream: the upstream's status and headers were already sent)",
+            ),
+            BodyStep::Continue | BodyStep::Hold | BodyStep::Rewrite | BodyStep::Replace { .. } => {
+                return
             }
-            BodyStep::Continue | BodyStep::Hold | BodyStep::Rewrite => {}
-        }
+        };
+        metrics.refused.inc(reason);
+        let rule = self.rule.map_or("", |r| t.rule_name(r));
+        let why = match (reason, detail) {
+            (SkipReason::Oversize, _) => {
+                format!("{} ({} bytes)", reason.describe(), t.max_body_bytes())
+            }
+            (_, Some(detail)) => format!("{} ({detail})", reason.describe()),
+            (_, None) => reason.describe().to_string(),
+        };
+        let _ = hostcalls::log(
+            LogLevel::Warn,
+            &format!("{PLUGIN}: rule \"{rule}\": {what}: {why}"),
+        );
     }
 }
 
-/// The host side of a step: the action to return, and the 502 for a refusal.
+/// The host side of a step: the action to return, the 502 for a refusal, the body replacement
+/// in stream mode.
 fn carry_out(step: BodyStep, request_id: Option<&str>) -> Action {
     match step {
         BodyStep::Continue | BodyStep::Skip(_) | BodyStep::Rewrite => Action::Continue,
@@ -356,6 +385,31 @@ fn carry_out(step: BodyStep, request_id: Option<&str>) -> Action {
             send_unprocessable_reply(request_id);
             Action::Pause
         }
+        BodyStep::Replace {
+            buffered: 0,
+            end: false,
+            ..
+        } => Action::Pause,
+        BodyStep::Replace { buffered, end, .. } => {
+            let with = if end {
+                error_body(request_id)
+            } else {
+                Vec::new()
+            };
+            match hostcalls::set_buffer(Direction::Response.body(), 0, buffered, &with) {
+                Ok(()) if end => Action::Continue,
+                Ok(()) => Action::Pause,
+                Err(_) => {
+                    // The body cannot be dropped: it must not go on either.
+                    let _ = hostcalls::log(
+                        LogLevel::Warn,
+                        &format!("{PLUGIN}: the response body could not be replaced: stream reset"),
+                    );
+                    let _ = hostcalls::reset_http_response();
+                    Action::Pause
+                }
+            }
+        }
     }
 }
 
@@ -363,24 +417,16 @@ fn carry_out(step: BodyStep, request_id: Option<&str>) -> Action {
 /// JSON errors; it names nothing of the upstream or of the rule. (`request_id` was captured in
 /// the request phase: the request headers cannot be read from the response phase.)
 fn send_unprocessable_reply(request_id: Option<&str>) {
-    send_json_error(
-        502,
-        "bad_gateway",
-        "the upstream response could not be processed",
-        request_id,
-        &[],
-    );
+    send_json_error(502, ERROR, ERROR_MESSAGE, request_id, &[]);
 }
 
 /// Headers phase of a direction with body operations: starts the body state. When buffering,
 /// `content-length` goes (see the module comment).
 fn start_body(
-    plan: crate::BodyPlan,
-    end_of_stream: bool,
+    start: BodyStart,
     metrics: &TransformMetrics,
     edits: &mut Vec<HeaderEdit>,
 ) -> BodyState {
-    let start = BodyStart::new(plan, end_of_stream);
     if let Some(reason) = start.skipped {
         metrics.skipped.inc(reason);
     }

@@ -4,8 +4,9 @@
 //! it and makes every per-phase decision; the operations live in [`header_ops`], [`query_ops`],
 //! [`template`] (value templates) and [`body_ops`] (JSON paths in [`json_path`]), whose compiled
 //! trie drives the single-pass JSON rewriter [`json_rewrite`]; [`body_flow`] decides each body
-//! callback (buffer, rewrite, pass, or refuse a response body that cannot be rewritten). None of these use proxy-wasm and
-//! all are tested natively. On wasm32, `host` keeps one request's state across phases, the
+//! callback (buffer, rewrite, pass, or refuse a response body that cannot be rewritten, holding
+//! the response headers or not: `response_headers_mode`). None of these use proxy-wasm and all
+//! are tested natively. On wasm32, `host` keeps one request's state across phases, the
 //! counters and the body host calls, and `filter` (feature `plugin`, on by default) is the thin
 //! plugin glue that reads headers with one host call and writes the planned edits; bundles turn
 //! `plugin` off and use `host`.
@@ -27,7 +28,9 @@ mod filter;
 #[cfg(target_arch = "wasm32")]
 pub mod host;
 
-pub use body_flow::{BodyStart, BodyState, BodyStep, OnUnprocessable};
+pub use body_flow::{
+    BodyPolicy, BodyStart, BodyState, BodyStep, OnUnprocessable, ResponseHeadersMode,
+};
 pub use body_ops::BodyOps;
 pub use config::Config;
 pub use header_ops::HeaderEdit;

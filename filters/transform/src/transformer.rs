@@ -1,7 +1,7 @@
 //! The compiled rule table and the per-phase decisions: which rule applies, which header and path
 //! edits to make, whether to buffer a body, and the body rewrite itself.
 
-use crate::body_flow::OnUnprocessable;
+use crate::body_flow::{OnUnprocessable, ResponseHeadersMode};
 use crate::body_ops::{BodyOps, BodyOpsConfig};
 use crate::config::{ActionsConfig, Config, RequestConfig, ResponseConfig, MAX_MAX_BODY_BYTES};
 use crate::header_ops::{HeaderEdit, HeaderOps};
@@ -14,6 +14,7 @@ use filter_core::{parse_json_config, ConfigError, HeaderMap, RequestMatcher};
 #[derive(Debug, Clone)]
 pub struct Transformer {
     max_body_bytes: usize,
+    response_headers_mode: ResponseHeadersMode,
     rules: Vec<Rule>,
     default: Option<Actions>,
 }
@@ -160,6 +161,7 @@ impl Transformer {
         };
         Ok(Transformer {
             max_body_bytes,
+            response_headers_mode: config.response_headers_mode,
             rules,
             default,
         })
@@ -167,6 +169,11 @@ impl Transformer {
 
     pub fn max_body_bytes(&self) -> usize {
         self.max_body_bytes
+    }
+
+    /// Whether response headers may be held while a response body is checked.
+    pub fn response_headers_mode(&self) -> ResponseHeadersMode {
+        self.response_headers_mode
     }
 
     /// The rule's configured name (`rules[i]` when unnamed, `default`).
@@ -423,14 +430,18 @@ pub fn body_plan(headers: &HeaderMap, max_body_bytes: usize) -> BodyPlan {
     }
 }
 
-/// A response's body plan: 204 and 304 have no body; a body that cannot be rewritten is refused
-/// unless the rule passes it ([`OnUnprocessable`]).
+/// A response's body plan: 204, 304 and `content-length: 0` have no body; a body that cannot be
+/// rewritten is refused unless the rule passes it ([`OnUnprocessable`]).
 pub fn response_body_plan(
     response: &HeaderMap,
     max_body_bytes: usize,
     on_unprocessable: OnUnprocessable,
 ) -> BodyPlan {
-    if matches!(response.get(":status"), Some("204" | "304")) {
+    if matches!(response.get(":status"), Some("204" | "304"))
+        || response
+            .get("content-length")
+            .is_some_and(|v| v.trim().parse::<u64>() == Ok(0))
+    {
         return BodyPlan::None;
     }
     match body_plan(response, max_body_bytes) {

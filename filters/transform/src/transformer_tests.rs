@@ -259,13 +259,30 @@ fn unprocessable_response_bodies_fail_closed_unless_the_rule_passes_them() {
             content_length: false
         }
     );
-    // 204 and 304 carry no body, whatever their headers say.
+    // 204 and 304 carry no body, whatever their headers say; nor does content-length: 0.
     for status in ["204", "304"] {
         assert_eq!(
             plan(&[(":status", status), ("content-encoding", "gzip")], Reject),
             BodyPlan::None
         );
     }
+    for zero in ["0", " 0", "00"] {
+        assert_eq!(
+            plan(
+                &[("content-type", "text/html"), ("content-length", zero)],
+                Reject
+            ),
+            BodyPlan::None,
+            "{zero:?}"
+        );
+    }
+    assert_eq!(
+        plan(
+            &[("content-type", "text/html"), ("content-length", "1")],
+            Reject
+        ),
+        BodyPlan::Refuse(SkipReason::NotJson)
+    );
     let passing = Transformer::new(
         br#"{"rules":[{"response":{"body":{"strip":["a"],"on_unprocessable":"pass"}}}]}"#,
     )
@@ -355,4 +372,40 @@ impl FromPairs for HeaderMap {
                 .collect(),
         )
     }
+}
+
+#[test]
+fn response_headers_mode_is_top_level_and_strict() {
+    use crate::ResponseHeadersMode;
+    let rule = r#""rules":[{"response":{"body":{"strip":["a"]}}}]"#;
+    let mode = |extra: &str| Transformer::new(format!("{{{extra}{rule}}}").as_bytes());
+    assert_eq!(
+        mode("").unwrap().response_headers_mode(),
+        ResponseHeadersMode::Hold,
+        "hold is the default"
+    );
+    assert_eq!(
+        mode(r#""response_headers_mode":"hold","#)
+            .unwrap()
+            .response_headers_mode(),
+        ResponseHeadersMode::Hold
+    );
+    assert_eq!(
+        mode(r#""response_headers_mode":"stream","#)
+            .unwrap()
+            .response_headers_mode(),
+        ResponseHeadersMode::Stream
+    );
+    for bad in [r#""Stream""#, r#""streaming""#, "false", "null", "1"] {
+        let e = mode(&format!(r#""response_headers_mode":{bad},"#)).unwrap_err();
+        assert_eq!(e.field, "response_headers_mode", "{bad}: {e}");
+    }
+    let e = mode(r#""response_headers_mode":"buffer","#).unwrap_err();
+    assert!(e.reason.contains("expected `hold` or `stream`"), "{e}");
+    // Not a rule setting.
+    let e = Transformer::new(
+        br#"{"rules":[{"response_headers_mode":"stream","response":{"body":{"strip":["a"]}}}]}"#,
+    )
+    .unwrap_err();
+    assert!(e.field.starts_with("rules[0]"), "{e}");
 }
