@@ -15,7 +15,7 @@ use jwt_auth::testing::{claims, jwks, sign};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -248,12 +248,8 @@ impl Gateway {
     }
 }
 
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+pub use crate::ratelimit::limit_of;
+pub use crate::tools::now;
 
 /// A token the gateway's provider accepts (`jwt_auth::testing` keys, the gateway's issuer).
 pub fn token(sub: &str, tenant: &str, scope: &str) -> String {

@@ -409,6 +409,12 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64
     total
 }
 
+/// The limit in an `x-ratelimit-limit` answer header (`3, 3;w=3600` -> 3).
+pub fn limit_of(resp: &reqwest::Response) -> Option<u64> {
+    let value = resp.headers().get("x-ratelimit-limit")?.to_str().ok()?;
+    value.split([',', ';']).next()?.trim().parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::{metric_sum, write_revocation_token, RateLimitService};

@@ -132,3 +132,11 @@ pub fn tls_certificate(dir: &Path, host: &str) -> Result<PathBuf> {
     ])?;
     Ok(dir.join("ca.pem"))
 }
+
+/// Seconds since the Unix epoch (token claims, revocation expiries).
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

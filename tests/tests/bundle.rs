@@ -7,20 +7,14 @@
 use gateway_tests::envoy::{client, Envoy, EnvoyBuilder};
 use gateway_tests::jwks::JwksServer;
 use gateway_tests::stages;
+use gateway_tests::tools::now;
 use gateway_tests::upstream::{describe, read_head, Recorded, Reply, Upstream, WebSocketEcho};
 use gateway_tests::{chain, tools, wait};
 use jwt_auth::testing::{claims, jwks, sign};
 use serde_json::{json, Value};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// A valid RS256 token; `edit` changes its claims.
 fn token(edit: impl FnOnce(&mut Value)) -> String {

@@ -905,12 +905,6 @@ async fn a_graceful_drain_lets_in_flight_requests_finish_before_shutdown() {
     assert!(status.success(), "Envoy exited with {status}");
 }
 
-/// The limit in `x-ratelimit-limit` (`1000000, 1000000;w=3600` -> 1000000).
-fn limit_of(resp: &reqwest::Response) -> Option<u64> {
-    let value = header(resp, "x-ratelimit-limit")?;
-    value.split([',', ';']).next()?.trim().parse().ok()
-}
-
 #[tokio::test]
 async fn rate_limit_config_reload_during_traffic_loses_no_request() {
     let gw = Gateway::start(Opts {

@@ -3,26 +3,20 @@
 //! and slow IdPs. Keys and tokens are made at test time (`jwt_auth::testing`).
 
 use futures_util::StreamExt;
-use gateway_tests::envoy::{Envoy, EnvoyBuilder};
+use gateway_tests::envoy::{client, Envoy, EnvoyBuilder};
 use gateway_tests::jwks::{JwksReply, JwksServer};
 use gateway_tests::ratelimit::RateLimitService;
 use gateway_tests::redis::RedisServer;
+use gateway_tests::tools::now;
 use gateway_tests::upstream::Upstream;
 use gateway_tests::{chain, tools, wait};
 use jwt_auth::outcome::Denial;
 use jwt_auth::testing::{attack_corpus, claims, jwks, keys, sign, token};
 use jwt_auth::verify::VerifyError;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const REALM: &str = "api";
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// The provider the corpus is written for, its keys from the `jwks` cluster; `remote` entries
 /// override the `remote_jwks` defaults.
@@ -94,10 +88,6 @@ fn with_jti(alg: &str, t0: u64, jti: &str) -> String {
         &json!({"alg": alg, "kid": jwt_auth::testing::kid_for(alg)}),
         &c,
     )
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
 async fn get(envoy: &Envoy, path: &str, token: Option<&str>) -> reqwest::Response {

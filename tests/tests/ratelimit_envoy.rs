@@ -5,8 +5,8 @@
 //! Limits are per hour so that no token refills while a test runs (a token bucket of 3/hour
 //! refills one token every 20 minutes): the counts below are exact.
 
-use gateway_tests::envoy::{Envoy, EnvoyBuilder};
-use gateway_tests::ratelimit::RateLimitService;
+use gateway_tests::envoy::{client, Envoy, EnvoyBuilder};
+use gateway_tests::ratelimit::{limit_of, RateLimitService};
 use gateway_tests::redis::RedisServer;
 use gateway_tests::upstream::{Reply, Upstream};
 use gateway_tests::wait;
@@ -55,14 +55,6 @@ async fn stack(extra_args: &[&str]) -> (RedisServer, RateLimitService, Upstream,
     (redis, rls, up, envoy)
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
 async fn get(envoy: &Envoy, path: &str, consumer: Option<&str>) -> reqwest::Response {
     let mut req = client().get(envoy.url("main", path));
     if let Some(c) = consumer {
@@ -75,12 +67,6 @@ fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
     resp.headers()
         .get(name)
         .map(|v| v.to_str().unwrap().to_string())
-}
-
-/// The limit in `x-ratelimit-limit` (`3, 3;w=3600` → 3).
-fn limit_of(resp: &reqwest::Response) -> Option<u64> {
-    let value = header(resp, "x-ratelimit-limit")?;
-    value.split([',', ';']).next()?.trim().parse().ok()
 }
 
 fn number(resp: &reqwest::Response, name: &str) -> u64 {

@@ -7,7 +7,7 @@
 //! a test that expects a hit first waits for the cache's entry-count gauge, never on a sleep.
 
 use gateway_tests::chain;
-use gateway_tests::envoy::{single_upstream, Envoy, EnvoyBuilder};
+use gateway_tests::envoy::{client, single_upstream, Envoy, EnvoyBuilder};
 use gateway_tests::ratelimit::RateLimitService;
 use gateway_tests::redis::RedisServer;
 use gateway_tests::tools;
@@ -121,14 +121,6 @@ async fn stack(limits: &str) -> Stack {
         _redis: redis,
         _cache_dir: cache_dir,
     }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
 }
 
 struct Got {

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use gateway_tests::chain;
-use gateway_tests::envoy::{single_upstream, Envoy};
+use gateway_tests::envoy::{client, single_upstream, Envoy};
 use gateway_tests::tools;
 use gateway_tests::upstream::{Reply, Upstream};
 use serde_json::{json, Value};
@@ -24,10 +24,6 @@ async fn envoy_with(config: &Value, up: &Upstream) -> Envoy {
         .start()
         .await
         .unwrap()
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
 #[tokio::test]
