@@ -57,17 +57,11 @@ fn owned_headers_are_one_list_removed_first_and_cover_every_header_the_gateway_w
     assert_eq!(owned, trailers, "trailers are cleaned of the same headers");
 
     let mut written = BTreeSet::new();
-    // jwt_auth: the user id, each claim header and the tenant claim header of every provider.
-    written.insert(jwt_auth::config::USER_ID_HEADER.to_string());
+    // jwt_auth: the user id and each claim header (identities), and the tenant, payload and
+    // plan headers of every provider.
+    written.extend(jwt_identity_headers(&gw));
     let jwt = gw.wasm_config("jwt_auth");
     for provider in jwt["providers"].as_object().unwrap().values() {
-        for mapping in provider["claim_to_headers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            written.insert(lower(&mapping["header_name"]));
-        }
         for key in ["tenant_header", "forward_payload_header", "plan_header"] {
             if provider[key].is_string() {
                 written.insert(lower(&provider[key]));
@@ -113,6 +107,23 @@ fn owned_headers_are_one_list_removed_first_and_cover_every_header_the_gateway_w
         missing.is_empty(),
         "headers the gateway writes or keys limits on, not removed from client input: {missing:?}"
     );
+}
+
+/// The user and org identities jwt_auth forwards: `x-user-id` and every provider's
+/// `claim_to_headers` header, lower-cased.
+fn jwt_identity_headers(gw: &GatewayConfig) -> BTreeSet<String> {
+    let mut out = BTreeSet::from([jwt_auth::config::USER_ID_HEADER.to_string()]);
+    let jwt = gw.wasm_config("jwt_auth");
+    for provider in jwt["providers"].as_object().unwrap().values() {
+        for mapping in provider["claim_to_headers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            out.insert(lower(&mapping["header_name"]));
+        }
+    }
+    out
 }
 
 fn lower(v: &Value) -> String {
@@ -641,17 +652,7 @@ fn token_in_org(sub: &str, tenant: &str, org: u64) -> String {
 #[test]
 fn cached_routes_withhold_every_identity_jwt_auth_forwards() {
     let gw = GatewayConfig::load();
-    let jwt = gw.wasm_config("jwt_auth");
-    let mut identities = BTreeSet::from([jwt_auth::config::USER_ID_HEADER.to_string()]);
-    for provider in jwt["providers"].as_object().unwrap().values() {
-        for mapping in provider["claim_to_headers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            identities.insert(lower(&mapping["header_name"]));
-        }
-    }
+    let identities = jwt_identity_headers(&gw);
     let cached: Vec<Route> = gw
         .routes()
         .into_iter()

@@ -175,3 +175,18 @@ pub fn log_config_error(plugin: &str, err: &crate::ConfigError) {
         &format!("{plugin}: refusing to start: {err}"),
     );
 }
+
+/// Proxy-wasm shared data behind [`crate::shared::SharedStore`]: one store per `vm_id`, seen
+/// by every worker's VM.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedData;
+
+impl crate::shared::SharedStore for SharedData {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+    }
+}

@@ -6,11 +6,11 @@
 
 use crate::config::{FilterConfig, KeySource, RemoteJwks};
 use crate::engine::{host_edits, Authenticator, Decision, HeaderEdit, Outcome};
-use crate::keystore::{FetchResult, Fetcher, SharedStore, WorkerKeys};
+use crate::keystore::{FetchResult, Fetcher, WorkerKeys};
 use crate::outcome::Denial;
 use crate::revocation::{RevocationCaller, RevocationConfig, SyncResult, WorkerRevocations};
 use crate::rules::ProviderId;
-use filter_core::wasm::{send_json_error, BatchedCounter, Counter, Gauge};
+use filter_core::wasm::{send_json_error, BatchedCounter, Counter, Gauge, SharedData};
 use filter_core::ConfigError;
 use filter_core::HeaderMap;
 use proxy_wasm::hostcalls;
@@ -37,17 +37,6 @@ pub fn now_ms() -> u64 {
 
 fn log(level: LogLevel, msg: &str) {
     let _ = hostcalls::log(level, &format!("{PLUGIN}: {msg}"));
-}
-
-struct HostShared;
-
-impl SharedStore for HostShared {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        hostcalls::get_shared_data(key).unwrap_or((None, None))
-    }
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
-    }
 }
 
 /// Dispatches JWKS fetches from whichever context is running; the response comes back to it.
@@ -285,7 +274,7 @@ impl WorkerAuth {
         let now = now_ms();
         let changed = {
             let WorkerAuth { keys, inflight, .. } = self;
-            keys.tick(&HostShared, &mut HostFetcher { inflight }, now)
+            keys.tick(&SharedData, &mut HostFetcher { inflight }, now)
         };
         self.keys_changed(&changed);
         self.metrics.flush();
@@ -297,7 +286,7 @@ impl WorkerAuth {
                 ..
             } = self;
             revocations.tick(
-                &HostShared,
+                &SharedData,
                 &mut HostRevocationCaller {
                     inflight: revocation_calls,
                 },
@@ -330,7 +319,7 @@ impl WorkerAuth {
         let d = auth.authenticate(
             headers,
             now,
-            &mut keys.store(&HostShared, &mut fetcher),
+            &mut keys.store(&SharedData, &mut fetcher),
             revocations,
         );
         metrics.cache_hit.add(i64::from(d.cache_hits));
@@ -367,7 +356,7 @@ impl WorkerAuth {
         let now = now_ms();
         match self
             .keys
-            .on_fetch_result(&HostShared, provider, body.as_deref(), now)
+            .on_fetch_result(&SharedData, provider, body.as_deref(), now)
         {
             FetchResult::Accepted { skipped } => {
                 self.metrics.fetch_ok.inc();
@@ -441,7 +430,7 @@ impl WorkerAuth {
         };
         match self
             .revocations
-            .on_response(&HostShared, provider, body.as_deref(), now_ms())
+            .on_response(&SharedData, provider, body.as_deref(), now_ms())
         {
             SyncResult::Synced(n) => {
                 self.metrics.revocation_sync_ok.inc();

@@ -9,12 +9,8 @@ use crate::jwks_cache::{decode, encode, JwksState, KeyRequest};
 use crate::rules::ProviderId;
 use std::sync::Arc;
 
-/// Shared data as proxy-wasm offers it: values with a version for compare-and-swap.
-pub trait SharedStore {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
-    /// Writes if the version still is `cas` (`None`: unconditionally). False on a CAS miss.
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
-}
+use filter_core::shared::update_shared;
+pub use filter_core::shared::SharedStore;
 
 /// Starts a JWKS fetch (the glue's `dispatch_http_call`). False if it could not be sent.
 pub trait Fetcher {
@@ -124,20 +120,20 @@ impl WorkerKeys {
         mut f: impl FnMut(&mut JwksState) -> Option<T>,
     ) -> Option<T> {
         let key = self.key(p);
-        for _ in 0..CAS_ATTEMPTS {
-            let (bytes, cas) = shared.get(&key);
-            let (mut state, body) = match bytes.as_deref().and_then(decode) {
+        let (result, state) = update_shared(shared, &key, CAS_ATTEMPTS, |bytes| {
+            let (mut state, body) = match bytes.and_then(decode) {
                 Some((s, b)) => (s, b.to_vec()),
                 None => (JwksState::default(), Vec::new()),
             };
-            let result = f(&mut state)?;
+            let Some(result) = f(&mut state) else {
+                return (None, None);
+            };
             let body = new_body.map_or(body, <[u8]>::to_vec);
-            if shared.set(&key, &encode(&state, &body), cas) {
-                self.views[p].state = state;
-                return Some(result);
-            }
-        }
-        None
+            (Some(encode(&state, &body)), Some((result, state)))
+        })
+        .flatten()?;
+        self.views[p].state = state;
+        Some(result)
     }
 
     /// The tick: pick up other workers' fetches, and start due background refreshes.

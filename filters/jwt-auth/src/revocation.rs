@@ -13,6 +13,7 @@ use crate::config::{FilterConfig, Provider};
 use crate::engine::Revocation;
 use crate::keystore::SharedStore;
 use crate::rules::ProviderId;
+use filter_core::shared::update_shared;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -130,23 +131,22 @@ impl WorkerRevocations {
         mut f: impl FnMut(&mut SharedList) -> Option<T>,
     ) -> Option<T> {
         let key = self.key(p);
-        for _ in 0..CAS_ATTEMPTS {
-            let (bytes, cas) = shared.get(&key);
+        let (result, list) = update_shared(shared, &key, CAS_ATTEMPTS, |bytes| {
             let mut list = bytes
-                .as_deref()
                 .and_then(|b| serde_json::from_slice::<SharedList>(b).ok())
                 .unwrap_or_default();
-            let result = f(&mut list)?;
-            let Ok(encoded) = serde_json::to_vec(&list) else {
-                return None;
+            let Some(result) = f(&mut list) else {
+                return (None, None);
             };
-            if shared.set(&key, &encoded, cas) {
-                // The next read sees a new CAS and reloads; keep the list meanwhile.
-                self.views[p].list = list;
-                return Some(result);
+            match serde_json::to_vec(&list) {
+                Ok(encoded) => (Some(encoded), Some((result, list))),
+                Err(_) => (None, None),
             }
-        }
-        None
+        })
+        .flatten()?;
+        // The next read sees a new CAS and reloads; keep the list meanwhile.
+        self.views[p].list = list;
+        Some(result)
     }
 
     /// The tick: pick up lists other workers synced; start a due call if no one else is.

@@ -12,11 +12,11 @@ use crate::streams::{
     TOO_MANY_STREAMS_ERROR,
 };
 use crate::{
-    Admission, Limit, Outcome, RequestPlan, ResponseEdits, SharedStore, SourceKind, StreamClaim,
-    StreamLimits, StreamTracker, INVALID_API_KEY_ERROR, INVALID_API_KEY_MESSAGE, UNRESOLVED_ERROR,
+    Admission, Limit, Outcome, RequestPlan, ResponseEdits, SourceKind, StreamClaim, StreamLimits,
+    StreamTracker, INVALID_API_KEY_ERROR, INVALID_API_KEY_MESSAGE, UNRESOLVED_ERROR,
     UNRESOLVED_MESSAGE,
 };
-use filter_core::wasm::{send_json_error, send_json_error_with, Counter, Gauge};
+use filter_core::wasm::{send_json_error, send_json_error_with, Counter, Gauge, SharedData};
 use proxy_wasm::hostcalls;
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, UNIX_EPOCH};
@@ -224,19 +224,6 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Proxy-wasm shared data: one store per `vm_id`, seen by every worker's VM.
-struct HostShared;
-
-impl SharedStore for HostShared {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        hostcalls::get_shared_data(key).unwrap_or((None, None))
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
-    }
-}
-
 /// A random id for this plugin instance's stream entries (context ids repeat across VMs).
 fn random_instance() -> u32 {
     let mut b = [0u8; 4];
@@ -273,7 +260,7 @@ impl TenantStreams {
         let admission = self
             .tracker
             .borrow_mut()
-            .admit(&HostShared, context_id, claim, now_ms());
+            .admit(&SharedData, context_id, claim, now_ms());
         metrics.stream(admission);
         match admission {
             Admission::Admitted => return RequestEnd::Continue,
@@ -302,7 +289,7 @@ impl TenantStreams {
         let released = self
             .tracker
             .borrow_mut()
-            .end(&HostShared, context_id, now_ms());
+            .end(&SharedData, context_id, now_ms());
         if released {
             metrics.stream_released();
         }
@@ -311,7 +298,7 @@ impl TenantStreams {
     /// The root tick: retried releases and lease renewal.
     pub fn tick(&self, metrics: &TenantMetrics) {
         let mut tracker = self.tracker.borrow_mut();
-        tracker.tick(&HostShared, now_ms());
+        tracker.tick(&SharedData, now_ms());
         metrics.streams_expired(tracker.take_expired());
     }
 }

@@ -15,6 +15,7 @@
 
 use crate::config::{StreamsConfig, DEFAULT_CONSUMER_HEADER, MAX_STREAMS_CAP};
 use crate::sources::{header_name, Reserved};
+pub use filter_core::shared::{update_shared, SharedStore};
 use filter_core::{ConfigError, HeaderMap, RequestMatcher};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -40,35 +41,6 @@ pub const STREAMS_UNAVAILABLE_ERROR: &str = "streams_unavailable";
 /// The error body's `message` with [`STREAMS_UNAVAILABLE_ERROR`].
 pub const STREAMS_UNAVAILABLE_MESSAGE: &str =
     "the stream could not be counted against its limits; try again";
-
-/// Shared data as proxy-wasm offers it: values with a version for compare-and-swap (the same
-/// seam as jwt_auth's `keystore::SharedStore`).
-pub trait SharedStore {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
-    /// Writes if the version still is `cas` (`None`: unconditionally). False on a CAS miss.
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
-}
-
-/// Read-modify-write of one shared value: `change` sees the current value and returns the value
-/// to write (None: nothing to write) and its result. A write that lost the race to another
-/// worker is retried from a fresh read, up to `attempts` times; None when every attempt lost.
-pub fn update_shared<T>(
-    store: &dyn SharedStore,
-    key: &str,
-    attempts: usize,
-    mut change: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, T),
-) -> Option<T> {
-    for _ in 0..attempts {
-        let (bytes, cas) = store.get(key);
-        let (value, result) = change(bytes.as_deref());
-        match value {
-            None => return Some(result),
-            Some(v) if store.set(key, &v, cas) => return Some(result),
-            Some(_) => {}
-        }
-    }
-    None
-}
 
 /// The compiled `streams` block: which requests are streams, and the caps.
 #[derive(Debug, Clone)]
