@@ -3,9 +3,7 @@
 // Test crate: helpers outside #[test] fns may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../tests/src/redis.rs"]
-#[allow(dead_code)]
-mod redis_fixture;
+use redis_harness as redis_fixture;
 
 use ratelimit_service::proto::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
 use ratelimit_service::proto::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;

@@ -22,7 +22,7 @@ pub mod gateway_config;
 pub mod jwks;
 pub mod process;
 pub mod ratelimit;
-pub mod redis;
+pub use redis_harness as redis;
 pub mod stages;
 pub mod template;
 pub mod tools;

@@ -1,0 +1,253 @@
+//! The whole reference gateway (envoy/gateway.yaml) with and without its rate-limit call.
+
+use super::*;
+
+/// Limits no benchmark reaches: every descriptor the gateway sends is checked by the service
+/// (a Redis round trip each), none refuses.
+const GATEWAY_BENCH_RLS: &str = "\
+domain: edge
+descriptors:
+  - key: tenant
+    rate_limit: { unit: hour, requests_per_unit: 1000000000 }
+  - key: consumer
+    rate_limit: { unit: hour, requests_per_unit: 1000000000 }
+  - key: route
+    rate_limit: { unit: hour, requests_per_unit: 1000000000 }
+";
+
+/// The gateway's HTTP filter list in a rendered envoy/gateway.yaml (the plain listener).
+fn gateway_http_filters(doc: &mut serde_yaml::Value) -> Result<&mut Vec<serde_yaml::Value>> {
+    doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["http_filters"]
+        .as_sequence_mut()
+        .ok_or_else(|| anyhow::anyhow!("gateway.yaml: no http_filters on the first listener"))
+}
+
+/// The JSON configuration of the wasm filter `name` in the filter list.
+fn wasm_config(filters: &[serde_yaml::Value], name: &str) -> Result<Value> {
+    let f = filters
+        .iter()
+        .find(|f| f["name"].as_str() == Some(name))
+        .ok_or_else(|| anyhow::anyhow!("gateway.yaml has no {name} filter"))?;
+    let text = f["typed_config"]["config"]["configuration"]["value"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("{name}: no configuration string"))?;
+    Ok(serde_json::from_str(text)?)
+}
+
+/// envoy/gateway.yaml ("three"), with its three wasm filters replaced by
+/// dist/gateway.wasm configured with their own configurations ("bundle"), or with no HTTP filter
+/// but the router ("bare": the same Envoy routing the same request). TLS listener dropped.
+fn gateway_variant(rendered: &str, variant: &str) -> Result<String> {
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(rendered)?;
+    if let Some(listeners) = doc["static_resources"]["listeners"].as_sequence_mut() {
+        listeners.retain(|l| l["name"].as_str() == Some("gateway"));
+    }
+    // The local ceiling (tier 1) would turn a saturation run into 429s: it still runs, but a
+    // runtime layer turns enforcement off (its runtime key in gateway.yaml).
+    if let Some(root) = doc.as_mapping_mut() {
+        root.insert(
+            "layered_runtime".into(),
+            serde_yaml::to_value(json!({"layers": [
+                {"name": "bench", "static_layer": {"gateway_ceiling_enforced": 0}}
+            ]}))?,
+        );
+    }
+    let filters = gateway_http_filters(&mut doc)?;
+    match variant {
+        "three" => {}
+        "bare" => filters.retain(|f| f["name"].as_str() == Some("envoy.filters.http.router")),
+        "no-rls" => filters.retain(|f| f["name"].as_str() != Some("envoy.filters.http.ratelimit")),
+        "bundle" => {
+            let config = json!({
+                "jwt_auth": wasm_config(filters, "jwt_auth")?,
+                "tenant_cache_key": wasm_config(filters, "tenant_request")?,
+                "transform": wasm_config(filters, "transform")?,
+            });
+            let at = filters
+                .iter()
+                .position(|f| f["name"].as_str() == Some("jwt_auth"))
+                .unwrap_or(0);
+            filters.retain(|f| {
+                !matches!(
+                    f["name"].as_str(),
+                    Some("jwt_auth" | "tenant_request" | "transform")
+                )
+            });
+            let bundle = chain::wasm("gateway", &config)?;
+            filters.insert(at, serde_yaml::to_value(&bundle)?);
+        }
+        other => anyhow::bail!("unknown gateway variant {other}"),
+    }
+    Ok(serde_yaml::to_string(&doc)?)
+}
+
+/// Answers the gateway listener completed, and how many of them were 2xx.
+async fn answers(envoy: &Envoy) -> Result<(u64, u64)> {
+    let all = envoy.stat("http.gateway.downstream_rq_completed").await?;
+    let ok = envoy.stat("http.gateway.downstream_rq_2xx").await?;
+    Ok((all.unwrap_or(0), ok.unwrap_or(0)))
+}
+
+/// The whole reference gateway (envoy/gateway.yaml: local limit, buffer, the wasm filters, the
+/// rate-limit service over gRPC with Redis behind it, the router to a real upstream) with the
+/// three wasm filters and with dist/gateway.wasm, against the same Envoy routing the same
+/// request with no filter: saturation, then latency at half of each chain's saturation.
+pub(super) async fn gateway_section(load: &Load) -> Result<String> {
+    use gateway_tests::demo::{gateway_vars, GatewayPaths, Ports};
+    use gateway_tests::upstream::{Reply, Upstream};
+    eprintln!("gateway: envoy/gateway.yaml, GET /api/users/42, 200 RS256 tokens over 10 tenants");
+    let redis = gateway_tests::redis::RedisServer::start()?;
+    let rls =
+        gateway_tests::ratelimit::RateLimitService::start(&redis.url(), GATEWAY_BENCH_RLS, &[])
+            .await?;
+    rls.wait_ready(std::time::Duration::from_secs(10)).await?;
+    let idp = gateway_tests::jwks::JwksServer::start(jwt_auth::testing::jwks(false)).await?;
+    let upstream = Upstream::start(|r| {
+        if r.path == "/healthz" {
+            return Reply::text(200, "ok");
+        }
+        Reply::json(
+            200,
+            &json!({"service": "users", "path": r.path, "id": 42, "name": "Ada Lovelace",
+                    "password_hash": "x", "internal": {"shard": 3}}),
+        )
+        .header("x-powered-by", "framework")
+    })
+    .await?;
+    let up = upstream.port();
+    let dir = tempfile::tempdir()?;
+    let cert_dir = dir.path().join("tls");
+    std::fs::create_dir(&cert_dir)?;
+    gateway_tests::tools::tls_certificate(&cert_dir, "gateway.localhost")?;
+    let cache_dir = dir.path().join("cache");
+    std::fs::create_dir(&cache_dir)?;
+    let ports = Ports {
+        orders_v1: up,
+        orders_v2: up,
+        users: up,
+        products: up,
+        events: up,
+        grpc: up,
+        idp: idp.port(),
+        rls_grpc: rls.grpc_port(),
+        ..Ports::AUTO
+    };
+    let paths = GatewayPaths {
+        cert_dir,
+        cache_dir,
+        access_log: "/dev/null".into(),
+        wasm_dir: gateway_tests::tools::repo_root().join("dist"),
+    };
+    let mut template = EnvoyBuilder::from_repo_file("gateway", "envoy/gateway.yaml")?;
+    for (k, v) in gateway_vars(&ports, &paths) {
+        template = template.var(&k, v);
+    }
+    let rendered = template.render()?;
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let tokens_file = dir.path().join("tokens.txt");
+    let token_text = rs256_tokens(now, 200, |i, c| {
+        c["iss"] = json!(gateway_tests::demo::ISSUER);
+        c["sub"] = json!(format!("user-{i}"));
+        c["tenant"] = json!(format!("tenant-{}", i % 10));
+    });
+    std::fs::write(&tokens_file, &token_text)?;
+    let tokens: Vec<String> = token_text.lines().map(String::from).collect();
+    let probe_token = tokens.first().cloned().unwrap_or_default();
+    let script = token_rotation_script("/api/users/42", &tokens_file);
+    let script_path = dir.path().join("rotate.lua");
+    std::fs::write(&script_path, &script)?;
+
+    let rows = [
+        (
+            "bare",
+            "no filter: the same routes and clusters, router only",
+        ),
+        ("three", "envoy/gateway.yaml: three wasm filters"),
+        (
+            "bundle",
+            "envoy/gateway.yaml with gateway.wasm in their place",
+        ),
+        (
+            "no-rls",
+            "envoy/gateway.yaml without the rate-limit call (three wasm filters)",
+        ),
+    ];
+    let http = gateway_tests::envoy::client();
+    let mut envoys = Vec::new();
+    for (key, _) in rows {
+        let envoy = EnvoyBuilder::new(key, &gateway_variant(&rendered, key)?)
+            .concurrency(1)
+            .start()
+            .await?;
+        // Hosts pass their first health check, jwt_auth has its keys: one request answers 200.
+        let url = envoy.url("gateway", "/api/users/42");
+        gateway_tests::wait::until(
+            &format!("{key}: the gateway to answer"),
+            std::time::Duration::from_secs(20),
+            || {
+                let req = http.get(&url).bearer_auth(&probe_token);
+                async move { Ok(req.send().await?.status().is_success().then_some(())) }
+            },
+        )
+        .await?;
+        // Readiness probes may have met unhealthy hosts (503): count from here on.
+        let before = answers(&envoy).await?;
+        envoys.push((envoy, before));
+    }
+    let envoys_only: Vec<&Envoy> = envoys.iter().map(|(e, _)| e).collect();
+    let url = |e: &Envoy| e.url("gateway", "/api/users/42");
+    let mut t = Table::new(
+        "The whole gateway through one Envoy worker (wrk -t1 -c16, keep-alive, real upstream, rate-limit service and Redis)",
+    );
+    let targets: Vec<_> = rows
+        .iter()
+        .zip(&envoys_only)
+        .map(|((key, label), e)| (*key, *label, url(e)))
+        .collect();
+    saturate(&mut t, &targets, &script_path, load).await?;
+    let mut out = t.render(&[
+        ("bundle", "three", Some(1.5)),
+        ("three", "bare", None),
+        ("bundle", "bare", None),
+    ]);
+    let sat = |k: &str| t.get(k).map_or(0.0, |f| f.rps);
+    out.push_str(PACED_HEADER);
+    for (chain, rate) in [
+        ("three", sat("three") / 2.0),
+        ("bundle", sat("bundle") / 2.0),
+    ] {
+        let what = format!("half of ({chain}) saturation");
+        let pair: Vec<_> = targets
+            .iter()
+            .filter(|(k, _, _)| *k == "bare" || *k == chain)
+            .collect();
+        out.push_str(&paced_rows(&what, rate, &pair, &tokens, load).await?);
+    }
+    // Every answer was the upstream's 200: nothing refused, limited or failed on the way.
+    for ((key, _), (envoy, (all0, ok0))) in rows.iter().zip(&envoys) {
+        let (all, ok) = answers(envoy).await?;
+        let (all, ok) = (all - all0, ok - ok0);
+        out.push_str(&format!("\n{key}: {ok} of {all} answers were 2xx"));
+        if ok != all {
+            let stats = http
+                .get(envoy.admin_url(
+                    "/stats?filter=downstream_rq_[45]xx|rq_timeout|wasmcustom.*(deny|reject|fail)",
+                ))
+                .send()
+                .await?
+                .text()
+                .await?;
+            eprintln!(
+                "gateway: {key}: {} answers were not 2xx:\n{stats}",
+                all - ok
+            );
+        }
+    }
+    out.push('\n');
+    drop(envoys);
+    Ok(out)
+}
