@@ -32,7 +32,7 @@ lint: bootstrap
 fmt:
 	$(CARGO) fmt --all
 
-# The gateway and everything behind it as local processes (README "Demo walkthrough").
+# The gateway and everything behind it as local processes (docs/demo.md).
 demo: build
 	$(CARGO) build --release -j$(JOBS) -p gateway-tests --bin gateway-demo --bin demo-service --bin demo-idp
 	$(CARGO) run --release -j$(JOBS) -p gateway-tests --bin gateway-demo

@@ -15,7 +15,7 @@ pub fn wasm(module: &str, config: &Value) -> Result<Value> {
 
 /// The same with an explicit module path and raw configuration text (for bad-config tests).
 /// transform holds response headers while it checks a body it must rewrite, which Envoy honours
-/// only with `allow_on_headers_stop_iteration` (README "The transform filter"); the other
+/// only with `allow_on_headers_stop_iteration` (docs/transform.md); the other
 /// modules must not have it.
 pub fn wasm_at(name: &str, path: &str, config_text: &str) -> Value {
     json!({

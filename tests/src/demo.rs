@@ -74,7 +74,7 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// The documented defaults (README "Demo walkthrough", docker-compose).
+    /// The documented defaults (docs/demo.md, docker-compose).
     pub const DEFAULT: Ports = Ports {
         gateway: 10000,
         gateway_tls: 10443,

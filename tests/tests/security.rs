@@ -739,7 +739,7 @@ async fn one_users_cached_answer_is_never_served_with_their_identity_to_another(
     // x-forwarded-for on the cache's own fetches: the connection manager appended the client's
     // hop, and the cache's side channel (an Envoy async client, which appends Envoy's local
     // address and has no option to stop) appends one more. The client's hop is the same as on
-    // an uncached route; the extra element is the gateway itself (README "Security model").
+    // an uncached route; the extra element is the gateway itself (docs/security.md).
     let resp = client()
         .get(gw.url("/api/products/5"))
         .bearer_auth(token_in_org("dave", "acme", 1))

@@ -736,7 +736,7 @@ async fn request_json_body_shimmed_for_old_clients() {
         got.json(),
         json!({ "username": "ada", "password": "x", "client": "legacy" })
     );
-    // The filter removes content-length when it may rewrite (see README): the body then goes
+    // The filter removes content-length when it may rewrite (see docs/transform.md): the body then goes
     // chunked, or with a content-length that Envoy computed from the rewritten body.
     match got.header("content-length") {
         Some(len) => assert_eq!(len.parse::<usize>().unwrap(), got.body.len()),

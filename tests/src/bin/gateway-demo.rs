@@ -1,10 +1,10 @@
 //! `make demo`: the reference gateway (envoy/gateway.yaml) with Redis, the rate-limit service,
 //! the demo upstreams and the demo IdP as local processes on loopback, then a banner of what
-//! runs where and the curl commands of the README's "Demo walkthrough". Ctrl-C (or SIGTERM)
+//! runs where and the curl commands of docs/demo.md. Ctrl-C (or SIGTERM)
 //! stops every process.
 //!
 //! ```text
-//! gateway-demo            fixed ports (README; each overridable by DEMO_*_PORT)
+//! gateway-demo            fixed ports (docs/demo.md; each overridable by DEMO_*_PORT)
 //! gateway-demo --auto     every port chosen by the OS (tests/tests/demo.rs)
 //! gateway-demo certs DIR  only write a fresh TLS certificate to DIR (docker-compose)
 //! ```
