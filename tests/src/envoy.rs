@@ -358,3 +358,8 @@ fn regex_escape(s: &str) -> String {
     }
     out
 }
+
+/// The stat Envoy keeps for a metric a wasm filter defines (`wasmcustom.<name>`).
+pub fn custom(metric: &str) -> String {
+    format!("wasmcustom.{metric}")
+}

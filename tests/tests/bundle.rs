@@ -4,7 +4,7 @@
 //! request waits for the fetch, so the bundle's paused-request path runs too); tokens are made
 //! at test time (`jwt_auth::testing`).
 
-use gateway_tests::envoy::{client, Envoy, EnvoyBuilder};
+use gateway_tests::envoy::{client, custom, Envoy, EnvoyBuilder};
 use gateway_tests::jwks::JwksServer;
 use gateway_tests::stages;
 use gateway_tests::tools::now;
@@ -326,9 +326,14 @@ async fn the_bundle_answers_like_the_three_filters() {
     one.wait_stat_at_least("wasmcustom.jwt_auth.allowed", 4)
         .await
         .unwrap();
-    one.wait_stat_at_least("wasmcustom.tenant_resolved_claim", 3)
-        .await
-        .unwrap();
+    one.wait_stat_at_least(
+        &custom(&tenant_cache_key::metrics::resolved(
+            tenant_cache_key::SourceKind::Claim,
+        )),
+        3,
+    )
+    .await
+    .unwrap();
     one.wait_stat_at_least("wasmcustom.transform_rules_matched", 2)
         .await
         .unwrap();
@@ -546,7 +551,7 @@ async fn the_bundle_caps_streams_per_verified_consumer_and_tenant() {
 
     drop(first);
     envoy
-        .wait_stat_at_least("wasmcustom.tenant_streams_released", 1)
+        .wait_stat_at_least(&custom(tenant_cache_key::metrics::STREAMS_RELEASED), 1)
         .await
         .unwrap();
     let again = open_events(port, &user("user-1", "acme")).await.unwrap();
@@ -557,11 +562,14 @@ async fn the_bundle_caps_streams_per_verified_consumer_and_tenant() {
     );
     drop((second, globex, again));
     envoy
-        .wait_stat_at_least("wasmcustom.tenant_streams_released", 4)
+        .wait_stat_at_least(&custom(tenant_cache_key::metrics::STREAMS_RELEASED), 4)
         .await
         .unwrap();
     envoy
-        .wait_stat_at_least("wasmcustom.tenant_streams_refused_tenant", 2)
+        .wait_stat_at_least(
+            &custom(tenant_cache_key::metrics::STREAMS_REFUSED_TENANT),
+            2,
+        )
         .await
         .unwrap();
 }

@@ -7,7 +7,7 @@
 //! a test that expects a hit first waits for the cache's entry-count gauge, never on a sleep.
 
 use gateway_tests::chain;
-use gateway_tests::envoy::{client, single_upstream, Envoy, EnvoyBuilder};
+use gateway_tests::envoy::{client, custom, single_upstream, Envoy, EnvoyBuilder};
 use gateway_tests::ratelimit::RateLimitService;
 use gateway_tests::redis::RedisServer;
 use gateway_tests::tools;
@@ -236,11 +236,16 @@ async fn each_tenant_gets_its_own_entry_and_repeats_come_from_the_cache() {
     assert_eq!(s.up.hits(), 3);
 
     s.envoy
-        .wait_stat_at_least("wasmcustom.tenant_resolved_api_key", 4)
+        .wait_stat_at_least(
+            &custom(&tenant_cache_key::metrics::resolved(
+                tenant_cache_key::SourceKind::ApiKey,
+            )),
+            4,
+        )
         .await
         .unwrap();
     s.envoy
-        .wait_stat_at_least("wasmcustom.tenant_vary_added", 3)
+        .wait_stat_at_least(&custom(tenant_cache_key::metrics::VARY_ADDED), 3)
         .await
         .unwrap();
 }
@@ -279,7 +284,7 @@ async fn a_forged_tenant_header_gets_the_real_tenants_response() {
     assert_eq!(s.up.hits(), 3);
 
     s.envoy
-        .wait_stat_at_least("wasmcustom.tenant_forged_header_removed", 3)
+        .wait_stat_at_least(&custom(tenant_cache_key::metrics::FORGED_HEADER_REMOVED), 3)
         .await
         .unwrap();
 }
@@ -339,11 +344,11 @@ async fn authenticated_requests_without_a_tenant_are_never_cached() {
     assert_eq!(again.body, public.body);
     assert_eq!(cache_entries(&s.envoy).await, 1);
     s.envoy
-        .wait_stat_at_least("wasmcustom.tenant_private_set", 4)
+        .wait_stat_at_least(&custom(tenant_cache_key::metrics::PRIVATE_SET), 4)
         .await
         .unwrap();
     s.envoy
-        .wait_stat_at_least("wasmcustom.tenant_cache_bypassed", 4)
+        .wait_stat_at_least(&custom(tenant_cache_key::metrics::CACHE_BYPASSED), 4)
         .await
         .unwrap();
 }
@@ -374,7 +379,7 @@ async fn upstream_no_store_is_respected_and_route_lifetimes_apply_only_without_c
     assert_eq!(second.body, first.body);
     assert_eq!(s.up.hits(), 5);
     s.envoy
-        .wait_stat_at_least("wasmcustom.tenant_ttl_set", 1)
+        .wait_stat_at_least(&custom(tenant_cache_key::metrics::TTL_SET), 1)
         .await
         .unwrap();
 }
@@ -436,7 +441,12 @@ async fn host_based_tenants() {
     .await;
     assert_eq!(both.tenant(), ["globex"]);
     s.envoy
-        .wait_stat_at_least("wasmcustom.tenant_resolved_host", 3)
+        .wait_stat_at_least(
+            &custom(&tenant_cache_key::metrics::resolved(
+                tenant_cache_key::SourceKind::Host,
+            )),
+            3,
+        )
         .await
         .unwrap();
 }
@@ -557,11 +567,16 @@ async fn unresolved_requests_are_rejected_with_a_json_error() {
     let bad_id = get(&envoy, "/t/ac%20me/orders", &[]).await;
     assert_eq!(bad_id.status, 403, "an id with odd characters is no tenant");
     envoy
-        .wait_stat_at_least("wasmcustom.tenant_rejected", 2)
+        .wait_stat_at_least(&custom(tenant_cache_key::metrics::REJECTED), 2)
         .await
         .unwrap();
     envoy
-        .wait_stat_at_least("wasmcustom.tenant_resolved_path", 1)
+        .wait_stat_at_least(
+            &custom(&tenant_cache_key::metrics::resolved(
+                tenant_cache_key::SourceKind::Path,
+            )),
+            1,
+        )
         .await
         .unwrap();
 }
@@ -570,7 +585,7 @@ async fn unresolved_requests_are_rejected_with_a_json_error() {
 /// through its own side channel and stores the upstream's response before any downstream filter
 /// sees it, so a `Vary` added by a filter between the cache and the router arrives too late —
 /// the second tenant is served the first one's entry. If this starts failing, Envoy's cache has
-/// changed and the README's filter-order section must be revisited.
+/// changed and the filter-order section of docs/tenant.md must be revisited.
 #[tokio::test]
 async fn vary_added_between_the_cache_and_the_router_is_too_late() {
     let up = numbered_upstream().await;
@@ -621,7 +636,7 @@ async fn vary_added_between_the_cache_and_the_router_is_too_late() {
         globex.tenant(),
         ["acme"],
         "expected the documented leak of this wrong order (the cache stored the entry without \
-         Vary); Envoy's cache behaves differently now: revisit the README"
+         Vary); Envoy's cache behaves differently now: revisit docs/tenant.md"
     );
     assert_eq!(up.hits(), 1);
 }
@@ -707,7 +722,7 @@ async fn a_cached_route_is_tenant_wide_the_upstream_never_sees_the_user() {
     assert_eq!(orders.body["user"], "bob");
     assert_eq!(orders.body["org"], "org-bob");
     s.envoy
-        .wait_stat_at_least("wasmcustom.tenant_identity_removed", 1)
+        .wait_stat_at_least(&custom(tenant_cache_key::metrics::IDENTITY_REMOVED), 1)
         .await
         .unwrap();
 }
@@ -821,7 +836,7 @@ async fn a_host_alone_never_gets_a_key_holders_cached_answer() {
             .count();
     assert_eq!(told_acme, 1, "only the keyed miss was sent as acme");
     s.envoy
-        .wait_stat_at_least("wasmcustom.tenant_invalid_api_key", 1)
+        .wait_stat_at_least(&custom(tenant_cache_key::metrics::INVALID_API_KEY), 1)
         .await
         .unwrap();
 }
@@ -979,7 +994,7 @@ async fn long_lived_streams_are_capped_in_flight_per_consumer_and_per_tenant() {
     // Closed by the client: the slot is free again, once.
     drop(alice.pop());
     envoy
-        .wait_stat_at_least("wasmcustom.tenant_streams_released", 1)
+        .wait_stat_at_least(&custom(tenant_cache_key::metrics::STREAMS_RELEASED), 1)
         .await
         .unwrap();
     alice.push(held(open("/events", "acme", "alice").await, "alice again"));
@@ -1013,7 +1028,7 @@ async fn long_lived_streams_are_capped_in_flight_per_consumer_and_per_tenant() {
         );
     }
     envoy
-        .wait_stat_at_least("wasmcustom.tenant_streams_released", 3)
+        .wait_stat_at_least(&custom(tenant_cache_key::metrics::STREAMS_RELEASED), 3)
         .await
         .unwrap();
     let erin_again = held(open("/idle", "initech", "erin").await, "erin again");
@@ -1040,18 +1055,21 @@ async fn long_lived_streams_are_capped_in_flight_per_consumer_and_per_tenant() {
     );
     drop(again);
     for (stat, min) in [
-        ("wasmcustom.tenant_streams_admitted", 12),
-        ("wasmcustom.tenant_streams_refused_consumer", 2),
-        ("wasmcustom.tenant_streams_refused_tenant", 4),
+        (custom(tenant_cache_key::metrics::STREAMS_ADMITTED), 12),
+        (
+            custom(tenant_cache_key::metrics::STREAMS_REFUSED_CONSUMER),
+            2,
+        ),
+        (custom(tenant_cache_key::metrics::STREAMS_REFUSED_TENANT), 4),
     ] {
-        envoy.wait_stat_at_least(stat, min).await.unwrap();
+        envoy.wait_stat_at_least(&stat, min).await.unwrap();
     }
 }
 
 /// Streams in flight over every worker (the gauge each VM adds to).
 async fn streams_active(envoy: &Envoy) -> Option<u64> {
     envoy
-        .stat("wasmcustom.tenant_streams_active")
+        .stat(&custom(tenant_cache_key::metrics::STREAMS_ACTIVE))
         .await
         .unwrap()
 }

@@ -12,6 +12,12 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// A header name a filter reads or writes, from configuration field `field`: lower-cased, or
+/// refused naming the field.
+pub fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    crate::headers::valid_header_name(name).map_err(|reason| ConfigError::new(field, reason))
+}
+
 impl ConfigError {
     /// The error is kept on one line, so it reads as one log line in Envoy: a multi-line reason
     /// (e.g. the regex crate's) is folded, and control characters in the field path (a map key

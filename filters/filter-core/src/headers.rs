@@ -98,7 +98,7 @@ impl<const N: usize> From<[(&str, &str); N]> for HeaderMap {
 
 /// One header write on the host, as [`changes`] plans them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderChange {
+pub enum HeaderEdit {
     /// Remove every value of the header.
     Remove(String),
     /// Replace every value of the header with this one.
@@ -107,13 +107,13 @@ pub enum HeaderChange {
     Add(String, String),
 }
 
-impl HeaderChange {
+impl HeaderEdit {
     /// Carries the write out on a copy of the headers, as the host would.
     pub fn apply_to(&self, headers: &mut HeaderMap) {
         match self {
-            HeaderChange::Remove(name) => headers.remove(name),
-            HeaderChange::Set(name, value) => headers.set(name, value),
-            HeaderChange::Add(name, value) => headers.append(name, value),
+            HeaderEdit::Remove(name) => headers.remove(name),
+            HeaderEdit::Set(name, value) => headers.set(name, value),
+            HeaderEdit::Add(name, value) => headers.append(name, value),
         }
     }
 }
@@ -122,7 +122,7 @@ impl HeaderChange {
 /// are unchanged costs nothing, one with no value left is removed, any other is set to its first
 /// value and gets the rest added. Filters that edit a copy of the map (several stages in one
 /// pass) write only the net difference, whatever the stages did in between.
-pub fn changes(before: &HeaderMap, after: &HeaderMap) -> Vec<HeaderChange> {
+pub fn changes(before: &HeaderMap, after: &HeaderMap) -> Vec<HeaderEdit> {
     let mut out = Vec::new();
     let names = after.pairs.iter().chain(&before.pairs).map(|(n, _)| n);
     for (i, name) in names.enumerate() {
@@ -138,10 +138,10 @@ pub fn changes(before: &HeaderMap, after: &HeaderMap) -> Vec<HeaderChange> {
         let lower = name.to_ascii_lowercase();
         let mut values = after.get_all(name);
         match values.next() {
-            None => out.push(HeaderChange::Remove(lower)),
+            None => out.push(HeaderEdit::Remove(lower)),
             Some(first) => {
-                out.push(HeaderChange::Set(lower.clone(), first.to_string()));
-                out.extend(values.map(|v| HeaderChange::Add(lower.clone(), v.to_string())));
+                out.push(HeaderEdit::Set(lower.clone(), first.to_string()));
+                out.extend(values.map(|v| HeaderEdit::Add(lower.clone(), v.to_string())));
             }
         }
     }
@@ -153,6 +153,17 @@ pub fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A header name a filter may read or write, lower-cased, or why it is not one.
+pub fn valid_header_name(name: &str) -> Result<String, String> {
+    if is_token(name) {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid header name (RFC 7230 token characters only)"
+        ))
+    }
 }
 
 /// Splits `/a/b?x=1` into (`/a/b`, `Some("x=1")`). A fragment never reaches a proxy.
@@ -205,11 +216,11 @@ mod tests {
         assert_eq!(
             got,
             [
-                HeaderChange::Set("x-multi".into(), "a".into()),
-                HeaderChange::Add("x-multi".into(), "b".into()),
-                HeaderChange::Set("x-new".into(), "n".into()),
-                HeaderChange::Set(":path".into(), "/b".into()),
-                HeaderChange::Remove("x-gone".into()),
+                HeaderEdit::Set("x-multi".into(), "a".into()),
+                HeaderEdit::Add("x-multi".into(), "b".into()),
+                HeaderEdit::Set("x-new".into(), "n".into()),
+                HeaderEdit::Set(":path".into(), "/b".into()),
+                HeaderEdit::Remove("x-gone".into()),
             ]
         );
         assert!(changes(&before, &before).is_empty());

@@ -5,8 +5,10 @@
 //! wasm filter. The optional probe settings make each request perform N of one host call, so the
 //! benchmark can price a host call as (time per request with N calls - floor) / N.
 
-use filter_core::ConfigError;
+use filter_core::host::{Action, Map};
+use filter_core::{ConfigError, Host, HttpFilter, Plugin};
 use serde::Deserialize;
+use std::rc::Rc;
 
 /// Per-request work to add on top of the floor (all zero/false by default).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -53,74 +55,76 @@ mod tests {
         );
         assert_eq!(Probe::parse(br#"{"nope":1}"#).unwrap_err().field, "nope");
     }
+
+    #[test]
+    fn the_probe_makes_its_host_calls_and_the_floor_none() {
+        use filter_core::testing::FakeHost;
+        let host = FakeHost::at(0);
+        host.set_map(Map::RequestHeaders, [(":path", "/a")]);
+        let probe = br#"{"set_header":2}"#;
+        let p = Rc::new(PassthroughPlugin::configure(host.clone(), probe).unwrap());
+        assert_eq!(p.http_context(1).on_request_headers(true), Action::Continue);
+        assert_eq!(
+            host.map_of(1, Map::RequestHeaders).get("x-probe"),
+            Some("1")
+        );
+        let floor = Rc::new(PassthroughPlugin::configure(host.clone(), b"").unwrap());
+        assert!(
+            floor.http_context(2).0.is_none(),
+            "the floor holds nothing per request"
+        );
+    }
+}
+
+/// The plugin: the probe, run over any host.
+pub struct PassthroughPlugin<H: Host> {
+    host: H,
+    probe: Probe,
+}
+
+impl<H: Host> Plugin for PassthroughPlugin<H> {
+    type Host = H;
+    type Http = Passthrough<H>;
+    const NAME: &'static str = "passthrough";
+
+    fn configure(host: H, config: &[u8]) -> Result<Self, ConfigError> {
+        Ok(PassthroughPlugin {
+            host,
+            probe: Probe::parse(config)?,
+        })
+    }
+
+    fn http_context(self: &Rc<Self>, _context_id: u32) -> Passthrough<H> {
+        Passthrough((!self.probe.is_noop()).then(|| Rc::clone(self)))
+    }
+}
+
+/// One request: nothing at all, or the probe's host calls on the request headers.
+pub struct Passthrough<H: Host>(Option<Rc<PassthroughPlugin<H>>>);
+
+impl<H: Host> HttpFilter for Passthrough<H> {
+    fn on_request_headers(&mut self, _end_of_stream: bool) -> Action {
+        let Some(p) = &self.0 else {
+            return Action::Continue;
+        };
+        let (host, probe) = (&p.host, &p.probe);
+        for _ in 0..probe.read_header_map {
+            let _ = host.headers(Map::RequestHeaders);
+        }
+        for _ in 0..probe.get_header {
+            let _ = host.header(Map::RequestHeaders, ":path");
+        }
+        for _ in 0..probe.set_header {
+            host.set_header(Map::RequestHeaders, "x-probe", Some("1"));
+        }
+        for _ in 0..probe.get_property {
+            let _ = host.property(&["request", "path"]);
+        }
+        Action::Continue
+    }
 }
 
 #[cfg(target_arch = "wasm32")]
-mod filter {
-    use super::Probe;
-    use proxy_wasm::traits::{Context, HttpContext, RootContext};
-    use proxy_wasm::types::{Action, ContextType, LogLevel};
-
-    proxy_wasm::main! {{
-        proxy_wasm::set_log_level(LogLevel::Warn);
-        proxy_wasm::set_root_context(|_| Box::new(PassthroughRoot { probe: Probe::default() }));
-    }}
-
-    struct PassthroughRoot {
-        probe: Probe,
-    }
-
-    impl Context for PassthroughRoot {}
-
-    impl RootContext for PassthroughRoot {
-        fn on_configure(&mut self, _size: usize) -> bool {
-            let bytes = self.get_plugin_configuration().unwrap_or_default();
-            match Probe::parse(&bytes) {
-                Ok(probe) => {
-                    self.probe = probe;
-                    true
-                }
-                Err(e) => {
-                    filter_core::wasm::log_config_error("passthrough", &e);
-                    false
-                }
-            }
-        }
-
-        fn get_type(&self) -> Option<ContextType> {
-            Some(ContextType::HttpContext)
-        }
-
-        fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-            if self.probe.is_noop() {
-                Some(Box::new(Passthrough))
-            } else {
-                Some(Box::new(Probing(self.probe.clone())))
-            }
-        }
-    }
-
-    struct Passthrough;
-    impl Context for Passthrough {}
-    impl HttpContext for Passthrough {}
-
-    struct Probing(Probe);
-    impl Context for Probing {}
-    impl HttpContext for Probing {
-        fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-            for _ in 0..self.0.read_header_map {
-                let _ = self.get_http_request_headers_bytes();
-            }
-            for _ in 0..self.0.get_header {
-                let _ = self.get_http_request_header_bytes(":path");
-            }
-            for _ in 0..self.0.set_header {
-                self.set_http_request_header("x-probe", Some("1"));
-            }
-            for _ in 0..self.0.get_property {
-                let _ = self.get_property(vec!["request", "path"]);
-            }
-            Action::Continue
-        }
-    }
-}
+proxy_wasm::main! {{
+    filter_core::wasm::start::<PassthroughPlugin<filter_core::wasm::WasmHost>>();
+}}

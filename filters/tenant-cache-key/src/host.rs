@@ -1,12 +1,13 @@
-//! The host side of tenant_cache_key (wasm32 only): the counters, batched in the VM and handed
-//! to Envoy on the root tick, the JSON reply for a request no source identifies, and the stream
-//! caps on proxy-wasm shared data ([`TenantStreams`]). Shared by the plugin (`filter`) and by
-//! bundles that run this filter as one stage of several.
+//! The host side of tenant_cache_key, generic over [`Host`]: the counters (batched in the VM
+//! and handed to Envoy on the plugin's flush), the JSON replies for a request no source
+//! identifies or whose API key does not verify, and the stream caps on shared data
+//! ([`TenantStreams`]). Shared by the plugin ([`crate::plugin`]) and by bundles that run this
+//! filter as one stage of several; tested natively against `filter_core::testing::FakeHost`.
 //!
-//! Counters are batched: a request bumps plain in-VM cells and the root context hands the sums
-//! to Envoy once a second (and when the VM stops), because each `increment_metric` is a host
-//! call costing about a microsecond — as much as the filter's own work on a request.
+//! Counters are batched: each `increment_metric` is a host call costing about a microsecond —
+//! as much as the filter's own work on a request.
 
+use crate::metrics;
 use crate::streams::{
     RETRY_AFTER_SECONDS, STREAMS_UNAVAILABLE_ERROR, STREAMS_UNAVAILABLE_MESSAGE,
     TOO_MANY_STREAMS_ERROR,
@@ -16,71 +17,33 @@ use crate::{
     StreamTracker, INVALID_API_KEY_ERROR, INVALID_API_KEY_MESSAGE, UNRESOLVED_ERROR,
     UNRESOLVED_MESSAGE,
 };
-use filter_core::wasm::{send_json_error, send_json_error_with, Counter, Gauge, SharedData};
-use proxy_wasm::hostcalls;
+use filter_core::host::{random_u64, BatchedCounter};
+use filter_core::Host;
 use std::cell::{Cell, RefCell};
-use std::time::{Duration, UNIX_EPOCH};
 
 /// The name the plugin logs under.
 pub const PLUGIN: &str = "tenant_cache_key";
-/// How often the batched counters reach the host ([`TenantMetrics::flush`]).
-pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
-/// The counters, in the order of [`Metric`].
-const METRIC_NAMES: [&str; 20] = [
-    "tenant_resolved_claim",
-    "tenant_resolved_api_key",
-    "tenant_resolved_host",
-    "tenant_resolved_path",
-    "tenant_resolved_default",
-    "tenant_unresolved",
-    "tenant_rejected",
-    "tenant_forged_header_removed",
-    "tenant_vary_added",
-    "tenant_private_set",
-    "tenant_ttl_set",
-    "tenant_cache_bypassed",
-    "tenant_invalid_api_key",
-    "tenant_identity_removed",
-    "tenant_streams_admitted",
-    "tenant_streams_released",
-    "tenant_streams_refused_consumer",
-    "tenant_streams_refused_tenant",
-    "tenant_streams_unavailable",
-    "tenant_streams_expired",
-];
-/// Streams in flight, over every worker (each VM adds its admissions and releases).
-const ACTIVE_STREAMS: &str = "tenant_streams_active";
-
-#[derive(Clone, Copy)]
-enum Metric {
-    Unresolved = 5,
-    Rejected = 6,
-    ForgedRemoved = 7,
-    VaryAdded = 8,
-    PrivateSet = 9,
-    TtlSet = 10,
-    CacheBypassed = 11,
-    InvalidApiKey = 12,
-    IdentityRemoved = 13,
-    StreamsAdmitted = 14,
-    StreamsReleased = 15,
-    StreamsRefusedConsumer = 16,
-    StreamsRefusedTenant = 17,
-    StreamsUnavailable = 18,
-    StreamsExpired = 19,
-}
-
-fn resolved_metric(kind: SourceKind) -> usize {
-    // SourceKind::ALL is in the same order as the first five names.
-    SourceKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
-}
-
-/// The filter's counters with the per-VM counts not yet handed to Envoy.
-pub struct TenantMetrics {
-    counters: Vec<Counter>,
-    pending: [Cell<i64>; METRIC_NAMES.len()],
-    active: Gauge,
+/// The filter's counters ([`crate::metrics`]), with the per-VM counts not yet handed to Envoy.
+pub struct TenantMetrics<H: Host> {
+    /// By [`SourceKind`], in the order of `SourceKind::ALL`.
+    resolved: [BatchedCounter<H>; 5],
+    unresolved: BatchedCounter<H>,
+    rejected: BatchedCounter<H>,
+    forged_removed: BatchedCounter<H>,
+    vary_added: BatchedCounter<H>,
+    private_set: BatchedCounter<H>,
+    ttl_set: BatchedCounter<H>,
+    cache_bypassed: BatchedCounter<H>,
+    invalid_api_key: BatchedCounter<H>,
+    identity_removed: BatchedCounter<H>,
+    streams_admitted: BatchedCounter<H>,
+    streams_released: BatchedCounter<H>,
+    streams_refused_consumer: BatchedCounter<H>,
+    streams_refused_tenant: BatchedCounter<H>,
+    streams_unavailable: BatchedCounter<H>,
+    streams_expired: BatchedCounter<H>,
+    active: filter_core::host::Gauge<H>,
     active_pending: Cell<i64>,
 }
 
@@ -88,162 +51,175 @@ pub struct TenantMetrics {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestEnd {
     Continue,
-    /// No tenant and the configuration rejects, or an API key that does not verify: the JSON
-    /// error was sent as a local reply.
+    /// No tenant and the configuration rejects, or an API key that does not verify, or a
+    /// stream cap: the JSON error was sent as a local reply.
     Rejected,
 }
 
-impl TenantMetrics {
+impl<H: Host> TenantMetrics<H> {
     /// Defines the counters (once per VM, from the root context).
-    pub fn define() -> Self {
+    pub fn define(host: &H) -> Self {
+        let c = |name: &str| BatchedCounter::define(host, name);
         TenantMetrics {
-            counters: METRIC_NAMES.iter().map(|n| Counter::define(n)).collect(),
-            pending: Default::default(),
-            active: Gauge::define(ACTIVE_STREAMS),
+            resolved: SourceKind::ALL.map(|k| c(&metrics::resolved(k))),
+            unresolved: c(metrics::UNRESOLVED),
+            rejected: c(metrics::REJECTED),
+            forged_removed: c(metrics::FORGED_HEADER_REMOVED),
+            vary_added: c(metrics::VARY_ADDED),
+            private_set: c(metrics::PRIVATE_SET),
+            ttl_set: c(metrics::TTL_SET),
+            cache_bypassed: c(metrics::CACHE_BYPASSED),
+            invalid_api_key: c(metrics::INVALID_API_KEY),
+            identity_removed: c(metrics::IDENTITY_REMOVED),
+            streams_admitted: c(metrics::STREAMS_ADMITTED),
+            streams_released: c(metrics::STREAMS_RELEASED),
+            streams_refused_consumer: c(metrics::STREAMS_REFUSED_CONSUMER),
+            streams_refused_tenant: c(metrics::STREAMS_REFUSED_TENANT),
+            streams_unavailable: c(metrics::STREAMS_UNAVAILABLE),
+            streams_expired: c(metrics::STREAMS_EXPIRED),
+            active: filter_core::host::Gauge::define(host, metrics::STREAMS_ACTIVE),
             active_pending: Cell::new(0),
         }
     }
 
-    fn bump(&self, metric: usize) {
-        self.add(metric, 1);
+    fn all(&self) -> impl Iterator<Item = &BatchedCounter<H>> {
+        self.resolved.iter().chain([
+            &self.unresolved,
+            &self.rejected,
+            &self.forged_removed,
+            &self.vary_added,
+            &self.private_set,
+            &self.ttl_set,
+            &self.cache_bypassed,
+            &self.invalid_api_key,
+            &self.identity_removed,
+            &self.streams_admitted,
+            &self.streams_released,
+            &self.streams_refused_consumer,
+            &self.streams_refused_tenant,
+            &self.streams_unavailable,
+            &self.streams_expired,
+        ])
     }
 
-    fn add(&self, metric: usize, n: i64) {
-        if let Some(cell) = self.pending.get(metric) {
-            cell.set(cell.get().saturating_add(n));
-        }
-    }
-
-    /// Hands the counts to the host (the root tick, and when the VM stops).
+    /// Hands the counts to the host (the plugin's flush).
     pub fn flush(&self) {
-        for (cell, counter) in self.pending.iter().zip(&self.counters) {
-            let n = cell.replace(0);
-            if n > 0 {
-                counter.add(n);
-            }
+        for counter in self.all() {
+            counter.flush();
         }
         self.active.add(self.active_pending.replace(0));
     }
 
+    fn resolved(&self, kind: SourceKind) -> Option<&BatchedCounter<H>> {
+        let i = SourceKind::ALL.iter().position(|k| *k == kind)?;
+        self.resolved.get(i)
+    }
+
     /// Counts a stream admission decision.
     pub fn stream(&self, admission: Admission) {
-        let metric = match admission {
+        let counter = match admission {
             Admission::Admitted => {
                 self.active_pending.set(self.active_pending.get() + 1);
-                Metric::StreamsAdmitted
+                &self.streams_admitted
             }
             Admission::Refused {
                 limit: Limit::Consumer,
                 ..
-            } => Metric::StreamsRefusedConsumer,
+            } => &self.streams_refused_consumer,
             Admission::Refused {
                 limit: Limit::Tenant,
                 ..
-            } => Metric::StreamsRefusedTenant,
-            Admission::Unavailable => Metric::StreamsUnavailable,
+            } => &self.streams_refused_tenant,
+            Admission::Unavailable => &self.streams_unavailable,
         };
-        self.bump(metric as usize);
+        counter.inc();
     }
 
     /// Counts the end of an admitted stream.
     pub fn stream_released(&self) {
         self.active_pending.set(self.active_pending.get() - 1);
-        self.bump(Metric::StreamsReleased as usize);
+        self.streams_released.inc();
     }
 
     /// Counts shared-data stream entries removed because their holder stopped renewing them.
     pub fn streams_expired(&self, n: u64) {
-        self.add(
-            Metric::StreamsExpired as usize,
-            i64::try_from(n).unwrap_or(i64::MAX),
-        );
+        self.streams_expired
+            .add(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Counts a request-phase plan (its edits are the caller's to write) and sends the
     /// rejection when the plan rejects; `request_id` is echoed in the error body.
-    pub fn finish_request(&self, plan: &RequestPlan<'_>, request_id: Option<&str>) -> RequestEnd {
-        if plan.forged {
-            self.bump(Metric::ForgedRemoved as usize);
+    pub fn finish_request(
+        &self,
+        host: &H,
+        plan: &RequestPlan<'_>,
+        request_id: Option<&str>,
+    ) -> RequestEnd {
+        for (happened, counter) in [
+            (plan.forged, &self.forged_removed),
+            (plan.cache_bypassed, &self.cache_bypassed),
+            (plan.identity_removed, &self.identity_removed),
+        ] {
+            if happened {
+                counter.inc();
+            }
         }
-        if plan.cache_bypassed {
-            self.bump(Metric::CacheBypassed as usize);
-        }
-        if plan.identity_removed {
-            self.bump(Metric::IdentityRemoved as usize);
-        }
-        match plan.outcome {
-            Outcome::Resolved(kind) => self.bump(resolved_metric(kind)),
-            Outcome::Anonymous => self.bump(Metric::Unresolved as usize),
+        let (status, error, message) = match plan.outcome {
+            Outcome::Resolved(kind) => {
+                if let Some(c) = self.resolved(kind) {
+                    c.inc();
+                }
+                return RequestEnd::Continue;
+            }
+            Outcome::Anonymous => {
+                self.unresolved.inc();
+                return RequestEnd::Continue;
+            }
+            Outcome::NotResolving => return RequestEnd::Continue,
             Outcome::Reject { status } => {
-                self.bump(Metric::Unresolved as usize);
-                self.bump(Metric::Rejected as usize);
-                send_json_error(
-                    status,
-                    UNRESOLVED_ERROR,
-                    UNRESOLVED_MESSAGE,
-                    request_id,
-                    &[],
-                );
-                return RequestEnd::Rejected;
+                self.unresolved.inc();
+                self.rejected.inc();
+                (status, UNRESOLVED_ERROR, UNRESOLVED_MESSAGE)
             }
             Outcome::InvalidApiKey => {
-                self.bump(Metric::InvalidApiKey as usize);
-                send_json_error(
-                    401,
-                    INVALID_API_KEY_ERROR,
-                    INVALID_API_KEY_MESSAGE,
-                    request_id,
-                    &[],
-                );
-                return RequestEnd::Rejected;
+                self.invalid_api_key.inc();
+                (401, INVALID_API_KEY_ERROR, INVALID_API_KEY_MESSAGE)
             }
-            Outcome::NotResolving => {}
-        }
-        RequestEnd::Continue
+        };
+        host.send_json_error(status, error, message, request_id, &[]);
+        RequestEnd::Rejected
     }
 
     /// Counts the response-phase edits (written by the caller).
     pub fn response(&self, edits: &ResponseEdits) {
-        if edits.vary.is_some() {
-            self.bump(Metric::VaryAdded as usize);
+        for (happened, counter) in [
+            (edits.vary.is_some(), &self.vary_added),
+            (edits.private_set, &self.private_set),
+            (edits.ttl_set, &self.ttl_set),
+        ] {
+            if happened {
+                counter.inc();
+            }
         }
-        if edits.private_set {
-            self.bump(Metric::PrivateSet as usize);
-        }
-        if edits.ttl_set {
-            self.bump(Metric::TtlSet as usize);
-        }
-    }
-}
-
-/// The host clock in Unix milliseconds.
-pub fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// A random id for this plugin instance's stream entries (context ids repeat across VMs).
-fn random_instance() -> u32 {
-    let mut b = [0u8; 4];
-    match getrandom::getrandom(&mut b) {
-        Ok(()) => u32::from_le_bytes(b),
-        // Only the tie between two workers' identical context ids depends on it.
-        Err(_) => (now_ms() as u32).rotate_left(13) ^ 0x9e37_79b9,
     }
 }
 
 /// The stream caps of one plugin instance (root context): the counts on shared data, the
 /// refusal replies. The HTTP contexts admit and end their streams through it; the root ticks it.
-pub struct TenantStreams {
+pub struct TenantStreams<H: Host> {
+    host: H,
     tracker: RefCell<StreamTracker>,
 }
 
-impl TenantStreams {
-    pub fn new(limits: &StreamLimits) -> Self {
+impl<H: Host> TenantStreams<H> {
+    /// `instance` tells this plugin instance's shared-data entries from other workers' (context
+    /// ids repeat across VMs): a random id.
+    pub fn new(host: &H, limits: &StreamLimits) -> Self {
+        // Only the tie between two workers' identical context ids depends on the randomness.
+        let instance = random_u64(host) as u32;
         TenantStreams {
-            tracker: RefCell::new(StreamTracker::new(limits.clone(), random_instance())),
+            host: host.clone(),
+            tracker: RefCell::new(StreamTracker::new(limits.clone(), instance)),
         }
     }
 
@@ -254,17 +230,18 @@ impl TenantStreams {
         context_id: u32,
         claim: &StreamClaim,
         request_id: Option<&str>,
-        metrics: &TenantMetrics,
+        metrics: &TenantMetrics<H>,
     ) -> RequestEnd {
         // The borrow ends before the reply: a local reply may re-enter the VM.
+        let now = self.host.now_ms();
         let admission = self
             .tracker
             .borrow_mut()
-            .admit(&SharedData, context_id, claim, now_ms());
+            .admit(&self.host, context_id, claim, now);
         metrics.stream(admission);
         match admission {
             Admission::Admitted => return RequestEnd::Continue,
-            Admission::Refused { limit, max } => send_json_error_with(
+            Admission::Refused { limit, max } => self.host.send_json_error_with(
                 429,
                 TOO_MANY_STREAMS_ERROR,
                 limit.message(),
@@ -272,7 +249,7 @@ impl TenantStreams {
                 request_id,
                 &[("retry-after", RETRY_AFTER_SECONDS)],
             ),
-            Admission::Unavailable => send_json_error(
+            Admission::Unavailable => self.host.send_json_error(
                 503,
                 STREAMS_UNAVAILABLE_ERROR,
                 STREAMS_UNAVAILABLE_MESSAGE,
@@ -285,20 +262,18 @@ impl TenantStreams {
 
     /// Request `context_id` ended (`on_done` / `on_log`, whichever comes first, for every
     /// request): releases its slot if it holds one, exactly once.
-    pub fn end(&self, context_id: u32, metrics: &TenantMetrics) {
-        let released = self
-            .tracker
-            .borrow_mut()
-            .end(&SharedData, context_id, now_ms());
+    pub fn end(&self, context_id: u32, metrics: &TenantMetrics<H>) {
+        let now = self.host.now_ms();
+        let released = self.tracker.borrow_mut().end(&self.host, context_id, now);
         if released {
             metrics.stream_released();
         }
     }
 
     /// The root tick: retried releases and lease renewal.
-    pub fn tick(&self, metrics: &TenantMetrics) {
+    pub fn tick(&self, metrics: &TenantMetrics<H>) {
         let mut tracker = self.tracker.borrow_mut();
-        tracker.tick(&SharedData, now_ms());
+        tracker.tick(&self.host, self.host.now_ms());
         metrics.streams_expired(tracker.take_expired());
     }
 }

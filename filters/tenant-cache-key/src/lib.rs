@@ -14,10 +14,11 @@
 //! Layout: [`config`] is the configuration as written; [`TenantPolicy`] ([`policy`]) compiles it
 //! and makes every per-request decision, using [`sources`] (resolution), [`tenant_id`] (what an
 //! id may look like), [`cache_policy`] (`Vary` and `Cache-Control`) and [`streams`] (the
-//! in-flight counts, behind a shared-data seam). None of these use proxy-wasm. On wasm32, `host`
-//! holds the counters, the stream counts on shared data and the rejection replies, and `filter`
-//! (feature `plugin`, on by default) is the plugin glue that reads headers with one host call
-//! per phase and applies the planned edits; bundles turn `plugin` off and use `host`.
+//! in-flight counts, behind a shared-data seam). [`host`] holds the counters, the stream counts
+//! on shared data and the rejection replies, and [`plugin`] is the plugin (one header-map read
+//! per phase, the planned edits written back), both generic over `filter_core::Host` and tested
+//! natively; `filter` (wasm32, feature `plugin`, on by default) is the module's entry point.
+//! Bundles turn `plugin` off and use [`host`].
 
 pub mod cache_policy;
 pub mod config;
@@ -28,9 +29,12 @@ pub mod tenant_id;
 
 #[cfg(all(target_arch = "wasm32", feature = "plugin"))]
 mod filter;
-#[cfg(target_arch = "wasm32")]
 pub mod host;
+pub mod metrics;
+pub mod plugin;
 
+#[cfg(test)]
+mod glue_tests;
 #[cfg(test)]
 mod policy_tests;
 #[cfg(test)]

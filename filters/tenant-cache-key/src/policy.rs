@@ -8,7 +8,7 @@ use crate::config::{
 };
 use crate::sources::{header_name, Reserved, Resolution, Source, SourceKind};
 use crate::streams::{StreamClaim, StreamLimits};
-use filter_core::{parse_json_config, ConfigError, HeaderMap, RequestMatcher};
+use filter_core::{parse_json_config, ConfigError, HeaderEdit, HeaderMap, RequestMatcher};
 
 /// The validated configuration of one filter instance.
 #[derive(Debug, Clone)]
@@ -91,14 +91,20 @@ pub struct RequestPlan<'p> {
 }
 
 impl RequestPlan<'_> {
-    /// Carries the plan's removals and sets out on a copy of the headers, as the glue does on
-    /// the host.
+    /// The plan's header writes: the removals, then the sets.
+    pub fn edits(&self) -> Vec<HeaderEdit> {
+        let removals = self
+            .remove
+            .iter()
+            .map(|n| HeaderEdit::Remove(n.to_string()));
+        let sets = (self.set.iter()).map(|(n, v)| HeaderEdit::Set(n.to_string(), v.clone()));
+        removals.chain(sets).collect()
+    }
+
+    /// Carries the plan's edits out on a copy of the headers, as the host would.
     pub fn apply_to(&self, headers: &mut HeaderMap) {
-        for name in &self.remove {
-            headers.remove(name);
-        }
-        for (name, value) in &self.set {
-            headers.set(name, value);
+        for edit in self.edits() {
+            edit.apply_to(headers);
         }
     }
 }
@@ -119,13 +125,19 @@ impl ResponseEdits {
         self.vary.is_none() && self.cache_control.is_none()
     }
 
-    /// Carries the edits out on a copy of the response headers, as the glue does on the host.
+    /// The header writes: `Vary`, then `Cache-Control`.
+    pub fn edits(&self) -> Vec<HeaderEdit> {
+        let vary = self.vary.iter().map(|v| ("vary", v));
+        let cc = self.cache_control.iter().map(|v| ("cache-control", v));
+        (vary.chain(cc))
+            .map(|(n, v)| HeaderEdit::Set(n.to_string(), v.clone()))
+            .collect()
+    }
+
+    /// Carries the edits out on a copy of the response headers, as the host would.
     pub fn apply_to(&self, headers: &mut HeaderMap) {
-        if let Some(vary) = &self.vary {
-            headers.set("vary", vary);
-        }
-        if let Some(cc) = &self.cache_control {
-            headers.set("cache-control", cc);
+        for edit in self.edits() {
+            edit.apply_to(headers);
         }
     }
 }

@@ -14,7 +14,6 @@ use crate::config::{
     SourceConfig, DEFAULT_API_KEY_HEADER,
 };
 use crate::tenant_id::{check_configured_id, is_valid_tenant_id};
-use filter_core::headers::is_token;
 use filter_core::matching::host_key;
 use filter_core::{ConfigError, HeaderMap, RequestMatch, RequestMatcher};
 use sha2::{Digest, Sha256};
@@ -280,16 +279,7 @@ pub fn source_header(
     Ok(lower)
 }
 
-/// A header name this filter reads or writes, lower-cased.
-pub fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
-    if !is_token(name) {
-        return Err(ConfigError::new(
-            field,
-            format!("{name:?} is not a valid header name (RFC 7230 token characters only)"),
-        ));
-    }
-    Ok(name.to_ascii_lowercase())
-}
+pub use filter_core::config::header_name;
 
 fn compile_claim(c: &ClaimSourceConfig, reserved: &Reserved<'_>) -> Result<Source, ConfigError> {
     let header = source_header("header", &c.header, reserved)?;

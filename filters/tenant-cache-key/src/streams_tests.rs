@@ -452,7 +452,7 @@ fn the_streams_block_is_validated_field_by_field() {
         .contains("only used by the request stage"));
 }
 
-/// The `tenant_request` configuration proposed for envoy/gateway.yaml (the README's example):
+/// The `tenant_request` configuration proposed for envoy/gateway.yaml (docs/tenant.md's example):
 /// it compiles, and counts WebSockets on /api/events and calls to the gRPC health service.
 #[test]
 fn the_gateway_request_stage_with_stream_caps_compiles() {

@@ -2,12 +2,15 @@
 //! `cargo run --release -p transform --example strip_bench`
 
 use std::time::Instant;
-use transform::bench_fixture::{sample_body, STRIP_FIVE};
+use transform::bench_fixture::{sample_body, strip_five_ops};
 use transform::json_rewrite::{validate, BodyOutcome};
 use transform::Transformer;
 
 fn main() {
-    let config = format!(r#"{{"default":{{"response":{{"body":{STRIP_FIVE}}}}}}}"#);
+    let config = format!(
+        r#"{{"default":{{"response":{{"body":{}}}}}}}"#,
+        strip_five_ops()
+    );
     let transformer = match Transformer::new(config.as_bytes()) {
         Ok(t) => t,
         Err(e) => return eprintln!("{e}"),

@@ -1,9 +1,20 @@
-//! The benchmark case shared by the native micro-benchmark and tests: a typical API response of
-//! about 16 KB with five fields to strip (three top-level or nested, two in every list item).
+//! The benchmark case shared by the native micro-benchmark, the rewriter's tests and the
+//! gateway benchmark (tests/src/bin/gateway-bench.rs): a typical API response of about 16 KB
+//! with five fields to strip (three top-level or nested, two in every list item).
 
-/// The five strips of the benchmark.
-pub const STRIP_FIVE: &str =
-    r#"{"strip":["debug_info","user.ssn","trace_id","items[*].internal_id","items[*].audit"]}"#;
+/// The five strips of the benchmark: the `strip` list of a response `body` section.
+pub const STRIP_FIVE: [&str; 5] = [
+    "debug_info",
+    "user.ssn",
+    "trace_id",
+    "items[*].internal_id",
+    "items[*].audit",
+];
+
+/// The benchmark's `body` section: `{"strip": STRIP_FIVE}`.
+pub fn strip_five_ops() -> String {
+    serde_json::json!({ "strip": STRIP_FIVE }).to_string()
+}
 
 /// A pretty-printed JSON document of at least `min_len` bytes shaped like an API list response.
 pub fn sample_body(min_len: usize) -> Vec<u8> {

@@ -18,36 +18,9 @@
 //!   under the status and headers the upstream sent, which are on their way to the client.
 //!   Body callbacks hold every byte until then, so none of the body has left the proxy.
 
+use crate::config::{OnUnprocessable, ResponseHeadersMode};
 use crate::transformer::{BodyPlan, SkipReason};
-use crate::HeaderEdit;
-use filter_core::HeaderMap;
-use serde::Deserialize;
-
-/// What a rule does with a response body it cannot rewrite (`response.body.on_unprocessable`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnUnprocessable {
-    /// Refuse the response (fail closed). The default.
-    #[default]
-    Reject,
-    /// Forward the body untouched (an explicit opt-in per rule).
-    Pass,
-}
-
-/// Whether the filter may hold response headers while it checks a body that a response body
-/// rule must rewrite (top-level `response_headers_mode`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ResponseHeadersMode {
-    /// Hold them: a refused response becomes a 502 whatever its body turns out to be. Needs the
-    /// Wasm filter's `allow_on_headers_stop_iteration: true`; without it such responses stall.
-    #[default]
-    Hold,
-    /// Never hold them (for hosts that cannot set that flag, e.g. Istio's WasmPlugin): a body
-    /// found unprocessable after the headers left is replaced by the JSON error body, under the
-    /// upstream's status.
-    Stream,
-}
+use filter_core::{HeaderEdit, HeaderMap};
 
 /// What a direction does with a body it cannot rewrite.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -286,7 +259,7 @@ pub const ERROR: &str = "bad_gateway";
 /// `message` of the JSON error body: nothing of the upstream or of the rule.
 pub const ERROR_MESSAGE: &str = "the upstream response could not be processed";
 
-/// The JSON error body of a refused response, as `filter_core::wasm::send_json_error` writes
+/// The JSON error body of a refused response, as `filter_core::Host::send_json_error` writes
 /// it for the 502 local reply.
 pub fn error_body(request_id: Option<&str>) -> Vec<u8> {
     serde_json::json!({

@@ -1,31 +1,9 @@
 //! Header operations (remove, rename, set, add, append) and the minimal list of host edits that
 //! carries them out.
 
-use crate::config::OrderedMap;
+use crate::config::HeaderOpsConfig;
 use crate::template::{Template, Var, VarSource};
-use filter_core::{ConfigError, HeaderMap};
-use serde::Deserialize;
-
-/// The `headers` object of a request or response section, as written in the configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeaderOpsConfig {
-    #[serde(default)]
-    pub remove: Vec<String>,
-    /// Old name -> new name.
-    #[serde(default)]
-    pub rename: OrderedMap<String>,
-    #[serde(default)]
-    pub set: OrderedMap<String>,
-    #[serde(default)]
-    pub add: OrderedMap<String>,
-    #[serde(default)]
-    pub append: OrderedMap<String>,
-}
-
-/// One change to the host's header map, in the order it must be applied: remove every value,
-/// replace every value with one (`Set`), or add one more value (`Add`, the `append` operation).
-pub use filter_core::headers::HeaderChange as HeaderEdit;
+use filter_core::{ConfigError, HeaderEdit, HeaderMap};
 
 /// Compiled header operations, applied in the order remove, rename, set, add, append.
 #[derive(Debug, Clone, Default)]
@@ -37,9 +15,6 @@ pub struct HeaderOps {
     append: Vec<(String, Template)>,
 }
 
-/// RFC 7230 `token`: the characters a header name may use (shared by every filter).
-pub use filter_core::headers::is_token;
-
 /// Validates a header name an operation may touch; returns it lower-cased.
 fn header_name(name: &str) -> Result<String, String> {
     if name.starts_with(':') {
@@ -47,12 +22,7 @@ fn header_name(name: &str) -> Result<String, String> {
             "pseudo-header {name:?} cannot be edited (the query operations edit the query string of :path)"
         ));
     }
-    if !is_token(name) {
-        return Err(format!(
-            "{name:?} is not a valid header name (RFC 7230 token characters only)"
-        ));
-    }
-    let lower = name.to_ascii_lowercase();
+    let lower = filter_core::headers::valid_header_name(name)?;
     if lower == "content-length" || lower == "transfer-encoding" {
         return Err(format!(
             "{lower:?} is managed by the proxy and cannot be edited"

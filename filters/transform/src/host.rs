@@ -1,14 +1,14 @@
-//! The host side of transform (wasm32 only): the counters and [`TransformRequest`], one
+//! The host side of transform, over any [`Host`]: the counters and [`TransformRequest`], one
 //! request's state across its phases (the rule, captured values, body buffering). Header edits
-//! are returned for the caller to write — to the host (the plugin, `filter`) or to an in-VM
-//! copy of the headers (bundles that run transform as one stage of several). Bodies are read
-//! and rewritten here.
+//! are returned for the caller to write — to the host ([`crate::plugin`], with
+//! [`Host::write_edits`]) or to an in-VM copy of the headers (bundles that run transform as one
+//! stage of several). Bodies are read and rewritten here, and the 502 is sent from here.
 //!
 //! Bodies: while a body may be rewritten, the headers phase removes `content-length` (the
 //! rewritten body has another length; Envoy re-frames the message, chunked on HTTP/1.1) and the
 //! body callbacks pause (`StopIterationAndBuffer`) until end of stream. On the response side the
 //! headers are held too ([`TransformRequest::holds_response_headers`]: the glue returns
-//! `Action::Pause`), so that a body that turns out not to be rewritable can still be replaced by
+//! [`Action::Pause`]), so that a body that turns out not to be rewritable can still be replaced by
 //! a 502 ([`crate::body_flow`]). Envoy only honours that pause as `StopIteration` when the Wasm
 //! filter's `allow_on_headers_stop_iteration` is true; without it the pause becomes
 //! `StopAllIterationAndWatermark`, the body callbacks never run, and such responses stall.
@@ -19,45 +19,46 @@
 //! error body (`set_buffer`) under the upstream's status. Should the body buffer refuse the
 //! write, the stream is reset: the unrewritten body never goes on.
 
-use crate::body_flow::{error_body, error_headers, ERROR, ERROR_MESSAGE};
-use crate::{
-    BodyOutcome, BodyPolicy, BodyStart, BodyState, BodyStep, Captured, HeaderEdit, RequestEdits,
-    ResponseHeadersMode, RuleRef, SkipReason, Transformer,
+use crate::body_flow::{
+    error_body, error_headers, BodyPolicy, BodyStart, BodyState, BodyStep, ERROR, ERROR_MESSAGE,
 };
-use filter_core::wasm::{send_json_error, BatchedCounter, Counter};
-use filter_core::HeaderMap;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Action, BufferType, LogLevel};
+use crate::config::ResponseHeadersMode;
+use crate::json_rewrite::BodyOutcome;
+use crate::template::Captured;
+use crate::transformer::{RequestEdits, RuleRef, SkipReason, Transformer};
+use filter_core::host::{log, Action, BatchedCounter, Buffer, Counter, Host, Level};
+use filter_core::{HeaderEdit, HeaderMap};
 
 /// The name the plugin logs under.
 pub const PLUGIN: &str = "transform";
-/// How often the batched counters reach the host ([`TransformMetrics::flush`]).
-pub const METRICS_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// The per-request counters are batched in the VM and flushed on the root tick (a host call
-/// per tick instead of up to three per request); the body counters go to the host at once.
-pub struct TransformMetrics {
-    rules_matched: BatchedCounter,
-    headers_rewritten: BatchedCounter,
-    bodies_rewritten: Counter,
+/// The per-request counters are batched in the VM and flushed on the root tick
+/// ([`filter_core::plugin::TICK`]: a host call per tick instead of up to three per request); the
+/// body counters go to the host at once.
+#[derive(Debug)]
+pub struct TransformMetrics<H: Host> {
+    rules_matched: BatchedCounter<H>,
+    headers_rewritten: BatchedCounter<H>,
+    bodies_rewritten: Counter<H>,
     /// `transform_bodies_skipped_<reason>`: passed untouched.
-    skipped: ReasonCounters,
+    skipped: ReasonCounters<H>,
     /// `transform_bodies_refused_<reason>`: replaced by a 502 (fail closed).
-    refused: ReasonCounters,
+    refused: ReasonCounters<H>,
 }
 
 /// One counter per [`SkipReason`].
-struct ReasonCounters {
-    not_json: Counter,
-    encoded: Counter,
-    oversize: Counter,
-    invalid_json: Counter,
-    trailers: Counter,
+#[derive(Debug)]
+struct ReasonCounters<H: Host> {
+    not_json: Counter<H>,
+    encoded: Counter<H>,
+    oversize: Counter<H>,
+    invalid_json: Counter<H>,
+    trailers: Counter<H>,
 }
 
-impl ReasonCounters {
-    fn define(prefix: &str) -> Self {
-        let c = |reason: &str| Counter::define(&format!("{prefix}_{reason}"));
+impl<H: Host> ReasonCounters<H> {
+    fn define(host: &H, prefix: &str) -> Self {
+        let c = |reason: &str| Counter::define(host, &format!("{prefix}_{reason}"));
         ReasonCounters {
             not_json: c("not_json"),
             encoded: c("encoded"),
@@ -78,15 +79,15 @@ impl ReasonCounters {
     }
 }
 
-impl TransformMetrics {
-    /// Defines the counters (once per VM, from the root context).
-    pub fn define() -> Self {
+impl<H: Host> TransformMetrics<H> {
+    /// Defines the counters (once per configuration, from the root context).
+    pub fn define(host: &H) -> Self {
         TransformMetrics {
-            rules_matched: BatchedCounter::define("transform_rules_matched"),
-            headers_rewritten: BatchedCounter::define("transform_headers_rewritten"),
-            bodies_rewritten: Counter::define("transform_bodies_rewritten"),
-            skipped: ReasonCounters::define("transform_bodies_skipped"),
-            refused: ReasonCounters::define("transform_bodies_refused"),
+            rules_matched: BatchedCounter::define(host, "transform_rules_matched"),
+            headers_rewritten: BatchedCounter::define(host, "transform_headers_rewritten"),
+            bodies_rewritten: Counter::define(host, "transform_bodies_rewritten"),
+            skipped: ReasonCounters::define(host, "transform_bodies_skipped"),
+            refused: ReasonCounters::define(host, "transform_bodies_refused"),
         }
     }
 
@@ -104,10 +105,10 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn body(self) -> BufferType {
+    fn body(self) -> Buffer {
         match self {
-            Direction::Request => BufferType::HttpRequestBody,
-            Direction::Response => BufferType::HttpResponseBody,
+            Direction::Request => Buffer::RequestBody,
+            Direction::Response => Buffer::ResponseBody,
         }
     }
 }
@@ -123,9 +124,11 @@ pub enum ResponseNeeds {
     Headers,
 }
 
-/// One request's transform state across its phases.
-#[derive(Debug, Default)]
-pub struct TransformRequest {
+/// One request's transform state across its phases, with the host handle its body reads and
+/// writes, local replies and logs go through.
+#[derive(Debug)]
+pub struct TransformRequest<H: Host> {
+    host: H,
     rule: Option<RuleRef>,
     captured: Captured,
     request_body: BodyState,
@@ -135,14 +138,26 @@ pub struct TransformRequest {
     response_policy: BodyPolicy,
 }
 
-impl TransformRequest {
+impl<H: Host> TransformRequest<H> {
+    /// A request before its headers: no rule yet, nothing buffered.
+    pub fn new(host: H) -> Self {
+        TransformRequest {
+            host,
+            rule: None,
+            captured: Captured::default(),
+            request_body: BodyState::default(),
+            response_body: BodyState::default(),
+            response_policy: BodyPolicy::default(),
+        }
+    }
+
     /// The request-headers phase: the edits to write to the request headers (the rule's, the
     /// new `:path`, `content-length`'s removal when the body is buffered, `accept-encoding`'s
     /// when the rule rewrites response bodies).
     pub fn on_request_headers(
         &mut self,
         t: &Transformer,
-        metrics: &TransformMetrics,
+        metrics: &TransformMetrics<H>,
         headers: &HeaderMap,
         end_of_stream: bool,
     ) -> Vec<HeaderEdit> {
@@ -153,7 +168,7 @@ impl TransformRequest {
     pub fn accept_plan(
         &mut self,
         plan: RequestEdits,
-        metrics: &TransformMetrics,
+        metrics: &TransformMetrics<H>,
         end_of_stream: bool,
     ) -> Vec<HeaderEdit> {
         let Some(rule) = plan.rule else {
@@ -196,7 +211,7 @@ impl TransformRequest {
     pub fn on_response_headers(
         &mut self,
         t: &Transformer,
-        metrics: &TransformMetrics,
+        metrics: &TransformMetrics<H>,
         response: Option<&HeaderMap>,
         end_of_stream: bool,
     ) -> Vec<HeaderEdit> {
@@ -240,13 +255,13 @@ impl TransformRequest {
     pub fn on_trailers_counted(
         &mut self,
         t: &Transformer,
-        metrics: &TransformMetrics,
+        metrics: &TransformMetrics<H>,
         direction: Direction,
     ) -> Action {
         let policy = self.policy(direction);
         let step = self.state(direction).on_trailers(policy);
         self.report(t, metrics, step, None);
-        carry_out(step, self.captured.request_id())
+        carry_out(&self.host, step, self.captured.request_id())
     }
 
     /// [`Self::on_trailers_counted`] for callers without the transformer at hand: the same
@@ -254,7 +269,7 @@ impl TransformRequest {
     pub fn on_trailers(&mut self, direction: Direction) -> Action {
         let policy = self.policy(direction);
         let step = self.state(direction).on_trailers(policy);
-        carry_out(step, self.captured.request_id())
+        carry_out(&self.host, step, self.captured.request_id())
     }
 
     fn state(&mut self, direction: Direction) -> &mut BodyState {
@@ -275,7 +290,7 @@ impl TransformRequest {
     pub fn on_body(
         &mut self,
         t: &Transformer,
-        metrics: &TransformMetrics,
+        metrics: &TransformMetrics<H>,
         direction: Direction,
         body_size: usize,
         end_of_stream: bool,
@@ -290,7 +305,7 @@ impl TransformRequest {
             (step, _) => (step, None),
         };
         self.report(t, metrics, step, detail.as_deref());
-        carry_out(step, self.captured.request_id())
+        carry_out(&self.host, step, self.captured.request_id())
     }
 
     /// Reads the complete body and writes the rewritten one. A body that cannot be rewritten
@@ -298,7 +313,7 @@ impl TransformRequest {
     fn rewrite(
         &mut self,
         t: &Transformer,
-        metrics: &TransformMetrics,
+        metrics: &TransformMetrics<H>,
         rule: RuleRef,
         direction: Direction,
         body_size: usize,
@@ -310,23 +325,21 @@ impl TransformRequest {
         let Some(ops) = ops else {
             return (BodyStep::Continue, None);
         };
-        let detail = match hostcalls::get_buffer(direction.body(), 0, body_size) {
-            Ok(Some(body)) => match t.rewrite_json(ops, &body) {
+        let detail = match self.host.buffer(direction.body(), 0, body_size) {
+            Some(body) => match t.rewrite_json(ops, &body) {
                 BodyOutcome::Unchanged => return (BodyStep::Continue, None),
                 BodyOutcome::Invalid(why) => {
                     format!("invalid at byte {}: {}", why.offset, why.reason)
                 }
                 BodyOutcome::Rewritten(out) => {
-                    match hostcalls::set_buffer(direction.body(), 0, body_size, &out) {
-                        Ok(()) => {
-                            metrics.bodies_rewritten.inc();
-                            return (BodyStep::Continue, None);
-                        }
-                        Err(_) => "the rewritten body could not be written back".to_string(),
+                    if self.host.set_buffer(direction.body(), 0, body_size, &out) {
+                        metrics.bodies_rewritten.inc();
+                        return (BodyStep::Continue, None);
                     }
+                    "the rewritten body could not be written back".to_string()
                 }
             },
-            _ => "the body could not be read".to_string(),
+            None => "the body could not be read".to_string(),
         };
         // Host read/write failures count as invalid JSON: the body is not usable as a document.
         let policy = self.policy(direction);
@@ -340,7 +353,7 @@ impl TransformRequest {
     fn report(
         &self,
         t: &Transformer,
-        metrics: &TransformMetrics,
+        metrics: &TransformMetrics<H>,
         step: BodyStep,
         detail: Option<&str>,
     ) {
@@ -368,21 +381,19 @@ impl TransformRequest {
             (_, Some(detail)) => format!("{} ({detail})", reason.describe()),
             (_, None) => reason.describe().to_string(),
         };
-        let _ = hostcalls::log(
-            LogLevel::Warn,
-            &format!("{PLUGIN}: rule \"{rule}\": {what}: {why}"),
-        );
+        let message = format!("rule \"{rule}\": {what}: {why}");
+        log(&self.host, PLUGIN, Level::Warn, &message);
     }
 }
 
 /// The host side of a step: the action to return, the 502 for a refusal, the body replacement
 /// in stream mode.
-fn carry_out(step: BodyStep, request_id: Option<&str>) -> Action {
+fn carry_out<H: Host>(host: &H, step: BodyStep, request_id: Option<&str>) -> Action {
     match step {
         BodyStep::Continue | BodyStep::Skip(_) | BodyStep::Rewrite => Action::Continue,
         BodyStep::Hold => Action::Pause,
         BodyStep::Refuse(_) => {
-            send_unprocessable_reply(request_id);
+            send_unprocessable_reply(host, request_id);
             Action::Pause
         }
         BodyStep::Replace {
@@ -396,16 +407,14 @@ fn carry_out(step: BodyStep, request_id: Option<&str>) -> Action {
             } else {
                 Vec::new()
             };
-            match hostcalls::set_buffer(Direction::Response.body(), 0, buffered, &with) {
-                Ok(()) if end => Action::Continue,
-                Ok(()) => Action::Pause,
-                Err(_) => {
+            match host.set_buffer(Direction::Response.body(), 0, buffered, &with) {
+                true if end => Action::Continue,
+                true => Action::Pause,
+                false => {
                     // The body cannot be dropped: it must not go on either.
-                    let _ = hostcalls::log(
-                        LogLevel::Warn,
-                        &format!("{PLUGIN}: the response body could not be replaced: stream reset"),
-                    );
-                    let _ = hostcalls::reset_http_response();
+                    let message = "the response body could not be replaced: stream reset";
+                    log(host, PLUGIN, Level::Warn, message);
+                    host.reset_response();
                     Action::Pause
                 }
             }
@@ -416,15 +425,15 @@ fn carry_out(step: BodyStep, request_id: Option<&str>) -> Action {
 /// The 502 that replaces a response the rule cannot rewrite, shaped like the gateway's other
 /// JSON errors; it names nothing of the upstream or of the rule. (`request_id` was captured in
 /// the request phase: the request headers cannot be read from the response phase.)
-fn send_unprocessable_reply(request_id: Option<&str>) {
-    send_json_error(502, ERROR, ERROR_MESSAGE, request_id, &[]);
+fn send_unprocessable_reply<H: Host>(host: &H, request_id: Option<&str>) {
+    host.send_json_error(502, ERROR, ERROR_MESSAGE, request_id, &[]);
 }
 
 /// Headers phase of a direction with body operations: starts the body state. When buffering,
 /// `content-length` goes (see the module comment).
-fn start_body(
+fn start_body<H: Host>(
     start: BodyStart,
-    metrics: &TransformMetrics,
+    metrics: &TransformMetrics<H>,
     edits: &mut Vec<HeaderEdit>,
 ) -> BodyState {
     if let Some(reason) = start.skipped {

@@ -3,10 +3,10 @@
 //!
 //! The output is produced lazily: `last` marks the first input byte not yet copied, edits
 //! `flush_to` a position (copying input up to it), write their own bytes, then `skip_to` past what
-//! they replace. Subtrees no operation reaches are only validated ([`Scanner::skip_value`]), which
+//! they replace. Subtrees no operation reaches are only validated (`Scanner::skip_value`), which
 //! is where almost all bytes of a typical document go; strings are scanned eight bytes at a time.
 
-use crate::body_ops::{Action, Node};
+use crate::field_trie::{Action, Node};
 
 /// Deepest nesting of arrays and objects accepted; deeper documents pass through untouched.
 pub const MAX_DEPTH: usize = 128;
@@ -690,7 +690,3 @@ fn decode_string(raw: &[u8], out: &mut Vec<u8>) {
         i += len;
     }
 }
-
-#[cfg(test)]
-#[path = "json_rewrite_tests.rs"]
-mod tests;

@@ -2,24 +2,11 @@
 //! exact bytes and order; names are compared after percent-decoding (`+` is a space, as in
 //! `application/x-www-form-urlencoded`); new values are percent-encoded.
 
-use crate::config::OrderedMap;
+use crate::config::QueryOpsConfig;
 use crate::template::{Template, Var, VarSource};
 use filter_core::headers::split_path;
 use filter_core::ConfigError;
-use serde::Deserialize;
 use std::borrow::Cow;
-
-/// The `query` object of the request section, as written in the configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueryOpsConfig {
-    #[serde(default)]
-    pub remove: Vec<String>,
-    #[serde(default)]
-    pub set: OrderedMap<String>,
-    #[serde(default)]
-    pub add: OrderedMap<String>,
-}
 
 /// Compiled query operations, applied in the order remove, set, add.
 #[derive(Debug, Clone, Default)]

@@ -126,7 +126,7 @@ fn parse_var(name: &str) -> Result<Var, String> {
         "host" => Ok(Var::Host),
         _ => {
             if let Some(header) = name.strip_prefix("header.") {
-                if crate::header_ops::is_token(header) {
+                if filter_core::headers::is_token(header) {
                     return Ok(Var::Header(header.to_ascii_lowercase()));
                 }
             } else if let Some(param) = name.strip_prefix("query.") {

@@ -1,14 +1,16 @@
 //! The compiled rule table and the per-phase decisions: which rule applies, which header and path
 //! edits to make, whether to buffer a body, and the body rewrite itself.
 
-use crate::body_flow::{OnUnprocessable, ResponseHeadersMode};
-use crate::body_ops::{BodyOps, BodyOpsConfig};
-use crate::config::{ActionsConfig, Config, RequestConfig, ResponseConfig, MAX_MAX_BODY_BYTES};
-use crate::header_ops::{HeaderEdit, HeaderOps};
+use crate::body_ops::BodyOps;
+use crate::config::{
+    ActionsConfig, BodyOpsConfig, Config, HeaderOpsConfig, OnUnprocessable, RequestConfig,
+    ResponseConfig, ResponseHeadersMode, MAX_MAX_BODY_BYTES,
+};
+use crate::header_ops::HeaderOps;
 use crate::json_rewrite::BodyOutcome;
 use crate::query_ops::QueryOps;
 use crate::template::{Captured, RequestVars, Var, REQUEST_ID};
-use filter_core::{parse_json_config, ConfigError, HeaderMap, RequestMatcher};
+use filter_core::{parse_json_config, ConfigError, HeaderEdit, HeaderMap, RequestMatcher};
 
 /// The compiled configuration. Built once per configuration, shared by every request.
 #[derive(Debug, Clone)]
@@ -366,7 +368,7 @@ const ACCEPT_ENCODING: &str = "accept-encoding";
 
 /// The operation (`set.<name>`, `rename.<from>`...) that gives the request header `name` a
 /// value, if any.
-fn writes_header(config: &crate::header_ops::HeaderOpsConfig, name: &str) -> Option<String> {
+fn writes_header(config: &HeaderOpsConfig, name: &str) -> Option<String> {
     for (word, map) in [
         ("set", &config.set),
         ("add", &config.add),

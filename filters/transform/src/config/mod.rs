@@ -1,13 +1,17 @@
 //! The plugin configuration as written (serde types, unknown fields refused everywhere).
 //! [`crate::Transformer::new`] validates it and compiles it into typed operations.
+//!
+//! This module is a leaf: it holds the types as written and nothing of the compiled operations,
+//! which depend on it (never the other way round).
 
-use crate::body_flow::ResponseHeadersMode;
-use crate::body_ops::BodyOpsConfig;
-use crate::header_ops::HeaderOpsConfig;
-use crate::query_ops::QueryOpsConfig;
+mod operations;
+mod ordered_map;
+
+pub use operations::{BodyOpsConfig, HeaderOpsConfig, OnUnprocessable, QueryOpsConfig};
+pub use ordered_map::OrderedMap;
+
 use filter_core::RequestMatch;
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use std::fmt;
+use serde::Deserialize;
 
 /// Default for `max_body_bytes`: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
@@ -15,7 +19,7 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 pub const MAX_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The whole plugin configuration.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Largest body (request or response) the filter buffers to rewrite; larger ones pass
@@ -40,7 +44,7 @@ fn default_max_body_bytes() -> u64 {
     DEFAULT_MAX_BODY_BYTES
 }
 
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// For logs and documentation only.
@@ -56,7 +60,7 @@ pub struct RuleConfig {
 }
 
 /// The `default` rule: actions without a match.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionsConfig {
     #[serde(default)]
@@ -65,7 +69,7 @@ pub struct ActionsConfig {
     pub response: ResponseConfig,
 }
 
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestConfig {
     #[serde(default)]
@@ -76,7 +80,7 @@ pub struct RequestConfig {
     pub body: BodyOpsConfig,
 }
 
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseConfig {
     #[serde(default)]
@@ -85,49 +89,19 @@ pub struct ResponseConfig {
     pub body: BodyOpsConfig,
 }
 
-/// A JSON object whose members keep the order they were written in (operations apply in that
-/// order). A key given twice is refused.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OrderedMap<V>(pub Vec<(String, V)>);
-
-impl<V> Default for OrderedMap<V> {
-    fn default() -> Self {
-        OrderedMap(Vec::new())
-    }
-}
-
-impl<V> OrderedMap<V> {
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &V)> {
-        self.0.iter().map(|(k, v)| (k, v))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct MapVisitor<V>(std::marker::PhantomData<V>);
-        impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
-            type Value = OrderedMap<V>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut entries: Vec<(String, V)> = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    if entries.iter().any(|(k, _)| k == &key) {
-                        return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
-                    }
-                    let value = map.next_value::<V>()?;
-                    entries.push((key, value));
-                }
-                Ok(OrderedMap(entries))
-            }
-        }
-        deserializer.deserialize_map(MapVisitor(std::marker::PhantomData))
-    }
+/// Whether the filter may hold response headers while it checks a body that a response body
+/// rule must rewrite (top-level `response_headers_mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseHeadersMode {
+    /// Hold them: a refused response becomes a 502 whatever its body turns out to be. Needs the
+    /// Wasm filter's `allow_on_headers_stop_iteration: true`; without it such responses stall.
+    #[default]
+    Hold,
+    /// Never hold them (for hosts that cannot set that flag, e.g. Istio's WasmPlugin): a body
+    /// found unprocessable after the headers left is replaced by the JSON error body, under the
+    /// upstream's status.
+    Stream,
 }
 
 #[cfg(test)]

@@ -1,0 +1,207 @@
+//! The plugin as Envoy drives it, over the recording fake host: what reaches the host's header
+//! maps, which requests are answered locally and with what, when counters reach the host, and
+//! the stream slots taken and given back across requests.
+
+use crate::plugin::TenantPlugin;
+use crate::{metrics, SourceKind};
+use filter_core::host::{Action, Map};
+use filter_core::testing::FakeHost;
+use filter_core::{HeaderMap, HttpFilter, Plugin};
+use serde_json::{json, Value};
+use std::rc::Rc;
+
+fn plugin(host: &FakeHost, config: Value) -> Rc<TenantPlugin<FakeHost>> {
+    let bytes = config.to_string();
+    Rc::new(TenantPlugin::configure(host.clone(), bytes.as_bytes()).unwrap())
+}
+
+fn request_stage(extra: Value) -> Value {
+    let mut config = json!({
+        "stage": "request",
+        "sources": [
+            { "claim": { "header": "x-jwt-tenant" } },
+            { "host": { "suffix": ".api.example.com" } }
+        ],
+        "unresolved": { "action": "reject", "status": 400 },
+        "credential_headers": ["authorization"],
+    });
+    if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    config
+}
+
+fn headers(path: &str, extra: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::from([
+        (":method", "GET"),
+        (":path", path),
+        (":authority", "gw.example.com"),
+        ("x-request-id", "r-7"),
+    ]);
+    for (n, v) in extra {
+        h.set(n, v);
+    }
+    h
+}
+
+/// Opens request `id` with `h` as its request headers and runs the request-headers phase.
+fn open(
+    host: &FakeHost,
+    p: &Rc<TenantPlugin<FakeHost>>,
+    id: u32,
+    h: HeaderMap,
+) -> (crate::plugin::TenantRequest<FakeHost>, Action) {
+    host.enter(id);
+    host.set_map(Map::RequestHeaders, h);
+    let mut request = p.http_context(id);
+    let action = request.on_request_headers(false);
+    (request, action)
+}
+
+#[test]
+fn the_resolved_tenant_replaces_every_forged_copy_on_the_host() {
+    let host = FakeHost::at(1_000);
+    let p = plugin(&host, request_stage(json!({})));
+    let forged = headers(
+        "/orders",
+        &[("x-jwt-tenant", "acme"), ("x-tenant-id", "globex")],
+    );
+    let (_, action) = open(&host, &p, 1, forged);
+    assert_eq!(action, Action::Continue);
+    let sent = host.map_of(1, Map::RequestHeaders);
+    assert_eq!(sent.get_all("x-tenant-id").collect::<Vec<_>>(), ["acme"]);
+    assert!(host.take_replies().is_empty());
+}
+
+#[test]
+fn an_unresolved_request_is_answered_with_the_configured_status_and_json() {
+    let host = FakeHost::at(1_000);
+    let p = plugin(&host, request_stage(json!({})));
+    let (_, action) = open(&host, &p, 3, headers("/", &[]));
+    assert_eq!(action, Action::Pause, "the local reply ends the request");
+    let replies = host.take_replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!((replies[0].context, replies[0].status), (3, 400));
+    assert_eq!(replies[0].json()["error"], "tenant_unresolved");
+    assert_eq!(replies[0].json()["request_id"], "r-7");
+}
+
+#[test]
+fn counters_reach_the_host_only_when_flushed() {
+    let host = FakeHost::at(1_000);
+    let p = plugin(&host, request_stage(json!({})));
+    open(&host, &p, 1, headers("/", &[("x-jwt-tenant", "acme")]));
+    open(&host, &p, 2, headers("/", &[("x-tenant-id", "forged")]));
+    assert_eq!(host.metric(&metrics::resolved(SourceKind::Claim)), 0);
+    p.flush();
+    assert_eq!(host.metric(&metrics::resolved(SourceKind::Claim)), 1);
+    assert_eq!(host.metric(metrics::FORGED_HEADER_REMOVED), 1);
+    assert_eq!(host.metric(metrics::UNRESOLVED), 1);
+    assert_eq!(host.metric(metrics::REJECTED), 1);
+    p.flush();
+    assert_eq!(
+        host.metric(&metrics::resolved(SourceKind::Claim)),
+        1,
+        "a flush hands counts over once"
+    );
+}
+
+#[test]
+fn a_credentialed_answer_leaves_private_whatever_the_upstream_said() {
+    let host = FakeHost::at(1_000);
+    let p = plugin(&host, request_stage(json!({})));
+    let h = headers(
+        "/",
+        &[("x-jwt-tenant", "acme"), ("authorization", "Bearer t")],
+    );
+    let (mut request, _) = open(&host, &p, 1, h);
+    host.set_map(
+        Map::ResponseHeaders,
+        [(":status", "200"), ("cache-control", "public, max-age=60")],
+    );
+    assert_eq!(request.on_response_headers(false), Action::Continue);
+    let cc = host.map_of(1, Map::ResponseHeaders);
+    assert!(
+        cc.get("cache-control")
+            .is_some_and(|v| v.starts_with("private")),
+        "{cc:?}"
+    );
+}
+
+fn streams_plugin(host: &FakeHost) -> Rc<TenantPlugin<FakeHost>> {
+    plugin(
+        host,
+        request_stage(json!({
+            "streams": {
+                "routes": [{ "match": { "path_prefix": "/api/events" } }],
+                "per_consumer": 1,
+                "per_tenant": 5,
+            }
+        })),
+    )
+}
+
+#[test]
+fn a_stream_slot_is_refused_with_429_and_freed_when_the_holder_ends() {
+    let host = FakeHost::at(1_000);
+    let p = streams_plugin(&host);
+    let user = [("x-jwt-tenant", "acme"), ("x-user-id", "u1")];
+    let (mut first, action) = open(&host, &p, 1, headers("/api/events", &user));
+    assert_eq!(action, Action::Continue);
+    let (_, action) = open(&host, &p, 2, headers("/api/events", &user));
+    assert_eq!(action, Action::Pause);
+    let refusal = &host.take_replies()[0];
+    assert_eq!((refusal.context, refusal.status), (2, 429));
+    assert_eq!(refusal.json()["limit"], "consumer");
+    assert_eq!(refusal.json()["max"], 1);
+    assert!(refusal.header("retry-after").is_some());
+    // on_done and on_log both come; the slot is given back once.
+    first.on_done();
+    first.on_log();
+    p.flush();
+    assert_eq!(host.metric(metrics::STREAMS_RELEASED), 1);
+    assert_eq!(host.metric(metrics::STREAMS_ACTIVE), 0);
+    let (_, action) = open(&host, &p, 3, headers("/api/events", &user));
+    assert_eq!(action, Action::Continue, "the freed slot is taken again");
+}
+
+#[test]
+fn stream_counts_that_cannot_be_written_fail_closed_with_503() {
+    let host = FakeHost::at(1_000);
+    let p = streams_plugin(&host);
+    host.state_mut().refuse_shared_writes = true;
+    let user = [("x-jwt-tenant", "acme"), ("x-user-id", "u1")];
+    let (_, action) = open(&host, &p, 1, headers("/api/events", &user));
+    assert_eq!(action, Action::Pause);
+    let reply = &host.take_replies()[0];
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    p.flush();
+    assert_eq!(host.metric(metrics::STREAMS_UNAVAILABLE), 1);
+}
+
+#[test]
+fn a_slot_whose_holder_stops_renewing_lapses_for_the_next_admission() {
+    let host = FakeHost::at(1_000);
+    let crashed = streams_plugin(&host);
+    let user = [("x-jwt-tenant", "acme"), ("x-user-id", "u1")];
+    // The slot's holder never ends (its worker is gone) and never renews.
+    let (_held, _) = open(&host, &crashed, 1, headers("/api/events", &user));
+    let other = streams_plugin(&host);
+    host.advance(crate::streams::LEASE_MS + 1);
+    let (_, action) = open(&host, &other, 2, headers("/api/events", &user));
+    assert_eq!(action, Action::Continue, "the lapsed slot no longer counts");
+    other.tick();
+    other.flush();
+    assert_eq!(host.metric(metrics::STREAMS_EXPIRED), 1);
+}
+
+#[test]
+fn a_refused_configuration_names_the_field() {
+    let bad = json!({ "stage": "request", "sources": [], "unresolved": { "action": "nope" } });
+    let err = TenantPlugin::configure(FakeHost::at(0), bad.to_string().as_bytes())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("field `"), "{err}");
+}
