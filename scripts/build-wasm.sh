@@ -6,15 +6,15 @@
 # target with -Zbuild-std (rustup cannot download targets on the project's build machines).
 # Usage: scripts/build-wasm.sh [crate ...]   (default: all filter crates)
 #
-# Bundles (filters/gateway) link other filter crates with their `plugin` feature off, and cargo
+# Bundles (filters/bundle) link other filter crates with their `plugin` feature off, and cargo
 # unifies features across one run: they are built in a run of their own, after the single
 # filters' modules are copied out (that run re-links the filter crates' own cdylibs without
 # their entry points, into the same target directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FILTERS=(transform passthrough jwt-auth tenant-cache-key gateway)
-BUNDLES=(gateway)
+FILTERS=(transform passthrough jwt-auth tenant-cache-key bundle)
+BUNDLES=(bundle)
 if [ $# -gt 0 ]; then FILTERS=("$@"); fi
 singles=()
 bundles=()

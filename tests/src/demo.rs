@@ -9,7 +9,7 @@
 //! `envoy/docker-compose.yaml` runs the same topology on the same default ports, and
 //! `tests/tests/deploy_compose.rs` holds it to these constants.
 
-use crate::envoy::{Envoy, EnvoyBuilder};
+use crate::envoy::{custom, Envoy, EnvoyBuilder};
 use crate::process::Process;
 use crate::ratelimit::{self, RateLimitService};
 use crate::redis::RedisServer;
@@ -454,7 +454,7 @@ impl Demo {
     /// answers 200 (tenant `probe`, so no limit a user tries moves).
     async fn wait_routes(&self) -> Result<()> {
         self.envoy
-            .wait_stat_at_least("wasmcustom.jwt_auth.jwks_fetch.success", 1)
+            .wait_stat_at_least(&custom(jwt_auth::metrics::JWKS_FETCH_SUCCESS), 1)
             .await?;
         let http = client()?;
         let token = token(&http, &self.idp(), "probe", "probe", "orders:read").await?;

@@ -4,7 +4,7 @@
 //! service. `tests/tests/gateway.rs` (routing and resilience) and `tests/tests/security.rs`
 //! (the security review's attacks) both start it through [`Gateway::start`].
 
-use crate::envoy::{Envoy, EnvoyBuilder};
+use crate::envoy::{custom, Envoy, EnvoyBuilder};
 use crate::jwks::JwksServer;
 use crate::ratelimit::RateLimitService;
 use crate::redis::RedisServer;
@@ -184,7 +184,7 @@ impl Gateway {
         let envoy = builder.start().await.unwrap();
         // jwt_auth fetches its keys when it starts; requests before that would wait for them.
         envoy
-            .wait_stat_at_least("wasmcustom.jwt_auth.jwks_fetch.success", 1)
+            .wait_stat_at_least(&custom(jwt_auth::metrics::JWKS_FETCH_SUCCESS), 1)
             .await
             .unwrap();
         // Hosts start unhealthy until their first active health check passes, and the worker

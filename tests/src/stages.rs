@@ -1,5 +1,5 @@
 //! The gateway's three wasm stages configured as `envoy/gateway.yaml` configures them, as JSON,
-//! for the tests and benchmark that compare the three separate filters with `dist/gateway.wasm`.
+//! for the tests and benchmark that compare the three separate filters with `dist/bundle.wasm`.
 //!
 //! Differences from the YAML, each forced by the setting: the issuer is the test tokens'
 //! (`jwt_auth::testing`); the keys come from the caller (a JWKS endpoint, or inline where no

@@ -1,4 +1,4 @@
-//! dist/gateway.wasm (jwt_auth -> tenant_cache_key -> transform in one VM pass) in a real Envoy
+//! dist/bundle.wasm (jwt_auth -> tenant_cache_key -> transform in one VM pass) in a real Envoy
 //! next to the same three stages as separate filters: the same requests get the same answers
 //! and the upstream sees the same headers. Keys come from a real JWKS endpoint (the first
 //! request waits for the fetch, so the bundle's paused-request path runs too); tokens are made
@@ -96,9 +96,9 @@ async fn three_filters(up: &Upstream, idp: &JwksServer) -> Envoy {
 
 /// The bundle, and the bundle with only the response stage on the cluster.
 async fn bundle(up: &Upstream, idp: &JwksServer, cache: Option<&tempfile::TempDir>) -> Envoy {
-    let wasm = tools::wasm("gateway").unwrap().display().to_string();
+    let wasm = tools::wasm("bundle").unwrap().display().to_string();
     let config = stages::bundle(&stages::remote_keys()).to_string();
-    let filters = vec![chain::wasm_at("gateway", &wasm, &config)];
+    let filters = vec![chain::wasm_at("bundle", &wasm, &config)];
     let response = chain::wasm_at(
         "gateway_response",
         &wasm,
@@ -419,7 +419,7 @@ async fn the_response_only_bundle_keys_the_cache_per_tenant() {
 
 #[tokio::test]
 async fn a_bad_bundle_config_is_refused_with_its_reason() {
-    let wasm = tools::wasm("gateway").unwrap().display().to_string();
+    let wasm = tools::wasm("bundle").unwrap().display().to_string();
     let mut bad_section = stages::bundle(&stages::remote_keys());
     bad_section["jwt_auth"]["providers"]["idp"]["remote_jwks"]["timeout"] = json!("soon");
     let mut unknown = stages::bundle(&stages::remote_keys());
@@ -445,7 +445,7 @@ async fn a_bad_bundle_config_is_refused_with_its_reason() {
                 .unwrap()
                 .var(
                     "HTTP_FILTERS",
-                    chain::with_router(vec![chain::wasm_at("gateway", &wasm, &config)]),
+                    chain::with_router(vec![chain::wasm_at("bundle", &wasm, &config)]),
                 )
                 .var("UPSTREAM_FILTERS", chain::with_upstream_codec(vec![]))
                 .var("UPSTREAM_PORT", 9)
@@ -455,7 +455,7 @@ async fn a_bad_bundle_config_is_refused_with_its_reason() {
                 .unwrap();
         assert!(!status.success(), "Envoy accepted {config}");
         assert!(
-            log.contains("gateway: refusing to start") && log.contains(expected),
+            log.contains("bundle: refusing to start") && log.contains(expected),
             "expected {expected:?} in Envoy's log:\n{log}"
         );
     }
@@ -498,7 +498,7 @@ async fn open_events(port: u16, token: &str) -> Result<TcpStream, (u16, Value)> 
 async fn the_bundle_caps_streams_per_verified_consumer_and_tenant() {
     let up = WebSocketEcho::start().await.unwrap();
     let up_port = up.port;
-    let wasm = tools::wasm("gateway").unwrap().display().to_string();
+    let wasm = tools::wasm("bundle").unwrap().display().to_string();
     let mut config = stages::bundle(&stages::inline_keys(&jwks(false)));
     config["tenant_cache_key"]["streams"] = json!({
         "routes": [{ "match": { "path_prefix": "/api/events" } }],
@@ -509,7 +509,7 @@ async fn the_bundle_caps_streams_per_verified_consumer_and_tenant() {
         .unwrap()
         .var(
             "HTTP_FILTERS",
-            chain::with_router(vec![chain::wasm_at("gateway", &wasm, &config.to_string())]),
+            chain::with_router(vec![chain::wasm_at("bundle", &wasm, &config.to_string())]),
         )
         .var("UPSTREAM_PORT", up_port)
         .start()

@@ -3,7 +3,7 @@
 //! and slow IdPs. Keys and tokens are made at test time (`jwt_auth::testing`).
 
 use futures_util::StreamExt;
-use gateway_tests::envoy::{client, Envoy, EnvoyBuilder};
+use gateway_tests::envoy::{client, custom, Envoy, EnvoyBuilder};
 use gateway_tests::jwks::{JwksReply, JwksServer};
 use gateway_tests::ratelimit::RateLimitService;
 use gateway_tests::redis::RedisServer;
@@ -155,11 +155,11 @@ async fn attack_corpus_and_header_hygiene_through_envoy() {
     }
     assert_eq!(up.hits(), before, "a refused request reached the upstream");
     envoy
-        .wait_stat_at_least("wasmcustom.jwt_auth.denied.bad_signature", 2)
+        .wait_stat_at_least(&custom(&jwt_auth::metrics::denied("bad_signature")), 2)
         .await
         .unwrap();
     envoy
-        .wait_stat_at_least("wasmcustom.jwt_auth.denied.unknown_kid", 6)
+        .wait_stat_at_least(&custom(&jwt_auth::metrics::denied("unknown_kid")), 6)
         .await
         .unwrap();
 
@@ -260,7 +260,7 @@ async fn attack_corpus_and_header_hygiene_through_envoy() {
         assert_eq!(get(&envoy, "/things", Some(&valid)).await.status(), 200);
     }
     envoy
-        .wait_stat_at_least("wasmcustom.jwt_auth.token_cache.hit", 3)
+        .wait_stat_at_least(&custom(jwt_auth::metrics::TOKEN_CACHE_HIT), 3)
         .await
         .unwrap();
     assert_eq!(
@@ -294,7 +294,7 @@ async fn bad_identity_and_kidless_forgery_against_a_large_jwks() {
     assert_eq!(resp.status(), 200);
     assert_eq!(up.last().header_all("x-user-id"), ["user-1"]);
     envoy
-        .wait_stat_at_least("wasmcustom.jwt_auth.jwks.keys_skipped", 1)
+        .wait_stat_at_least(&custom(jwt_auth::metrics::JWKS_KEYS_SKIPPED), 1)
         .await
         .unwrap();
     let log = envoy
@@ -349,18 +349,21 @@ async fn bad_identity_and_kidless_forgery_against_a_large_jwks() {
     }
     assert_eq!(up.hits(), hits, "a refused request reached the upstream");
     envoy
-        .wait_stat_at_least("wasmcustom.jwt_auth.denied.invalid_claim", 2)
+        .wait_stat_at_least(&custom(&jwt_auth::metrics::denied("invalid_claim")), 2)
         .await
         .unwrap();
     envoy
-        .wait_stat_at_least("wasmcustom.jwt_auth.denied.kid_required", forgeries)
+        .wait_stat_at_least(
+            &custom(&jwt_auth::metrics::denied("kid_required")),
+            forgeries,
+        )
         .await
         .unwrap();
     // The counter is flushed whole on the filter's tick: once it reaches the bound it holds
     // every check these requests made.
     let bound = 1 + 2 + 2 * forgeries;
     let spent = envoy
-        .wait_stat_at_least("wasmcustom.jwt_auth.signature_checks", bound)
+        .wait_stat_at_least(&custom(jwt_auth::metrics::SIGNATURE_CHECKS), bound)
         .await
         .unwrap();
     assert_eq!(spent, bound, "signature checks beyond the per-token bound");
@@ -418,7 +421,7 @@ async fn key_rotation_and_unknown_kid_storm() {
     assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
     assert_eq!(idp.fetches(), 2, "an unknown-kid storm caused fetches");
     envoy
-        .wait_stat_at_least("wasmcustom.jwt_auth.denied.unknown_kid", 1000)
+        .wait_stat_at_least(&custom(&jwt_auth::metrics::denied("unknown_kid")), 1000)
         .await
         .unwrap();
     assert_eq!(get(&envoy, "/x", Some(&rotated)).await.status(), 200);
@@ -476,7 +479,7 @@ async fn idp_outage_garbage_and_max_stale() {
     // The IdP goes down for longer than cache_duration: the last good keys keep serving.
     idp.set(JwksReply::Status(503));
     envoy
-        .wait_stat_at_least("wasmcustom.jwt_auth.jwks_fetch.failure", 1)
+        .wait_stat_at_least(&custom(jwt_auth::metrics::JWKS_FETCH_FAILURE), 1)
         .await
         .unwrap();
     wait::until(
@@ -495,13 +498,13 @@ async fn idp_outage_garbage_and_max_stale() {
         r#"{"keys": []}"#,
     ] {
         let failures = envoy
-            .stat("wasmcustom.jwt_auth.jwks_fetch.failure")
+            .stat(&custom(jwt_auth::metrics::JWKS_FETCH_FAILURE))
             .await
             .unwrap()
             .unwrap_or(0);
         idp.set(JwksReply::Body(garbage.to_string()));
         envoy
-            .wait_stat_at_least("wasmcustom.jwt_auth.jwks_fetch.failure", failures + 1)
+            .wait_stat_at_least(&custom(jwt_auth::metrics::JWKS_FETCH_FAILURE), failures + 1)
             .await
             .unwrap();
         assert!(
@@ -604,7 +607,7 @@ async fn revocation_through_the_real_service() {
     assert_eq!(get(&envoy, "/x", Some(&victim)).await.status(), 200);
     assert_eq!(get(&envoy, "/x", Some(&bystander)).await.status(), 200);
     envoy
-        .wait_stat_at_least("wasmcustom.jwt_auth.revocation.sync.success", 1)
+        .wait_stat_at_least(&custom(jwt_auth::metrics::REVOCATION_SYNC_SUCCESS), 1)
         .await
         .unwrap();
 
@@ -634,12 +637,12 @@ async fn revocation_through_the_real_service() {
     eprintln!("revocation took effect after {:?}", revoked_at.elapsed());
     assert_eq!(get(&envoy, "/x", Some(&bystander)).await.status(), 200);
     envoy
-        .wait_stat_at_least("wasmcustom.jwt_auth.denied.revoked", 1)
+        .wait_stat_at_least(&custom(&jwt_auth::metrics::denied("revoked")), 1)
         .await
         .unwrap();
     assert_eq!(
         envoy
-            .stat("wasmcustom.jwt_auth.revocation.entries")
+            .stat(&custom(jwt_auth::metrics::REVOCATION_ENTRIES))
             .await
             .unwrap(),
         Some(1)
@@ -648,7 +651,7 @@ async fn revocation_through_the_real_service() {
     // The service goes away: the last list stays in force (fail open for the rest).
     rls.terminate(Duration::from_secs(5));
     envoy
-        .wait_stat_at_least("wasmcustom.jwt_auth.revocation.sync.failure", 1)
+        .wait_stat_at_least(&custom(jwt_auth::metrics::REVOCATION_SYNC_FAILURE), 1)
         .await
         .unwrap();
     assert_eq!(get(&envoy, "/x", Some(&victim)).await.status(), 401);
@@ -739,7 +742,7 @@ async fn bad_config_is_refused_with_its_reason() {
             .unwrap();
         assert!(!status.success(), "Envoy accepted {config}");
         assert!(
-            log.contains("jwt-auth: refusing to start") && log.contains(expected),
+            log.contains("jwt_auth: refusing to start") && log.contains(expected),
             "expected {expected:?} in Envoy's log:\n{log}"
         );
     }

@@ -5,6 +5,7 @@
 //! ([`GatewayConfig`]), so a route added later is attacked too.
 
 use bytes::Bytes;
+use gateway_tests::envoy::custom;
 use gateway_tests::gateway::*;
 use gateway_tests::gateway_config::{GatewayConfig, Route};
 use gateway_tests::upstream::{Recorded, Reply};
@@ -1058,7 +1059,10 @@ async fn unusable_identity_claims_are_refused_not_dropped() {
     // Counted under the reason invalid_claim, one per token.
     let refused = 2 * bad_values.len() as u64;
     gw.envoy
-        .wait_stat_at_least("wasmcustom.jwt_auth.denied.invalid_claim", refused)
+        .wait_stat_at_least(
+            &custom(&jwt_auth::metrics::denied("invalid_claim")),
+            refused,
+        )
         .await
         .unwrap();
     // A numeric sub is not a user id either; a numeric org id is its decimal text.

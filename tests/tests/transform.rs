@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use gateway_tests::chain;
-use gateway_tests::envoy::{client, single_upstream, Envoy};
+use gateway_tests::envoy::{client, custom, single_upstream, Envoy};
 use gateway_tests::tools;
 use gateway_tests::upstream::{Reply, Upstream};
 use serde_json::{json, Value};
@@ -87,14 +87,14 @@ async fn request_header_operations() {
     assert_eq!(multi, ["from-client", "from-gateway"], "append keeps both");
     assert_eq!(
         envoy
-            .wait_stat_at_least("wasmcustom.transform_rules_matched", 1)
+            .wait_stat_at_least(&custom(transform::metrics::RULES_MATCHED), 1)
             .await
             .unwrap(),
         1
     );
     assert!(
         envoy
-            .stat("wasmcustom.transform_headers_rewritten")
+            .stat(&custom(transform::metrics::HEADERS_REWRITTEN))
             .await
             .unwrap()
             .unwrap_or(0)
@@ -238,7 +238,7 @@ async fn json_response_fields_stripped_with_correct_content_length() {
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v, expected_stripped());
     envoy
-        .wait_stat_at_least("wasmcustom.transform_bodies_rewritten", 1)
+        .wait_stat_at_least(&custom(transform::metrics::BODIES_REWRITTEN), 1)
         .await
         .unwrap();
 }
@@ -416,12 +416,12 @@ async fn unprocessable_bodies_on_a_strip_route_are_refused_with_502() {
         ("oversize", 2),
         ("not_json", 1),
     ] {
-        let name = format!("wasmcustom.transform_bodies_refused_{reason}");
+        let name = custom(&transform::metrics::bodies_refused(reason));
         envoy.wait_stat_at_least(&name, n).await.unwrap();
     }
     assert_eq!(
         envoy
-            .stat("wasmcustom.transform_bodies_rewritten")
+            .stat(&custom(transform::metrics::BODIES_REWRITTEN))
             .await
             .unwrap()
             .unwrap_or(0),
@@ -469,7 +469,7 @@ async fn envoys_own_non_json_replies_on_a_strip_route_fail_closed_too() {
         .unwrap();
     assert_eq!(other.status(), 503);
     envoy
-        .wait_stat_at_least("wasmcustom.transform_bodies_refused_not_json", 2)
+        .wait_stat_at_least(&custom(&transform::metrics::bodies_refused("not_json")), 2)
         .await
         .unwrap();
     assert!(!envoy.log().contains("panicked"), "{}", envoy.log());
@@ -511,11 +511,11 @@ async fn on_unprocessable_pass_forwards_bodies_untouched() {
         ("invalid_json", 1),
         ("not_json", 1),
     ] {
-        let name = format!("wasmcustom.transform_bodies_skipped_{reason}");
+        let name = custom(&transform::metrics::bodies_skipped(reason));
         envoy.wait_stat_at_least(&name, n).await.unwrap();
     }
     for reason in ["encoded", "oversize", "invalid_json", "not_json"] {
-        let name = format!("wasmcustom.transform_bodies_refused_{reason}");
+        let name = custom(&transform::metrics::bodies_refused(reason));
         assert_eq!(envoy.stat(&name).await.unwrap().unwrap_or(0), 0, "{name}");
     }
 }
@@ -595,14 +595,14 @@ async fn stream_mode_without_the_header_hold_flag_strips_and_never_leaks() {
         ("not_json", 1),
         ("invalid_json", 1),
     ] {
-        let name = format!("wasmcustom.transform_bodies_refused_{reason}");
+        let name = custom(&transform::metrics::bodies_refused(reason));
         assert_eq!(
             envoy.wait_stat_at_least(&name, n).await.unwrap(),
             n,
             "{name}"
         );
     }
-    let rewritten = "wasmcustom.transform_bodies_rewritten";
+    let rewritten = &custom(transform::metrics::BODIES_REWRITTEN);
     assert_eq!(envoy.wait_stat_at_least(rewritten, 2).await.unwrap(), 2);
     let log = envoy
         .wait_log("upstream response body replaced by the error body")
@@ -684,7 +684,7 @@ async fn stream_mode_drops_a_body_refused_midway_and_everything_after_it() {
     assert_error_body(resp, "refused midway").await;
     assert_eq!(
         envoy
-            .wait_stat_at_least("wasmcustom.transform_bodies_refused_oversize", 1)
+            .wait_stat_at_least(&custom(&transform::metrics::bodies_refused("oversize")), 1)
             .await
             .unwrap(),
         1

@@ -88,6 +88,14 @@ pub fn parse_json_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigE
             "the plugin configuration is empty (expected a JSON object)",
         ));
     }
+    // serde reads a struct from an array too (its fields in order): refuse anything but an
+    // object before it can.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ConfigError::new(
+            "",
+            "the plugin configuration must be a JSON object",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize(&mut de) {
         Ok(value) => {
@@ -190,6 +198,15 @@ mod tests {
             .contains("empty"));
         let err = parse_json_config::<Doc>(br#"{"rules":[]} x"#).unwrap_err();
         assert!(err.reason.contains("trailing characters"), "{}", err.reason);
+    }
+
+    #[test]
+    fn only_an_object_is_a_configuration() {
+        for doc in [&br#"[[]]"#[..], b" []", b"\"rules\"", b"7", b"null"] {
+            let err = parse_json_config::<Doc>(doc).unwrap_err();
+            assert_eq!(err.reason, "the plugin configuration must be a JSON object");
+        }
+        assert!(parse_json_config::<Doc>(b" \n{\"rules\":[]}").is_ok());
     }
 
     #[test]

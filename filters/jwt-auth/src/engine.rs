@@ -12,6 +12,8 @@ use crate::outcome::Denial;
 use crate::rules::{evaluate, find_rule, ProviderCheck, ProviderId, Verdict};
 use crate::token::{self, Extracted, TokenLocation};
 use crate::verify::{self, VerifyError};
+/// The one header-edit type (filter-core's), re-exported where jwt_auth's edits are made.
+pub use filter_core::HeaderEdit;
 use filter_core::HeaderMap;
 use serde_json::{Map, Value};
 use std::rc::Rc;
@@ -48,22 +50,6 @@ impl Revocation for NoRevocation {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderEdit {
-    Remove(String),
-    Set(String, String),
-}
-
-impl HeaderEdit {
-    /// Carries the edit out on a copy of the headers, as the host would.
-    pub fn apply_to(&self, headers: &mut HeaderMap) {
-        match self {
-            HeaderEdit::Remove(name) => headers.remove(name),
-            HeaderEdit::Set(name, value) => headers.set(name, value),
-        }
-    }
-}
-
 /// The host calls that carry out `edits` on a request whose headers are `headers`: removals
 /// of headers the request does not have are dropped (no-ops), and so are removals followed by
 /// a set of the same header (a set replaces every value). Each dropped edit is a host call
@@ -73,7 +59,7 @@ pub fn host_edits<'a>(edits: &'a [HeaderEdit], headers: &HeaderMap) -> Vec<&'a H
         .iter()
         .enumerate()
         .filter(|(i, e)| match e {
-            HeaderEdit::Set(..) => true,
+            HeaderEdit::Set(..) | HeaderEdit::Add(..) => true,
             HeaderEdit::Remove(name) => {
                 headers.contains(name)
                     && !edits[i + 1..]

@@ -1,70 +1,71 @@
-//! The host side of jwt_auth (wasm32 only): [`WorkerAuth`] owns one VM's engine, keys,
-//! revocation list, JWKS fetches, paused requests and counters, and talks to the host for them.
-//! The plugin glue (`filter`) and bundles that run jwt_auth as one stage of several (the
-//! `gateway` crate) drive it from their root and HTTP contexts. All decisions are made by
+//! The host side of jwt_auth: [`WorkerAuth`] owns one VM's engine, keys, revocation list, JWKS
+//! fetches, paused requests and counters, and talks to the host (any [`Host`]: Envoy through
+//! `filter_core::wasm::WasmHost`, a recording fake in tests) for them. The plugin
+//! ([`crate::plugin`]) and bundles that run jwt_auth as one stage of several (the `gateway`
+//! crate) drive it from their root and HTTP contexts. All decisions are made by
 //! [`crate::engine`].
 
 use crate::config::{FilterConfig, KeySource, RemoteJwks};
-use crate::engine::{host_edits, Authenticator, Decision, HeaderEdit, Outcome};
+use crate::engine::{host_edits, Authenticator, Decision, Outcome};
 use crate::keystore::{FetchResult, Fetcher, WorkerKeys};
+use crate::metrics;
 use crate::outcome::Denial;
 use crate::revocation::{RevocationCaller, RevocationConfig, SyncResult, WorkerRevocations};
 use crate::rules::ProviderId;
-use filter_core::wasm::{send_json_error, BatchedCounter, Counter, Gauge, SharedData};
-use filter_core::ConfigError;
-use filter_core::HeaderMap;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{LogLevel, MapType};
+use filter_core::host::{self, BatchedCounter, Buffer, CallError, Counter, Gauge, GrpcCall};
+use filter_core::host::{Level, Map};
+use filter_core::{ConfigError, HeaderEdit, HeaderMap, Host};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The name the plugin logs under.
-pub const PLUGIN: &str = "jwt-auth";
+pub const PLUGIN: &str = "jwt_auth";
 /// How often the root re-reads shared JWKS state, starts due refreshes and resumes waiters
-/// ([`WorkerAuth::on_tick`]).
-pub const TICK: Duration = Duration::from_millis(250);
+/// ([`WorkerAuth::on_tick`]): the one tick of every plugin.
+pub use filter_core::plugin::TICK;
 /// Largest JWKS body accepted from the IdP.
 const MAX_JWKS_BYTES: usize = 512 * 1024;
 
 /// The host clock in Unix milliseconds.
-pub fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+pub fn now_ms<H: Host>(host: &H) -> u64 {
+    host.now_ms()
 }
 
-fn log(level: LogLevel, msg: &str) {
-    let _ = hostcalls::log(level, &format!("{PLUGIN}: {msg}"));
+fn log<H: Host>(host: &H, msg: &str) {
+    host::log(host, PLUGIN, Level::Warn, msg);
 }
 
 /// Dispatches JWKS fetches from whichever context is running; the response comes back to it.
-struct HostFetcher<'a> {
+struct HostFetcher<'a, H: Host> {
+    host: &'a H,
     inflight: &'a mut HashMap<u32, ProviderId>,
 }
 
-impl Fetcher for HostFetcher<'_> {
+impl<H: Host> Fetcher for HostFetcher<'_, H> {
     fn fetch(&mut self, provider: ProviderId, remote: &RemoteJwks) -> bool {
-        let headers = vec![
+        let headers = [
             (":method", "GET"),
             (":path", remote.path.as_str()),
             (":authority", remote.authority.as_str()),
             ("accept", "application/json"),
         ];
         let timeout = Duration::from_millis(remote.policy.fetch_timeout_ms);
-        let sent = hostcalls::dispatch_http_call(&remote.cluster, headers, None, vec![], timeout);
-        track(self.inflight, provider, sent, || {
+        let sent = self
+            .host
+            .http_call(&remote.cluster, &headers, None, timeout);
+        track(self.host, self.inflight, provider, sent, || {
             format!("cannot fetch JWKS from {}", remote.cluster)
         })
     }
 }
 
 /// Remembers a dispatched call's token for its answer; logs why a call could not be sent.
-fn track(
+fn track<H: Host>(
+    host: &H,
     inflight: &mut HashMap<u32, ProviderId>,
     provider: ProviderId,
-    sent: Result<u32, proxy_wasm::types::Status>,
+    sent: Result<u32, CallError>,
     what: impl FnOnce() -> String,
 ) -> bool {
     match sent {
@@ -73,67 +74,69 @@ fn track(
             true
         }
         Err(e) => {
-            log(LogLevel::Warn, &format!("{}: {e:?}", what()));
+            log(host, &format!("{}: {e}", what()));
             false
         }
     }
 }
 
 /// Starts `ListRevocations` calls from the root context; answers come back to it.
-struct HostRevocationCaller<'a> {
+struct HostRevocationCaller<'a, H: Host> {
+    host: &'a H,
     inflight: &'a mut HashMap<u32, ProviderId>,
 }
 
-impl RevocationCaller for HostRevocationCaller<'_> {
+impl<H: Host> RevocationCaller for HostRevocationCaller<'_, H> {
     fn list(&mut self, provider: ProviderId, config: &RevocationConfig, request: &[u8]) -> bool {
-        let sent = hostcalls::dispatch_grpc_call(
-            &config.cluster,
-            crate::revocation::SERVICE,
-            crate::revocation::LIST_METHOD,
-            vec![],
-            Some(request),
-            Duration::from_millis(config.timeout_ms),
-        );
-        track(self.inflight, provider, sent, || {
+        let sent = self.host.grpc_call(GrpcCall {
+            cluster: &config.cluster,
+            service: crate::revocation::SERVICE,
+            method: crate::revocation::LIST_METHOD,
+            message: request,
+            timeout: Duration::from_millis(config.timeout_ms),
+        });
+        track(self.host, self.inflight, provider, sent, || {
             format!("cannot call the revocation service on {}", config.cluster)
         })
     }
 }
 
-/// Per-request counters are batched and flushed on the root tick (one host call per tick
-/// instead of two per request); the rarer ones go to the host at once.
-struct Metrics {
-    allowed: BatchedCounter,
-    revocation_sync_ok: Counter,
-    revocation_sync_failed: Counter,
-    revocation_age_ms: Gauge,
-    revocation_entries: Gauge,
-    denied: HashMap<&'static str, Counter>,
-    fetch_ok: Counter,
-    fetch_failed: Counter,
-    cache_hit: BatchedCounter,
-    cache_miss: BatchedCounter,
+/// Per-request counters are batched and reach the host on [`WorkerAuth::flush`] (one host
+/// call per tick instead of two per request); the rarer ones go to the host at once.
+struct Metrics<H: Host> {
+    host: H,
+    allowed: BatchedCounter<H>,
+    revocation_sync_ok: Counter<H>,
+    revocation_sync_failed: Counter<H>,
+    revocation_age_ms: Gauge<H>,
+    revocation_entries: Gauge<H>,
+    denied: HashMap<&'static str, Counter<H>>,
+    fetch_ok: Counter<H>,
+    fetch_failed: Counter<H>,
+    cache_hit: BatchedCounter<H>,
+    cache_miss: BatchedCounter<H>,
     /// Signature checks made (at most `verify::MAX_CANDIDATES` per token).
-    signature_checks: BatchedCounter,
+    signature_checks: BatchedCounter<H>,
     /// JWKS keys refused when a document was loaded (bad exponent, oversized modulus, ...).
-    keys_skipped: Counter,
+    keys_skipped: Counter<H>,
 }
 
-impl Metrics {
-    fn new() -> Self {
+impl<H: Host> Metrics<H> {
+    fn new(host: &H) -> Self {
         Self {
-            allowed: BatchedCounter::define("jwt_auth.allowed"),
-            revocation_sync_ok: Counter::define("jwt_auth.revocation.sync.success"),
-            revocation_sync_failed: Counter::define("jwt_auth.revocation.sync.failure"),
-            revocation_age_ms: Gauge::define("jwt_auth.revocation.list_age_ms"),
-            revocation_entries: Gauge::define("jwt_auth.revocation.entries"),
+            host: host.clone(),
+            allowed: BatchedCounter::define(host, metrics::ALLOWED),
+            revocation_sync_ok: Counter::define(host, metrics::REVOCATION_SYNC_SUCCESS),
+            revocation_sync_failed: Counter::define(host, metrics::REVOCATION_SYNC_FAILURE),
+            revocation_age_ms: Gauge::define(host, metrics::REVOCATION_LIST_AGE_MS),
+            revocation_entries: Gauge::define(host, metrics::REVOCATION_ENTRIES),
             denied: HashMap::new(),
-            fetch_ok: Counter::define("jwt_auth.jwks_fetch.success"),
-            fetch_failed: Counter::define("jwt_auth.jwks_fetch.failure"),
-            cache_hit: BatchedCounter::define("jwt_auth.token_cache.hit"),
-            cache_miss: BatchedCounter::define("jwt_auth.token_cache.miss"),
-            signature_checks: BatchedCounter::define("jwt_auth.signature_checks"),
-            keys_skipped: Counter::define("jwt_auth.jwks.keys_skipped"),
+            fetch_ok: Counter::define(host, metrics::JWKS_FETCH_SUCCESS),
+            fetch_failed: Counter::define(host, metrics::JWKS_FETCH_FAILURE),
+            cache_hit: BatchedCounter::define(host, metrics::TOKEN_CACHE_HIT),
+            cache_miss: BatchedCounter::define(host, metrics::TOKEN_CACHE_MISS),
+            signature_checks: BatchedCounter::define(host, metrics::SIGNATURE_CHECKS),
+            keys_skipped: Counter::define(host, metrics::JWKS_KEYS_SKIPPED),
         }
     }
 
@@ -149,10 +152,9 @@ impl Metrics {
         if skipped.is_empty() {
             return;
         }
-        self.keys_skipped
-            .add(i64::try_from(skipped.len()).unwrap_or(i64::MAX));
+        self.keys_skipped.add_count(skipped.len());
         log(
-            LogLevel::Warn,
+            &self.host,
             &format!(
                 "provider {provider}: JWKS keys refused: {}",
                 skipped.join("; ")
@@ -161,9 +163,10 @@ impl Metrics {
     }
 
     fn denied(&mut self, reason: &'static str) {
+        let host = &self.host;
         self.denied
             .entry(reason)
-            .or_insert_with(|| Counter::define(&format!("jwt_auth.denied.{reason}")))
+            .or_insert_with(|| Counter::define(host, &metrics::denied(reason)))
             .inc();
     }
 }
@@ -178,7 +181,7 @@ struct Pending {
 #[derive(Debug)]
 pub enum Verdict {
     /// Go on with these edits for the upstream (not yet applied: the caller writes them, to the
-    /// host or to its copy of the headers).
+    /// host with [`apply_edits`] or to its copy of the headers).
     Allow(Vec<HeaderEdit>),
     /// The refusal was sent as a local reply; the request stops here.
     Denied,
@@ -193,7 +196,8 @@ pub enum Verdict {
 pub type Allowed<'a> = dyn FnMut(u32, &HeaderMap, &[HeaderEdit]) + 'a;
 
 /// Everything one VM shares between its root and HTTP contexts.
-pub struct WorkerAuth {
+pub struct WorkerAuth<H: Host> {
+    host: H,
     auth: Authenticator,
     keys: WorkerKeys,
     revocations: WorkerRevocations,
@@ -201,42 +205,48 @@ pub struct WorkerAuth {
     /// `ListRevocations` calls in flight (root context only).
     revocation_calls: HashMap<u32, ProviderId>,
     pending: HashMap<u32, Pending>,
-    metrics: Metrics,
+    metrics: Metrics<H>,
 }
 
-impl WorkerAuth {
-    /// Parses the plugin configuration and sets up this VM's state. Call from `on_configure`
-    /// (shared-data keys are namespaced by the plugin's name), then set the tick to [`TICK`].
-    pub fn configure(bytes: &[u8]) -> Result<Self, ConfigError> {
-        FilterConfig::parse(bytes).map(|c| Self::new(Arc::new(c)))
+impl<H: Host> WorkerAuth<H> {
+    /// Parses the plugin configuration and sets up this VM's state. Call when the plugin is
+    /// configured (shared-data keys are namespaced by the plugin's name), then tick every
+    /// [`TICK`].
+    pub fn configure(host: H, bytes: &[u8]) -> Result<Self, ConfigError> {
+        FilterConfig::parse(bytes).map(|c| Self::new(host, Arc::new(c)))
     }
 
-    pub fn new(config: Arc<FilterConfig>) -> Self {
-        let prefix = hostcalls::get_property(vec!["plugin_name"])
-            .ok()
-            .flatten()
+    pub fn new(host: H, config: Arc<FilterConfig>) -> Self {
+        let prefix = host
+            .property(&["plugin_name"])
             .and_then(|b| String::from_utf8(b).ok())
             .unwrap_or_else(|| PLUGIN.to_string());
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&host);
         for p in &config.providers {
             if let KeySource::Local(set) = &p.keys {
                 metrics.keys_skipped(&p.name, &set.skipped);
             }
         }
         WorkerAuth {
-            auth: Authenticator::new(Arc::clone(&config), random_seed()),
+            auth: Authenticator::new(Arc::clone(&config), random_seed(&host)),
             keys: WorkerKeys::new(Arc::clone(&config), &prefix),
             revocations: WorkerRevocations::new(Arc::clone(&config), &prefix),
             inflight: HashMap::new(),
             revocation_calls: HashMap::new(),
             pending: HashMap::new(),
             metrics,
+            host,
         }
     }
 
-    /// The request-headers phase of HTTP context `context_id`.
+    /// The compiled configuration.
+    pub fn config(&self) -> &FilterConfig {
+        self.auth.config()
+    }
+
+    /// The request-headers phase of HTTP context `context_id` (the effective context).
     pub fn on_request_headers(&mut self, context_id: u32, headers: &HeaderMap) -> Verdict {
-        let now = now_ms();
+        let now = self.host.now_ms();
         let decision = self.decide(headers, now);
         match decision.outcome {
             Outcome::Allow => {
@@ -265,33 +275,37 @@ impl WorkerAuth {
     /// requests are decided again.
     pub fn on_http_call_response(&mut self, token: u32, body_size: usize, allowed: &mut Allowed) {
         self.on_fetch_response(token, body_size);
-        self.resume_pending(now_ms(), allowed);
+        self.resume_pending(self.host.now_ms(), allowed);
     }
 
-    /// The root context's tick: shared JWKS state, due refreshes, counters, revocation sync,
-    /// and paused requests whose time is up.
+    /// The root context's tick: shared JWKS state, due refreshes, revocation sync, and paused
+    /// requests whose time is up. Batched counters are handed over by [`Self::flush`], which
+    /// the caller runs after every tick.
     pub fn on_tick(&mut self, allowed: &mut Allowed) {
-        let now = now_ms();
+        let now = self.host.now_ms();
         let changed = {
-            let WorkerAuth { keys, inflight, .. } = self;
-            keys.tick(&SharedData, &mut HostFetcher { inflight }, now)
+            let WorkerAuth {
+                host,
+                keys,
+                inflight,
+                ..
+            } = self;
+            keys.tick(host, &mut HostFetcher { host, inflight }, now)
         };
         self.keys_changed(&changed);
-        self.metrics.flush();
         if self.revocations.enabled() {
             let WorkerAuth {
+                host,
                 revocations,
                 revocation_calls,
                 metrics,
                 ..
             } = self;
-            revocations.tick(
-                &SharedData,
-                &mut HostRevocationCaller {
-                    inflight: revocation_calls,
-                },
-                now,
-            );
+            let mut caller = HostRevocationCaller {
+                host,
+                inflight: revocation_calls,
+            };
+            revocations.tick(host, &mut caller, now);
             if let Some(age) = revocations.age_ms(now) {
                 metrics.revocation_age_ms.set(age);
             }
@@ -301,6 +315,12 @@ impl WorkerAuth {
         }
     }
 
+    /// Hands the batched per-request counters to the host (after every tick, and when the VM
+    /// stops).
+    pub fn flush(&self) {
+        self.metrics.flush();
+    }
+
     /// The HTTP context is gone: forget its paused request.
     pub fn on_done(&mut self, context_id: u32) {
         self.pending.remove(&context_id);
@@ -308,6 +328,7 @@ impl WorkerAuth {
 
     fn decide(&mut self, headers: &HeaderMap, now: u64) -> Decision {
         let WorkerAuth {
+            host,
             auth,
             keys,
             revocations,
@@ -315,11 +336,11 @@ impl WorkerAuth {
             metrics,
             ..
         } = self;
-        let mut fetcher = HostFetcher { inflight };
+        let mut fetcher = HostFetcher { host, inflight };
         let d = auth.authenticate(
             headers,
             now,
-            &mut keys.store(&SharedData, &mut fetcher),
+            &mut keys.store(host, &mut fetcher),
             revocations,
         );
         metrics.cache_hit.add(i64::from(d.cache_hits));
@@ -339,24 +360,16 @@ impl WorkerAuth {
         let Some(provider) = self.inflight.remove(&token) else {
             return;
         };
-        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten();
-        let body = if status.as_deref() == Some(b"200") && body_size <= MAX_JWKS_BYTES {
-            hostcalls::get_buffer(
-                proxy_wasm::types::BufferType::HttpCallResponseBody,
-                0,
-                body_size,
-            )
-            .ok()
-            .flatten()
+        let status = self.host.header(Map::CallResponseHeaders, ":status");
+        let body = if status.as_deref() == Some(b"200".as_slice()) && body_size <= MAX_JWKS_BYTES {
+            self.host.buffer(Buffer::CallResponseBody, 0, body_size)
         } else {
             None
         };
-        let now = now_ms();
+        let now = self.host.now_ms();
         match self
             .keys
-            .on_fetch_result(&SharedData, provider, body.as_deref(), now)
+            .on_fetch_result(&self.host, provider, body.as_deref(), now)
         {
             FetchResult::Accepted { skipped } => {
                 self.metrics.fetch_ok.inc();
@@ -372,7 +385,7 @@ impl WorkerAuth {
             FetchResult::Rejected(why) => {
                 self.metrics.fetch_failed.inc();
                 log(
-                    LogLevel::Warn,
+                    &self.host,
                     &format!("JWKS fetch rejected, keeping the last good keys: {why}"),
                 );
             }
@@ -401,7 +414,7 @@ impl WorkerAuth {
                     continue;
                 }
             }
-            if hostcalls::set_effective_context(id).is_err() {
+            if !self.host.set_effective_context(id) {
                 continue; // the request is gone
             }
             let request_id = p.headers.get("x-request-id").map(str::to_string);
@@ -422,15 +435,19 @@ impl WorkerAuth {
             return;
         };
         let body = if status == 0 {
-            hostcalls::get_buffer(proxy_wasm::types::BufferType::GrpcReceiveBuffer, 0, size)
-                .ok()
-                .map(Option::unwrap_or_default)
+            match self.host.buffer(Buffer::GrpcReceive, 0, size) {
+                // An empty message is a valid answer (the host hands over no buffer for it);
+                // a non-empty one that cannot be read is a failure, never an empty list.
+                None if size == 0 => Some(Vec::new()),
+                read => read,
+            }
         } else {
             None
         };
+        let now = self.host.now_ms();
         match self
             .revocations
-            .on_response(&SharedData, provider, body.as_deref(), now_ms())
+            .on_response(&self.host, provider, body.as_deref(), now)
         {
             SyncResult::Synced(n) => {
                 self.metrics.revocation_sync_ok.inc();
@@ -441,7 +458,7 @@ impl WorkerAuth {
             SyncResult::Failed(why) => {
                 self.metrics.revocation_sync_failed.inc();
                 log(
-                    LogLevel::Warn,
+                    &self.host,
                     &format!("revocation sync failed (grpc status {status}), keeping the last list: {why}"),
                 );
             }
@@ -450,9 +467,8 @@ impl WorkerAuth {
 
     fn deny(&mut self, d: Denial, request_id: Option<&str>) {
         self.metrics.denied(d.reason);
-        let realm = self.auth.config().realm.clone();
-        let www = d.www_authenticate(&realm);
-        send_json_error(
+        let www = d.www_authenticate(&self.auth.config().realm);
+        self.host.send_json_error(
             d.status(),
             d.error_code(),
             d.description,
@@ -474,31 +490,22 @@ impl WorkerAuth {
     }
 }
 
-/// Writes jwt_auth's edits to the host's request headers (`headers` as they were read).
-pub fn apply_edits(edits: &[HeaderEdit], headers: &HeaderMap) {
-    for e in host_edits(edits, headers) {
-        let _ = match e {
-            HeaderEdit::Remove(name) => {
-                hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)
-            }
-            HeaderEdit::Set(name, value) => {
-                hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-            }
-        };
-    }
+/// Writes jwt_auth's edits to the host's request headers (`headers` as they were read), through
+/// [`Host::write_edits`], leaving out the no-op ones ([`host_edits`]).
+pub fn apply_edits<H: Host>(host: &H, edits: &[HeaderEdit], headers: &HeaderMap) {
+    host.write_edits(Map::RequestHeaders, host_edits(edits, headers));
 }
 
-fn random_seed() -> u64 {
-    let mut b = [0u8; 8];
-    match getrandom::getrandom(&mut b) {
-        Ok(()) => u64::from_le_bytes(b),
-        // Only bucketing depends on it (equality decides hits); time is a weak fallback.
-        Err(_) => now_ms().rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15,
-    }
+/// The token cache's hasher seed. Only bucketing depends on it (equality decides hits), so
+/// the host clock is an acceptable fallback when the OS has no randomness.
+fn random_seed<H: Host>(host: &H) -> u64 {
+    host::random_u64(host)
 }
 
 /// The jwt_auth plugin's [`Allowed`]: write the edits, let the request go on.
-pub fn resume_allowed(_context_id: u32, headers: &HeaderMap, edits: &[HeaderEdit]) {
-    apply_edits(edits, headers);
-    let _ = hostcalls::resume_http_request();
+pub fn resume_allowed<H: Host>(host: &H) -> impl FnMut(u32, &HeaderMap, &[HeaderEdit]) + '_ {
+    move |_context_id, headers, edits| {
+        apply_edits(host, edits, headers);
+        host.resume_request();
+    }
 }

@@ -264,7 +264,7 @@ fn sets(d: &Decision) -> HashMap<String, String> {
         .iter()
         .filter_map(|e| match e {
             HeaderEdit::Set(n, v) => Some((n.clone(), v.clone())),
-            HeaderEdit::Remove(_) => None,
+            HeaderEdit::Remove(_) | HeaderEdit::Add(..) => None,
         })
         .collect()
 }
@@ -715,4 +715,5 @@ fn unknown_kid_refetches_once_per_interval() {
     );
 }
 
+mod glue;
 mod hardening;

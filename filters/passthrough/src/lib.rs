@@ -41,41 +41,6 @@ impl Probe {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_config_is_the_floor() {
-        assert!(Probe::parse(b"").unwrap().is_noop());
-        assert!(Probe::parse(b"{}").unwrap().is_noop());
-        assert_eq!(
-            Probe::parse(br#"{"get_header":10}"#).unwrap().get_header,
-            10
-        );
-        assert_eq!(Probe::parse(br#"{"nope":1}"#).unwrap_err().field, "nope");
-    }
-
-    #[test]
-    fn the_probe_makes_its_host_calls_and_the_floor_none() {
-        use filter_core::testing::FakeHost;
-        let host = FakeHost::at(0);
-        host.set_map(Map::RequestHeaders, [(":path", "/a")]);
-        let probe = br#"{"set_header":2}"#;
-        let p = Rc::new(PassthroughPlugin::configure(host.clone(), probe).unwrap());
-        assert_eq!(p.http_context(1).on_request_headers(true), Action::Continue);
-        assert_eq!(
-            host.map_of(1, Map::RequestHeaders).get("x-probe"),
-            Some("1")
-        );
-        let floor = Rc::new(PassthroughPlugin::configure(host.clone(), b"").unwrap());
-        assert!(
-            floor.http_context(2).0.is_none(),
-            "the floor holds nothing per request"
-        );
-    }
-}
-
 /// The plugin: the probe, run over any host.
 pub struct PassthroughPlugin<H: Host> {
     host: H,
@@ -128,3 +93,38 @@ impl<H: Host> HttpFilter for Passthrough<H> {
 proxy_wasm::main! {{
     filter_core::wasm::start::<PassthroughPlugin<filter_core::wasm::WasmHost>>();
 }}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_floor() {
+        assert!(Probe::parse(b"").unwrap().is_noop());
+        assert!(Probe::parse(b"{}").unwrap().is_noop());
+        assert_eq!(
+            Probe::parse(br#"{"get_header":10}"#).unwrap().get_header,
+            10
+        );
+        assert_eq!(Probe::parse(br#"{"nope":1}"#).unwrap_err().field, "nope");
+    }
+
+    #[test]
+    fn the_probe_makes_its_host_calls_and_the_floor_none() {
+        use filter_core::testing::FakeHost;
+        let host = FakeHost::at(0);
+        host.set_map(Map::RequestHeaders, [(":path", "/a")]);
+        let probe = br#"{"set_header":2}"#;
+        let p = Rc::new(PassthroughPlugin::configure(host.clone(), probe).unwrap());
+        assert_eq!(p.http_context(1).on_request_headers(true), Action::Continue);
+        assert_eq!(
+            host.map_of(1, Map::RequestHeaders).get("x-probe"),
+            Some("1")
+        );
+        let floor = Rc::new(PassthroughPlugin::configure(host.clone(), b"").unwrap());
+        assert!(
+            floor.http_context(2).0.is_none(),
+            "the floor holds nothing per request"
+        );
+    }
+}

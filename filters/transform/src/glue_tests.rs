@@ -3,6 +3,7 @@
 //! test asserts what reached the host: header maps, body buffers, local replies, resets,
 //! counters and logs.
 
+use crate::metrics;
 use crate::plugin::{TransformHttp, TransformPlugin};
 use filter_core::host::{Buffer, Level, Map};
 use filter_core::testing::FakeHost;
@@ -160,7 +161,7 @@ fn a_request_body_is_buffered_to_its_end_then_rewritten() {
         host.buffer_of(CTX, Buffer::RequestBody),
         br#"{"user":"ann"}"#
     );
-    assert_eq!(host.metric("transform_bodies_rewritten"), 1);
+    assert_eq!(host.metric(metrics::BODIES_REWRITTEN), 1);
 }
 
 #[test]
@@ -179,7 +180,7 @@ fn hold_mode_holds_the_response_headers_until_the_body_is_rewritten() {
     assert_eq!(actions, [Action::Pause, Action::Continue]);
     assert_eq!(response_buffer(&host), r#"{"id":7}"#);
     assert!(host.take_replies().is_empty());
-    assert_eq!(host.metric("transform_bodies_rewritten"), 1);
+    assert_eq!(host.metric(metrics::BODIES_REWRITTEN), 1);
 }
 
 /// A refusal reason, the response headers, the response body chunks.
@@ -231,11 +232,7 @@ fn hold_mode_replaces_an_unprocessable_response_with_a_502() {
             serde_json::json!({"error": "bad_gateway",
                 "message": "the upstream response could not be processed", "request_id": "req-7"})
         );
-        assert_eq!(
-            host.metric(&format!("transform_bodies_refused_{reason}")),
-            1,
-            "{reason}"
-        );
+        assert_eq!(host.metric(&metrics::bodies_refused(reason)), 1, "{reason}");
         let logs = host.logs(Level::Warn);
         assert!(
             logs.iter()
@@ -260,15 +257,15 @@ fn on_unprocessable_pass_forwards_the_body_untouched() {
     assert_eq!(actions, [Action::Continue]);
     assert_eq!(response_buffer(&host), r#"{"secret": oops"#);
     assert!(host.take_replies().is_empty());
-    assert_eq!(host.metric("transform_bodies_skipped_invalid_json"), 1);
-    assert_eq!(host.metric("transform_bodies_refused_invalid_json"), 0);
+    assert_eq!(host.metric(&metrics::bodies_skipped("invalid_json")), 1);
+    assert_eq!(host.metric(&metrics::bodies_refused("invalid_json")), 0);
     // Not JSON: known from the headers, which are then not held at all.
     let mut http = request(&host, &plugin, "/api/page", &[], true);
     assert_eq!(
         respond(&host, &mut http, &[("content-type", "text/html")]),
         Action::Continue
     );
-    assert_eq!(host.metric("transform_bodies_skipped_not_json"), 1);
+    assert_eq!(host.metric(&metrics::bodies_skipped("not_json")), 1);
 }
 
 #[test]
@@ -302,7 +299,7 @@ fn stream_mode_replaces_a_body_refused_after_the_headers_left() {
         host.map_of(CTX, Map::ResponseHeaders).get(":status"),
         Some("200")
     );
-    assert_eq!(host.metric("transform_bodies_refused_invalid_json"), 1);
+    assert_eq!(host.metric(&metrics::bodies_refused("invalid_json")), 1);
     assert!(host.state().resets.is_empty());
 }
 
@@ -321,7 +318,7 @@ fn stream_mode_turns_headers_showing_an_unprocessable_body_into_the_502s() {
         [Action::Continue]
     );
     assert!(response_buffer(&host).contains("bad_gateway"));
-    assert_eq!(host.metric("transform_bodies_refused_not_json"), 1);
+    assert_eq!(host.metric(&metrics::bodies_refused("not_json")), 1);
 }
 
 #[test]
@@ -356,7 +353,7 @@ fn trailers_after_a_buffered_body() {
     assert_eq!(http.on_request_body(16, false), Action::Pause);
     // A request body followed by trailers is forwarded as it is.
     assert_eq!(http.on_request_trailers(), Action::Continue);
-    assert_eq!(host.metric("transform_bodies_skipped_trailers"), 1);
+    assert_eq!(host.metric(&metrics::bodies_skipped("trailers")), 1);
     assert_eq!(respond(&host, &mut http, &[JSON]), Action::Pause);
     host.set_buffer_of(Buffer::ResponseBody, r#"{"secret":1}"#);
     assert_eq!(http.on_response_body(12, false), Action::Pause);
@@ -364,7 +361,7 @@ fn trailers_after_a_buffered_body() {
     assert_eq!(http.on_response_trailers(), Action::Pause);
     let replies = host.take_replies();
     assert_eq!(replies.iter().map(|r| r.status).collect::<Vec<_>>(), [502]);
-    assert_eq!(host.metric("transform_bodies_refused_trailers"), 1);
+    assert_eq!(host.metric(&metrics::bodies_refused("trailers")), 1);
 }
 
 #[test]
@@ -376,14 +373,14 @@ fn batched_counters_reach_the_host_on_flush_only() {
         request(&host, &plugin, "/api/x", &[], true);
     }
     request(&host, &plugin, "/other", &[], true);
-    assert_eq!(host.metric("transform_rules_matched"), 0);
-    assert_eq!(host.metric("transform_headers_rewritten"), 0);
+    assert_eq!(host.metric(metrics::RULES_MATCHED), 0);
+    assert_eq!(host.metric(metrics::HEADERS_REWRITTEN), 0);
     plugin.flush();
-    assert_eq!(host.metric("transform_rules_matched"), 3);
-    assert_eq!(host.metric("transform_headers_rewritten"), 3);
+    assert_eq!(host.metric(metrics::RULES_MATCHED), 3);
+    assert_eq!(host.metric(metrics::HEADERS_REWRITTEN), 3);
     plugin.flush();
     assert_eq!(
-        host.metric("transform_rules_matched"),
+        host.metric(metrics::RULES_MATCHED),
         3,
         "a flush sends each count once"
     );

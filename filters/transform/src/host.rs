@@ -24,6 +24,7 @@ use crate::body_flow::{
 };
 use crate::config::ResponseHeadersMode;
 use crate::json_rewrite::BodyOutcome;
+use crate::metrics;
 use crate::template::Captured;
 use crate::transformer::{RequestEdits, RuleRef, SkipReason, Transformer};
 use filter_core::host::{log, Action, BatchedCounter, Buffer, Counter, Host, Level};
@@ -40,9 +41,9 @@ pub struct TransformMetrics<H: Host> {
     rules_matched: BatchedCounter<H>,
     headers_rewritten: BatchedCounter<H>,
     bodies_rewritten: Counter<H>,
-    /// `transform_bodies_skipped_<reason>`: passed untouched.
+    /// `transform.bodies_skipped.<reason>`: passed untouched.
     skipped: ReasonCounters<H>,
-    /// `transform_bodies_refused_<reason>`: replaced by a 502 (fail closed).
+    /// `transform.bodies_refused.<reason>`: replaced by a 502 (fail closed).
     refused: ReasonCounters<H>,
 }
 
@@ -57,14 +58,14 @@ struct ReasonCounters<H: Host> {
 }
 
 impl<H: Host> ReasonCounters<H> {
-    fn define(host: &H, prefix: &str) -> Self {
-        let c = |reason: &str| Counter::define(host, &format!("{prefix}_{reason}"));
+    fn define(host: &H, name: fn(&str) -> String) -> Self {
+        let c = |reason: SkipReason| Counter::define(host, &name(reason.name()));
         ReasonCounters {
-            not_json: c("not_json"),
-            encoded: c("encoded"),
-            oversize: c("oversize"),
-            invalid_json: c("invalid_json"),
-            trailers: c("trailers"),
+            not_json: c(SkipReason::NotJson),
+            encoded: c(SkipReason::Encoded),
+            oversize: c(SkipReason::Oversize),
+            invalid_json: c(SkipReason::InvalidJson),
+            trailers: c(SkipReason::Trailers),
         }
     }
 
@@ -83,11 +84,11 @@ impl<H: Host> TransformMetrics<H> {
     /// Defines the counters (once per configuration, from the root context).
     pub fn define(host: &H) -> Self {
         TransformMetrics {
-            rules_matched: BatchedCounter::define(host, "transform_rules_matched"),
-            headers_rewritten: BatchedCounter::define(host, "transform_headers_rewritten"),
-            bodies_rewritten: Counter::define(host, "transform_bodies_rewritten"),
-            skipped: ReasonCounters::define(host, "transform_bodies_skipped"),
-            refused: ReasonCounters::define(host, "transform_bodies_refused"),
+            rules_matched: BatchedCounter::define(host, metrics::RULES_MATCHED),
+            headers_rewritten: BatchedCounter::define(host, metrics::HEADERS_REWRITTEN),
+            bodies_rewritten: Counter::define(host, metrics::BODIES_REWRITTEN),
+            skipped: ReasonCounters::define(host, metrics::bodies_skipped),
+            refused: ReasonCounters::define(host, metrics::bodies_refused),
         }
     }
 

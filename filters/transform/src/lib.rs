@@ -24,6 +24,7 @@ pub mod header_ops;
 pub mod host;
 pub mod json_path;
 pub mod json_rewrite;
+pub mod metrics;
 pub mod plugin;
 pub mod query_ops;
 pub mod template;

@@ -68,6 +68,17 @@ pub enum SkipReason {
 
 impl SkipReason {
     /// For logs: what was wrong with the message (never its content).
+    /// The reason as metric names carry it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SkipReason::NotJson => "not_json",
+            SkipReason::Encoded => "encoded",
+            SkipReason::Oversize => "oversize",
+            SkipReason::InvalidJson => "invalid_json",
+            SkipReason::Trailers => "trailers",
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             SkipReason::NotJson => "the body is not JSON (content-type)",
@@ -109,7 +120,7 @@ pub struct RequestEdits {
 }
 
 impl RequestEdits {
-    /// Whether the request's headers change (`transform_headers_rewritten`).
+    /// Whether the request's headers change (`transform.headers_rewritten`).
     pub fn rewrites_headers(&self) -> bool {
         !self.headers.is_empty() || self.path.is_some()
     }

@@ -3,7 +3,7 @@
 use super::*;
 
 /// The gateway's wasm chain (envoy/gateway.yaml's jwt_auth -> tenant request stage ->
-/// transform) as three filters and as dist/gateway.wasm, against the same Envoy with no filter:
+/// transform) as three filters and as dist/bundle.wasm, against the same Envoy with no filter:
 /// throughput at saturation, then latency at fixed rates.
 pub(super) async fn chain_section(load: &Load) -> Result<String> {
     use jwt_auth::testing::jwks;
@@ -46,8 +46,8 @@ pub(super) async fn chain_section(load: &Load) -> Result<String> {
         ),
         (
             "bundle",
-            "gateway.wasm: the same three stages in one filter",
-            vec![chain::wasm("gateway", &stages::bundle(&keys))?],
+            "bundle.wasm: the same three stages in one filter",
+            vec![chain::wasm("bundle", &stages::bundle(&keys))?],
         ),
     ];
     // What each stage costs alone, for what bounds the bundle (saturation only).

@@ -36,7 +36,7 @@ fn wasm_config(filters: &[serde_yaml::Value], name: &str) -> Result<Value> {
 }
 
 /// envoy/gateway.yaml ("three"), with its three wasm filters replaced by
-/// dist/gateway.wasm configured with their own configurations ("bundle"), or with no HTTP filter
+/// dist/bundle.wasm configured with their own configurations ("bundle"), or with no HTTP filter
 /// but the router ("bare": the same Envoy routing the same request). TLS listener dropped.
 fn gateway_variant(rendered: &str, variant: &str) -> Result<String> {
     let mut doc: serde_yaml::Value = serde_yaml::from_str(rendered)?;
@@ -74,7 +74,7 @@ fn gateway_variant(rendered: &str, variant: &str) -> Result<String> {
                     Some("jwt_auth" | "tenant_request" | "transform")
                 )
             });
-            let bundle = chain::wasm("gateway", &config)?;
+            let bundle = chain::wasm("bundle", &config)?;
             filters.insert(at, serde_yaml::to_value(&bundle)?);
         }
         other => anyhow::bail!("unknown gateway variant {other}"),
@@ -91,7 +91,7 @@ async fn answers(envoy: &Envoy) -> Result<(u64, u64)> {
 
 /// The whole reference gateway (envoy/gateway.yaml: local limit, buffer, the wasm filters, the
 /// rate-limit service over gRPC with Redis behind it, the router to a real upstream) with the
-/// three wasm filters and with dist/gateway.wasm, against the same Envoy routing the same
+/// three wasm filters and with dist/bundle.wasm, against the same Envoy routing the same
 /// request with no filter: saturation, then latency at half of each chain's saturation.
 pub(super) async fn gateway_section(load: &Load) -> Result<String> {
     use gateway_tests::demo::{gateway_vars, GatewayPaths, Ports};
@@ -169,7 +169,7 @@ pub(super) async fn gateway_section(load: &Load) -> Result<String> {
         ("three", "envoy/gateway.yaml: three wasm filters"),
         (
             "bundle",
-            "envoy/gateway.yaml with gateway.wasm in their place",
+            "envoy/gateway.yaml with bundle.wasm in their place",
         ),
         (
             "no-rls",

@@ -1,0 +1,213 @@
+//! The bundle as Envoy drives it, natively over filter-core's recording `FakeHost`: one
+//! header-map read, the stages' net difference written back, a request paused for keys and
+//! handed back through the later stages, the stream caps, counters on flush.
+
+use crate::plugin::{BundlePlugin, BundleRequest};
+use filter_core::host::Map;
+use filter_core::testing::FakeHost;
+use filter_core::{Action, HeaderMap, HttpFilter, Plugin};
+use jwt_auth::testing::{claims, jwks, sign};
+use serde_json::{json, Value};
+use std::rc::Rc;
+
+const NOW: u64 = 1_700_000_000;
+const ROOT: u32 = 1;
+
+type Bundle = Rc<BundlePlugin<FakeHost>>;
+
+fn provider(keys: Value) -> Value {
+    let mut p = json!({
+        "issuer": "https://idp",
+        "audiences": ["api"],
+        "from_headers": [{ "name": "authorization", "value_prefix": "Bearer " }],
+        "tenant_claim": "tenant",
+        "tenant_header": "x-jwt-tenant",
+    });
+    if let (Some(p), Some(k)) = (p.as_object_mut(), keys.as_object()) {
+        p.extend(k.clone());
+    }
+    p
+}
+
+fn config(keys: Value, tenant_extra: Value) -> Value {
+    let mut tenant = json!({
+        "stage": "request",
+        "sources": [{ "claim": { "header": "x-jwt-tenant" } }],
+        "unresolved": { "action": "reject" },
+    });
+    if let (Some(t), Some(e)) = (tenant.as_object_mut(), tenant_extra.as_object()) {
+        t.extend(e.clone());
+    }
+    json!({
+        "jwt_auth": {
+            "providers": { "idp": provider(keys) },
+            "rules": [{ "match": { "path_prefix": "/" }, "requires": { "provider_name": "idp" } }],
+        },
+        "tenant_cache_key": tenant,
+        "transform": { "rules": [{
+            "match": { "headers": [{ "name": "x-tenant-id", "exact": "acme" }] },
+            "request": { "headers": { "set": { "x-route": "${header.x-tenant-id}-${header.x-user-id}" } } },
+        }] },
+    })
+}
+
+fn local() -> Value {
+    config(
+        json!({ "local_jwks": { "inline": jwks(false).to_string() } }),
+        json!({}),
+    )
+}
+
+fn start(config: &Value) -> (FakeHost, Bundle) {
+    let host = FakeHost::at(NOW * 1000);
+    let plugin = BundlePlugin::configure(host.clone(), config.to_string().as_bytes());
+    (host, Rc::new(plugin.unwrap_or_else(|e| panic!("{e}"))))
+}
+
+fn token(user: &str) -> String {
+    let mut c = claims(NOW);
+    c["sub"] = json!(user);
+    sign(&json!({ "alg": "ES256", "kid": "ec-1" }), &c)
+}
+
+fn send(
+    host: &FakeHost,
+    bundle: &Bundle,
+    ctx: u32,
+    path: &str,
+    token: Option<&str>,
+) -> (BundleRequest<FakeHost>, Action) {
+    host.enter(ctx);
+    let mut h = HeaderMap::from([
+        (":method", "GET"),
+        (":path", path),
+        (":authority", "api.example"),
+        ("x-tenant-id", "forged"),
+        ("x-user-id", "forged"),
+        ("x-request-id", "r-1"),
+    ]);
+    if let Some(t) = token {
+        h.append("authorization", &format!("Bearer {t}"));
+    }
+    host.set_map(Map::RequestHeaders, h);
+    let mut request = bundle.http_context(ctx);
+    let action = request.on_request_headers(true);
+    (request, action)
+}
+
+fn sent(host: &FakeHost, ctx: u32, name: &str) -> Option<String> {
+    host.map_of(ctx, Map::RequestHeaders)
+        .get(name)
+        .map(str::to_string)
+}
+
+#[test]
+fn each_stage_sees_the_one_before_and_the_net_difference_reaches_the_host() {
+    let (host, bundle) = start(&local());
+    let (_, action) = send(&host, &bundle, 2, "/orders", Some(&token("user-1")));
+    assert_eq!(action, Action::Continue);
+    assert_eq!(sent(&host, 2, "x-user-id").as_deref(), Some("user-1"));
+    assert_eq!(sent(&host, 2, "x-tenant-id").as_deref(), Some("acme"));
+    // transform matched on the tenant stage's header and rendered jwt_auth's.
+    assert_eq!(sent(&host, 2, "x-route").as_deref(), Some("acme-user-1"));
+    assert!(host.take_replies().is_empty());
+}
+
+#[test]
+fn a_refused_token_stops_the_chain_with_jwt_auths_reply() {
+    let (host, bundle) = start(&local());
+    let (_, action) = send(&host, &bundle, 2, "/orders", Some("not.a.token"));
+    assert_eq!(action, Action::Pause);
+    let replies = host.take_replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!((replies[0].context, replies[0].status), (2, 401));
+    assert_eq!(
+        sent(&host, 2, "x-tenant-id").as_deref(),
+        Some("forged"),
+        "no stage wrote"
+    );
+    bundle.flush();
+    let resolved = tenant_cache_key::metrics::resolved(tenant_cache_key::SourceKind::Claim);
+    assert_eq!(host.metric(&resolved), 0);
+}
+
+#[test]
+fn a_request_paused_for_keys_goes_through_the_later_stages_when_they_arrive() {
+    let remote = json!({ "remote_jwks": {
+        "cluster": "idp-cluster", "uri": "https://idp.example/keys", "timeout": "2s" } });
+    let (host, bundle) = start(&config(remote, json!({})));
+    let (mut request, action) = send(&host, &bundle, 2, "/orders", Some(&token("user-1")));
+    assert_eq!(action, Action::Pause);
+    let calls = host.take_calls();
+    assert_eq!(calls.len(), 1);
+    host.enter(2);
+    let body = jwks(false).to_string().into_bytes();
+    host.answer_http(200, &body);
+    request.on_http_call_response(calls[0].token, body.len());
+    assert_eq!(host.take_resumed(), [2]);
+    assert_eq!(sent(&host, 2, "x-tenant-id").as_deref(), Some("acme"));
+    assert_eq!(sent(&host, 2, "x-route").as_deref(), Some("acme-user-1"));
+}
+
+#[test]
+fn a_paused_request_that_ended_is_neither_resumed_nor_answered() {
+    let remote = json!({ "remote_jwks": {
+        "cluster": "idp-cluster", "uri": "https://idp.example/keys", "timeout": "2s" } });
+    let (host, bundle) = start(&config(remote, json!({})));
+    let (mut request, _) = send(&host, &bundle, 2, "/orders", Some(&token("user-1")));
+    let calls = host.take_calls();
+    request.on_done();
+    host.end(2);
+    host.enter(ROOT);
+    let body = jwks(false).to_string().into_bytes();
+    host.answer_http(200, &body);
+    bundle.on_http_call_response(calls[0].token, body.len());
+    assert!(host.take_resumed().is_empty());
+    assert!(host.take_replies().is_empty());
+}
+
+#[test]
+fn stream_caps_count_the_verified_user_and_free_the_slot_at_the_end() {
+    let caps = json!({ "streams": {
+        "routes": [{ "match": { "path_prefix": "/events" } }],
+        "per_consumer": 1, "per_tenant": 10 } });
+    let keys = json!({ "local_jwks": { "inline": jwks(false).to_string() } });
+    let (host, bundle) = start(&config(keys, caps));
+    let alice = token("alice");
+    let (mut first, action) = send(&host, &bundle, 2, "/events", Some(&alice));
+    assert_eq!(action, Action::Continue);
+    // Another user of the tenant is not alice, whatever x-user-id the client sent.
+    let (_, action) = send(&host, &bundle, 3, "/events", Some(&token("bob")));
+    assert_eq!(action, Action::Continue);
+    let (_, action) = send(&host, &bundle, 4, "/events", Some(&alice));
+    assert_eq!(action, Action::Pause);
+    let replies = host.take_replies();
+    assert_eq!((replies[0].context, replies[0].status), (4, 429));
+    first.on_done();
+    first.on_log();
+    let (_, action) = send(&host, &bundle, 5, "/events", Some(&alice));
+    assert_eq!(action, Action::Continue, "the slot came back once");
+}
+
+#[test]
+fn every_stages_counters_reach_the_host_on_flush() {
+    let (host, bundle) = start(&local());
+    send(&host, &bundle, 2, "/orders", Some(&token("user-1")));
+    let resolved = tenant_cache_key::metrics::resolved(tenant_cache_key::SourceKind::Claim);
+    assert_eq!(host.metric("jwt_auth.allowed"), 0);
+    assert_eq!(host.metric(&resolved), 0);
+    bundle.flush();
+    assert_eq!(host.metric("jwt_auth.allowed"), 1);
+    assert_eq!(host.metric(&resolved), 1);
+    assert_eq!(host.metric(transform::metrics::RULES_MATCHED), 1);
+}
+
+#[test]
+fn a_refused_section_names_the_stage_and_the_field() {
+    let bad = json!({ "tenant_cache_key": { "stage": "sideways" } });
+    let err = BundlePlugin::configure(FakeHost::at(0), bad.to_string().as_bytes())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("tenant_cache_key.stage"), "{err}");
+}

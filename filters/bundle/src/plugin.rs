@@ -1,0 +1,335 @@
+//! The bundle plugin over any [`Host`]: one root state per VM holding the compiled
+//! [`Pipeline`], the jwt_auth stage's [`WorkerAuth`], tenant_cache_key's stream caps and each
+//! stage's counters; one [`BundleRequest`] per request holding transform's per-request state and
+//! tenant_cache_key's response facts. `filter` (wasm32) runs it in Envoy; the glue tests drive it
+//! over `filter_core::testing::FakeHost`.
+//!
+//! Request headers: one read; jwt_auth decides (a denial is its local reply, a wait pauses the
+//! request until keys arrive, then [`WorkerAuth`] hands it back to [`continue_request`]); the
+//! later stages edit the in-VM copy; the net difference is written back in one batch.
+//! Response headers: read only when a stage needs them; transform, then tenant_cache_key.
+//! Request end (`on_done` / `on_log`): the stream slot tenant_cache_key took, if any, is freed.
+
+use crate::config::BundleConfig;
+use crate::pipeline::{Flow, Pipeline, StageEffects};
+use filter_core::headers::changes;
+use filter_core::host::{Action, Map};
+use filter_core::{ConfigError, HeaderEdit, HeaderMap, Host, HttpFilter, Plugin};
+use jwt_auth::host::{Verdict, WorkerAuth};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use tenant_cache_key::host::{RequestEnd, TenantMetrics, TenantStreams};
+use tenant_cache_key::{RequestFacts, RequestPlan};
+use transform::{Direction, RequestEdits, ResponseNeeds, TransformMetrics, TransformRequest};
+
+/// The name the plugin logs under.
+pub const PLUGIN: &str = "bundle";
+
+/// What every request of a VM shares.
+pub struct BundlePlugin<H: Host> {
+    host: H,
+    pipeline: Pipeline,
+    auth: Option<RefCell<WorkerAuth<H>>>,
+    tenant_metrics: Option<TenantMetrics<H>>,
+    /// tenant_cache_key's stream caps, when its section has a `streams` block.
+    tenant_streams: Option<TenantStreams<H>>,
+    transform_metrics: Option<TransformMetrics<H>>,
+    /// Requests jwt_auth paused, by context id, until it hands them back.
+    paused: RefCell<HashMap<u32, Rc<RefCell<RequestState<H>>>>>,
+}
+
+/// One request's state across its phases.
+struct RequestState<H: Host> {
+    end_of_stream: bool,
+    transform: TransformRequest<H>,
+    tenant_facts: Option<RequestFacts>,
+}
+
+impl<H: Host> BundlePlugin<H> {
+    /// The request ended: frees the stream slot it took, if any (exactly once).
+    fn end_request(&self, context_id: u32) {
+        if let (Some(s), Some(m)) = (&self.tenant_streams, &self.tenant_metrics) {
+            s.end(context_id, m);
+        }
+    }
+
+    /// jwt_auth's callback for a paused request it now allows (the effective context is
+    /// already the request's).
+    fn resume(&self) -> impl FnMut(u32, &HeaderMap, &[HeaderEdit]) + '_ {
+        move |id, headers, edits| {
+            let Some(state) = self.paused.borrow_mut().remove(&id) else {
+                return;
+            };
+            if continue_request(self, id, &mut state.borrow_mut(), headers, edits) {
+                self.host.resume_request();
+            }
+        }
+    }
+}
+
+impl<H: Host> Plugin for BundlePlugin<H> {
+    type Host = H;
+    type Http = BundleRequest<H>;
+    const NAME: &'static str = PLUGIN;
+
+    fn configure(host: H, bytes: &[u8]) -> Result<Self, ConfigError> {
+        let config = BundleConfig::parse(bytes)?;
+        let auth = (config.jwt_auth.as_ref())
+            .map(|c| RefCell::new(WorkerAuth::new(host.clone(), Arc::clone(c))));
+        let tenant = config.tenant.as_ref();
+        Ok(BundlePlugin {
+            auth,
+            tenant_metrics: tenant.map(|_| TenantMetrics::define(&host)),
+            tenant_streams: (tenant.and_then(|t| t.streams()))
+                .map(|l| TenantStreams::new(&host, l)),
+            transform_metrics: (config.transform.as_ref()).map(|_| TransformMetrics::define(&host)),
+            pipeline: Pipeline::from(config),
+            paused: RefCell::new(HashMap::new()),
+            host,
+        })
+    }
+
+    /// jwt_auth's upkeep (keys, revocations, paused requests whose time is up), then stream
+    /// slot upkeep (lease renewal, retried releases).
+    fn tick(&self) {
+        if let Some(auth) = &self.auth {
+            auth.borrow_mut().on_tick(&mut self.resume());
+        }
+        if let (Some(s), Some(m)) = (&self.tenant_streams, &self.tenant_metrics) {
+            s.tick(m);
+        }
+    }
+
+    fn flush(&self) {
+        if let Some(auth) = &self.auth {
+            auth.borrow().flush();
+        }
+        if let Some(m) = &self.tenant_metrics {
+            m.flush();
+        }
+        if let Some(m) = &self.transform_metrics {
+            m.flush();
+        }
+    }
+
+    fn on_http_call_response(&self, token: u32, body_size: usize) {
+        if let Some(auth) = &self.auth {
+            (auth.borrow_mut()).on_http_call_response(token, body_size, &mut self.resume());
+        }
+    }
+
+    fn on_grpc_call_response(&self, token: u32, status: u32, size: usize) {
+        if let Some(auth) = &self.auth {
+            auth.borrow_mut().on_grpc_call_response(token, status, size);
+        }
+    }
+
+    fn http_context(self: &Rc<Self>, context_id: u32) -> BundleRequest<H> {
+        let state = RequestState {
+            end_of_stream: false,
+            transform: TransformRequest::new(self.host.clone()),
+            tenant_facts: None,
+        };
+        BundleRequest {
+            context_id,
+            plugin: Rc::clone(self),
+            state: Rc::new(RefCell::new(state)),
+        }
+    }
+}
+
+/// The host's part of the stages for one request.
+struct HostEffects<'a, H: Host> {
+    plugin: &'a BundlePlugin<H>,
+    context_id: u32,
+    state: &'a mut RequestState<H>,
+    request_id: Option<&'a str>,
+}
+
+impl<H: Host> StageEffects for HostEffects<'_, H> {
+    fn tenant(&mut self, plan: &RequestPlan<'_>) -> bool {
+        let p = self.plugin;
+        let Some(m) = &p.tenant_metrics else {
+            return true;
+        };
+        if m.finish_request(&p.host, plan, self.request_id) == RequestEnd::Rejected {
+            return false;
+        }
+        match (&plan.stream, &p.tenant_streams) {
+            (Some(claim), Some(s)) => {
+                s.admit(self.context_id, claim, self.request_id, m) == RequestEnd::Continue
+            }
+            _ => true,
+        }
+    }
+
+    fn transform(&mut self, plan: RequestEdits) -> Vec<HeaderEdit> {
+        match &self.plugin.transform_metrics {
+            Some(m) => (self.state.transform).accept_plan(plan, m, self.state.end_of_stream),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Runs the stages after jwt_auth on the request whose headers were read as `original`, then
+/// writes the net difference. False when a stage answered the request.
+fn continue_request<H: Host>(
+    plugin: &BundlePlugin<H>,
+    context_id: u32,
+    state: &mut RequestState<H>,
+    original: &HeaderMap,
+    auth: &[HeaderEdit],
+) -> bool {
+    let mut headers = original.clone();
+    let mut fx = HostEffects {
+        plugin,
+        context_id,
+        state,
+        request_id: original.get("x-request-id"),
+    };
+    match plugin.pipeline.after_auth(&mut headers, auth, &mut fx) {
+        Flow::Answered => false,
+        Flow::Continue { tenant_facts } => {
+            state.tenant_facts = tenant_facts;
+            let net = changes(original, &headers);
+            plugin.host.write_edits(Map::RequestHeaders, &net);
+            true
+        }
+    }
+}
+
+/// One request through the bundle.
+pub struct BundleRequest<H: Host> {
+    context_id: u32,
+    plugin: Rc<BundlePlugin<H>>,
+    state: Rc<RefCell<RequestState<H>>>,
+}
+
+impl<H: Host> BundleRequest<H> {
+    fn on_body(&mut self, direction: Direction, body_size: usize, end_of_stream: bool) -> Action {
+        let p = &*self.plugin;
+        let (Some(t), Some(m)) = (&p.pipeline.transform, &p.transform_metrics) else {
+            return Action::Continue;
+        };
+        (self.state.borrow_mut().transform).on_body(t, m, direction, body_size, end_of_stream)
+    }
+
+    fn on_trailers(&mut self, direction: Direction) -> Action {
+        self.state.borrow_mut().transform.on_trailers(direction);
+        Action::Continue
+    }
+
+    /// jwt_auth's verdict on the request: its edits, or None when it answered or paused it.
+    fn authenticate(&self, original: &HeaderMap) -> Option<Vec<HeaderEdit>> {
+        let Some(auth) = &self.plugin.auth else {
+            return Some(Vec::new());
+        };
+        let verdict = auth
+            .borrow_mut()
+            .on_request_headers(self.context_id, original);
+        match verdict {
+            Verdict::Allow(edits) => Some(edits),
+            Verdict::Denied => None,
+            Verdict::Paused => {
+                let paused = Rc::clone(&self.state);
+                self.plugin
+                    .paused
+                    .borrow_mut()
+                    .insert(self.context_id, paused);
+                None
+            }
+        }
+    }
+}
+
+impl<H: Host> HttpFilter for BundleRequest<H> {
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
+        let original = self.plugin.host.headers(Map::RequestHeaders);
+        self.state.borrow_mut().end_of_stream = end_of_stream;
+        let Some(auth_edits) = self.authenticate(&original) else {
+            return Action::Pause;
+        };
+        let mut state = self.state.borrow_mut();
+        let p = &*self.plugin;
+        match continue_request(p, self.context_id, &mut state, &original, &auth_edits) {
+            true => Action::Continue,
+            false => Action::Pause,
+        }
+    }
+
+    fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.on_body(Direction::Request, body_size, end_of_stream)
+    }
+
+    fn on_request_trailers(&mut self) -> Action {
+        self.on_trailers(Direction::Request)
+    }
+
+    fn on_response_headers(&mut self, end_of_stream: bool) -> Action {
+        let p = &*self.plugin;
+        let mut state = self.state.borrow_mut();
+        let transform = (p.pipeline.transform.as_ref()).zip(p.transform_metrics.as_ref());
+        let needs = transform.map_or(ResponseNeeds::Nothing, |(t, _)| {
+            state.transform.response_needs(t)
+        });
+        let facts = state.tenant_facts;
+        match (needs, facts) {
+            (ResponseNeeds::Nothing, None) => {}
+            // Only transform, and it does not read the response: no header-map read at all.
+            (ResponseNeeds::Blind, None) => {
+                if let Some((t, m)) = transform {
+                    let edits = state
+                        .transform
+                        .on_response_headers(t, m, None, end_of_stream);
+                    p.host.write_edits(Map::ResponseHeaders, &edits);
+                }
+            }
+            _ => {
+                let original = p.host.headers(Map::ResponseHeaders);
+                let mut response = original.clone();
+                if let Some((t, m)) = transform {
+                    let edits =
+                        (state.transform).on_response_headers(t, m, Some(&response), end_of_stream);
+                    for edit in &edits {
+                        edit.apply_to(&mut response);
+                    }
+                }
+                if let Some(facts) = facts {
+                    let edits = p.pipeline.tenant_response(facts, &mut response);
+                    if let (Some(e), Some(m)) = (edits, &p.tenant_metrics) {
+                        m.response(&e);
+                    }
+                }
+                let net = changes(&original, &response);
+                p.host.write_edits(Map::ResponseHeaders, &net);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.on_body(Direction::Response, body_size, end_of_stream)
+    }
+
+    fn on_response_trailers(&mut self) -> Action {
+        self.on_trailers(Direction::Response)
+    }
+
+    fn on_http_call_response(&mut self, token: u32, body_size: usize) {
+        self.plugin.on_http_call_response(token, body_size);
+    }
+
+    fn on_done(&mut self) {
+        if let Some(auth) = &self.plugin.auth {
+            auth.borrow_mut().on_done(self.context_id);
+        }
+        self.plugin.paused.borrow_mut().remove(&self.context_id);
+        self.plugin.end_request(self.context_id);
+    }
+
+    fn on_log(&mut self) {
+        self.plugin.end_request(self.context_id);
+    }
+}

@@ -1,0 +1,251 @@
+//! The configuration as written: serde types, unknown fields refused everywhere. Validation
+//! (`super::validate`, `super::rules`) turns them into the types of [`super`].
+
+use filter_core::RequestMatch;
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A duration in milliseconds: `"600s"`, `"0.5s"` or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Millis(pub(super) u64);
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const EXPECT: &str = "a duration such as \"600s\" or a number of seconds";
+        fn from_secs<E: de::Error>(secs: f64) -> Result<Millis, E> {
+            if secs.is_finite() && (0.0..=1e10).contains(&secs) {
+                Ok(Millis((secs * 1000.0).round() as u64))
+            } else {
+                Err(E::custom(format!(
+                    "expected {EXPECT}, not a negative or huge number"
+                )))
+            }
+        }
+        impl Visitor<'_> for V {
+            type Value = Millis;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(EXPECT)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Millis, E> {
+                from_secs(v as f64)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Millis, E> {
+                from_secs(v as f64)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Millis, E> {
+                from_secs(v)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Millis, E> {
+                let num = v.strip_suffix('s').filter(|n| {
+                    !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+                });
+                match num.and_then(|n| n.parse::<f64>().ok()) {
+                    Some(secs) => from_secs(secs),
+                    None => Err(E::custom(format!("expected {EXPECT}, got {v:?}"))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    pub(super) rules: Vec<RawRule>,
+    #[serde(default)]
+    pub(super) max_token_bytes: Option<usize>,
+    #[serde(default)]
+    pub(super) realm: Option<String>,
+    #[serde(default)]
+    pub(super) bypass_cors_preflight: Option<bool>,
+    #[serde(default)]
+    pub(super) token_cache: Option<RawTokenCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTokenCache {
+    #[serde(default)]
+    pub(super) max_entries: Option<usize>,
+    #[serde(default)]
+    pub(super) max_ttl: Option<Millis>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProvider {
+    #[serde(default)]
+    pub(super) issuer: Option<String>,
+    #[serde(default)]
+    pub(super) audiences: Vec<String>,
+    #[serde(default)]
+    pub(super) subjects: Option<RawStringMatch>,
+    #[serde(default)]
+    pub(super) require_expiration: bool,
+    #[serde(default)]
+    pub(super) max_lifetime: Option<Millis>,
+    #[serde(default)]
+    pub(super) clock_skew_seconds: Option<u64>,
+    #[serde(default)]
+    pub(super) remote_jwks: Option<RawRemoteJwks>,
+    #[serde(default)]
+    pub(super) local_jwks: Option<RawLocalJwks>,
+    #[serde(default)]
+    pub(super) from_headers: Vec<RawHeaderSource>,
+    #[serde(default)]
+    pub(super) from_params: Vec<String>,
+    #[serde(default)]
+    pub(super) from_cookies: Vec<String>,
+    #[serde(default)]
+    pub(super) forward: bool,
+    #[serde(default)]
+    pub(super) forward_payload_header: Option<String>,
+    #[serde(default)]
+    pub(super) claim_to_headers: Vec<RawClaimToHeader>,
+    #[serde(default)]
+    pub(super) tenant_claim: Option<String>,
+    #[serde(default)]
+    pub(super) tenant_header: Option<String>,
+    #[serde(default)]
+    pub(super) tenant_format: Option<RawClaimFormat>,
+    #[serde(default)]
+    pub(super) sub_format: Option<RawClaimFormat>,
+    #[serde(default)]
+    pub(super) max_rsa_key_bits: Option<u32>,
+    #[serde(default)]
+    pub(super) revocation: Option<RawRevocation>,
+}
+
+/// How an identity claim must look (`sub_format`, `tenant_format`, and the same fields on
+/// each `claim_to_headers` entry).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClaimFormat {
+    #[serde(default)]
+    pub(super) optional: bool,
+    #[serde(default)]
+    pub(super) charset: Option<String>,
+    #[serde(default)]
+    pub(super) max_length: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRevocation {
+    pub(super) cluster: String,
+    #[serde(default)]
+    pub(super) sync_interval: Option<Millis>,
+    #[serde(default)]
+    pub(super) timeout: Option<Millis>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStringMatch {
+    #[serde(default)]
+    pub(super) exact: Option<String>,
+    #[serde(default)]
+    pub(super) prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRemoteJwks {
+    pub(super) cluster: String,
+    #[serde(default)]
+    pub(super) path: Option<String>,
+    #[serde(default)]
+    pub(super) uri: Option<String>,
+    #[serde(default)]
+    pub(super) timeout: Option<Millis>,
+    #[serde(default)]
+    pub(super) cache_duration: Option<Millis>,
+    #[serde(default)]
+    pub(super) max_stale: Option<Millis>,
+    #[serde(default)]
+    pub(super) kid_refetch_interval: Option<Millis>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLocalJwks {
+    /// The JWKS as a JSON string (Envoy's `inline_string`) or as an object.
+    #[serde(alias = "inline_string")]
+    pub(super) inline: Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeaderSource {
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) value_prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClaimToHeader {
+    pub(super) header_name: String,
+    pub(super) claim_name: String,
+    #[serde(default)]
+    pub(super) optional: bool,
+    #[serde(default)]
+    pub(super) charset: Option<String>,
+    #[serde(default)]
+    pub(super) max_length: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    #[serde(rename = "match", default)]
+    pub(super) matcher: RequestMatch,
+    #[serde(default)]
+    pub(super) requires: Option<RawRequirement>,
+    #[serde(default)]
+    pub(super) required_scopes: Vec<String>,
+    #[serde(default)]
+    pub(super) required_claims: Vec<RawClaimCondition>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRequirement {
+    #[serde(default)]
+    pub(super) provider_name: Option<String>,
+    #[serde(default)]
+    pub(super) requires_any: Option<RawRequirementList>,
+    #[serde(default)]
+    pub(super) requires_all: Option<RawRequirementList>,
+    #[serde(default)]
+    pub(super) allow_missing: Option<Empty>,
+    #[serde(default)]
+    pub(super) allow_missing_or_failed: Option<Empty>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRequirementList {
+    pub(super) requirements: Vec<RawRequirement>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Empty {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClaimCondition {
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) contains: Option<String>,
+    #[serde(default)]
+    pub(super) equals: Option<String>,
+}

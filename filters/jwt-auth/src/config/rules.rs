@@ -1,0 +1,109 @@
+//! Validation of the rules: each rule's match, requirement tree (provider names resolved to
+//! indices) and authorization.
+
+use super::raw::{RawRequirement, RawRequirementList, RawRule};
+use super::validate::err;
+use crate::authz::{Authorization, ClaimCondition};
+use crate::rules::{Requirement, Rule};
+use filter_core::ConfigError;
+
+impl RawRule {
+    pub(super) fn validate(self, providers: &[String]) -> Result<Rule, ConfigError> {
+        let matcher = self.matcher.compile().map_err(|e| e.within("match"))?;
+        let requirement = self
+            .requires
+            .map(|r| r.validate(providers).map_err(|e| e.within("requires")))
+            .transpose()?;
+        let mut required_claims = Vec::new();
+        for (i, c) in self.required_claims.into_iter().enumerate() {
+            let field = format!("required_claims[{i}]");
+            if c.name.is_empty() {
+                return Err(err(format!("{field}.name"), "must not be empty"));
+            }
+            required_claims.push(match (c.contains, c.equals) {
+                (Some(v), None) => ClaimCondition::Contains {
+                    claim: c.name,
+                    value: v,
+                },
+                (None, Some(v)) => ClaimCondition::Equals {
+                    claim: c.name,
+                    value: v,
+                },
+                _ => return Err(err(field, "give exactly one of contains and equals")),
+            });
+        }
+        let authorization = Authorization {
+            required_scopes: self.required_scopes,
+            required_claims,
+        };
+        if requirement.is_none() && !authorization.is_empty() {
+            return Err(err(
+                "requires",
+                "required_scopes and required_claims need a requirement",
+            ));
+        }
+        if authorization
+            .required_scopes
+            .iter()
+            .any(|s| s.is_empty() || s.contains(' '))
+        {
+            return Err(err(
+                "required_scopes",
+                "scopes must be non-empty and without spaces",
+            ));
+        }
+        Ok(Rule {
+            matcher,
+            requirement,
+            authorization,
+        })
+    }
+}
+
+impl RawRequirement {
+    fn validate(self, providers: &[String]) -> Result<Requirement, ConfigError> {
+        let set = [
+            self.provider_name.is_some(),
+            self.requires_any.is_some(),
+            self.requires_all.is_some(),
+            self.allow_missing.is_some(),
+            self.allow_missing_or_failed.is_some(),
+        ];
+        if set.iter().filter(|s| **s).count() != 1 {
+            return Err(err(
+                "",
+                "give exactly one of provider_name, requires_any, requires_all, allow_missing, allow_missing_or_failed",
+            ));
+        }
+        if let Some(name) = self.provider_name {
+            return providers
+                .iter()
+                .position(|p| *p == name)
+                .map(Requirement::Provider)
+                .ok_or_else(|| err("provider_name", format!("unknown provider {name:?}")));
+        }
+        let list = |l: RawRequirementList, field: &str| -> Result<Vec<Requirement>, ConfigError> {
+            if l.requirements.is_empty() {
+                return Err(err(format!("{field}.requirements"), "must not be empty"));
+            }
+            l.requirements
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    r.validate(providers)
+                        .map_err(|e| e.within(&format!("{field}.requirements[{i}]")))
+                })
+                .collect()
+        };
+        if let Some(l) = self.requires_any {
+            return list(l, "requires_any").map(Requirement::Any);
+        }
+        if let Some(l) = self.requires_all {
+            return list(l, "requires_all").map(Requirement::All);
+        }
+        if self.allow_missing.is_some() {
+            return Ok(Requirement::AllowMissing);
+        }
+        Ok(Requirement::AllowMissingOrFailed)
+    }
+}
