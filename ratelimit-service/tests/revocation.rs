@@ -5,7 +5,8 @@
 // Test crate: helpers outside #[test] fns may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use redis_harness as redis_fixture;
+use test_harness::redis as redis_fixture;
+use test_harness::wait::eventually;
 
 use ratelimit_service::revocation::memory::MemoryRevocations;
 use ratelimit_service::revocation::redis::RedisRevocations;
@@ -14,9 +15,8 @@ use ratelimit_service::revocation::{
 };
 use ratelimit_service::storage::memory::SystemClock;
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn now() -> u64 {
     SystemTime::now()
@@ -65,22 +65,6 @@ fn mine(list: &RevocationList, issuer: &str) -> Vec<(String, u64)> {
 
 fn entry(jti: &str, expires_at: u64) -> (String, u64) {
     (jti.to_owned(), expires_at)
-}
-
-/// Polls `probe` until it yields a value (deadline `within`).
-async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn revoke_then_list_full_and_incremental<S: RevocationStore>(store: S) {

@@ -4,7 +4,7 @@
 // Test crate: helpers outside #[test] fns may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use redis_harness as redis_fixture;
+use test_harness::redis as redis_fixture;
 
 use ratelimit_service::config::Config;
 use ratelimit_service::limiter::{Code, Decision, Descriptor, Limiter, LimiterOptions, Request};

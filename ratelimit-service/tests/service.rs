@@ -3,7 +3,8 @@
 // Test crate: helpers outside #[test] fns may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use redis_harness as redis_fixture;
+use test_harness::redis as redis_fixture;
+use test_harness::wait::eventually;
 
 use ratelimit_service::proto::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
 use ratelimit_service::proto::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
@@ -15,7 +16,6 @@ use ratelimit_service::proto::rls::rate_limit_response::Code;
 use ratelimit_service::proto::rls::rate_limit_service_client::RateLimitServiceClient;
 use ratelimit_service::proto::rls::{RateLimitRequest, RateLimitResponse};
 use ratelimit_service::{run, Listeners, RevocationAccess, ServerError, Settings, StoreSettings};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,19 +69,27 @@ impl Service {
 
     async fn client(&self) -> RateLimitServiceClient<Channel> {
         let url = format!("http://{}", self.grpc);
-        eventually("gRPC server accepts connections", || {
-            let url = url.clone();
-            async move { RateLimitServiceClient::connect(url).await.ok() }
-        })
+        eventually(
+            "gRPC server accepts connections",
+            Duration::from_secs(10),
+            || {
+                let url = url.clone();
+                async move { RateLimitServiceClient::connect(url).await.ok() }
+            },
+        )
         .await
     }
 
     async fn revocations(&self) -> RevocationServiceClient<Channel> {
         let url = format!("http://{}", self.grpc);
-        eventually("gRPC server accepts connections", || {
-            let url = url.clone();
-            async move { RevocationServiceClient::connect(url).await.ok() }
-        })
+        eventually(
+            "gRPC server accepts connections",
+            Duration::from_secs(10),
+            || {
+                let url = url.clone();
+                async move { RevocationServiceClient::connect(url).await.ok() }
+            },
+        )
         .await
     }
 
@@ -114,22 +122,6 @@ impl Service {
             .expect("graceful shutdown within 5 s")
             .unwrap()
             .unwrap();
-    }
-}
-
-/// Polls `probe` until it yields a value (10 s deadline).
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -354,7 +346,7 @@ async fn hot_reload_swaps_valid_configs_and_keeps_serving_on_invalid_ones() {
         dir.path(),
         &CONFIG.replace("requests_per_unit: 2", "requests_per_unit: 7"),
     );
-    eventually("the new limit to apply", || {
+    eventually("the new limit to apply", Duration::from_secs(10), || {
         let mut client = client.clone();
         let probe = probe.clone();
         async move { (limit_of(call(&mut client, probe).await.ok()?) == Some(7)).then_some(()) }
@@ -362,11 +354,15 @@ async fn hot_reload_swaps_valid_configs_and_keeps_serving_on_invalid_ones() {
     .await;
 
     write_config(dir.path(), "domain: test\ndescriptors:\n  - key: user\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n");
-    eventually("the failed reload to be counted", || async {
-        let (_, body) = service.get("/metrics").await;
-        body.contains(r#"ratelimit_config_reloads_total{result="failure"} 1"#)
-            .then_some(())
-    })
+    eventually(
+        "the failed reload to be counted",
+        Duration::from_secs(10),
+        || async {
+            let (_, body) = service.get("/metrics").await;
+            body.contains(r#"ratelimit_config_reloads_total{result="failure"} 1"#)
+                .then_some(())
+        },
+    )
     .await;
     assert_eq!(
         limit_of(call(&mut client, probe).await.unwrap()),
@@ -408,11 +404,15 @@ async fn redis_down_fails_fast_with_unavailable_and_recovers() {
     assert_eq!(service.get("/ready").await.0, 503);
 
     redis.start_again().unwrap();
-    eventually("calls to succeed after Redis restarts", || {
-        let mut client = client.clone();
-        let req = req.clone();
-        async move { call(&mut client, req).await.ok() }
-    })
+    eventually(
+        "calls to succeed after Redis restarts",
+        Duration::from_secs(10),
+        || {
+            let mut client = client.clone();
+            let req = req.clone();
+            async move { call(&mut client, req).await.ok() }
+        },
+    )
     .await;
     assert_eq!(service.get("/ready").await.0, 200);
     service.shutdown().await;
@@ -816,15 +816,19 @@ async fn revocations_in_redis_are_shared_survive_a_flush_and_fail_fast_when_redi
     assert_eq!(error["error"], "unavailable");
 
     redis.start_again().unwrap();
-    let back = eventually("revocations to work after Redis restarts", || {
-        let mut client = via_a.clone();
-        async move {
-            client
-                .revoke(revoke_request("https://idp", "back", unix_now() + 600))
-                .await
-                .ok()
-        }
-    })
+    let back = eventually(
+        "revocations to work after Redis restarts",
+        Duration::from_secs(10),
+        || {
+            let mut client = via_a.clone();
+            async move {
+                client
+                    .revoke(revoke_request("https://idp", "back", unix_now() + 600))
+                    .await
+                    .ok()
+            }
+        },
+    )
     .await;
     assert!(back.into_inner().version > v2);
     a.shutdown().await;

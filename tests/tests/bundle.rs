@@ -323,7 +323,7 @@ async fn the_bundle_answers_like_the_three_filters() {
     assert_eq!(public.body["upstream_headers"]["x-jwt-tenant"], Value::Null);
 
     // The bundle keeps the filters' counters.
-    one.wait_stat_at_least("wasmcustom.jwt_auth.allowed", 4)
+    one.wait_stat_at_least(&custom(jwt_auth::metrics::ALLOWED), 4)
         .await
         .unwrap();
     one.wait_stat_at_least(
@@ -334,7 +334,7 @@ async fn the_bundle_answers_like_the_three_filters() {
     )
     .await
     .unwrap();
-    one.wait_stat_at_least("wasmcustom.transform_rules_matched", 2)
+    one.wait_stat_at_least(&custom(transform::metrics::RULES_MATCHED), 2)
         .await
         .unwrap();
 }

@@ -26,3 +26,20 @@ where
         every = (every * 2).min(Duration::from_millis(200));
     }
 }
+
+/// [`until`] for probes that cannot fail, in tests: the value, or a panic naming `what` when
+/// `within` passes.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let check = || {
+        let next = probe();
+        async move { Ok(next.await) }
+    };
+    match until(what, within, check).await {
+        Ok(value) => value,
+        Err(e) => panic!("{e:#}"),
+    }
+}
