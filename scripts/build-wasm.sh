@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FILTERS=(transform passthrough jwt-auth tenant-cache-key bundle)
+FILTERS=(transform passthrough jwt-auth tenant-cache-key ratelimit bundle)
 BUNDLES=(bundle)
 if [ $# -gt 0 ]; then FILTERS=("$@"); fi
 singles=()

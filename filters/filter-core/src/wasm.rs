@@ -17,9 +17,11 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// Envoy, through proxy-wasm's host calls. Zero-sized: copies cost nothing.
+/// Envoy, through proxy-wasm's host calls, for the plugin whose root context is `root`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct WasmHost;
+pub struct WasmHost {
+    root: u32,
+}
 
 fn map_type(map: Map) -> MapType {
     match map {
@@ -139,6 +141,10 @@ impl Host for WasmHost {
         hostcalls::set_effective_context(context_id).is_ok()
     }
 
+    fn root_context_id(&self) -> u32 {
+        self.root
+    }
+
     fn http_call(
         &self,
         cluster: &str,
@@ -182,12 +188,18 @@ impl Host for WasmHost {
 /// Registers `P` as the module's root context. Call from `proxy_wasm::main!`.
 pub fn start<P: Plugin<Host = WasmHost>>() {
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|_| Box::new(PluginRoot::<P> { plugin: None }));
+    proxy_wasm::set_root_context(|root| {
+        Box::new(PluginRoot::<P> {
+            plugin: None,
+            host: WasmHost { root },
+        })
+    });
 }
 
 /// Runs a [`Plugin`] as a proxy-wasm root context.
 pub struct PluginRoot<P> {
     plugin: Option<Rc<P>>,
+    host: WasmHost,
 }
 
 impl<P: Plugin<Host = WasmHost>> Context for PluginRoot<P> {
@@ -214,7 +226,7 @@ impl<P: Plugin<Host = WasmHost>> Context for PluginRoot<P> {
 impl<P: Plugin<Host = WasmHost>> RootContext for PluginRoot<P> {
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match P::configure(WasmHost, &bytes) {
+        match P::configure(self.host, &bytes) {
             Ok(p) => {
                 if let Some(old) = self.plugin.replace(Rc::new(p)) {
                     old.flush();
@@ -224,7 +236,7 @@ impl<P: Plugin<Host = WasmHost>> RootContext for PluginRoot<P> {
             }
             Err(e) => {
                 let message = format!("refusing to start: {e}");
-                host::log(&WasmHost, P::NAME, Level::Error, &message);
+                host::log(&self.host, P::NAME, Level::Error, &message);
                 false
             }
         }

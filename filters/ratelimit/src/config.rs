@@ -1,0 +1,202 @@
+//! The plugin configuration: where the lease service is, how long a request may wait for
+//! tokens, what happens when the service cannot be reached, and which descriptors each request
+//! carries (Envoy's `rate_limits` actions, per rule).
+//!
+//! ```json
+//! {
+//!   "cluster": "ratelimit", "domain": "edge", "timeout_ms": 250, "failure_mode": "allow",
+//!   "lease_size": 100,
+//!   "rules": [{
+//!     "match": { "path_prefix": "/api/users" },
+//!     "descriptors": [
+//!       [{ "request_headers": { "header_name": "x-tenant-id", "descriptor_key": "tenant" } }],
+//!       [{ "generic_key": { "descriptor_key": "route", "descriptor_value": "users" } }]
+//!     ]
+//!   }]
+//! }
+//! ```
+
+use crate::descriptors::{Action, DescriptorSpec};
+use filter_core::config::header_name;
+use filter_core::{parse_json_config, ConfigError, RequestMatch, RequestMatcher};
+use serde::Deserialize;
+
+/// The most tokens a pool asks for in one lease (the service may grant fewer).
+pub const MAX_LEASE: u32 = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster: String,
+    domain: String,
+    #[serde(default = "default_timeout")]
+    timeout_ms: u64,
+    #[serde(default)]
+    failure_mode: FailureMode,
+    #[serde(default = "default_lease")]
+    lease_size: u32,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+fn default_timeout() -> u64 {
+    250
+}
+
+fn default_lease() -> u32 {
+    100
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(default, rename = "match")]
+    matches: RequestMatch,
+    descriptors: Vec<Vec<RawAction>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum RawAction {
+    RequestHeaders {
+        header_name: String,
+        descriptor_key: String,
+        #[serde(default)]
+        skip_if_absent: bool,
+    },
+    GenericKey {
+        #[serde(default)]
+        descriptor_key: Option<String>,
+        descriptor_value: String,
+    },
+    RemoteAddress {},
+}
+
+/// What a request gets when it needs tokens and the lease service cannot be reached in time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Admitted (and counted): an unreachable service must not take the API down.
+    #[default]
+    Allow,
+    /// Answered 503.
+    Deny,
+}
+
+/// One rule: the requests it matches and the descriptors they carry.
+#[derive(Debug)]
+pub struct Rule {
+    pub matcher: RequestMatcher,
+    pub descriptors: Vec<DescriptorSpec>,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub cluster: String,
+    pub domain: String,
+    pub timeout_ms: u64,
+    pub failure_mode: FailureMode,
+    pub lease_size: u32,
+    /// The first rule that matches a request decides its descriptors.
+    pub rules: Vec<Rule>,
+}
+
+impl Config {
+    /// Parses and validates a JSON plugin configuration; errors name the field.
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let raw: RawConfig = parse_json_config(bytes)?;
+        for (field, value) in [("cluster", &raw.cluster), ("domain", &raw.domain)] {
+            if value.trim().is_empty() {
+                return Err(ConfigError::new(field, "must not be empty"));
+            }
+        }
+        if raw.timeout_ms == 0 || raw.timeout_ms > 60_000 {
+            return Err(ConfigError::new(
+                "timeout_ms",
+                "must be between 1 and 60000 (a request waits at most this long for tokens)",
+            ));
+        }
+        if raw.lease_size == 0 || raw.lease_size > MAX_LEASE {
+            return Err(ConfigError::new(
+                "lease_size",
+                format!("must be between 1 and {MAX_LEASE}"),
+            ));
+        }
+        let mut rules = Vec::with_capacity(raw.rules.len());
+        for (i, rule) in raw.rules.iter().enumerate() {
+            rules.push(compile_rule(rule).map_err(|e| e.within(&format!("rules[{i}]")))?);
+        }
+        Ok(Config {
+            cluster: raw.cluster,
+            domain: raw.domain,
+            timeout_ms: raw.timeout_ms,
+            failure_mode: raw.failure_mode,
+            lease_size: raw.lease_size,
+            rules,
+        })
+    }
+}
+
+fn compile_rule(rule: &RawRule) -> Result<Rule, ConfigError> {
+    let matcher = rule.matches.compile().map_err(|e| e.within("match"))?;
+    if rule.descriptors.is_empty() {
+        return Err(ConfigError::new(
+            "descriptors",
+            "give at least one descriptor",
+        ));
+    }
+    let mut descriptors = Vec::with_capacity(rule.descriptors.len());
+    for (i, actions) in rule.descriptors.iter().enumerate() {
+        let field = format!("descriptors[{i}]");
+        if actions.is_empty() {
+            return Err(ConfigError::new(
+                field,
+                "a descriptor needs at least one action",
+            ));
+        }
+        let mut compiled = Vec::with_capacity(actions.len());
+        for (j, action) in actions.iter().enumerate() {
+            let at = format!("{field}[{j}]");
+            compiled.push(compile_action(action).map_err(|e| e.within(&at))?);
+        }
+        descriptors.push(DescriptorSpec { actions: compiled });
+    }
+    Ok(Rule {
+        matcher,
+        descriptors,
+    })
+}
+
+fn compile_action(action: &RawAction) -> Result<Action, ConfigError> {
+    Ok(match action {
+        RawAction::RequestHeaders {
+            header_name: name,
+            descriptor_key,
+            skip_if_absent,
+        } => Action::RequestHeader {
+            header: header_name("request_headers.header_name", name)?,
+            key: non_empty("request_headers.descriptor_key", descriptor_key)?,
+            skip_if_absent: *skip_if_absent,
+        },
+        RawAction::GenericKey {
+            descriptor_key,
+            descriptor_value,
+        } => Action::Generic {
+            key: match descriptor_key {
+                Some(k) => non_empty("generic_key.descriptor_key", k)?,
+                None => "generic_key".to_string(),
+            },
+            value: non_empty("generic_key.descriptor_value", descriptor_value)?,
+        },
+        RawAction::RemoteAddress {} => Action::RemoteAddress,
+    })
+}
+
+fn non_empty(field: &str, value: &str) -> Result<String, ConfigError> {
+    if value.is_empty() {
+        Err(ConfigError::new(field, "must not be empty"))
+    } else {
+        Ok(value.to_string())
+    }
+}

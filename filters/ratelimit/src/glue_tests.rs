@@ -1,0 +1,348 @@
+//! The stage as Envoy drives it, natively over filter-core's recording `FakeHost`: requests in;
+//! lease calls (from the root context), resumed and refused requests, response headers out.
+//! Two plugins on one FakeHost play two workers of one Envoy (they share its shared data).
+
+use crate::metrics;
+use crate::pb::{LeaseMode, LeaseRequest, LeaseResponse, LimitState};
+use crate::plugin::{RateLimitPlugin, RateLimitRequest};
+use filter_core::host::Map;
+use filter_core::testing::{CallKind, FakeHost};
+use filter_core::{Action, HeaderMap, HttpFilter, Plugin};
+use prost::Message;
+use serde_json::json;
+use std::rc::Rc;
+
+const ROOT: u32 = 1;
+type Stage = Rc<RateLimitPlugin<FakeHost>>;
+
+fn config(failure_mode: &str) -> String {
+    json!({
+        "cluster": "ratelimit", "domain": "edge", "timeout_ms": 250,
+        "failure_mode": failure_mode, "lease_size": 10,
+        "rules": [{
+            "match": { "path_prefix": "/api" },
+            "descriptors": [
+                [{ "request_headers": { "header_name": "x-tenant-id", "descriptor_key": "tenant" } }],
+                [{ "generic_key": { "descriptor_key": "route", "descriptor_value": "api" } }]
+            ]
+        }]
+    })
+    .to_string()
+}
+
+fn start(host: &FakeHost, failure_mode: &str) -> Stage {
+    let plugin = RateLimitPlugin::configure(host.clone(), config(failure_mode).as_bytes());
+    Rc::new(plugin.unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn send(
+    host: &FakeHost,
+    stage: &Stage,
+    ctx: u32,
+    tenant: &str,
+) -> (RateLimitRequest<FakeHost>, Action) {
+    host.enter(ctx);
+    let h = HeaderMap::from([
+        (":method", "GET"),
+        (":path", "/api/users"),
+        ("x-tenant-id", tenant),
+        ("x-request-id", "r-9"),
+    ]);
+    host.set_map(Map::RequestHeaders, h);
+    let mut request = stage.http_context(ctx);
+    let action = request.on_request_headers(true);
+    (request, action)
+}
+
+fn answer(mode: LeaseMode, granted: u32, limit: u32) -> LeaseResponse {
+    LeaseResponse {
+        mode: mode as i32,
+        granted,
+        expires_in_ms: 5_000,
+        retry_after_ms: if granted == 0 { 20_000 } else { 0 },
+        limits: vec![LimitState {
+            name: "tenant".into(),
+            requests_per_unit: limit,
+            unit_seconds: 60,
+            remaining: 7,
+            reset_ms: 30_000,
+            next_token_ms: 0,
+        }],
+        lease_size: 10,
+    }
+}
+
+/// The lease calls sent so far: (token, the context they answer to, the request).
+fn leases(host: &FakeHost) -> Vec<(u32, u32, LeaseRequest)> {
+    host.take_calls()
+        .into_iter()
+        .map(|c| match c.kind {
+            CallKind::Grpc {
+                service,
+                method,
+                message,
+            } => {
+                assert_eq!(
+                    (service.as_str(), method.as_str()),
+                    ("edgegate.ratelimit.v1.QuotaLease", "Lease")
+                );
+                assert_eq!(c.cluster, "ratelimit");
+                (
+                    c.token,
+                    c.context,
+                    LeaseRequest::decode(message.as_slice()).unwrap(),
+                )
+            }
+            CallKind::Http { .. } => panic!("unexpected HTTP call"),
+        })
+        .collect()
+}
+
+fn respond(host: &FakeHost, stage: &Stage, token: u32, answer: &LeaseResponse) {
+    host.enter(ROOT);
+    let bytes = answer.encode_to_vec();
+    host.set_buffer_of(filter_core::host::Buffer::GrpcReceive, bytes.clone());
+    stage.on_grpc_call_response(token, 0, bytes.len());
+}
+
+#[test]
+fn a_pool_fills_once_then_admits_without_a_call_until_its_low_water_mark() {
+    let host = FakeHost::at(1_000_000);
+    let stage = start(&host, "allow");
+    let (_, action) = send(&host, &stage, 2, "acme");
+    assert_eq!(
+        action,
+        Action::Pause,
+        "no token yet: it waits for the first lease"
+    );
+    let calls = leases(&host);
+    assert_eq!(calls.len(), 1);
+    let (token, context, request) = &calls[0];
+    assert_eq!(*context, ROOT, "leases answer to the root context");
+    assert_eq!((request.domain.as_str(), request.want), ("edge", 10));
+    let entries: Vec<_> = (request.descriptors.iter())
+        .map(|d| (d.entries[0].key.clone(), d.entries[0].value.clone()))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("tenant".into(), "acme".into()),
+            ("route".into(), "api".into())
+        ]
+    );
+
+    respond(&host, &stage, *token, &answer(LeaseMode::Leased, 10, 100));
+    assert_eq!(host.take_resumed(), [2]);
+    // 9 tokens left: requests spend them with no call until half the lease is left.
+    for ctx in 3..=5 {
+        assert_eq!(send(&host, &stage, ctx, "acme").1, Action::Continue);
+    }
+    assert!(leases(&host).is_empty());
+    assert_eq!(send(&host, &stage, 6, "acme").1, Action::Continue);
+    let refill = leases(&host);
+    assert_eq!(
+        refill.len(),
+        1,
+        "the request that reached the low water mark refills"
+    );
+    assert_eq!(refill[0].1, ROOT);
+    for ctx in 7..=11 {
+        assert_eq!(send(&host, &stage, ctx, "acme").1, Action::Continue);
+    }
+    assert!(leases(&host).is_empty(), "one refill in flight at a time");
+    assert_eq!(
+        send(&host, &stage, 12, "acme").1,
+        Action::Pause,
+        "10 spent: the 11th waits"
+    );
+    stage.flush();
+    assert_eq!(host.metric(metrics::ADMITTED), 10);
+}
+
+#[test]
+fn an_empty_bucket_is_a_429_with_the_limit_and_later_requests_are_refused_locally() {
+    let host = FakeHost::at(1_000_000);
+    let stage = start(&host, "allow");
+    send(&host, &stage, 2, "tiny");
+    let (token, _, _) = leases(&host)[0].clone();
+    respond(&host, &stage, token, &answer(LeaseMode::Leased, 0, 3));
+    let replies = host.take_replies();
+    assert_eq!((replies[0].context, replies[0].status), (2, 429));
+    assert_eq!(replies[0].json()["error"], "rate_limited");
+    assert_eq!(replies[0].header("retry-after"), Some("20"));
+    assert_eq!(replies[0].header("x-ratelimit-limit"), Some("3, 3;w=60"));
+    assert_eq!(replies[0].header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(replies[0].header("x-ratelimit-reset"), Some("30"));
+    let (_, action) = send(&host, &stage, 3, "tiny");
+    assert_eq!(action, Action::Pause);
+    assert_eq!(host.take_replies()[0].status, 429);
+    assert!(
+        leases(&host).is_empty(),
+        "refused without asking until retry-after passes"
+    );
+}
+
+#[test]
+fn exact_limits_ask_for_one_token_per_request() {
+    let host = FakeHost::at(1_000_000);
+    let stage = start(&host, "allow");
+    send(&host, &stage, 2, "tiny");
+    let (token, _, _) = leases(&host)[0].clone();
+    respond(&host, &stage, token, &answer(LeaseMode::Exact, 1, 3));
+    assert_eq!(host.take_resumed(), [2]);
+    for ctx in [3, 4] {
+        assert_eq!(send(&host, &stage, ctx, "tiny").1, Action::Pause);
+    }
+    let calls = leases(&host);
+    assert_eq!(calls.iter().map(|c| c.2.want).collect::<Vec<_>>(), [1, 1]);
+    respond(&host, &stage, calls[0].0, &answer(LeaseMode::Exact, 1, 3));
+    assert!(
+        leases(&host).is_empty(),
+        "the other waiter's own call is still in flight"
+    );
+    respond(&host, &stage, calls[1].0, &answer(LeaseMode::Exact, 0, 3));
+    assert_eq!(host.take_resumed(), [3]);
+    let replies = host.take_replies();
+    assert_eq!((replies[0].context, replies[0].status), (4, 429));
+}
+
+#[test]
+fn an_unlimited_answer_admits_without_tokens_until_it_expires() {
+    let host = FakeHost::at(1_000_000);
+    let stage = start(&host, "allow");
+    send(&host, &stage, 2, "free");
+    let (token, _, _) = leases(&host)[0].clone();
+    respond(&host, &stage, token, &answer(LeaseMode::Unlimited, 0, 0));
+    assert_eq!(host.take_resumed(), [2]);
+    for ctx in 3..40 {
+        assert_eq!(send(&host, &stage, ctx, "free").1, Action::Continue);
+    }
+    assert!(leases(&host).is_empty());
+    host.advance(5_001);
+    assert_eq!(send(&host, &stage, 40, "free").1, Action::Pause);
+}
+
+#[test]
+fn an_unreachable_service_fails_open_or_closed_as_configured() {
+    for (mode, resumed, status) in [("allow", vec![2], None), ("deny", vec![], Some(503))] {
+        let host = FakeHost::at(1_000_000);
+        let stage = start(&host, mode);
+        send(&host, &stage, 2, "acme");
+        let (token, _, _) = leases(&host)[0].clone();
+        host.enter(ROOT);
+        stage.on_grpc_call_response(token, 14, 0); // UNAVAILABLE
+        assert_eq!(host.take_resumed(), resumed, "{mode}");
+        let replies = host.take_replies();
+        assert_eq!(replies.first().map(|r| r.status), status, "{mode}");
+        assert_eq!(host.metric(metrics::LEASE_FAILURES), 1);
+    }
+}
+
+#[test]
+fn a_lease_that_never_answers_ends_the_wait_at_the_timeout() {
+    let host = FakeHost::at(1_000_000);
+    let stage = start(&host, "deny");
+    send(&host, &stage, 2, "acme");
+    host.enter(ROOT);
+    host.advance(200);
+    stage.tick();
+    assert!(host.take_replies().is_empty(), "not yet");
+    host.advance(60);
+    stage.tick();
+    let replies = host.take_replies();
+    assert_eq!((replies[0].context, replies[0].status), (2, 503));
+    assert_eq!(replies[0].json()["error"], "rate_limit_unavailable");
+    assert_eq!(host.metric(metrics::TIMEOUTS), 1);
+}
+
+#[test]
+fn two_workers_spend_one_pool_and_never_more_than_was_granted() {
+    let host = FakeHost::at(1_000_000);
+    let (a, b) = (start(&host, "allow"), start(&host, "allow"));
+    send(&host, &a, 2, "acme");
+    let (token, _, _) = leases(&host)[0].clone();
+    respond(&host, &a, token, &answer(LeaseMode::Leased, 6, 100));
+    let mut admitted = 1; // the waiter
+    for ctx in 3..30 {
+        let worker = if ctx % 2 == 0 { &a } else { &b };
+        if send(&host, worker, ctx, "acme").1 == Action::Continue {
+            admitted += 1;
+        }
+    }
+    assert_eq!(
+        admitted, 6,
+        "exactly the granted tokens, across both workers"
+    );
+}
+
+#[test]
+fn requests_without_a_descriptor_pass_and_admitted_ones_show_the_limit() {
+    let host = FakeHost::at(1_000_000);
+    let stage = start(&host, "allow");
+    host.enter(2);
+    host.set_map(
+        Map::RequestHeaders,
+        [(":method", "GET"), (":path", "/api/users")],
+    );
+    // No x-tenant-id: that descriptor is left out, the route one remains.
+    let mut r = stage.http_context(2);
+    assert_eq!(r.on_request_headers(true), Action::Pause);
+    let (token, _, request) = leases(&host)[0].clone();
+    assert_eq!(request.descriptors.len(), 1);
+    respond(&host, &stage, token, &answer(LeaseMode::Leased, 5, 100));
+    host.enter(2);
+    host.set_map(Map::ResponseHeaders, [(":status", "200")]);
+    r.on_response_headers(false);
+    let response = host.map_of(2, Map::ResponseHeaders);
+    assert_eq!(response.get("x-ratelimit-limit"), Some("100, 100;w=60"));
+    assert_eq!(
+        response.get("x-ratelimit-remaining"),
+        Some("11"),
+        "7 in the bucket + 4 held"
+    );
+    assert_eq!(
+        leases(&host).len(),
+        1,
+        "4 left of a lease of 10: a background refill"
+    );
+    host.enter(3);
+    host.set_map(
+        Map::RequestHeaders,
+        [(":method", "GET"), (":path", "/other")],
+    );
+    assert_eq!(
+        stage.http_context(3).on_request_headers(true),
+        Action::Continue
+    );
+    assert!(leases(&host).is_empty(), "no rule: no call, no token");
+}
+
+#[test]
+fn bad_configurations_name_the_field() {
+    for (config, field) in [
+        (json!({ "cluster": "", "domain": "edge" }), "cluster"),
+        (
+            json!({ "cluster": "rl", "domain": "edge", "lease_size": 0 }),
+            "lease_size",
+        ),
+        (
+            json!({ "cluster": "rl", "domain": "edge", "timeout_ms": 0 }),
+            "timeout_ms",
+        ),
+        (
+            json!({ "cluster": "rl", "domain": "edge", "rules": [{ "descriptors": [[]] }] }),
+            "rules[0].descriptors[0]",
+        ),
+        (
+            json!({ "cluster": "rl", "domain": "edge", "rules": [{ "descriptors": [[
+                { "request_headers": { "header_name": "x a", "descriptor_key": "k" } }]] }] }),
+            "rules[0].descriptors[0][0].request_headers.header_name",
+        ),
+    ] {
+        let err = RateLimitPlugin::configure(FakeHost::at(0), config.to_string().as_bytes())
+            .err()
+            .map(|e| e.field)
+            .unwrap_or_default();
+        assert_eq!(err, field, "{config}");
+    }
+}

@@ -1,0 +1,531 @@
+//! The host side of the ratelimit stage, generic over [`Host`]: the pools on shared data (one
+//! compare-and-swap per request), the lease calls (always dispatched from the root context, so
+//! they outlive the request that caused them), the requests waiting for tokens, the replies.
+//!
+//! A request with tokens in its pool never waits and makes no call: it spends one token. When
+//! the pool falls to its low water mark, that request (only one: the mark is in the pool)
+//! starts a background lease. A request that finds no token waits for a lease (this worker's
+//! in flight, or one it starts) at most `timeout_ms`; then the failure mode decides.
+
+use crate::config::{Config, FailureMode};
+use crate::descriptors::{build_all, pool_key, strip_port, Descriptor};
+use crate::metrics::Metrics;
+use crate::pb::{self, LeaseMode, LeaseRequest, LeaseResponse};
+use crate::pool::{self, LimitView, Pool, Take};
+use filter_core::host::{log, GrpcCall, Level};
+use filter_core::shared::update_shared;
+use filter_core::{HeaderMap, Host};
+use prost::Message;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The name the plugin logs under.
+pub const PLUGIN: &str = "ratelimit";
+pub const SERVICE: &str = "edgegate.ratelimit.v1.QuotaLease";
+pub const LEASE_METHOD: &str = "Lease";
+/// Compare-and-swap attempts on a pool before the request is treated as unreachable.
+const CAS_ATTEMPTS: usize = 8;
+/// The most pools whose descriptors one worker remembers (for background refills).
+const MAX_KNOWN_POOLS: usize = 10_000;
+
+/// How a request leaves the stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// On to the upstream; the limit to show on the response, if one applies.
+    Continue(Option<RateHeaders>),
+    /// Answered locally (429 or 503).
+    Answered,
+    /// Waiting for tokens; resumed or answered later.
+    Paused,
+}
+
+/// `X-RateLimit-*` values for an admitted request's response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateHeaders {
+    pub limit: LimitView,
+    /// Requests left as far as this Envoy can tell (the bucket's remainder plus held tokens).
+    pub remaining: u64,
+}
+
+struct Waiter {
+    key: String,
+    deadline_ms: u64,
+    request_id: Option<String>,
+}
+
+/// A lease call in flight.
+struct Call {
+    key: String,
+    /// Exact mode: the request the single token is for.
+    for_request: Option<u32>,
+}
+
+/// One VM's limiter: shared by the root context and every request.
+pub struct Limiter<H: Host> {
+    host: H,
+    config: Config,
+    prefix: String,
+    waiting: RefCell<HashMap<u32, Waiter>>,
+    calls: RefCell<HashMap<u32, Call>>,
+    /// The descriptors of each pool this worker has asked for (for background refills).
+    descriptors: RefCell<HashMap<String, Vec<Descriptor>>>,
+    /// Rate headers of requests admitted after waiting, for their response phase.
+    resumed_headers: RefCell<HashMap<u32, RateHeaders>>,
+    pub metrics: Metrics<H>,
+}
+
+impl<H: Host> Limiter<H> {
+    pub fn new(host: H, config: Config) -> Self {
+        let prefix = host
+            .property(&["plugin_name"])
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_else(|| PLUGIN.to_string());
+        Limiter {
+            metrics: Metrics::define(&host),
+            host,
+            config,
+            prefix,
+            waiting: RefCell::default(),
+            calls: RefCell::default(),
+            descriptors: RefCell::default(),
+            resumed_headers: RefCell::default(),
+        }
+    }
+
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
+    /// The request-headers phase of request `context_id`.
+    pub fn on_request(&self, context_id: u32, headers: &HeaderMap) -> Verdict {
+        let Some(rule) = self
+            .config
+            .rules
+            .iter()
+            .find(|r| r.matcher.matches(headers))
+        else {
+            return Verdict::Continue(None);
+        };
+        let remote = self.host.property(&["source", "address"]);
+        let remote = remote.as_deref().and_then(|b| std::str::from_utf8(b).ok());
+        let descriptors = build_all(&rule.descriptors, headers, remote.map(strip_port));
+        if descriptors.is_empty() {
+            return Verdict::Continue(None);
+        }
+        let key = pool_key(&self.prefix, &self.config.domain, &descriptors);
+        let mut known = self.descriptors.borrow_mut();
+        if known.len() >= MAX_KNOWN_POOLS && !known.contains_key(&key) {
+            // Bounded memory whatever the descriptors' cardinality: forget them all; a pool
+            // asked for again is learnt again on its next request.
+            known.clear();
+        }
+        known.entry(key.clone()).or_insert(descriptors);
+        drop(known);
+        let request_id = headers.get("x-request-id");
+        match self.take(&key) {
+            Some(Take::Admit {
+                refill,
+                limit,
+                left,
+            }) => {
+                self.metrics.admitted.inc();
+                if refill {
+                    self.lease(&key, None, context_id);
+                }
+                Verdict::Continue(rate_headers(limit, left))
+            }
+            Some(Take::Refuse {
+                retry_after_ms,
+                limit,
+            }) => {
+                self.refuse(retry_after_ms, limit, request_id);
+                Verdict::Answered
+            }
+            Some(Take::Wait) => self.wait(context_id, key, request_id),
+            None => self.fail(request_id),
+        }
+    }
+
+    /// Takes a token from `key`'s pool (None: every compare-and-swap lost).
+    fn take(&self, key: &str) -> Option<Take> {
+        let now = self.host.now_ms();
+        let refill_for = self.config.timeout_ms;
+        update_shared(&self.host, key, CAS_ATTEMPTS, |bytes| {
+            let current = bytes.and_then(Pool::decode);
+            let low_water = current.map_or(0, |p| p.lease_size / 2);
+            let (next, take) = pool::take(current, now, refill_for, low_water);
+            (next.map(|p| p.encode()), take)
+        })
+    }
+
+    /// No token: wait for a lease. One lease per pool per worker serves every waiter of the
+    /// pool; in exact mode each request asks for its own token.
+    fn wait(&self, context_id: u32, key: String, request_id: Option<&str>) -> Verdict {
+        let exact = self.is_exact(&key);
+        let asking = self
+            .calls
+            .borrow()
+            .values()
+            .any(|c| c.key == key && c.for_request.is_none());
+        let sent = match (exact, asking) {
+            (true, _) => self.lease(&key, Some(context_id), context_id),
+            (false, true) => true,
+            (false, false) => self.lease(&key, None, context_id),
+        };
+        if !sent {
+            return self.fail(request_id);
+        }
+        self.metrics.waited.inc();
+        let deadline_ms = self.host.now_ms().saturating_add(self.config.timeout_ms);
+        let waiter = Waiter {
+            key,
+            deadline_ms,
+            request_id: request_id.map(str::to_string),
+        };
+        self.waiting.borrow_mut().insert(context_id, waiter);
+        Verdict::Paused
+    }
+
+    fn pool(&self, key: &str) -> Option<Pool> {
+        self.host.get(key).0.as_deref().and_then(Pool::decode)
+    }
+
+    /// Dispatches a lease for `key` from the root context; false when it could not be sent.
+    fn lease(&self, key: &str, for_request: Option<u32>, current: u32) -> bool {
+        let Some(descriptors) = self.descriptors.borrow().get(key).cloned() else {
+            return false;
+        };
+        let want = match for_request {
+            Some(_) => 1,
+            None => self.pool(key).map_or(self.config.lease_size, |p| {
+                p.lease_size.clamp(1, self.config.lease_size)
+            }),
+        };
+        let message = lease_request(&self.config.domain, &descriptors, want).encode_to_vec();
+        let root = self.host.root_context_id();
+        let switched = self.host.set_effective_context(root);
+        let sent = self.host.grpc_call(GrpcCall {
+            cluster: &self.config.cluster,
+            service: SERVICE,
+            method: LEASE_METHOD,
+            message: &message,
+            timeout: Duration::from_millis(self.config.timeout_ms),
+        });
+        if switched {
+            self.host.set_effective_context(current);
+        }
+        match sent {
+            Ok(token) => {
+                self.metrics.leases.inc();
+                let call = Call {
+                    key: key.to_string(),
+                    for_request,
+                };
+                self.calls.borrow_mut().insert(token, call);
+                true
+            }
+            Err(e) => {
+                let why = format!("cannot call {} on {}: {e}", SERVICE, self.config.cluster);
+                log(&self.host, PLUGIN, Level::Warn, &why);
+                false
+            }
+        }
+    }
+
+    /// A lease answered (in the root context): the pool takes the tokens, and this worker's
+    /// waiters for it are decided again.
+    pub fn on_lease_response(&self, token: u32, status: u32, size: usize) {
+        let Some(call) = self.calls.borrow_mut().remove(&token) else {
+            return;
+        };
+        let answer = match status {
+            0 => self
+                .host
+                .buffer(filter_core::host::Buffer::GrpcReceive, 0, size)
+                .or_else(|| (size == 0).then(Vec::new))
+                .and_then(|b| LeaseResponse::decode(b.as_slice()).ok()),
+            _ => None,
+        };
+        let Some(answer) = answer else {
+            self.metrics.lease_failures.inc();
+            self.clear_refill(&call.key);
+            return self.fail_waiters(&call.key, call.for_request);
+        };
+        self.metrics.granted.add(i64::from(answer.granted));
+        self.record(&call.key, &answer);
+        if LeaseMode::try_from(answer.mode) == Ok(LeaseMode::Exact) {
+            // An exact grant is one request's: the one that asked, or (the first lease of a
+            // pool, before its mode was known) the longest-waiting one.
+            let owner = call.for_request.or_else(|| self.first_waiter(&call.key));
+            if let Some(ctx) = owner {
+                self.finish_exact(ctx, &answer);
+            }
+        }
+        self.retry_waiters(&call.key);
+    }
+
+    /// Writes the answer into the pool (retried against concurrent writers).
+    fn record(&self, key: &str, answer: &LeaseResponse) {
+        let now = self.host.now_ms();
+        let written = update_shared(&self.host, key, CAS_ATTEMPTS, |bytes| {
+            let next = pool::apply(bytes.and_then(Pool::decode), answer, now);
+            (Some(next.encode()), ())
+        });
+        if written.is_none() && answer.granted > 0 {
+            // The tokens are lost (never spent): under-admission, never over-admission.
+            self.metrics.tokens_lost.add(i64::from(answer.granted));
+        }
+    }
+
+    /// A background lease failed: the next request past the low water mark may try again.
+    fn clear_refill(&self, key: &str) {
+        let _ = update_shared(&self.host, key, CAS_ATTEMPTS, |bytes| {
+            match bytes.and_then(Pool::decode) {
+                Some(mut p) if p.refill_until_ms != 0 => {
+                    p.refill_until_ms = 0;
+                    (Some(p.encode()), ())
+                }
+                _ => (None, ()),
+            }
+        });
+    }
+
+    /// An exact lease answered: its token (if any) is spent by the request that asked.
+    fn finish_exact(&self, context_id: u32, answer: &LeaseResponse) {
+        let Some(waiter) = self.waiting.borrow_mut().remove(&context_id) else {
+            return; // the request is gone: its token is lost (under-admission)
+        };
+        if !self.host.set_effective_context(context_id) {
+            return;
+        }
+        let now = self.host.now_ms();
+        let limit = pool::tightest(answer, now).unwrap_or_default();
+        if answer.granted > 0 {
+            self.metrics.admitted.inc();
+            self.resume(context_id, rate_headers(limit, 0));
+        } else {
+            let retry = answer.retry_after_ms.max(1);
+            self.refuse(retry, limit, waiter.request_id.as_deref());
+        }
+    }
+
+    fn is_exact(&self, key: &str) -> bool {
+        self.pool(key).is_some_and(|p| p.mode == pool::Mode::Exact)
+    }
+
+    /// An exact lease for request `id` is in flight.
+    fn asking_for(&self, id: u32) -> bool {
+        self.calls
+            .borrow()
+            .values()
+            .any(|c| c.for_request == Some(id))
+    }
+
+    fn first_waiter(&self, key: &str) -> Option<u32> {
+        (self.waiting.borrow().iter())
+            .filter(|(_, w)| w.key == key)
+            .min_by_key(|(id, w)| (w.deadline_ms, **id))
+            .map(|(id, _)| *id)
+    }
+
+    /// Decides again every waiter of `key` on this worker (a lease answered).
+    fn retry_waiters(&self, key: &str) {
+        let ids: Vec<u32> = (self.waiting.borrow().iter())
+            .filter(|(_, w)| w.key == key)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let take = self.take(key);
+            if matches!(take, Some(Take::Wait)) && self.is_exact(key) && !self.asking_for(id) {
+                // The pool turned out exact: this waiter asks for its own token.
+                if self.lease(key, Some(id), self.host.root_context_id()) {
+                    continue;
+                }
+            }
+            if matches!(take, Some(Take::Wait)) {
+                continue; // still nothing: its deadline decides
+            }
+            let Some(waiter) = self.waiting.borrow_mut().remove(&id) else {
+                continue;
+            };
+            if !self.host.set_effective_context(id) {
+                continue;
+            }
+            self.decide_waiter(id, take, &waiter);
+        }
+    }
+
+    fn decide_waiter(&self, id: u32, take: Option<Take>, waiter: &Waiter) {
+        let request_id = waiter.request_id.as_deref();
+        match take {
+            Some(Take::Admit {
+                refill,
+                limit,
+                left,
+            }) => {
+                self.metrics.admitted.inc();
+                if refill {
+                    self.lease(&waiter.key, None, id);
+                }
+                self.resume(id, rate_headers(limit, left));
+            }
+            Some(Take::Refuse {
+                retry_after_ms,
+                limit,
+            }) => {
+                self.refuse(retry_after_ms, limit, request_id);
+            }
+            Some(Take::Wait) | None => {
+                self.fail_answered(request_id, true);
+            }
+        }
+    }
+
+    /// The lease for `key` failed: this worker's waiters for it get the failure mode now.
+    fn fail_waiters(&self, key: &str, for_request: Option<u32>) {
+        let ids: Vec<u32> = (self.waiting.borrow().iter())
+            .filter(|(id, w)| w.key == key && for_request.is_none_or(|r| r == **id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let Some(waiter) = self.waiting.borrow_mut().remove(&id) else {
+                continue;
+            };
+            if self.host.set_effective_context(id) {
+                let _ = self.fail_answered(waiter.request_id.as_deref(), true);
+            }
+        }
+    }
+
+    /// The root tick: waiters whose time is up get the failure mode.
+    pub fn tick(&self) {
+        let now = self.host.now_ms();
+        let due: Vec<u32> = (self.waiting.borrow().iter())
+            .filter(|(_, w)| w.deadline_ms <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(waiter) = self.waiting.borrow_mut().remove(&id) else {
+                continue;
+            };
+            if self.host.set_effective_context(id) {
+                self.metrics.timeouts.inc();
+                let _ = self.fail_answered(waiter.request_id.as_deref(), true);
+            }
+        }
+    }
+
+    /// The request is over: it no longer waits.
+    pub fn on_done(&self, context_id: u32) {
+        self.waiting.borrow_mut().remove(&context_id);
+        self.resumed_headers.borrow_mut().remove(&context_id);
+    }
+
+    /// A request whose tokens could not be had: the failure mode, decided now.
+    fn fail(&self, request_id: Option<&str>) -> Verdict {
+        match self.fail_answered(request_id, false) {
+            true => Verdict::Answered,
+            false => Verdict::Continue(None),
+        }
+    }
+
+    /// Applies the failure mode to the current request; true when it was answered. `paused`:
+    /// an admitted request must be resumed.
+    fn fail_answered(&self, request_id: Option<&str>, paused: bool) -> bool {
+        self.metrics.failures.inc();
+        match self.config.failure_mode {
+            FailureMode::Allow => {
+                if paused {
+                    self.host.resume_request();
+                }
+                false
+            }
+            FailureMode::Deny => {
+                self.host.send_json_error(
+                    503,
+                    UNAVAILABLE_ERROR,
+                    UNAVAILABLE_MESSAGE,
+                    request_id,
+                    &[("retry-after", "1")],
+                );
+                true
+            }
+        }
+    }
+
+    /// Lets a paused request go on, with its rate headers for the response.
+    fn resume(&self, context_id: u32, headers: Option<RateHeaders>) {
+        if let Some(h) = headers {
+            self.resumed_headers.borrow_mut().insert(context_id, h);
+        }
+        self.host.resume_request();
+    }
+
+    /// The rate headers of a request admitted after waiting (taken once).
+    pub fn take_resumed_headers(&self, context_id: u32) -> Option<RateHeaders> {
+        self.resumed_headers.borrow_mut().remove(&context_id)
+    }
+
+    /// The 429: JSON body, `Retry-After` and the limit's `X-RateLimit-*`.
+    fn refuse(&self, retry_after_ms: u64, limit: LimitView, request_id: Option<&str>) {
+        self.metrics.refused.inc();
+        let retry = retry_after_ms.div_ceil(1000).max(1).to_string();
+        let mut headers = vec![("retry-after", retry)];
+        headers.extend(limit_headers(limit, 0, self.host.now_ms()));
+        let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        self.host
+            .send_json_error(429, LIMITED_ERROR, LIMITED_MESSAGE, request_id, &pairs);
+    }
+}
+
+/// The error body's `error` for a request over a limit.
+pub const LIMITED_ERROR: &str = "rate_limited";
+pub const LIMITED_MESSAGE: &str = "too many requests";
+/// The error body's `error` when tokens could not be had and the failure mode denies.
+pub const UNAVAILABLE_ERROR: &str = "rate_limit_unavailable";
+pub const UNAVAILABLE_MESSAGE: &str = "the rate limit service could not be reached";
+
+fn rate_headers(limit: LimitView, left: u32) -> Option<RateHeaders> {
+    (limit.requests_per_unit > 0).then_some(RateHeaders {
+        limit,
+        remaining: limit.remaining.saturating_add(u64::from(left)),
+    })
+}
+
+/// `X-RateLimit-Limit` (`<n>, <n>;w=<seconds>`, as Envoy's DRAFT_VERSION_03 headers),
+/// `-Remaining` and `-Reset` (seconds); nothing when no limit is known.
+pub fn limit_headers(limit: LimitView, remaining: u64, now_ms: u64) -> Vec<(&'static str, String)> {
+    if limit.requests_per_unit == 0 {
+        return Vec::new();
+    }
+    let n = limit.requests_per_unit;
+    let reset = limit.reset_at_ms.saturating_sub(now_ms).div_ceil(1000);
+    vec![
+        (
+            "x-ratelimit-limit",
+            format!("{n}, {n};w={}", limit.unit_seconds),
+        ),
+        ("x-ratelimit-remaining", remaining.to_string()),
+        ("x-ratelimit-reset", reset.to_string()),
+    ]
+}
+
+fn lease_request(domain: &str, descriptors: &[Descriptor], want: u32) -> LeaseRequest {
+    LeaseRequest {
+        domain: domain.to_string(),
+        descriptors: descriptors
+            .iter()
+            .map(|d| pb::Descriptor {
+                entries: d
+                    .iter()
+                    .map(|(k, v)| pb::descriptor::Entry {
+                        key: k.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        want,
+    }
+}
