@@ -5,7 +5,8 @@
 //! {
 //!   "jwt_auth":         { "providers": { ... }, "rules": [ ... ] },
 //!   "tenant_cache_key": { "stage": "request", "sources": [ ... ] },
-//!   "transform":        { "rules": [ ... ] }
+//!   "transform":        { "rules": [ ... ] },
+//!   "ratelimit":        { "cluster": "ratelimit", "domain": "edge", "rules": [ ... ] }
 //! }
 //! ```
 //!
@@ -21,7 +22,7 @@ use tenant_cache_key::TenantPolicy;
 use transform::Transformer;
 
 /// The stage sections in the order they run on a request.
-pub const STAGES: [&str; 3] = ["jwt_auth", "tenant_cache_key", "transform"];
+pub const STAGES: [&str; 4] = ["jwt_auth", "tenant_cache_key", "transform", "ratelimit"];
 
 /// The configuration as written: each section kept as raw JSON for its filter's parser.
 #[derive(Debug, Deserialize)]
@@ -33,6 +34,8 @@ struct RawConfig {
     tenant_cache_key: Option<Box<RawValue>>,
     #[serde(default)]
     transform: Option<Box<RawValue>>,
+    #[serde(default)]
+    ratelimit: Option<Box<RawValue>>,
 }
 
 /// The validated configuration: each configured stage compiled by its own filter.
@@ -41,6 +44,8 @@ pub struct BundleConfig {
     pub jwt_auth: Option<Arc<FilterConfig>>,
     pub tenant: Option<TenantPolicy>,
     pub transform: Option<Transformer>,
+    /// Leased global limits, decided last (on the headers the other stages left).
+    pub ratelimit: Option<ratelimit::Config>,
 }
 
 fn section<T>(
@@ -60,8 +65,10 @@ impl BundleConfig {
             jwt_auth: section(STAGES[0], raw.jwt_auth, FilterConfig::parse)?.map(Arc::new),
             tenant: section(STAGES[1], raw.tenant_cache_key, TenantPolicy::new)?,
             transform: section(STAGES[2], raw.transform, Transformer::new)?,
+            ratelimit: section(STAGES[3], raw.ratelimit, ratelimit::Config::parse)?,
         };
-        if config.jwt_auth.is_none() && config.tenant.is_none() && config.transform.is_none() {
+        let none = config.jwt_auth.is_none() && config.tenant.is_none();
+        if none && config.transform.is_none() && config.ratelimit.is_none() {
             return Err(ConfigError::new(
                 "",
                 format!(
@@ -110,7 +117,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "invalid configuration: no stage is configured: give at least one of the sections \
-             jwt_auth, tenant_cache_key, transform"
+             jwt_auth, tenant_cache_key, transform, ratelimit"
         );
         // `null` is the same as leaving the section out.
         assert!(parse(json!({ "jwt_auth": null, "transform": {"rules": []} })).is_ok());

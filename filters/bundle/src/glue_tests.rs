@@ -211,3 +211,49 @@ fn a_refused_section_names_the_stage_and_the_field() {
         .unwrap_or_default();
     assert!(err.contains("tenant_cache_key.stage"), "{err}");
 }
+
+#[test]
+fn the_ratelimit_stage_leases_for_the_tenant_the_stages_before_it_resolved() {
+    let mut c = local();
+    c["ratelimit"] = json!({
+        "cluster": "ratelimit", "domain": "edge", "lease_size": 10,
+        "rules": [{ "descriptors": [[
+            { "request_headers": { "header_name": "x-tenant-id", "descriptor_key": "tenant" } }
+        ]] }]
+    });
+    let (host, bundle) = start(&c);
+    let (_, action) = send(&host, &bundle, 2, "/orders", Some(&token("user-1")));
+    assert_eq!(action, Action::Pause, "no token yet");
+    assert_eq!(
+        sent(&host, 2, "x-tenant-id").as_deref(),
+        Some("acme"),
+        "edits written first"
+    );
+    let calls = host.take_calls();
+    assert_eq!(calls.len(), 1);
+    let filter_core::testing::CallKind::Grpc { message, .. } = &calls[0].kind else {
+        panic!("{calls:?}");
+    };
+    use prost::Message;
+    let lease = ratelimit::pb::LeaseRequest::decode(message.as_slice()).unwrap();
+    let entry = &lease.descriptors[0].entries[0];
+    assert_eq!(
+        (entry.key.as_str(), entry.value.as_str()),
+        ("tenant", "acme"),
+        "not the forged one"
+    );
+    let answer = ratelimit::pb::LeaseResponse {
+        mode: ratelimit::pb::LeaseMode::Leased as i32,
+        granted: 5,
+        expires_in_ms: 5_000,
+        lease_size: 10,
+        ..Default::default()
+    };
+    host.enter(ROOT);
+    let bytes = answer.encode_to_vec();
+    host.set_buffer_of(filter_core::host::Buffer::GrpcReceive, bytes.clone());
+    bundle.on_grpc_call_response(calls[0].token, 0, bytes.len());
+    assert_eq!(host.take_resumed(), [2]);
+    let (_, action) = send(&host, &bundle, 3, "/orders", Some(&token("user-1")));
+    assert_eq!(action, Action::Continue, "a held token: no wait, no call");
+}

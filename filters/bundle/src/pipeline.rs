@@ -39,13 +39,16 @@ pub struct Pipeline {
     pub transform: Option<Transformer>,
 }
 
-impl From<BundleConfig> for Pipeline {
-    fn from(c: BundleConfig) -> Self {
-        Pipeline {
+impl Pipeline {
+    /// The stages that run on the in-VM copy (the ratelimit stage's configuration goes to its
+    /// limiter).
+    pub fn new(c: BundleConfig) -> (Self, Option<ratelimit::Config>) {
+        let pipeline = Pipeline {
             jwt_auth: c.jwt_auth,
             tenant: c.tenant,
             transform: c.transform,
-        }
+        };
+        (pipeline, c.ratelimit)
     }
 }
 
@@ -203,7 +206,7 @@ mod tests {
 
     #[test]
     fn each_stage_sees_the_edits_of_the_stages_before_it() {
-        let p = Pipeline::from(config());
+        let p = Pipeline::new(config()).0;
         let mut headers = request(Some(&token("ES256", now())));
         let (outcome, edits) = authenticate(&p, &headers);
         assert_eq!(outcome, Outcome::Allow);
@@ -238,7 +241,7 @@ mod tests {
 
     #[test]
     fn a_denied_or_rejected_request_stops_the_chain() {
-        let p = Pipeline::from(config());
+        let p = Pipeline::new(config()).0;
         // No token: jwt_auth denies, the pipeline is never entered (the plugin replies 401).
         let (outcome, _) = authenticate(&p, &request(None));
         assert!(matches!(outcome, Outcome::Deny(d) if d.status() == 401));
@@ -260,7 +263,7 @@ mod tests {
         // reads x-jwt-tenant as sent, exactly as tenant_cache_key alone would.
         let mut c = config();
         c.jwt_auth = None;
-        let p = Pipeline::from(c);
+        let p = Pipeline::new(c).0;
         let mut headers = request(None);
         let mut fx = Recorder::default();
         p.after_auth(&mut headers, &[], &mut fx);
@@ -287,7 +290,7 @@ mod tests {
     fn a_request_stage_bundle_makes_the_answer_to_a_credentialed_request_private() {
         // The request stage alone (its response stage is another instance, on the cluster):
         // the answer still leaves private, as with tenant_cache_key's own plugin.
-        let p = Pipeline::from(config_with_tenant(request_stage()));
+        let p = Pipeline::new(config_with_tenant(request_stage())).0;
         let mut headers = request(Some(&token("ES256", now())));
         let (_, edits) = authenticate(&p, &headers);
         let flow = p.after_auth(&mut headers, &edits, &mut Recorder::default());
@@ -309,7 +312,7 @@ mod tests {
 
     #[test]
     fn the_stream_caps_count_the_verified_tenant_and_user_not_the_spoofed_ones() {
-        let p = Pipeline::from(config_with_tenant(request_stage()));
+        let p = Pipeline::new(config_with_tenant(request_stage())).0;
         let mut headers = request(Some(&token("ES256", now())));
         headers.set(":path", "/api/events/orders");
         let (_, edits) = authenticate(&p, &headers);

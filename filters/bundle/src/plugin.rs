@@ -15,7 +15,8 @@ use crate::pipeline::{Flow, Pipeline, StageEffects};
 use filter_core::headers::changes;
 use filter_core::host::{Action, Map};
 use filter_core::{ConfigError, HeaderEdit, HeaderMap, Host, HttpFilter, Plugin};
-use jwt_auth::host::{Verdict, WorkerAuth};
+use jwt_auth::host::WorkerAuth;
+use ratelimit::host::{limit_headers, Limiter, RateHeaders, Verdict};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -36,6 +37,8 @@ pub struct BundlePlugin<H: Host> {
     /// tenant_cache_key's stream caps, when its section has a `streams` block.
     tenant_streams: Option<TenantStreams<H>>,
     transform_metrics: Option<TransformMetrics<H>>,
+    /// The ratelimit stage (leased global limits), last.
+    limiter: Option<Limiter<H>>,
     /// Requests jwt_auth paused, by context id, until it hands them back.
     paused: RefCell<HashMap<u32, Rc<RefCell<RequestState<H>>>>>,
 }
@@ -45,6 +48,8 @@ struct RequestState<H: Host> {
     end_of_stream: bool,
     transform: TransformRequest<H>,
     tenant_facts: Option<RequestFacts>,
+    /// The ratelimit stage's limit, for the response headers.
+    rate: Option<RateHeaders>,
 }
 
 impl<H: Host> BundlePlugin<H> {
@@ -79,13 +84,19 @@ impl<H: Host> Plugin for BundlePlugin<H> {
         let auth = (config.jwt_auth.as_ref())
             .map(|c| RefCell::new(WorkerAuth::new(host.clone(), Arc::clone(c))));
         let tenant = config.tenant.as_ref();
+        let tenant_metrics = tenant.map(|_| TenantMetrics::define(&host));
+        let tenant_streams =
+            (tenant.and_then(|t| t.streams())).map(|l| TenantStreams::new(&host, l));
+        let transform_metrics =
+            (config.transform.as_ref()).map(|_| TransformMetrics::define(&host));
+        let (pipeline, ratelimit) = Pipeline::new(config);
         Ok(BundlePlugin {
             auth,
-            tenant_metrics: tenant.map(|_| TenantMetrics::define(&host)),
-            tenant_streams: (tenant.and_then(|t| t.streams()))
-                .map(|l| TenantStreams::new(&host, l)),
-            transform_metrics: (config.transform.as_ref()).map(|_| TransformMetrics::define(&host)),
-            pipeline: Pipeline::from(config),
+            tenant_metrics,
+            tenant_streams,
+            transform_metrics,
+            limiter: ratelimit.map(|c| Limiter::new(host.clone(), c)),
+            pipeline,
             paused: RefCell::new(HashMap::new()),
             host,
         })
@@ -100,6 +111,9 @@ impl<H: Host> Plugin for BundlePlugin<H> {
         if let (Some(s), Some(m)) = (&self.tenant_streams, &self.tenant_metrics) {
             s.tick(m);
         }
+        if let Some(l) = &self.limiter {
+            l.tick();
+        }
     }
 
     fn flush(&self) {
@@ -112,6 +126,9 @@ impl<H: Host> Plugin for BundlePlugin<H> {
         if let Some(m) = &self.transform_metrics {
             m.flush();
         }
+        if let Some(l) = &self.limiter {
+            l.metrics.flush();
+        }
     }
 
     fn on_http_call_response(&self, token: u32, body_size: usize) {
@@ -120,9 +137,14 @@ impl<H: Host> Plugin for BundlePlugin<H> {
         }
     }
 
+    /// Revocation lists (jwt_auth) and leases (ratelimit) answer here; each ignores the
+    /// other's tokens.
     fn on_grpc_call_response(&self, token: u32, status: u32, size: usize) {
         if let Some(auth) = &self.auth {
             auth.borrow_mut().on_grpc_call_response(token, status, size);
+        }
+        if let Some(l) = &self.limiter {
+            l.on_lease_response(token, status, size);
         }
     }
 
@@ -131,6 +153,7 @@ impl<H: Host> Plugin for BundlePlugin<H> {
             end_of_stream: false,
             transform: TransformRequest::new(self.host.clone()),
             tenant_facts: None,
+            rate: None,
         };
         BundleRequest {
             context_id,
@@ -195,7 +218,20 @@ fn continue_request<H: Host>(
             state.tenant_facts = tenant_facts;
             let net = changes(original, &headers);
             plugin.host.write_edits(Map::RequestHeaders, &net);
-            true
+            // Last, on the headers the stages left: the ratelimit stage may answer the request
+            // or hold it for tokens (its limiter resumes it).
+            match plugin
+                .limiter
+                .as_ref()
+                .map(|l| l.on_request(context_id, &headers))
+            {
+                None => true,
+                Some(Verdict::Continue(rate)) => {
+                    state.rate = rate;
+                    true
+                }
+                Some(Verdict::Answered | Verdict::Paused) => false,
+            }
         }
     }
 }
@@ -230,9 +266,9 @@ impl<H: Host> BundleRequest<H> {
             .borrow_mut()
             .on_request_headers(self.context_id, original);
         match verdict {
-            Verdict::Allow(edits) => Some(edits),
-            Verdict::Denied => None,
-            Verdict::Paused => {
+            jwt_auth::host::Verdict::Allow(edits) => Some(edits),
+            jwt_auth::host::Verdict::Denied => None,
+            jwt_auth::host::Verdict::Paused => {
                 let paused = Rc::clone(&self.state);
                 self.plugin
                     .paused
@@ -306,6 +342,15 @@ impl<H: Host> HttpFilter for BundleRequest<H> {
                 p.host.write_edits(Map::ResponseHeaders, &net);
             }
         }
+        let rate = state
+            .rate
+            .or_else(|| (p.limiter.as_ref()).and_then(|l| l.take_resumed_headers(self.context_id)));
+        if let Some(h) = rate {
+            let now = p.host.now_ms();
+            for (name, value) in limit_headers(h.limit, h.remaining, now) {
+                p.host.set_header(Map::ResponseHeaders, name, Some(&value));
+            }
+        }
         Action::Continue
     }
 
@@ -327,6 +372,9 @@ impl<H: Host> HttpFilter for BundleRequest<H> {
         }
         self.plugin.paused.borrow_mut().remove(&self.context_id);
         self.plugin.end_request(self.context_id);
+        if let Some(l) = &self.plugin.limiter {
+            l.on_done(self.context_id);
+        }
     }
 
     fn on_log(&mut self) {
