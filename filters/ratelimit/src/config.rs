@@ -52,6 +52,9 @@ fn default_lease() -> u32 {
 struct RawRule {
     #[serde(default, rename = "match")]
     matches: RequestMatch,
+    /// Only requests Envoy routed to one of these named routes (`name:` of the route).
+    #[serde(default)]
+    routes: Option<Vec<String>>,
     descriptors: Vec<Vec<RawAction>>,
 }
 
@@ -70,6 +73,11 @@ enum RawAction {
         descriptor_value: String,
     },
     RemoteAddress {},
+    /// `(descriptor_key, <the name of the route Envoy matched>)`; a request on an unnamed
+    /// route has no such entry (the descriptor is left out).
+    RouteName {
+        descriptor_key: String,
+    },
 }
 
 /// What a request gets when it needs tokens and the lease service cannot be reached in time.
@@ -87,7 +95,30 @@ pub enum FailureMode {
 #[derive(Debug)]
 pub struct Rule {
     pub matcher: RequestMatcher,
+    /// The route names the rule is limited to (None: any route).
+    pub routes: Option<Vec<String>>,
     pub descriptors: Vec<DescriptorSpec>,
+}
+
+impl Rule {
+    /// Whether the rule applies to a request routed to `route` (None: an unnamed route).
+    pub fn applies(&self, headers: &filter_core::HeaderMap, route: Option<&str>) -> bool {
+        let on_route = match &self.routes {
+            None => true,
+            Some(names) => route.is_some_and(|r| names.iter().any(|n| n == r)),
+        };
+        on_route && self.matcher.matches(headers)
+    }
+
+    /// Whether the rule needs the route's name (an action or its route list reads it).
+    pub fn reads_route(&self) -> bool {
+        self.routes.is_some()
+            || (self.descriptors.iter()).any(|d| {
+                d.actions
+                    .iter()
+                    .any(|a| matches!(a, Action::RouteName { .. }))
+            })
+    }
 }
 
 /// The validated configuration.
@@ -100,6 +131,8 @@ pub struct Config {
     pub lease_size: u32,
     /// The first rule that matches a request decides its descriptors.
     pub rules: Vec<Rule>,
+    /// A rule reads the matched route's name (one property read per request).
+    pub reads_route: bool,
 }
 
 impl Config {
@@ -128,6 +161,7 @@ impl Config {
             rules.push(compile_rule(rule).map_err(|e| e.within(&format!("rules[{i}]")))?);
         }
         Ok(Config {
+            reads_route: rules.iter().any(Rule::reads_route),
             cluster: raw.cluster,
             domain: raw.domain,
             timeout_ms: raw.timeout_ms,
@@ -162,8 +196,17 @@ fn compile_rule(rule: &RawRule) -> Result<Rule, ConfigError> {
         }
         descriptors.push(DescriptorSpec { actions: compiled });
     }
+    if let Some(routes) = &rule.routes {
+        if routes.is_empty() || routes.iter().any(String::is_empty) {
+            return Err(ConfigError::new(
+                "routes",
+                "list at least one route name, none empty",
+            ));
+        }
+    }
     Ok(Rule {
         matcher,
+        routes: rule.routes.clone(),
         descriptors,
     })
 }
@@ -190,6 +233,9 @@ fn compile_action(action: &RawAction) -> Result<Action, ConfigError> {
             value: non_empty("generic_key.descriptor_value", descriptor_value)?,
         },
         RawAction::RemoteAddress {} => Action::RemoteAddress,
+        RawAction::RouteName { descriptor_key } => Action::RouteName {
+            key: non_empty("route_name.descriptor_key", descriptor_key)?,
+        },
     })
 }
 

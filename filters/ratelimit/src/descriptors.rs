@@ -18,6 +18,17 @@ pub enum Action {
     Generic { key: String, value: String },
     /// `("remote_address", <the downstream address without its port>)`.
     RemoteAddress,
+    /// `(key, <the name of the route Envoy matched>)`.
+    RouteName { key: String },
+}
+
+/// What a request's descriptors are built from besides its headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestFacts<'a> {
+    /// The downstream address without its port.
+    pub remote: Option<&'a str>,
+    /// The name of the route Envoy matched (None: unnamed, or not read).
+    pub route: Option<&'a str>,
 }
 
 /// The actions of one descriptor.
@@ -31,7 +42,7 @@ pub type Descriptor = Vec<(String, String)>;
 
 impl DescriptorSpec {
     /// The descriptor of a request, or None when an action leaves it out.
-    pub fn build(&self, headers: &HeaderMap, remote: Option<&str>) -> Option<Descriptor> {
+    pub fn build(&self, headers: &HeaderMap, facts: RequestFacts<'_>) -> Option<Descriptor> {
         let mut entries = Vec::with_capacity(self.actions.len());
         for action in &self.actions {
             match action {
@@ -46,8 +57,9 @@ impl DescriptorSpec {
                 },
                 Action::Generic { key, value } => entries.push((key.clone(), value.clone())),
                 Action::RemoteAddress => {
-                    entries.push(("remote_address".to_string(), remote?.to_string()));
+                    entries.push(("remote_address".to_string(), facts.remote?.to_string()));
                 }
+                Action::RouteName { key } => entries.push((key.clone(), facts.route?.to_string())),
             }
         }
         (!entries.is_empty()).then_some(entries)
@@ -58,11 +70,11 @@ impl DescriptorSpec {
 pub fn build_all(
     specs: &[DescriptorSpec],
     headers: &HeaderMap,
-    remote: Option<&str>,
+    facts: RequestFacts<'_>,
 ) -> Vec<Descriptor> {
     specs
         .iter()
-        .filter_map(|s| s.build(headers, remote))
+        .filter_map(|s| s.build(headers, facts))
         .collect()
 }
 
@@ -122,21 +134,36 @@ mod tests {
                 header("x-user-id", "consumer", true),
             ],
         };
+        let none = RequestFacts::default();
         assert_eq!(
-            both.build(&h, None),
+            both.build(&h, none),
             Some(vec![("tenant".into(), "acme".into())])
         );
         let strict = DescriptorSpec {
             actions: vec![header("x-user-id", "consumer", false)],
         };
-        assert_eq!(strict.build(&h, None), None);
+        assert_eq!(strict.build(&h, none), None);
         let remote = DescriptorSpec {
             actions: vec![Action::RemoteAddress],
         };
-        assert_eq!(remote.build(&h, None), None);
+        assert_eq!(remote.build(&h, none), None);
+        let facts = RequestFacts {
+            remote: Some("10.0.0.1"),
+            route: Some("orders"),
+        };
         assert_eq!(
-            remote.build(&h, Some("10.0.0.1")),
+            remote.build(&h, facts),
             Some(vec![("remote_address".into(), "10.0.0.1".into())])
+        );
+        let route = DescriptorSpec {
+            actions: vec![Action::RouteName {
+                key: "route".into(),
+            }],
+        };
+        assert_eq!(route.build(&h, none), None, "an unnamed route");
+        assert_eq!(
+            route.build(&h, facts),
+            Some(vec![("route".into(), "orders".into())])
         );
     }
 

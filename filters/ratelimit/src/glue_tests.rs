@@ -346,3 +346,31 @@ fn bad_configurations_name_the_field() {
         assert_eq!(err, field, "{config}");
     }
 }
+
+#[test]
+fn a_rule_can_follow_the_route_envoy_matched_by_its_name() {
+    let host = FakeHost::at(1_000_000);
+    let config = json!({
+        "cluster": "ratelimit", "domain": "edge",
+        "rules": [{ "routes": ["orders"], "descriptors": [
+            [{ "route_name": { "descriptor_key": "route" } }]
+        ] }]
+    });
+    let stage =
+        Rc::new(RateLimitPlugin::configure(host.clone(), config.to_string().as_bytes()).unwrap());
+    host.set_property(&["xds", "route_name"], b"users");
+    assert_eq!(
+        send(&host, &stage, 2, "acme").1,
+        Action::Continue,
+        "another route: no limit"
+    );
+    assert!(leases(&host).is_empty());
+    host.set_property(&["xds", "route_name"], b"orders");
+    assert_eq!(send(&host, &stage, 3, "acme").1, Action::Pause);
+    let calls = leases(&host);
+    let entry = &calls[0].2.descriptors[0].entries[0];
+    assert_eq!(
+        (entry.key.as_str(), entry.value.as_str()),
+        ("route", "orders")
+    );
+}

@@ -8,7 +8,7 @@
 //! in flight, or one it starts) at most `timeout_ms`; then the failure mode decides.
 
 use crate::config::{Config, FailureMode};
-use crate::descriptors::{build_all, pool_key, strip_port, Descriptor};
+use crate::descriptors::{build_all, pool_key, strip_port, Descriptor, RequestFacts};
 use crate::metrics::Metrics;
 use crate::pb::{self, LeaseMode, LeaseRequest, LeaseResponse};
 use crate::pool::{self, LimitView, Pool, Take};
@@ -99,17 +99,20 @@ impl<H: Host> Limiter<H> {
 
     /// The request-headers phase of request `context_id`.
     pub fn on_request(&self, context_id: u32, headers: &HeaderMap) -> Verdict {
-        let Some(rule) = self
-            .config
-            .rules
-            .iter()
-            .find(|r| r.matcher.matches(headers))
-        else {
+        let route = (self.config.reads_route).then(|| self.host.property(&["xds", "route_name"]));
+        let route = route.flatten().and_then(|b| String::from_utf8(b).ok());
+        let route = route.as_deref().filter(|r| !r.is_empty());
+        let rules = &self.config.rules;
+        let Some(rule) = rules.iter().find(|r| r.applies(headers, route)) else {
             return Verdict::Continue(None);
         };
         let remote = self.host.property(&["source", "address"]);
         let remote = remote.as_deref().and_then(|b| std::str::from_utf8(b).ok());
-        let descriptors = build_all(&rule.descriptors, headers, remote.map(strip_port));
+        let facts = RequestFacts {
+            remote: remote.map(strip_port),
+            route,
+        };
+        let descriptors = build_all(&rule.descriptors, headers, facts);
         if descriptors.is_empty() {
             return Verdict::Continue(None);
         }
