@@ -1,5 +1,5 @@
-//! Generates the Envoy rate limit protocol types and edgegate's revocation API from `proto/` at
-//! the workspace root.
+//! Generates the Envoy rate limit protocol types and edgegate's revocation and quota lease APIs
+//! from `proto/` at the workspace root.
 
 fn main() -> std::io::Result<()> {
     let root = "../proto";
@@ -13,6 +13,7 @@ fn main() -> std::io::Result<()> {
                 format!("{root}/envoy/config/core/v3/base.proto"),
                 format!("{root}/envoy/type/v3/ratelimit_unit.proto"),
                 format!("{root}/edgegate/revocation/v1/revocation.proto"),
+                format!("{root}/edgegate/ratelimit/v1/lease.proto"),
             ],
             &[root.to_string()],
         )?;

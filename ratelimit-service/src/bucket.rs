@@ -4,6 +4,10 @@
 //! the in-memory store runs it directly, and the shared scenario suite checks that both agree.
 //! Time is always passed in (microseconds since the Unix epoch), never read here.
 
+mod lease;
+
+pub use lease::{give_back, grant, lease, whole_tokens, GiveBack, LeaseEffect, LeaseInput};
+
 /// Slack for float comparisons: token counts are kept as f64 and refill adds fractions.
 pub const EPSILON: f64 = 1e-6;
 

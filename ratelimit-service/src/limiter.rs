@@ -2,14 +2,15 @@
 //! local over-limit cache), and assemble per-descriptor statuses, headers and observations.
 //! Plain code over domain types; the gRPC edge converts to and from protobuf.
 
-use crate::bucket::{Algorithm, BucketSpec};
 use crate::config::{Config, Limit, Unit};
-use crate::keys;
 use crate::local_cache::OverLimitCache;
 use crate::storage::{BucketOutcome, BucketRequest, Store, StoreError};
-use std::borrow::Cow;
-use std::collections::HashSet;
+use plan::{plan, validate, Applied, AppliedKind, Plan};
 use std::time::{Duration, Instant};
+
+pub use lease::{
+    LeaseDecision, LeaseMode, LeaseRequest, LimitState, ReturnDecision, ReturnRequest,
+};
 
 /// Requests above these bounds are rejected as invalid, so memory per call stays bounded.
 pub const MAX_DESCRIPTORS: usize = 256;
@@ -140,20 +141,6 @@ pub struct Limiter<S> {
     options: LimiterOptions,
 }
 
-/// One limit that applies to one descriptor.
-struct Applied<'c> {
-    descriptor: usize,
-    limit: Cow<'c, Limit>,
-    kind: AppliedKind,
-}
-
-enum AppliedKind {
-    Unlimited,
-    /// `requests_per_unit: 0`: always over, no store call.
-    Zero,
-    Bucket(usize),
-}
-
 /// What we know about one bucket after the cache and the store.
 #[derive(Clone, Copy)]
 enum Known {
@@ -193,7 +180,7 @@ impl<S: Store> Limiter<S> {
         request: &Request,
         now: Instant,
     ) -> Result<Decision, LimitError> {
-        validate(request)?;
+        validate(&request.domain, &request.descriptors)?;
         let Some(domain) = config.domain(&request.domain) else {
             return Ok(Decision {
                 overall: Code::Ok,
@@ -204,73 +191,55 @@ impl<S: Store> Limiter<S> {
             });
         };
 
-        // 1. Which limits apply to which descriptor.
-        let mut applied: Vec<Applied<'_>> = Vec::with_capacity(request.descriptors.len());
-        for (index, descriptor) in request.descriptors.iter().enumerate() {
-            if let Some(o) = descriptor.limit_override {
-                applied.push(Applied {
-                    descriptor: index,
-                    limit: Cow::Owned(override_limit(&request.domain, o)),
-                    kind: AppliedKind::Unlimited,
-                });
-                continue;
+        // 1. Which limits apply to which descriptor, and their buckets.
+        let Plan { applied, buckets } = plan(domain, &request.descriptors, request.hits_addend);
+        // 2. The store's answer, or the local over-limit cache's.
+        let (known, store_called) = self.consult(&applied, &buckets, now).await?;
+        // 3. Statuses and observations.
+        let mut statuses = vec![DescriptorStatus::unmatched(); request.descriptors.len()];
+        let mut best: Vec<Option<Candidate>> = vec![None; request.descriptors.len()];
+        let mut observations = Vec::with_capacity(applied.len());
+        let mut retry_ms: Option<u64> = None;
+        for a in &applied {
+            let (observation, candidate) = assess(a, &known, request);
+            if candidate.over {
+                retry_ms = Some(retry_ms.unwrap_or(0).max(candidate.retry));
             }
-            let entries = descriptor
-                .entries
-                .iter()
-                .map(|e| (e.key.as_str(), e.value.as_str()));
-            if let Some(node) = domain.find(entries) {
-                applied.extend(node.limits.iter().map(|limit| Applied {
-                    descriptor: index,
-                    limit: Cow::Borrowed(limit),
-                    kind: AppliedKind::Unlimited,
-                }));
+            observations.push(observation);
+            let slot = &mut best[a.descriptor];
+            if slot.as_ref().is_none_or(|b| candidate.beats(b)) {
+                *slot = Some(candidate);
             }
         }
-        apply_replaces(&mut applied);
-
-        // 2. Buckets, one per distinct key.
-        let mut buckets: Vec<BucketRequest> = Vec::with_capacity(applied.len());
-        for a in &mut applied {
-            let limit = &a.limit;
-            if limit.unlimited {
-                continue;
-            }
-            if limit.requests_per_unit == 0 {
-                a.kind = AppliedKind::Zero;
-                continue;
-            }
-            let descriptor = &request.descriptors[a.descriptor];
-            let hits = descriptor.hits_addend.unwrap_or(request.hits_addend);
-            let key = keys::bucket_key(
-                &limit.key_prefix,
-                descriptor
-                    .entries
-                    .iter()
-                    .map(|e| (e.key.as_str(), e.value.as_str())),
-            );
-            let enforce = !limit.shadow_mode;
-            if let Some(i) = buckets.iter().position(|b| b.key == key) {
-                buckets[i].hits = buckets[i].hits.saturating_add(hits);
-                buckets[i].enforce |= enforce;
-                a.kind = AppliedKind::Bucket(i);
-            } else {
-                a.kind = AppliedKind::Bucket(buckets.len());
-                buckets.push(BucketRequest {
-                    key,
-                    spec: BucketSpec {
-                        algorithm: limit.algorithm,
-                        limit: u64::from(limit.requests_per_unit),
-                        period_us: limit.period_secs().saturating_mul(1_000_000),
-                        burst: limit.burst,
-                    },
-                    hits,
-                    enforce,
-                });
+        for (status, candidate) in statuses.iter_mut().zip(best) {
+            if let Some(c) = candidate {
+                *status = c.status;
             }
         }
+        let overall = if retry_ms.is_some() {
+            Code::OverLimit
+        } else {
+            Code::Ok
+        };
+        let response_headers = self.headers(retry_ms, &statuses);
+        Ok(Decision {
+            overall,
+            statuses,
+            response_headers,
+            observations,
+            store_called,
+        })
+    }
 
-        // 3. Known over limit without asking the store?
+    /// Asks the store about every bucket, unless a zero limit or a bucket the local cache knows
+    /// to be empty decides the request without it. Returns what is known per bucket and
+    /// whether the store was called.
+    async fn consult(
+        &self,
+        applied: &[Applied<'_>],
+        buckets: &[BucketRequest],
+        now: Instant,
+    ) -> Result<(Vec<Known>, bool), StoreError> {
         let zero_blocks = applied
             .iter()
             .any(|a| matches!(a.kind, AppliedKind::Zero) && !a.limit.shadow_mode);
@@ -288,96 +257,31 @@ impl<S: Store> Limiter<S> {
         }
         let store_called = !zero_blocks && !cache_blocks && !buckets.is_empty();
         if store_called {
-            let outcomes = self.store.apply(&buckets).await?;
+            let outcomes = self.store.apply(buckets).await?;
             for (i, (bucket, outcome)) in buckets.iter().zip(outcomes).enumerate() {
-                if bucket.enforce && outcome.empty_ms > 0 && self.cache.is_enabled() {
-                    self.cache
-                        .insert(&bucket.key, now + Duration::from_millis(outcome.empty_ms));
+                if bucket.enforce && outcome.empty_ms > 0 {
+                    self.remember_empty(&bucket.key, now, outcome.empty_ms);
                 }
                 known[i] = Known::Outcome(outcome);
             }
         }
+        Ok((known, store_called))
+    }
 
-        // 4. Statuses and observations.
-        let mut statuses = vec![DescriptorStatus::unmatched(); request.descriptors.len()];
-        let mut best: Vec<Option<Candidate>> = vec![None; request.descriptors.len()];
-        let mut observations = Vec::with_capacity(applied.len());
-        let mut retry_ms: Option<u64> = None;
-        for a in &applied {
-            let limit = &a.limit;
-            let descriptor = &request.descriptors[a.descriptor];
-            let hits = descriptor.hits_addend.unwrap_or(request.hits_addend);
-            let period_ms = limit.period_secs().saturating_mul(1000);
-            let (over, remaining, reset_ms, retry, cache_hit) = match a.kind {
-                AppliedKind::Unlimited => (false, u64::from(u32::MAX), 0, 0, false),
-                AppliedKind::Zero => (true, 0, period_ms, period_ms, false),
-                AppliedKind::Bucket(i) => match known[i] {
-                    Known::Outcome(o) => (!o.allowed, o.remaining, o.reset_ms, o.retry_ms, false),
-                    Known::CachedEmpty(left) => {
-                        let ms = duration_ms_ceil(left);
-                        (true, 0, ms, ms, true)
-                    }
-                    // Another bucket decided without the store: nothing measured here.
-                    Known::NotAsked => (false, 0, 0, 0, false),
-                },
-            };
-            let enforced_over = over && !limit.shadow_mode;
-            if enforced_over {
-                retry_ms = Some(retry_ms.unwrap_or(0).max(retry));
-            }
-            let capacity = match limit.algorithm {
-                Algorithm::TokenBucket => limit.burst,
-                _ => u64::from(limit.requests_per_unit),
-            };
-            let near = !over
-                && !limit.unlimited
-                && capacity > 0
-                && capacity.saturating_sub(remaining).saturating_mul(5)
-                    >= capacity.saturating_mul(4);
-            observations.push(Observation {
-                limit_id: (limit.id != usize::MAX).then_some(limit.id),
-                label: observation_label(limit, descriptor),
-                hits,
-                over_limit: enforced_over,
-                near_limit: near,
-                shadow_over_limit: over && limit.shadow_mode,
-                cache_hit,
-            });
-            let candidate = Candidate {
-                over: enforced_over,
-                retry,
-                status: DescriptorStatus {
-                    code: if enforced_over {
-                        Code::OverLimit
-                    } else {
-                        Code::Ok
-                    },
-                    current_limit: (!limit.unlimited).then(|| CurrentLimit {
-                        name: limit.name.clone(),
-                        requests_per_unit: limit.requests_per_unit,
-                        unit: limit.unit,
-                    }),
-                    limit_remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
-                    duration_until_reset: (!limit.unlimited)
-                        .then(|| Duration::from_millis(reset_ms)),
-                },
-            };
-            let slot = &mut best[a.descriptor];
-            if slot.as_ref().is_none_or(|b| candidate.beats(b)) {
-                *slot = Some(candidate);
-            }
+    /// Caches "empty for `empty_ms`" for an enforced bucket (no-op with the cache off).
+    fn remember_empty(&self, key: &str, now: Instant, empty_ms: u64) {
+        if self.cache.is_enabled() {
+            self.cache
+                .insert(key, now + Duration::from_millis(empty_ms));
         }
-        for (status, candidate) in statuses.iter_mut().zip(best) {
-            if let Some(c) = candidate {
-                *status = c.status;
-            }
-        }
+    }
 
-        let overall = if retry_ms.is_some() {
-            Code::OverLimit
-        } else {
-            Code::Ok
-        };
+    /// `Retry-After` when over limit, and the `RateLimit-*` headers of the tightest limit.
+    fn headers(
+        &self,
+        retry_ms: Option<u64>,
+        statuses: &[DescriptorStatus],
+    ) -> Vec<(&'static str, String)> {
         let mut response_headers = Vec::new();
         if let Some(ms) = retry_ms {
             response_headers.push(("retry-after", ms.div_ceil(1000).max(1).to_string()));
@@ -397,14 +301,63 @@ impl<S: Store> Limiter<S> {
                 response_headers.push(("ratelimit-reset", reset.to_string()));
             }
         }
-        Ok(Decision {
-            overall,
-            statuses,
-            response_headers,
-            observations,
-            store_called,
-        })
+        response_headers
     }
+}
+
+/// What one applied limit says: its metrics observation and its candidate status.
+fn assess(a: &Applied<'_>, known: &[Known], request: &Request) -> (Observation, Candidate) {
+    let limit = &a.limit;
+    let descriptor = &request.descriptors[a.descriptor];
+    let hits = descriptor.hits_addend.unwrap_or(request.hits_addend);
+    let period_ms = limit.period_secs().saturating_mul(1000);
+    let (over, remaining, reset_ms, retry, cache_hit) = match a.kind {
+        AppliedKind::Unlimited => (false, u64::from(u32::MAX), 0, 0, false),
+        AppliedKind::Zero => (true, 0, period_ms, period_ms, false),
+        AppliedKind::Bucket(i) => match known[i] {
+            Known::Outcome(o) => (!o.allowed, o.remaining, o.reset_ms, o.retry_ms, false),
+            Known::CachedEmpty(left) => {
+                let ms = duration_ms_ceil(left);
+                (true, 0, ms, ms, true)
+            }
+            // Another bucket decided without the store: nothing measured here.
+            Known::NotAsked => (false, 0, 0, 0, false),
+        },
+    };
+    let enforced_over = over && !limit.shadow_mode;
+    let capacity = limit.capacity();
+    let near = !over
+        && !limit.unlimited
+        && capacity > 0
+        && capacity.saturating_sub(remaining).saturating_mul(5) >= capacity.saturating_mul(4);
+    let observation = Observation {
+        limit_id: (limit.id != usize::MAX).then_some(limit.id),
+        label: observation_label(limit, descriptor),
+        hits,
+        over_limit: enforced_over,
+        near_limit: near,
+        shadow_over_limit: over && limit.shadow_mode,
+        cache_hit,
+    };
+    let candidate = Candidate {
+        over: enforced_over,
+        retry,
+        status: DescriptorStatus {
+            code: if enforced_over {
+                Code::OverLimit
+            } else {
+                Code::Ok
+            },
+            current_limit: (!limit.unlimited).then(|| CurrentLimit {
+                name: limit.name.clone(),
+                requests_per_unit: limit.requests_per_unit,
+                unit: limit.unit,
+            }),
+            limit_remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+            duration_until_reset: (!limit.unlimited).then(|| Duration::from_millis(reset_ms)),
+        },
+    };
+    (observation, candidate)
 }
 
 #[derive(Clone)]
@@ -460,72 +413,8 @@ fn observation_label(limit: &Limit, descriptor: &Descriptor) -> Option<String> {
     Some(label)
 }
 
-/// A limit for an override sent by Envoy: a token bucket of `requests_per_unit` per unit
-/// (envoyproxy/ratelimit applies overrides only in configured domains; so do we).
-fn override_limit(domain: &str, o: LimitOverride) -> Limit {
-    Limit {
-        id: usize::MAX,
-        name: None,
-        unit: o.unit,
-        unit_multiplier: 1,
-        requests_per_unit: o.requests_per_unit,
-        algorithm: Algorithm::TokenBucket,
-        burst: u64::from(o.requests_per_unit),
-        unlimited: false,
-        shadow_mode: false,
-        detailed_metric: false,
-        key_prefix: keys::override_prefix(domain, o.unit.seconds(), o.requests_per_unit),
-        stats_path: String::new(),
-        replaces: Vec::new(),
-    }
-}
-
-/// envoyproxy/ratelimit's `replaces`: a matched limit naming another matched limit drops it.
-fn apply_replaces(applied: &mut Vec<Applied<'_>>) {
-    if applied.iter().all(|a| a.limit.replaces.is_empty()) {
-        return;
-    }
-    let replaced: HashSet<String> = applied
-        .iter()
-        .flat_map(|a| a.limit.replaces.iter().cloned())
-        .collect();
-    applied.retain(|a| a.limit.name.as_ref().is_none_or(|n| !replaced.contains(n)));
-}
-
-fn validate(request: &Request) -> Result<(), LimitError> {
-    let invalid = |m: String| Err(LimitError::InvalidRequest(m));
-    if request.domain.is_empty() {
-        return invalid("rate limit domain must not be empty".into());
-    }
-    if request.descriptors.is_empty() {
-        return invalid("rate limit descriptor list must not be empty".into());
-    }
-    if request.descriptors.len() > MAX_DESCRIPTORS {
-        return invalid(format!(
-            "{} descriptors exceed the maximum of {MAX_DESCRIPTORS}",
-            request.descriptors.len()
-        ));
-    }
-    let entries: usize = request.descriptors.iter().map(|d| d.entries.len()).sum();
-    if entries > MAX_ENTRIES {
-        return invalid(format!(
-            "{entries} descriptor entries exceed the maximum of {MAX_ENTRIES}"
-        ));
-    }
-    let bytes: usize = request
-        .descriptors
-        .iter()
-        .flat_map(|d| &d.entries)
-        .map(|e| e.key.len() + e.value.len())
-        .sum::<usize>()
-        + request.domain.len();
-    if bytes > MAX_ENTRY_BYTES {
-        return invalid(format!(
-            "descriptor keys and values total {bytes} bytes, over the maximum of {MAX_ENTRY_BYTES}"
-        ));
-    }
-    Ok(())
-}
+mod lease;
+mod plan;
 
 #[cfg(test)]
 mod tests;

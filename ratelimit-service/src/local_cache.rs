@@ -4,7 +4,10 @@
 //! consumes nothing anywhere, and nothing but time refills a bucket, so until the instant the
 //! store reported ("empty for `empty_ms`", measured from before the call was sent) every request
 //! touching that bucket is OVER_LIMIT whatever any other gateway does. The cache is cleared when
-//! the configuration changes, since limits may have changed.
+//! the configuration changes, since limits may have changed. The one other way tokens come back
+//! is a QuotaLease `Return`: this instance forgets the buckets it gives tokens back to; a Return
+//! through another instance can only make this one refuse a request the bucket could have
+//! admitted until the entry expires (under-admission, never over-admission).
 
 use lru::LruCache;
 use std::num::NonZeroUsize;
@@ -42,6 +45,13 @@ impl OverLimitCache {
     pub fn insert(&self, key: &str, until: Instant) {
         if let Some(Ok(mut entries)) = self.entries.as_ref().map(|e| e.lock()) {
             entries.put(key.to_owned(), until);
+        }
+    }
+
+    /// Forgets one key (tokens were given back to its bucket).
+    pub fn forget(&self, key: &str) {
+        if let Some(Ok(mut entries)) = self.entries.as_ref().map(|e| e.lock()) {
+            entries.pop(key);
         }
     }
 
@@ -84,6 +94,8 @@ mod tests {
             None,
             "least recently used evicted"
         );
+        cache.forget("y");
+        assert_eq!(cache.empty_for("y", now), None, "forgotten");
         let disabled = OverLimitCache::new(0);
         disabled.insert("a", now + Duration::from_secs(1));
         assert_eq!(disabled.empty_for("a", now), None);

@@ -1,9 +1,15 @@
 //! Prometheus metrics: per domain and descriptor path counters, Redis latency and errors,
-//! config reloads, token revocations and refused revocation requests. Counters of configured limits are resolved once per
-//! config load.
+//! config reloads, token revocations and refused revocation requests, and per-call counters of
+//! ShouldRateLimit and the QuotaLease API ([`calls`]). Counters of configured limits are
+//! resolved once per config load.
+
+mod calls;
+
+pub use calls::{domain_label, DomainLabels, LeaseLabels, UNKNOWN_DOMAIN};
 
 use crate::config::Config;
-use crate::limiter::Observation;
+use crate::limiter::{LeaseMode, Observation};
+use calls::CallMetrics;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -66,6 +72,7 @@ pub struct Metrics {
     revocation_lists: Family<ListLabels, Counter>,
     revocations_live: Gauge,
     revocation_refusals: Family<RefusalLabels, Counter>,
+    calls: CallMetrics,
 }
 
 impl Default for Metrics {
@@ -142,6 +149,8 @@ impl Metrics {
              and reason (disabled, missing, malformed, wrong)",
             revocation_refusals.clone(),
         );
+        let calls = CallMetrics::default();
+        calls.register(&mut registry);
         Metrics {
             registry,
             hits,
@@ -156,7 +165,23 @@ impl Metrics {
             revocation_lists,
             revocations_live,
             revocation_refusals,
+            calls,
         }
+    }
+
+    /// A ShouldRateLimit call (`domain`: see [`domain_label`]).
+    pub fn should_rate_limit_call(&self, domain: String) {
+        self.calls.should_rate_limit(domain);
+    }
+
+    /// A Lease call answered with `mode`, granting `granted` tokens.
+    pub fn lease_call(&self, domain: String, mode: LeaseMode, granted: u64) {
+        self.calls.lease(domain, mode, granted);
+    }
+
+    /// A Return call that gave `returned` tokens back.
+    pub fn return_call(&self, domain: String, returned: u64) {
+        self.calls.give_back(domain, returned);
     }
 
     fn counters(&self, labels: &DescriptorLabels) -> LimitCounters {

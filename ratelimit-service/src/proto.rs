@@ -33,6 +33,11 @@ pub mod envoy {
 }
 
 pub mod edgegate {
+    pub mod ratelimit {
+        pub mod v1 {
+            tonic::include_proto!("edgegate.ratelimit.v1");
+        }
+    }
     pub mod revocation {
         pub mod v1 {
             tonic::include_proto!("edgegate.revocation.v1");
@@ -40,5 +45,6 @@ pub mod edgegate {
     }
 }
 
+pub use edgegate::ratelimit::v1 as lease;
 pub use edgegate::revocation::v1 as revocation;
 pub use envoy::service::ratelimit::v3 as rls;

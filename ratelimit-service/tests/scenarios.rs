@@ -1,9 +1,14 @@
 //! One scenario suite, run against every store: in memory, a real Redis, and a Redis Cluster.
 //! The scenarios use real time (the Redis store reads Redis `TIME`), so limits are chosen to
-//! not refill during a test unless the scenario is about refill.
+//! not refill during a test unless the scenario is about refill. The leased-quota scenarios
+//! (Lease and Return on the same buckets) are in `scenarios/lease.rs`.
 // Test crate: helpers outside #[test] fns may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "scenarios/lease.rs"]
+mod lease;
+
+use lease::*;
 use test_harness::redis as redis_fixture;
 
 use ratelimit_service::config::Config;
@@ -33,6 +38,16 @@ descriptors:
     rate_limits:
       - { unit: second, unit_multiplier: 3600, requests_per_unit: 100 }
       - { unit: day, requests_per_unit: 2, algorithm: fixed_window, name: daily }
+  - key: pool
+    rate_limit: { unit: hour, requests_per_unit: 100, mode: leased, lease_size: 40 }
+  - key: pool_small
+    rate_limit: { unit: hour, requests_per_unit: 10, mode: leased, lease_size: 10 }
+  - key: pool_fixed
+    rate_limit: { unit: hour, requests_per_unit: 30, algorithm: fixed_window, mode: leased, lease_size: 30 }
+  - key: pool_sliding
+    rate_limit: { unit: hour, requests_per_unit: 30, algorithm: sliding_window, mode: leased, lease_size: 30 }
+  - key: pool_shared
+    rate_limit: { unit: hour, requests_per_unit: 50, mode: leased, lease_size: 3 }
 "#;
 
 /// A domain nobody else uses, so scenarios sharing one Redis never meet.
@@ -218,7 +233,7 @@ macro_rules! scenarios {
         mod memory {
             use super::*;
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(MemoryStore::new(SystemClock)).await;
                 }
@@ -228,7 +243,7 @@ macro_rules! scenarios {
         mod redis {
             use super::*;
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let server = redis_fixture::RedisServer::start().unwrap();
                     let store = RedisStore::connect(&server.url(), Duration::from_secs(2))
@@ -242,7 +257,7 @@ macro_rules! scenarios {
         mod redis_cluster {
             use super::*;
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let cluster = super::cluster();
                     let store = RedisStore::connect(&cluster.url(), Duration::from_secs(2))
@@ -279,6 +294,14 @@ scenarios!(
     shadow_mode_is_counted_but_admitted,
     several_limits_on_one_key_all_apply,
     many_descriptors_in_one_call,
+    lease_grants_up_to_want_and_the_lease_size,
+    lease_takes_from_the_bucket_should_rate_limit_charges,
+    lease_grants_the_minimum_available_to_every_bucket,
+    lease_of_an_empty_bucket_grants_nothing_charges_nothing_and_says_when,
+    lease_with_an_exact_limit_grants_at_most_one,
+    return_restores_tokens_capped_at_capacity,
+    return_to_window_buckets_lowers_the_count_not_below_zero,
+    concurrent_leases_never_grant_more_than_the_bucket_holds,
 );
 
 #[tokio::test]

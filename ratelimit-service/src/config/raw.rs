@@ -55,6 +55,12 @@ pub(crate) struct RawLimit {
     pub unit_multiplier: Option<i64>,
     pub algorithm: Option<Scalar>,
     pub burst: Option<i64>,
+    /// Our extension (leased quotas): `exact` (default) or `leased`.
+    pub mode: Option<Scalar>,
+    /// Tokens per lease (`mode: leased` only).
+    pub lease_size: Option<i64>,
+    /// How long a lease's tokens may be held, e.g. `5s` (`mode: leased` only).
+    pub lease_ttl: Option<Scalar>,
 }
 
 /// A YAML scalar read as text: Go's yaml.v2 (used by envoyproxy/ratelimit) accepts

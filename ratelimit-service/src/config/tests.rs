@@ -25,7 +25,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "unknown_key.yaml",
-        "invalid/unknown_key.yaml: descriptors[0].rate_limit: unknown field `requests_per_unti`, expected one of `unit`, `requests_per_unit`, `unlimited`, `name`, `unit_multiplier`, `algorithm`, `burst` at line 6 column 7",
+        "invalid/unknown_key.yaml: descriptors[0].rate_limit: unknown field `requests_per_unti`, expected one of `unit`, `requests_per_unit`, `unlimited`, `name`, `unit_multiplier`, `algorithm`, `burst`, `mode`, `lease_size`, `lease_ttl` at line 6 column 7",
     ),
     (
         "yaml_syntax.yaml",
@@ -66,6 +66,46 @@ const INVALID: &[(&str, &str)] = &[
     (
         "both_rate_limit_forms.yaml",
         "invalid/both_rate_limit_forms.yaml: descriptors[0]: use either `rate_limit` or `rate_limits`, not both",
+    ),
+    (
+        "bad_mode.yaml",
+        "invalid/bad_mode.yaml: descriptors[0].rate_limit.mode: unknown mode \"lazy\" (expected exact or leased)",
+    ),
+    (
+        "lease_size_zero.yaml",
+        "invalid/lease_size_zero.yaml: descriptors[0].rate_limit.lease_size: must be at least 1, got 0",
+    ),
+    (
+        "lease_size_over_limit.yaml",
+        "invalid/lease_size_over_limit.yaml: descriptors[1].rate_limit.lease_size: 5 is larger than the limit (requests_per_unit: 3)",
+    ),
+    (
+        "lease_size_over_burst.yaml",
+        "invalid/lease_size_over_burst.yaml: descriptors[0].rate_limits[0].lease_size: 25 is larger than the bucket's capacity (burst: 20)",
+    ),
+    (
+        "lease_ttl_zero.yaml",
+        "invalid/lease_ttl_zero.yaml: descriptors[0].rate_limit.lease_ttl: must be positive, got \"0s\"",
+    ),
+    (
+        "lease_ttl_negative.yaml",
+        "invalid/lease_ttl_negative.yaml: descriptors[0].rate_limit.lease_ttl: must be positive, got \"-5s\"",
+    ),
+    (
+        "lease_ttl_unparseable.yaml",
+        "invalid/lease_ttl_unparseable.yaml: descriptors[0].rate_limit.lease_ttl: invalid duration \"5\" (expected e.g. 500ms, 5s or 1m)",
+    ),
+    (
+        "leased_unlimited.yaml",
+        "invalid/leased_unlimited.yaml: descriptors[0].rate_limit.mode: `leased` does not apply to an `unlimited: true` limit (it has no tokens to lease)",
+    ),
+    (
+        "lease_size_without_leased.yaml",
+        "invalid/lease_size_without_leased.yaml: descriptors[0].rate_limit.lease_size: only applies to `mode: leased`",
+    ),
+    (
+        "lease_ttl_without_leased.yaml",
+        "invalid/lease_ttl_without_leased.yaml: descriptors[0].rate_limit.lease_ttl: only applies to `mode: leased`",
     ),
 ];
 
@@ -225,4 +265,48 @@ fn unlimited_and_zero_limits_compile() {
         .find([("b", "1")].into_iter())
         .unwrap();
     assert_eq!(b.limits[0].requests_per_unit, 0);
+}
+
+const LEASED: &str = r#"
+domain: edge
+descriptors:
+  - key: tenant
+    rate_limit: { unit: minute, requests_per_unit: 1000, mode: leased, lease_ttl: 2s }
+  - key: tenant
+    value: tiny
+    rate_limit: { unit: minute, requests_per_unit: 3, mode: leased }
+  - key: route
+    rate_limits:
+      - { unit: second, requests_per_unit: 500, mode: leased, lease_size: 25, lease_ttl: 500ms }
+      - { unit: day, requests_per_unit: 100000, algorithm: fixed_window, mode: exact }
+"#;
+
+#[test]
+fn lease_fields_compile_with_defaults_and_lease_size_one_is_exact() {
+    let config = Config::from_yaml_str("edge.yaml", LEASED).unwrap();
+    let tenant = limit_of(&config, "edge", &[("tenant", "acme")]).unwrap();
+    assert_eq!(tenant.mode, LimitMode::Leased { size: 50 }, "1000 / 20");
+    assert_eq!(tenant.lease_ttl, std::time::Duration::from_secs(2));
+    let tiny = limit_of(&config, "edge", &[("tenant", "tiny")]).unwrap();
+    assert_eq!(
+        tiny.mode,
+        LimitMode::Exact,
+        "3 / 20 rounds to a lease of 1: exact"
+    );
+    assert_eq!(tiny.lease_ttl, DEFAULT_LEASE_TTL);
+    let route = config
+        .domain("edge")
+        .unwrap()
+        .find([("route", "orders")].into_iter())
+        .unwrap();
+    assert_eq!(route.limits[0].mode, LimitMode::Leased { size: 25 });
+    assert_eq!(route.limits[1].mode, LimitMode::Exact);
+    let domain = config.domain("edge").unwrap();
+    assert_eq!(domain.unlimited_ttl, std::time::Duration::from_millis(500));
+    let plain = Config::from_yaml_str("m.yaml", MATCHING).unwrap();
+    assert_eq!(plain.domain("m").unwrap().unlimited_ttl, DEFAULT_LEASE_TTL);
+    assert!(plain
+        .limits()
+        .iter()
+        .all(|(_, l)| l.mode == LimitMode::Exact));
 }

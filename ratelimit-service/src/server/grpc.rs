@@ -5,6 +5,7 @@ use crate::config::Unit;
 use crate::limiter::{
     Code, Decision, Descriptor, Entry, LimitError, LimitOverride, Request as LimitRequest,
 };
+use crate::metrics::{domain_label, Metrics};
 use crate::proto::envoy::config::core::v3::HeaderValue;
 use crate::proto::envoy::r#type::v3::RateLimitUnit;
 use crate::proto::rls::rate_limit_response::{
@@ -36,13 +37,14 @@ impl RateLimitService for RateLimitGrpc {
     ) -> Result<Response<RateLimitResponse>, Status> {
         let request = from_proto(request.into_inner());
         let loaded = self.shared.loaded.load_full();
+        let metrics = &self.shared.metrics;
+        metrics.should_rate_limit_call(domain_label(&loaded.config, &request.domain));
         let started = Instant::now();
         let result = self
             .shared
             .limiter
             .should_rate_limit(&loaded.config, &request, started)
             .await;
-        let metrics = &self.shared.metrics;
         match result {
             Ok(decision) => {
                 if decision.store_called {
@@ -51,15 +53,24 @@ impl RateLimitService for RateLimitGrpc {
                 metrics.record(&loaded.counters, &request.domain, &decision.observations);
                 Ok(Response::new(to_proto(decision)))
             }
-            Err(LimitError::InvalidRequest(message)) => Err(Status::invalid_argument(message)),
-            Err(LimitError::Store(err)) => {
-                metrics.redis_error(err.transient);
-                tracing::warn!(domain = %request.domain, error = %err, "rate limit store failed");
-                if err.transient {
-                    Err(Status::unavailable(err.to_string()))
-                } else {
-                    Err(Status::internal(err.to_string()))
-                }
+            Err(err) => Err(limit_error_status(metrics, &request.domain, err)),
+        }
+    }
+}
+
+/// A limiter error as a gRPC status: bad requests are INVALID_ARGUMENT, transient store failures
+/// UNAVAILABLE (Envoy's `failure_mode_deny` or the gateway's failure mode decides), others
+/// INTERNAL. Store failures are counted and logged.
+pub(super) fn limit_error_status(metrics: &Metrics, domain: &str, err: LimitError) -> Status {
+    match err {
+        LimitError::InvalidRequest(message) => Status::invalid_argument(message),
+        LimitError::Store(err) => {
+            metrics.redis_error(err.transient);
+            tracing::warn!(domain = %domain, error = %err, "rate limit store failed");
+            if err.transient {
+                Status::unavailable(err.to_string())
+            } else {
+                Status::internal(err.to_string())
             }
         }
     }

@@ -1,4 +1,5 @@
-//! The running service: gRPC (RateLimitService, RevocationService, grpc.health.v1), HTTP
+//! The running service: gRPC (RateLimitService, QuotaLease, RevocationService,
+//! grpc.health.v1), HTTP
 //! (health, readiness, metrics, operator revocations) and config hot reload, all stopped by
 //! one shutdown signal. Revocation writes on either port need the revocation token
 //! ([`access`]).
@@ -6,12 +7,14 @@
 mod access;
 mod grpc;
 mod http;
+mod lease;
 mod reload;
 mod revocation;
 
 use crate::config::{read_sources, Config, ConfigError};
 use crate::limiter::{Limiter, LimiterOptions};
 use crate::metrics::{LimitCounters, Metrics};
+use crate::proto::lease::quota_lease_server::QuotaLeaseServer;
 use crate::proto::revocation::revocation_service_server::RevocationServiceServer;
 use crate::proto::rls::rate_limit_service_server::RateLimitServiceServer;
 use crate::revocation::memory::MemoryRevocations;
@@ -30,6 +33,7 @@ use tokio::sync::watch;
 
 pub use access::{validate_token, RevocationAccess, TokenError, MIN_TOKEN_LEN};
 pub use grpc::RateLimitGrpc;
+pub use lease::QuotaLeaseGrpc;
 pub use revocation::RevocationGrpc;
 
 /// Where buckets live.
@@ -191,32 +195,47 @@ pub async fn run(
         stopped(stop_rx.clone()),
     ));
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<RateLimitServiceServer<RateLimitGrpc>>()
-        .await;
-    health_reporter
-        .set_serving::<RevocationServiceServer<RevocationGrpc>>()
-        .await;
-    // Nagle off on accepted sockets: small unary responses must not wait for delayed ACKs.
-    let incoming =
-        tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
-    let grpc = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(RateLimitServiceServer::new(RateLimitGrpc::new(Arc::clone(
-            &shared,
-        ))))
-        .add_service(
-            RevocationServiceServer::new(RevocationGrpc::new(Arc::clone(&shared)))
-                .max_decoding_message_size(revocation::MAX_REVOCATION_MESSAGE),
-        )
-        .serve_with_incoming_shutdown(incoming, stopped(stop_rx));
+    let grpc = serve_grpc(listeners.grpc, Arc::clone(&shared), stopped(stop_rx));
     let grpc_result = grpc.await;
     let http_result = http.await?;
     reload.abort();
     tracing::info!("stopped");
     grpc_result?;
     http_result.map_err(ServerError::Http)
+}
+
+/// The gRPC port: RateLimitService, QuotaLease, RevocationService and grpc.health.v1.
+async fn serve_grpc(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<RateLimitServiceServer<RateLimitGrpc>>()
+        .await;
+    health_reporter
+        .set_serving::<QuotaLeaseServer<QuotaLeaseGrpc>>()
+        .await;
+    health_reporter
+        .set_serving::<RevocationServiceServer<RevocationGrpc>>()
+        .await;
+    // Nagle off on accepted sockets: small unary responses must not wait for delayed ACKs.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(RateLimitServiceServer::new(RateLimitGrpc::new(Arc::clone(
+            &shared,
+        ))))
+        .add_service(QuotaLeaseServer::new(QuotaLeaseGrpc::new(Arc::clone(
+            &shared,
+        ))))
+        .add_service(
+            RevocationServiceServer::new(RevocationGrpc::new(shared))
+                .max_decoding_message_size(revocation::MAX_REVOCATION_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
 }
 
 /// One startup line on who may use the revocation API (never the token).

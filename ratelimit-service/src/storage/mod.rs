@@ -1,5 +1,6 @@
 //! Bucket storage behind one small trait: an in-memory store and a Redis store, both atomic
-//! over all buckets of one request (all pass and all are charged, or nothing is charged).
+//! over all buckets of one request (all pass and all are charged, or nothing is charged), for
+//! ShouldRateLimit (`apply`) and for leased quotas (`lease`, `give_back`).
 
 pub mod memory;
 pub mod redis;
@@ -29,6 +30,27 @@ pub struct BucketOutcome {
     pub retry_ms: u64,
     /// The bucket cannot admit even one request for this long (rounded down); 0 if it can.
     pub empty_ms: u64,
+}
+
+/// One bucket after a lease call. Durations are relative to the store's clock at the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseBucketOutcome {
+    /// Whole requests the bucket still admits after the grant.
+    pub remaining: u64,
+    /// Until the bucket is full again (token bucket) or its window ends.
+    pub reset_ms: u64,
+    /// Until the bucket could pay for one more request, rounded up; 0 if it can now.
+    pub next_token_ms: u64,
+    /// As [`BucketOutcome::empty_ms`]: rounded down, for the local over-limit cache.
+    pub empty_ms: u64,
+}
+
+/// What a lease call did: the grant (charged to every enforced bucket) and each bucket after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseOutcome {
+    pub granted: u64,
+    /// One per bucket, in call order.
+    pub buckets: Vec<LeaseBucketOutcome>,
 }
 
 /// A storage failure. `transient` failures (timeouts, lost connections) may succeed on retry
@@ -63,6 +85,23 @@ pub trait Store: Send + Sync + 'static {
         buckets: &[BucketRequest],
     ) -> impl Future<Output = Result<Vec<BucketOutcome>, StoreError>> + Send;
 
+    /// Takes up to `want` requests' worth of tokens from every bucket at once, all or nothing
+    /// by the minimum (see [`crate::bucket::grant`]). Here a bucket's `hits` is its weight: the
+    /// tokens one granted request costs it. Keys are distinct.
+    fn lease(
+        &self,
+        buckets: &[BucketRequest],
+        want: u64,
+    ) -> impl Future<Output = Result<LeaseOutcome, StoreError>> + Send;
+
+    /// Gives `requests` requests' worth of tokens (`hits` tokens each) back to every bucket
+    /// (see [`crate::bucket::give_back`]); returns the whole requests each bucket took back.
+    fn give_back(
+        &self,
+        buckets: &[BucketRequest],
+        requests: u64,
+    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send;
+
     /// Cheap reachability check for readiness.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
@@ -78,6 +117,28 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(store) => store.apply(buckets).await,
             AnyStore::Redis(store) => store.apply(buckets).await,
+        }
+    }
+
+    async fn lease(
+        &self,
+        buckets: &[BucketRequest],
+        want: u64,
+    ) -> Result<LeaseOutcome, StoreError> {
+        match self {
+            AnyStore::Memory(store) => store.lease(buckets, want).await,
+            AnyStore::Redis(store) => store.lease(buckets, want).await,
+        }
+    }
+
+    async fn give_back(
+        &self,
+        buckets: &[BucketRequest],
+        requests: u64,
+    ) -> Result<Vec<u64>, StoreError> {
+        match self {
+            AnyStore::Memory(store) => store.give_back(buckets, requests).await,
+            AnyStore::Redis(store) => store.give_back(buckets, requests).await,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Redis store: one `EVALSHA` of `rate_limit.lua` per call over a multiplexed connection.
+//! Redis store: one `EVALSHA` per call over a multiplexed connection: `rate_limit.lua` for
+//! ShouldRateLimit, `lease.lua` for leases and give-backs.
 //!
 //! URLs: `redis://`, `rediss://` (TLS), `unix:///path/redis.sock` for one server, through a
 //! `ConnectionManager` that reconnects by itself after Redis restarts; and
@@ -6,7 +7,10 @@
 //! the cluster client (seed nodes; the topology is discovered). Every call is bounded by a
 //! timeout after which it fails as a transient error.
 
-use super::{algorithm_code, BucketOutcome, BucketRequest, Store, StoreError};
+use super::{
+    algorithm_code, BucketOutcome, BucketRequest, LeaseBucketOutcome, LeaseOutcome, Store,
+    StoreError,
+};
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::TcpSettings;
@@ -16,6 +20,7 @@ use redis::{
 use std::time::Duration;
 
 const SCRIPT: &str = include_str!("rate_limit.lua");
+const LEASE_SCRIPT: &str = include_str!("lease.lua");
 
 /// A multiplexed connection to one Redis server or to a Redis Cluster. Cheap to clone; clones
 /// share the connection.
@@ -29,6 +34,7 @@ pub(crate) enum Connection {
 pub struct RedisStore {
     connection: Connection,
     script: Script,
+    lease_script: Script,
     timeout: Duration,
 }
 
@@ -96,6 +102,7 @@ impl RedisStore {
         Ok(RedisStore {
             connection: Connection::open(url, Duration::from_secs(1)).await?,
             script: Script::new(SCRIPT),
+            lease_script: Script::new(LEASE_SCRIPT),
             timeout,
         })
     }
@@ -114,6 +121,54 @@ impl RedisStore {
         }
         self.connection.invoke(&invocation).await
     }
+
+    /// Runs `lease.lua` (`operation` is `lease` or `return`) within the call deadline.
+    async fn invoke_lease(
+        &self,
+        operation: &str,
+        buckets: &[BucketRequest],
+        requests: u64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut invocation = self.lease_script.prepare_invoke();
+        invocation.arg(operation).arg(requests);
+        for bucket in buckets {
+            invocation
+                .key(bucket.key.as_str())
+                .arg(algorithm_code(bucket.spec.algorithm))
+                .arg(bucket.spec.limit)
+                .arg(bucket.spec.period_us)
+                .arg(bucket.spec.burst)
+                .arg(bucket.hits.max(1))
+                .arg(if bucket.enforce { "1" } else { "0" });
+        }
+        tokio::time::timeout(self.timeout, self.connection.invoke(&invocation))
+            .await
+            .map_err(|_| self.timed_out())?
+            .map_err(|e| store_error("Redis lease script failed", e))
+    }
+
+    fn timed_out(&self) -> StoreError {
+        StoreError::transient(format!(
+            "Redis did not answer within {} ms",
+            self.timeout.as_millis()
+        ))
+    }
+}
+
+/// Checks a script reply's length.
+fn expect_len(reply: &[i64], len: usize, buckets: usize) -> Result<(), StoreError> {
+    if reply.len() == len {
+        Ok(())
+    } else {
+        Err(StoreError::permanent(format!(
+            "Redis script returned {} values for {buckets} buckets",
+            reply.len()
+        )))
+    }
+}
+
+fn non_negative(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }
 
 /// TCP_NODELAY: redis-rs leaves Nagle on by default, which adds up to 40 ms (delayed ACK) to
@@ -145,21 +200,9 @@ impl Store for RedisStore {
         }
         let reply = tokio::time::timeout(self.timeout, self.invoke(buckets))
             .await
-            .map_err(|_| {
-                StoreError::transient(format!(
-                    "Redis did not answer within {} ms",
-                    self.timeout.as_millis()
-                ))
-            })?
+            .map_err(|_| self.timed_out())?
             .map_err(|e| store_error("Redis script failed", e))?;
-        if reply.len() != buckets.len() * 5 {
-            return Err(StoreError::permanent(format!(
-                "Redis script returned {} values for {} buckets",
-                reply.len(),
-                buckets.len()
-            )));
-        }
-        let non_negative = |v: i64| u64::try_from(v).unwrap_or(0);
+        expect_len(&reply, buckets.len() * 5, buckets.len())?;
         Ok(reply
             .chunks_exact(5)
             .map(|c| BucketOutcome {
@@ -170,6 +213,48 @@ impl Store for RedisStore {
                 empty_ms: non_negative(c[4]),
             })
             .collect())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(buckets = buckets.len()))]
+    async fn lease(
+        &self,
+        buckets: &[BucketRequest],
+        want: u64,
+    ) -> Result<LeaseOutcome, StoreError> {
+        if buckets.is_empty() {
+            return Ok(LeaseOutcome {
+                granted: want,
+                buckets: Vec::new(),
+            });
+        }
+        let reply = self.invoke_lease("lease", buckets, want).await?;
+        expect_len(&reply, 1 + buckets.len() * 4, buckets.len())?;
+        Ok(LeaseOutcome {
+            granted: non_negative(reply[0]),
+            buckets: reply[1..]
+                .chunks_exact(4)
+                .map(|c| LeaseBucketOutcome {
+                    remaining: non_negative(c[0]),
+                    reset_ms: non_negative(c[1]),
+                    next_token_ms: non_negative(c[2]),
+                    empty_ms: non_negative(c[3]),
+                })
+                .collect(),
+        })
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(buckets = buckets.len()))]
+    async fn give_back(
+        &self,
+        buckets: &[BucketRequest],
+        requests: u64,
+    ) -> Result<Vec<u64>, StoreError> {
+        if buckets.is_empty() || requests == 0 {
+            return Ok(vec![0; buckets.len()]);
+        }
+        let reply = self.invoke_lease("return", buckets, requests).await?;
+        expect_len(&reply, buckets.len(), buckets.len())?;
+        Ok(reply.into_iter().map(non_negative).collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,0 +1,322 @@
+//! Compiles the raw YAML of one domain into its descriptor tree, refusing bad fields with their
+//! path and the reason.
+
+use super::lease::{self, LeaseFields, LimitShape, DEFAULT_LEASE_TTL};
+use super::raw::{RawDescriptor, RawDomain, RawLimit, Scalar};
+use super::{Config, ConfigError, Domain, Level, Limit, Node, Unit};
+use crate::bucket::Algorithm;
+use crate::keys;
+use std::collections::HashMap;
+use std::fmt;
+
+#[derive(Default)]
+pub(super) struct Builder {
+    domains: HashMap<String, Domain>,
+    next_id: usize,
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    domain: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, path: &str, reason: impl fmt::Display) -> ConfigError {
+        ConfigError::Field {
+            file: self.file.to_owned(),
+            path: path.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl Builder {
+    pub(super) fn add(&mut self, file: &str, text: &str) -> Result<(), ConfigError> {
+        let raw: RawDomain = serde_yaml::from_str(text).map_err(|e| ConfigError::File {
+            file: file.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let name = raw.domain.map(|s| s.0).unwrap_or_default();
+        if name.is_empty() {
+            return Err(ConfigError::Field {
+                file: file.to_owned(),
+                path: "domain".into(),
+                reason: "must be a non-empty string".into(),
+            });
+        }
+        if let Some(existing) = self.domains.get(&name) {
+            return Err(ConfigError::Field {
+                file: file.to_owned(),
+                path: "domain".into(),
+                reason: format!(
+                    "duplicate domain {name:?} (already defined in {})",
+                    existing.file
+                ),
+            });
+        }
+        let ctx = Ctx {
+            file,
+            domain: &name,
+        };
+        let root = self.level(&ctx, "descriptors", "", raw.descriptors)?;
+        let mut domain = Domain {
+            name: name.clone(),
+            file: file.to_owned(),
+            root,
+            unlimited_ttl: DEFAULT_LEASE_TTL,
+        };
+        domain.unlimited_ttl = domain
+            .limits()
+            .iter()
+            .filter(|l| l.mode.is_leased())
+            .map(|l| l.lease_ttl)
+            .min()
+            .unwrap_or(DEFAULT_LEASE_TTL);
+        self.domains.insert(name, domain);
+        Ok(())
+    }
+
+    fn level(
+        &mut self,
+        ctx: &Ctx<'_>,
+        path: &str,
+        stats_parent: &str,
+        descriptors: Vec<RawDescriptor>,
+    ) -> Result<Level, ConfigError> {
+        let mut level = Level::default();
+        for (i, raw) in descriptors.into_iter().enumerate() {
+            let here = format!("{path}[{i}]");
+            let key = raw.key.clone().map(|s| s.0).unwrap_or_default();
+            if key.is_empty() {
+                return Err(ctx.err(&here, "descriptor has no `key`"));
+            }
+            let value = raw.value.clone().map(|s| s.0).unwrap_or_default();
+            let segment = if value.is_empty() {
+                key.clone()
+            } else {
+                format!("{key}_{value}")
+            };
+            let stats_path = if stats_parent.is_empty() {
+                segment
+            } else {
+                format!("{stats_parent}.{segment}")
+            };
+            let node = self.node(ctx, &here, &stats_path, raw)?;
+            let nodes = level.by_key.entry(key.clone()).or_default();
+            let duplicate = || {
+                ctx.err(
+                    &here,
+                    format!("duplicate descriptor key {key:?} with value {value:?} among siblings"),
+                )
+            };
+            if value.is_empty() {
+                if nodes.any.is_some() {
+                    return Err(duplicate());
+                }
+                nodes.any = Some(Box::new(node));
+            } else if let Some(prefix) = value.strip_suffix('*') {
+                if nodes.wildcards.iter().any(|(p, _)| p == prefix) {
+                    return Err(duplicate());
+                }
+                nodes.wildcards.push((prefix.to_owned(), node));
+            } else {
+                if nodes.exact.contains_key(&value) {
+                    return Err(duplicate());
+                }
+                nodes.exact.insert(value, node);
+            }
+        }
+        Ok(level)
+    }
+
+    fn node(
+        &mut self,
+        ctx: &Ctx<'_>,
+        here: &str,
+        stats_path: &str,
+        raw: RawDescriptor,
+    ) -> Result<Node, ConfigError> {
+        let mut raw_limits: Vec<(String, RawLimit)> = Vec::new();
+        match (raw.rate_limit, raw.rate_limits) {
+            (Some(_), Some(_)) => {
+                return Err(ctx.err(here, "use either `rate_limit` or `rate_limits`, not both"))
+            }
+            (Some(one), None) => raw_limits.push((format!("{here}.rate_limit"), one)),
+            (None, Some(many)) => {
+                if many.is_empty() {
+                    return Err(ctx.err(&format!("{here}.rate_limits"), "must not be empty"));
+                }
+                for (i, limit) in many.into_iter().enumerate() {
+                    raw_limits.push((format!("{here}.rate_limits[{i}]"), limit));
+                }
+            }
+            (None, None) => {}
+        }
+        let mut replaces = Vec::new();
+        for (i, r) in raw.replaces.into_iter().enumerate() {
+            match r.name.map(|s| s.0).filter(|n| !n.is_empty()) {
+                Some(name) => replaces.push(name),
+                None => return Err(ctx.err(&format!("{here}.replaces[{i}].name"), "must be set")),
+            }
+        }
+        let mut limits = Vec::with_capacity(raw_limits.len());
+        for (index, (path, raw_limit)) in raw_limits.into_iter().enumerate() {
+            let limit = self.limit(
+                ctx,
+                &path,
+                index,
+                raw_limit,
+                NodeFlags {
+                    shadow_mode: raw.shadow_mode,
+                    detailed_metric: raw.detailed_metric || raw.value_to_metric,
+                    stats_path,
+                    replaces: &replaces,
+                },
+            )?;
+            limits.push(limit);
+        }
+        let children = self.level(
+            ctx,
+            &format!("{here}.descriptors"),
+            stats_path,
+            raw.descriptors,
+        )?;
+        Ok(Node { limits, children })
+    }
+
+    fn limit(
+        &mut self,
+        ctx: &Ctx<'_>,
+        path: &str,
+        index: usize,
+        raw: RawLimit,
+        flags: NodeFlags<'_>,
+    ) -> Result<Limit, ConfigError> {
+        let unit = limit_unit(ctx, path, raw.unit, raw.unlimited)?;
+        let requests_per_unit = match raw.requests_per_unit {
+            None if raw.unlimited => 0,
+            None => return Err(ctx.err(&format!("{path}.requests_per_unit"), "missing")),
+            Some(n) => u32::try_from(n).map_err(|_| {
+                ctx.err(
+                    &format!("{path}.requests_per_unit"),
+                    format!("must be between 0 and {}, got {n}", u32::MAX),
+                )
+            })?,
+        };
+        let positive = |field: &str, value: Option<i64>, default: u64| match value {
+            None => Ok(default),
+            Some(n) if n >= 1 && n <= i64::from(u32::MAX) => Ok(n as u64),
+            Some(n) => Err(ctx.err(
+                &format!("{path}.{field}"),
+                format!("must be between 1 and {}, got {n}", u32::MAX),
+            )),
+        };
+        let unit_multiplier = positive("unit_multiplier", raw.unit_multiplier, 1)? as u32;
+        let burst = positive("burst", raw.burst, u64::from(requests_per_unit))?;
+        let algorithm = limit_algorithm(ctx, path, raw.algorithm)?;
+        if raw.burst.is_some() && algorithm != Algorithm::TokenBucket {
+            return Err(ctx.err(
+                &format!("{path}.burst"),
+                format!("only applies to token_bucket, not {}", algorithm.name()),
+            ));
+        }
+        let (mode, lease_ttl) = lease::compile(
+            LeaseFields {
+                mode: raw.mode.map(|s| s.0),
+                lease_size: raw.lease_size,
+                lease_ttl: raw.lease_ttl.map(|s| s.0),
+            },
+            &LimitShape {
+                unlimited: raw.unlimited,
+                requests_per_unit,
+                burst: (algorithm == Algorithm::TokenBucket).then_some(burst),
+            },
+        )
+        .map_err(|(field, reason)| ctx.err(&format!("{path}.{field}"), reason))?;
+        let period = unit.seconds() * u64::from(unit_multiplier);
+        let id = self.next_id;
+        self.next_id += 1;
+        Ok(Limit {
+            id,
+            name: raw.name.map(|s| s.0).filter(|n| !n.is_empty()),
+            unit,
+            unit_multiplier,
+            requests_per_unit,
+            algorithm,
+            burst,
+            unlimited: raw.unlimited,
+            shadow_mode: flags.shadow_mode,
+            detailed_metric: flags.detailed_metric,
+            key_prefix: keys::limit_prefix(ctx.domain, algorithm, period, index),
+            stats_path: flags.stats_path.to_owned(),
+            replaces: flags.replaces.to_vec(),
+            mode,
+            lease_ttl,
+        })
+    }
+
+    pub(super) fn finish(self) -> Config {
+        Config {
+            domains: self.domains,
+            limit_count: self.next_id,
+        }
+    }
+}
+
+/// `unit`: required unless `unlimited: true`, where it must be absent.
+fn limit_unit(
+    ctx: &Ctx<'_>,
+    path: &str,
+    raw: Option<Scalar>,
+    unlimited: bool,
+) -> Result<Unit, ConfigError> {
+    let unit_text = raw.map(|s| s.0).unwrap_or_default();
+    if unlimited {
+        if !unit_text.is_empty() {
+            return Err(ctx.err(
+                &format!("{path}.unit"),
+                "must not be set when `unlimited: true`",
+            ));
+        }
+        return Ok(Unit::Second);
+    }
+    if unit_text.is_empty() {
+        return Err(ctx.err(
+            &format!("{path}.unit"),
+            "missing (expected second, minute, hour, day, month or year)",
+        ));
+    }
+    Unit::parse(&unit_text).ok_or_else(|| {
+        ctx.err(
+            &format!("{path}.unit"),
+            format!(
+                "unknown unit {unit_text:?} (expected second, minute, hour, day, month or year)"
+            ),
+        )
+    })
+}
+
+fn limit_algorithm(
+    ctx: &Ctx<'_>,
+    path: &str,
+    raw: Option<Scalar>,
+) -> Result<Algorithm, ConfigError> {
+    match raw.map(|s| s.0).as_deref() {
+        None | Some("token_bucket") => Ok(Algorithm::TokenBucket),
+        Some("fixed_window") => Ok(Algorithm::FixedWindow),
+        Some("sliding_window") => Ok(Algorithm::SlidingWindow),
+        Some(other) => Err(ctx.err(
+            &format!("{path}.algorithm"),
+            format!(
+                "unknown algorithm {other:?} (expected token_bucket, fixed_window or sliding_window)"
+            ),
+        )),
+    }
+}
+
+struct NodeFlags<'a> {
+    shadow_mode: bool,
+    detailed_metric: bool,
+    stats_path: &'a str,
+    replaces: &'a [String],
+}
