@@ -57,6 +57,8 @@ struct Waiter {
 /// A lease call in flight.
 struct Call {
     key: String,
+    /// When it was sent (the lease's lifetime counts from then).
+    sent_ms: u64,
     /// Exact mode: the request the single token is for.
     for_request: Option<u32>,
 }
@@ -223,6 +225,7 @@ impl<H: Host> Limiter<H> {
                 self.metrics.leases.inc();
                 let call = Call {
                     key: key.to_string(),
+                    sent_ms: self.host.now_ms(),
                     for_request,
                 };
                 self.calls.borrow_mut().insert(token, call);
@@ -256,7 +259,7 @@ impl<H: Host> Limiter<H> {
             return self.fail_waiters(&call.key, call.for_request);
         };
         self.metrics.granted.add(i64::from(answer.granted));
-        self.record(&call.key, &answer);
+        self.record(&call.key, &answer, call.sent_ms);
         if LeaseMode::try_from(answer.mode) == Ok(LeaseMode::Exact) {
             // An exact grant is one request's: the one that asked, or (the first lease of a
             // pool, before its mode was known) the longest-waiting one.
@@ -269,10 +272,10 @@ impl<H: Host> Limiter<H> {
     }
 
     /// Writes the answer into the pool (retried against concurrent writers).
-    fn record(&self, key: &str, answer: &LeaseResponse) {
+    fn record(&self, key: &str, answer: &LeaseResponse, sent_ms: u64) {
         let now = self.host.now_ms();
         let written = update_shared(&self.host, key, CAS_ATTEMPTS, |bytes| {
-            let next = pool::apply(bytes.and_then(Pool::decode), answer, now);
+            let next = pool::apply(bytes.and_then(Pool::decode), answer, now, sent_ms);
             (Some(next.encode()), ())
         });
         if written.is_none() && answer.granted > 0 {

@@ -117,7 +117,7 @@ pub fn take(
 
 /// Folds a lease answer into the pool (the tokens join the pool unless the mode is exact: an
 /// exact grant belongs to the request that asked). The pool's expiry becomes the answer's.
-pub fn apply(pool: Option<Pool>, answer: &LeaseResponse, now: u64) -> Pool {
+pub fn apply(pool: Option<Pool>, answer: &LeaseResponse, now: u64, sent_ms: u64) -> Pool {
     let mut p = pool.unwrap_or_default();
     let live_tokens = if now < p.expires_ms { p.tokens } else { 0 };
     p.mode = match LeaseMode::try_from(answer.mode) {
@@ -129,7 +129,9 @@ pub fn apply(pool: Option<Pool>, answer: &LeaseResponse, now: u64) -> Pool {
         Mode::Leased => live_tokens.saturating_add(answer.granted),
         _ => 0,
     };
-    p.expires_ms = now.saturating_add(answer.expires_in_ms);
+    // The lease's lifetime counts from when it was asked for (the service's clock started
+    // then), so a token is never spent later than the service allowed.
+    p.expires_ms = sent_ms.min(now).saturating_add(answer.expires_in_ms);
     p.refill_until_ms = 0;
     p.empty_until_ms = if answer.granted == 0 && p.mode == Mode::Leased && p.tokens == 0 {
         now.saturating_add(answer.retry_after_ms.max(1))
@@ -141,18 +143,23 @@ pub fn apply(pool: Option<Pool>, answer: &LeaseResponse, now: u64) -> Pool {
     p
 }
 
-/// The limit with the fewest requests left.
+/// The limit to show: after a refusal, one of those that refused (they are the ones with a
+/// wait before their next token); otherwise the one with the fewest requests left. Limits the
+/// service did not read (reported as all zero) are never chosen.
 pub fn tightest(answer: &LeaseResponse, now: u64) -> Option<LimitView> {
-    answer
-        .limits
-        .iter()
-        .min_by_key(|l| l.remaining)
-        .map(|l| LimitView {
-            requests_per_unit: l.requests_per_unit,
-            unit_seconds: l.unit_seconds,
-            remaining: l.remaining,
-            reset_at_ms: now.saturating_add(l.reset_ms),
-        })
+    let known = answer.limits.iter().filter(|l| l.requests_per_unit > 0);
+    let refusing = known.clone().filter(|l| l.next_token_ms > 0);
+    let chosen = if answer.granted == 0 && refusing.clone().next().is_some() {
+        refusing.max_by_key(|l| l.next_token_ms)
+    } else {
+        known.min_by_key(|l| l.remaining)
+    };
+    chosen.map(|l| LimitView {
+        requests_per_unit: l.requests_per_unit,
+        unit_seconds: l.unit_seconds,
+        remaining: l.remaining,
+        reset_at_ms: now.saturating_add(l.reset_ms),
+    })
 }
 
 const VERSION: u8 = 1;
@@ -243,7 +250,7 @@ mod tests {
 
     #[test]
     fn tokens_are_spent_one_per_request_and_the_low_water_mark_starts_one_refill() {
-        let pool = apply(None, &answer(LeaseMode::Leased, 3), 1_000);
+        let pool = apply(None, &answer(LeaseMode::Leased, 3), 1_000, 1_000);
         let (p, t) = take(Some(pool), 1_001, 250, 1);
         assert!(
             matches!(
@@ -285,13 +292,13 @@ mod tests {
 
     #[test]
     fn expired_tokens_are_not_spent() {
-        let pool = apply(None, &answer(LeaseMode::Leased, 3), 1_000);
+        let pool = apply(None, &answer(LeaseMode::Leased, 3), 1_000, 1_000);
         assert_eq!(take(Some(pool), 6_000, 250, 0).1, Take::Wait);
     }
 
     #[test]
     fn an_empty_grant_refuses_until_the_service_said() {
-        let pool = apply(None, &answer(LeaseMode::Leased, 0), 1_000);
+        let pool = apply(None, &answer(LeaseMode::Leased, 0), 1_000, 1_000);
         let (_, t) = take(Some(pool), 1_100, 250, 0);
         assert!(
             matches!(
@@ -308,10 +315,10 @@ mod tests {
 
     #[test]
     fn exact_grants_never_join_the_pool_and_unlimited_needs_no_token() {
-        let exact = apply(None, &answer(LeaseMode::Exact, 1), 1_000);
+        let exact = apply(None, &answer(LeaseMode::Exact, 1), 1_000, 1_000);
         assert_eq!(exact.tokens, 0);
         assert_eq!(take(Some(exact), 1_001, 250, 0).1, Take::Wait);
-        let free = apply(None, &answer(LeaseMode::Unlimited, 0), 1_000);
+        let free = apply(None, &answer(LeaseMode::Unlimited, 0), 1_000, 1_000);
         assert!(matches!(
             take(Some(free), 1_001, 250, 0).1,
             Take::Admit { .. }
@@ -325,7 +332,7 @@ mod tests {
 
     #[test]
     fn pools_round_trip_and_garbage_reads_as_none() {
-        let pool = apply(None, &answer(LeaseMode::Leased, 7), 1_000);
+        let pool = apply(None, &answer(LeaseMode::Leased, 7), 1_000, 1_000);
         assert_eq!(Pool::decode(&pool.encode()), Some(pool));
         assert_eq!(Pool::decode(b"nonsense"), None);
     }
