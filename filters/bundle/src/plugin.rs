@@ -366,6 +366,12 @@ impl<H: Host> HttpFilter for BundleRequest<H> {
         self.plugin.on_http_call_response(token, body_size);
     }
 
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        if let Some(l) = &self.plugin.limiter {
+            l.on_lease_response(token, status, size);
+        }
+    }
+
     fn on_done(&mut self) {
         if let Some(auth) = &self.plugin.auth {
             auth.borrow_mut().on_done(self.context_id);

@@ -4,7 +4,7 @@
 //! Filters hold a `H: Host` and never call proxy-wasm directly, so their stateful glue (paused
 //! requests, key fetches, body buffering, counters, stream slots) builds and is tested natively
 //! against [`crate::testing::FakeHost`], a recording fake; in Envoy it runs against
-//! `crate::wasm::WasmHost`, a thin (copyable) wrapper over proxy-wasm's host calls.
+//! `crate::wasm::WasmHost`, a zero-sized wrapper over proxy-wasm's host calls.
 //!
 //! A `Host` is a cheap handle (`Clone`): counters and per-request state keep their own copy.
 
@@ -105,9 +105,6 @@ pub trait Host: SharedStore + Clone + 'static {
     fn reset_response(&self);
     /// Makes `context_id` the context later calls act on; false when it is gone.
     fn set_effective_context(&self, context_id: u32) -> bool;
-    /// The plugin's root context: calls dispatched while it is the effective context answer
-    /// there (and outlive the request that caused them).
-    fn root_context_id(&self) -> u32;
 
     /// Dispatches an HTTP call; its answer comes back to the calling context with the token.
     fn http_call(

@@ -64,6 +64,11 @@ pub trait HttpFilter {
     }
     /// An HTTP call this request's context dispatched answered.
     fn on_http_call_response(&mut self, _token: u32, _body_size: usize) {}
+    /// A gRPC call this request's context dispatched answered (`status` 0 is OK). proxy-wasm
+    /// hands an answer to the context that was running when the call went out, and drops it
+    /// when that request is already gone: calls that must outlive their request go out from
+    /// the root context (its tick).
+    fn on_grpc_call_response(&mut self, _token: u32, _status: u32, _size: usize) {}
     /// The request is over (completed, refused, reset): comes once, as does `on_log`.
     fn on_done(&mut self) {}
     fn on_log(&mut self) {}
@@ -100,6 +105,11 @@ impl<F: HttpFilter> HttpFilter for Option<F> {
     fn on_http_call_response(&mut self, token: u32, body_size: usize) {
         if let Some(f) = self {
             f.on_http_call_response(token, body_size);
+        }
+    }
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        if let Some(f) = self {
+            f.on_grpc_call_response(token, status, size);
         }
     }
     fn on_done(&mut self) {

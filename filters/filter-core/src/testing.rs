@@ -85,8 +85,6 @@ pub struct State {
     pub now_ms: u64,
     /// The effective context: header maps, bodies and replies are this context's.
     pub context: u32,
-    /// The root context's id (1 for [`FakeHost::at`]).
-    pub root: u32,
     /// Contexts that have ended (`set_effective_context` fails for them).
     pub gone: HashSet<u32>,
     pub maps: HashMap<(u32, Map), HeaderMap>,
@@ -121,7 +119,6 @@ impl FakeHost {
         let host = FakeHost::default();
         host.state_mut().now_ms = now_ms;
         host.state_mut().context = 1;
-        host.state_mut().root = 1;
         host
     }
 
@@ -371,10 +368,6 @@ impl Host for FakeHost {
         }
         s.context = context_id;
         true
-    }
-
-    fn root_context_id(&self) -> u32 {
-        self.state().root
     }
 
     fn http_call(

@@ -17,11 +17,9 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// Envoy, through proxy-wasm's host calls, for the plugin whose root context is `root`.
+/// Envoy, through proxy-wasm's host calls. Zero-sized: copies cost nothing.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct WasmHost {
-    root: u32,
-}
+pub struct WasmHost;
 
 fn map_type(map: Map) -> MapType {
     match map {
@@ -141,10 +139,6 @@ impl Host for WasmHost {
         hostcalls::set_effective_context(context_id).is_ok()
     }
 
-    fn root_context_id(&self) -> u32 {
-        self.root
-    }
-
     fn http_call(
         &self,
         cluster: &str,
@@ -188,10 +182,10 @@ impl Host for WasmHost {
 /// Registers `P` as the module's root context. Call from `proxy_wasm::main!`.
 pub fn start<P: Plugin<Host = WasmHost>>() {
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|root| {
+    proxy_wasm::set_root_context(|_| {
         Box::new(PluginRoot::<P> {
             plugin: None,
-            host: WasmHost { root },
+            host: WasmHost,
         })
     });
 }
@@ -274,6 +268,10 @@ fn action(a: host::Action) -> Action {
 impl<F: HttpFilter> Context for HttpAdapter<F> {
     fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
         self.0.on_http_call_response(token, body_size);
+    }
+
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        self.0.on_grpc_call_response(token, status, size);
     }
 
     fn on_done(&mut self) -> bool {

@@ -98,11 +98,14 @@ fn leases(host: &FakeHost) -> Vec<(u32, u32, LeaseRequest)> {
         .collect()
 }
 
-fn respond(host: &FakeHost, stage: &Stage, token: u32, answer: &LeaseResponse) {
-    host.enter(ROOT);
+/// The answer to the call `(token, context)`, delivered to the context that sent it (the
+/// root's tick for background refills, a waiting request's own context otherwise).
+fn respond(host: &FakeHost, stage: &Stage, call: (u32, u32), answer: &LeaseResponse) {
+    let (token, context) = call;
+    host.enter(context);
     let bytes = answer.encode_to_vec();
     host.set_buffer_of(filter_core::host::Buffer::GrpcReceive, bytes.clone());
-    stage.on_grpc_call_response(token, 0, bytes.len());
+    stage.limiter.on_lease_response(token, 0, bytes.len());
 }
 
 #[test]
@@ -118,7 +121,7 @@ fn a_pool_fills_once_then_admits_without_a_call_until_its_low_water_mark() {
     let calls = leases(&host);
     assert_eq!(calls.len(), 1);
     let (token, context, request) = &calls[0];
-    assert_eq!(*context, ROOT, "leases answer to the root context");
+    assert_eq!(*context, 2, "a waiting request asks from its own context");
     assert_eq!((request.domain.as_str(), request.want), ("edge", 10));
     let entries: Vec<_> = (request.descriptors.iter())
         .map(|d| (d.entries[0].key.clone(), d.entries[0].value.clone()))
@@ -131,7 +134,12 @@ fn a_pool_fills_once_then_admits_without_a_call_until_its_low_water_mark() {
         ]
     );
 
-    respond(&host, &stage, *token, &answer(LeaseMode::Leased, 10, 100));
+    respond(
+        &host,
+        &stage,
+        (*token, *context),
+        &answer(LeaseMode::Leased, 10, 100),
+    );
     assert_eq!(host.take_resumed(), [2]);
     // 9 tokens left: requests spend them with no call until half the lease is left.
     for ctx in 3..=5 {
@@ -139,11 +147,17 @@ fn a_pool_fills_once_then_admits_without_a_call_until_its_low_water_mark() {
     }
     assert!(leases(&host).is_empty());
     assert_eq!(send(&host, &stage, 6, "acme").1, Action::Continue);
+    assert!(
+        leases(&host).is_empty(),
+        "the refill waits for the root tick"
+    );
+    host.enter(ROOT);
+    stage.tick();
     let refill = leases(&host);
     assert_eq!(
         refill.len(),
         1,
-        "the request that reached the low water mark refills"
+        "the low water mark queued one background refill"
     );
     assert_eq!(refill[0].1, ROOT);
     for ctx in 7..=11 {
@@ -164,8 +178,13 @@ fn an_empty_bucket_is_a_429_with_the_limit_and_later_requests_are_refused_locall
     let host = FakeHost::at(1_000_000);
     let stage = start(&host, "allow");
     send(&host, &stage, 2, "tiny");
-    let (token, _, _) = leases(&host)[0].clone();
-    respond(&host, &stage, token, &answer(LeaseMode::Leased, 0, 3));
+    let (token, from, _) = leases(&host)[0].clone();
+    respond(
+        &host,
+        &stage,
+        (token, from),
+        &answer(LeaseMode::Leased, 0, 3),
+    );
     let replies = host.take_replies();
     assert_eq!((replies[0].context, replies[0].status), (2, 429));
     assert_eq!(replies[0].json()["error"], "rate_limited");
@@ -187,20 +206,35 @@ fn exact_limits_ask_for_one_token_per_request() {
     let host = FakeHost::at(1_000_000);
     let stage = start(&host, "allow");
     send(&host, &stage, 2, "tiny");
-    let (token, _, _) = leases(&host)[0].clone();
-    respond(&host, &stage, token, &answer(LeaseMode::Exact, 1, 3));
+    let (token, from, _) = leases(&host)[0].clone();
+    respond(
+        &host,
+        &stage,
+        (token, from),
+        &answer(LeaseMode::Exact, 1, 3),
+    );
     assert_eq!(host.take_resumed(), [2]);
     for ctx in [3, 4] {
         assert_eq!(send(&host, &stage, ctx, "tiny").1, Action::Pause);
     }
     let calls = leases(&host);
     assert_eq!(calls.iter().map(|c| c.2.want).collect::<Vec<_>>(), [1, 1]);
-    respond(&host, &stage, calls[0].0, &answer(LeaseMode::Exact, 1, 3));
+    respond(
+        &host,
+        &stage,
+        (calls[0].0, calls[0].1),
+        &answer(LeaseMode::Exact, 1, 3),
+    );
     assert!(
         leases(&host).is_empty(),
         "the other waiter's own call is still in flight"
     );
-    respond(&host, &stage, calls[1].0, &answer(LeaseMode::Exact, 0, 3));
+    respond(
+        &host,
+        &stage,
+        (calls[1].0, calls[1].1),
+        &answer(LeaseMode::Exact, 0, 3),
+    );
     assert_eq!(host.take_resumed(), [3]);
     let replies = host.take_replies();
     assert_eq!((replies[0].context, replies[0].status), (4, 429));
@@ -211,8 +245,13 @@ fn an_unlimited_answer_admits_without_tokens_until_it_expires() {
     let host = FakeHost::at(1_000_000);
     let stage = start(&host, "allow");
     send(&host, &stage, 2, "free");
-    let (token, _, _) = leases(&host)[0].clone();
-    respond(&host, &stage, token, &answer(LeaseMode::Unlimited, 0, 0));
+    let (token, from, _) = leases(&host)[0].clone();
+    respond(
+        &host,
+        &stage,
+        (token, from),
+        &answer(LeaseMode::Unlimited, 0, 0),
+    );
     assert_eq!(host.take_resumed(), [2]);
     for ctx in 3..40 {
         assert_eq!(send(&host, &stage, ctx, "free").1, Action::Continue);
@@ -228,9 +267,9 @@ fn an_unreachable_service_fails_open_or_closed_as_configured() {
         let host = FakeHost::at(1_000_000);
         let stage = start(&host, mode);
         send(&host, &stage, 2, "acme");
-        let (token, _, _) = leases(&host)[0].clone();
-        host.enter(ROOT);
-        stage.on_grpc_call_response(token, 14, 0); // UNAVAILABLE
+        let (token, from, _) = leases(&host)[0].clone();
+        host.enter(from);
+        stage.limiter.on_lease_response(token, 14, 0); // UNAVAILABLE
         assert_eq!(host.take_resumed(), resumed, "{mode}");
         let replies = host.take_replies();
         assert_eq!(replies.first().map(|r| r.status), status, "{mode}");
@@ -260,8 +299,8 @@ fn two_workers_spend_one_pool_and_never_more_than_was_granted() {
     let host = FakeHost::at(1_000_000);
     let (a, b) = (start(&host, "allow"), start(&host, "allow"));
     send(&host, &a, 2, "acme");
-    let (token, _, _) = leases(&host)[0].clone();
-    respond(&host, &a, token, &answer(LeaseMode::Leased, 6, 100));
+    let (token, from, _) = leases(&host)[0].clone();
+    respond(&host, &a, (token, from), &answer(LeaseMode::Leased, 6, 100));
     let mut admitted = 1; // the waiter
     for ctx in 3..30 {
         let worker = if ctx % 2 == 0 { &a } else { &b };
@@ -287,9 +326,14 @@ fn requests_without_a_descriptor_pass_and_admitted_ones_show_the_limit() {
     // No x-tenant-id: that descriptor is left out, the route one remains.
     let mut r = stage.http_context(2);
     assert_eq!(r.on_request_headers(true), Action::Pause);
-    let (token, _, request) = leases(&host)[0].clone();
+    let (token, from, request) = leases(&host)[0].clone();
     assert_eq!(request.descriptors.len(), 1);
-    respond(&host, &stage, token, &answer(LeaseMode::Leased, 5, 100));
+    respond(
+        &host,
+        &stage,
+        (token, from),
+        &answer(LeaseMode::Leased, 5, 100),
+    );
     host.enter(2);
     host.set_map(Map::ResponseHeaders, [(":status", "200")]);
     r.on_response_headers(false);
@@ -300,6 +344,8 @@ fn requests_without_a_descriptor_pass_and_admitted_ones_show_the_limit() {
         Some("11"),
         "7 in the bucket + 4 held"
     );
+    host.enter(ROOT);
+    stage.tick();
     assert_eq!(
         leases(&host).len(),
         1,
@@ -373,4 +419,36 @@ fn a_rule_can_follow_the_route_envoy_matched_by_its_name() {
         (entry.key.as_str(), entry.value.as_str()),
         ("route", "orders")
     );
+}
+
+#[test]
+fn when_the_request_that_asked_ends_the_other_waiters_ask_again() {
+    let host = FakeHost::at(1_000_000);
+    let stage = start(&host, "allow");
+    let (mut first, _) = send(&host, &stage, 2, "acme");
+    let (_, action) = send(&host, &stage, 3, "acme");
+    assert_eq!(action, Action::Pause);
+    let calls = leases(&host);
+    assert_eq!(
+        calls.len(),
+        1,
+        "one lease per pool: request 3 waits on request 2's"
+    );
+    // Request 2 ends (client gone): proxy-wasm drops its call's answer with it.
+    host.enter(2);
+    first.on_done();
+    let again = leases(&host);
+    assert_eq!(
+        again.len(),
+        1,
+        "request 3 asks itself instead of waiting in vain"
+    );
+    assert_eq!(again[0].1, 3);
+    respond(
+        &host,
+        &stage,
+        (again[0].0, 3),
+        &answer(LeaseMode::Leased, 4, 100),
+    );
+    assert_eq!(host.take_resumed(), [3]);
 }

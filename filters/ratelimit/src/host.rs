@@ -1,11 +1,13 @@
 //! The host side of the ratelimit stage, generic over [`Host`]: the pools on shared data (one
-//! compare-and-swap per request), the lease calls (always dispatched from the root context, so
-//! they outlive the request that caused them), the requests waiting for tokens, the replies.
+//! compare-and-swap per request), the lease calls, the requests waiting for tokens, the replies.
 //!
 //! A request with tokens in its pool never waits and makes no call: it spends one token. When
 //! the pool falls to its low water mark, that request (only one: the mark is in the pool)
-//! starts a background lease. A request that finds no token waits for a lease (this worker's
-//! in flight, or one it starts) at most `timeout_ms`; then the failure mode decides.
+//! queues a background lease, sent on the next root tick: proxy-wasm hands a call's answer to
+//! the context that sent it and drops it once that request is gone, so a lease that must
+//! outlive its request goes out from the root context. A request that finds no token waits for
+//! a lease (this worker's in flight, or one it sends from its own context: it lives until the
+//! answer or its timeout) at most `timeout_ms`; then the failure mode decides.
 
 use crate::config::{Config, FailureMode};
 use crate::descriptors::{build_all, pool_key, strip_port, Descriptor, RequestFacts};
@@ -26,6 +28,8 @@ pub const SERVICE: &str = "edgegate.ratelimit.v1.QuotaLease";
 pub const LEASE_METHOD: &str = "Lease";
 /// Compare-and-swap attempts on a pool before the request is treated as unreachable.
 const CAS_ATTEMPTS: usize = 8;
+/// `Call::from` for calls the root context sent (no request context has id 0).
+const ROOT: u32 = 0;
 /// The most pools whose descriptors one worker remembers (for background refills).
 const MAX_KNOWN_POOLS: usize = 10_000;
 
@@ -57,6 +61,8 @@ struct Waiter {
 /// A lease call in flight.
 struct Call {
     key: String,
+    /// The context that sent it (its answer comes back there).
+    from: u32,
     /// When it was sent (the lease's lifetime counts from then).
     sent_ms: u64,
     /// Exact mode: the request the single token is for.
@@ -74,6 +80,8 @@ pub struct Limiter<H: Host> {
     descriptors: RefCell<HashMap<String, Vec<Descriptor>>>,
     /// Rate headers of requests admitted after waiting, for their response phase.
     resumed_headers: RefCell<HashMap<u32, RateHeaders>>,
+    /// Pools to refill in the background on the next root tick.
+    refills: RefCell<Vec<String>>,
     pub metrics: Metrics<H>,
 }
 
@@ -92,6 +100,7 @@ impl<H: Host> Limiter<H> {
             calls: RefCell::default(),
             descriptors: RefCell::default(),
             resumed_headers: RefCell::default(),
+            refills: RefCell::default(),
         }
     }
 
@@ -136,7 +145,7 @@ impl<H: Host> Limiter<H> {
             }) => {
                 self.metrics.admitted.inc();
                 if refill {
-                    self.lease(&key, None, context_id);
+                    self.queue_refill(&key);
                 }
                 Verdict::Continue(rate_headers(limit, left))
             }
@@ -196,8 +205,17 @@ impl<H: Host> Limiter<H> {
         self.host.get(key).0.as_deref().and_then(Pool::decode)
     }
 
-    /// Dispatches a lease for `key` from the root context; false when it could not be sent.
-    fn lease(&self, key: &str, for_request: Option<u32>, current: u32) -> bool {
+    /// Queues a background refill of `key` for the next root tick.
+    fn queue_refill(&self, key: &str) {
+        let mut refills = self.refills.borrow_mut();
+        if !refills.iter().any(|k| k == key) {
+            refills.push(key.to_string());
+        }
+    }
+
+    /// Dispatches a lease for `key` from context `from` (whose answer it becomes); false when
+    /// it could not be sent.
+    fn lease(&self, key: &str, for_request: Option<u32>, from: u32) -> bool {
         let Some(descriptors) = self.descriptors.borrow().get(key).cloned() else {
             return false;
         };
@@ -208,8 +226,6 @@ impl<H: Host> Limiter<H> {
             }),
         };
         let message = lease_request(&self.config.domain, &descriptors, want).encode_to_vec();
-        let root = self.host.root_context_id();
-        let switched = self.host.set_effective_context(root);
         let sent = self.host.grpc_call(GrpcCall {
             cluster: &self.config.cluster,
             service: SERVICE,
@@ -217,14 +233,12 @@ impl<H: Host> Limiter<H> {
             message: &message,
             timeout: Duration::from_millis(self.config.timeout_ms),
         });
-        if switched {
-            self.host.set_effective_context(current);
-        }
         match sent {
             Ok(token) => {
                 self.metrics.leases.inc();
                 let call = Call {
                     key: key.to_string(),
+                    from,
                     sent_ms: self.host.now_ms(),
                     for_request,
                 };
@@ -239,8 +253,8 @@ impl<H: Host> Limiter<H> {
         }
     }
 
-    /// A lease answered (in the root context): the pool takes the tokens, and this worker's
-    /// waiters for it are decided again.
+    /// A lease answered (in the context that sent it): the pool takes the tokens, and this
+    /// worker's waiters for it are decided again.
     pub fn on_lease_response(&self, token: u32, status: u32, size: usize) {
         let Some(call) = self.calls.borrow_mut().remove(&token) else {
             return;
@@ -320,6 +334,11 @@ impl<H: Host> Limiter<H> {
         self.pool(key).is_some_and(|p| p.mode == pool::Mode::Exact)
     }
 
+    /// A lease for the pool (not for one request) is in flight.
+    fn asking_pool(&self, key: &str) -> bool {
+        (self.calls.borrow().values()).any(|c| c.key == key && c.for_request.is_none())
+    }
+
     /// An exact lease for request `id` is in flight.
     fn asking_for(&self, id: u32) -> bool {
         self.calls
@@ -343,14 +362,22 @@ impl<H: Host> Limiter<H> {
             .collect();
         for id in ids {
             let take = self.take(key);
-            if matches!(take, Some(Take::Wait)) && self.is_exact(key) && !self.asking_for(id) {
-                // The pool turned out exact: this waiter asks for its own token.
-                if self.lease(key, Some(id), self.host.root_context_id()) {
+            if matches!(take, Some(Take::Wait)) {
+                // Still nothing: wait on a lease in flight, or send one from this waiter's own
+                // context (exact pools: one per request).
+                let exact = self.is_exact(key);
+                let asking = if exact {
+                    self.asking_for(id)
+                } else {
+                    self.asking_pool(key)
+                };
+                if asking {
                     continue;
                 }
-            }
-            if matches!(take, Some(Take::Wait)) {
-                continue; // still nothing: its deadline decides
+                let for_request = exact.then_some(id);
+                if self.host.set_effective_context(id) && self.lease(key, for_request, id) {
+                    continue;
+                }
             }
             let Some(waiter) = self.waiting.borrow_mut().remove(&id) else {
                 continue;
@@ -372,7 +399,7 @@ impl<H: Host> Limiter<H> {
             }) => {
                 self.metrics.admitted.inc();
                 if refill {
-                    self.lease(&waiter.key, None, id);
+                    self.queue_refill(&waiter.key);
                 }
                 self.resume(id, rate_headers(limit, left));
             }
@@ -404,8 +431,14 @@ impl<H: Host> Limiter<H> {
         }
     }
 
-    /// The root tick: waiters whose time is up get the failure mode.
+    /// The root tick (in the root context): queued background refills go out, and waiters
+    /// whose time is up get the failure mode.
     pub fn tick(&self) {
+        for key in std::mem::take(&mut *self.refills.borrow_mut()) {
+            if !self.lease(&key, None, ROOT) {
+                self.clear_refill(&key);
+            }
+        }
         let now = self.host.now_ms();
         let due: Vec<u32> = (self.waiting.borrow().iter())
             .filter(|(_, w)| w.deadline_ms <= now)
@@ -426,6 +459,22 @@ impl<H: Host> Limiter<H> {
     pub fn on_done(&self, context_id: u32) {
         self.waiting.borrow_mut().remove(&context_id);
         self.resumed_headers.borrow_mut().remove(&context_id);
+        // Its calls' answers will not come (proxy-wasm drops them with the request): the
+        // other waiters of those pools must not wait on them.
+        let mut calls = self.calls.borrow_mut();
+        let gone: Vec<u32> = (calls.iter())
+            .filter(|(_, c)| c.from == context_id)
+            .map(|(t, _)| *t)
+            .collect();
+        let keys: Vec<String> = gone
+            .iter()
+            .filter_map(|t| calls.remove(t))
+            .map(|c| c.key)
+            .collect();
+        drop(calls);
+        for key in keys {
+            self.retry_waiters(&key);
+        }
     }
 
     /// A request whose tokens could not be had: the failure mode, decided now.

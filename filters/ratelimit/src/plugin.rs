@@ -86,6 +86,10 @@ impl<H: Host> HttpFilter for RateLimitRequest<H> {
         Action::Continue
     }
 
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        self.plugin.limiter.on_lease_response(token, status, size);
+    }
+
     fn on_done(&mut self) {
         self.plugin.limiter.on_done(self.context_id);
     }
