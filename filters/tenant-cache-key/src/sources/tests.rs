@@ -1,0 +1,207 @@
+//! Each source on its own: what it resolves, what it skips, what it refuses, and its
+//! configuration errors.
+
+use super::compile::parse_sha256_hex;
+use super::*;
+use crate::config::SourceConfig;
+use filter_core::ConfigError;
+
+const RESERVED: Reserved<'static> = Reserved {
+    tenant_header: "x-tenant-id",
+    plan_header: Some("x-tenant-plan"),
+    max_len: 64,
+};
+
+fn source(json: &str) -> Source {
+    let config: SourceConfig = serde_json::from_str(json).unwrap();
+    Source::compile(&config, &RESERVED).unwrap()
+}
+
+fn source_err(json: &str) -> ConfigError {
+    let config: SourceConfig = serde_json::from_str(json).unwrap();
+    Source::compile(&config, &RESERVED).unwrap_err()
+}
+
+fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn req(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::from([(":method", "GET"), (":path", "/"), (":authority", "gw")]);
+    for (n, v) in pairs {
+        if n.starts_with(':') {
+            h.set(n, v);
+        } else {
+            h.append(n, v);
+        }
+    }
+    h
+}
+
+/// The tenant a source finds, or None (skipped or invalid).
+fn found<'s>(s: &'s Source, pairs: &[(&str, &str)]) -> Option<Resolved<'s>> {
+    s.resolve(&req(pairs), 64).found()
+}
+
+#[test]
+fn claim_header_single_valid_value() {
+    let s = source(r#"{"claim": {"header": "X-JWT-Tenant", "plan_header": "x-jwt-plan"}}"#);
+    let r = found(&s, &[("x-jwt-tenant", "acme"), ("x-jwt-plan", "pro")]).unwrap();
+    assert_eq!(
+        (r.tenant.as_str(), r.plan.as_deref(), r.source),
+        ("acme", Some("pro"), SourceKind::Claim)
+    );
+    assert_eq!(r.consumed, None);
+    // A bad plan is dropped, the tenant stays.
+    let r = found(&s, &[("x-jwt-tenant", "acme"), ("x-jwt-plan", "p r o")]).unwrap();
+    assert_eq!(r.plan, None);
+    // Two copies, an invalid id, or none: nothing, and the next source is tried.
+    let skip = |pairs: &[(&str, &str)]| s.resolve(&req(pairs), 64) == Resolution::Skip;
+    assert!(skip(&[
+        ("x-jwt-tenant", "acme"),
+        ("x-jwt-tenant", "globex")
+    ]));
+    assert!(skip(&[("x-jwt-tenant", "acme, globex")]));
+    assert!(skip(&[]));
+}
+
+#[test]
+fn api_keys_compare_digests_and_are_consumed() {
+    let json = format!(
+        r#"{{"api_key": {{"keys": [
+            {{"sha256": "{}", "tenant": "acme", "plan": "pro"}},
+            {{"sha256": "{}", "tenant": "globex"}}]}}}}"#,
+        sha256_hex("key-acme"),
+        sha256_hex("key-globex").to_ascii_uppercase()
+    );
+    let s = source(&json);
+    let r = found(&s, &[("x-api-key", "key-acme")]).unwrap();
+    assert_eq!(
+        (r.tenant.as_str(), r.plan.as_deref(), r.consumed),
+        ("acme", Some("pro"), Some("x-api-key"))
+    );
+    let r = found(&s, &[("X-Api-Key", "key-globex")]).unwrap();
+    assert_eq!((r.tenant.as_str(), r.plan), ("globex", None));
+    assert_eq!(s.resolve(&req(&[]), 64), Resolution::Skip, "no key");
+    // A key that is presented and does not verify is refused, not skipped.
+    let invalid = |pairs: &[(&str, &str)]| s.resolve(&req(pairs), 64) == Resolution::Invalid;
+    assert!(invalid(&[("x-api-key", "key-acme ")]));
+    assert!(invalid(&[("x-api-key", "nope")]));
+    assert!(invalid(&[("x-api-key", "")]));
+    assert!(
+        invalid(&[("x-api-key", "key-acme"), ("x-api-key", "key-acme")]),
+        "a repeated key header is ambiguous"
+    );
+    // Outside the source's match the key is not this source's business.
+    let scoped = source(&format!(
+        r#"{{"api_key": {{"match": {{"path_prefix": "/api"}}, "keys": [{{"sha256": "{}", "tenant": "acme"}}]}}}}"#,
+        sha256_hex("k")
+    ));
+    assert_eq!(
+        scoped.resolve(&req(&[("x-api-key", "nope")]), 64),
+        Resolution::Skip
+    );
+    let keep = source(&format!(
+        r#"{{"api_key": {{"header": "x-key", "remove": false, "keys": [{{"sha256": "{}", "tenant": "acme"}}]}}}}"#,
+        sha256_hex("k")
+    ));
+    assert_eq!(found(&keep, &[("x-key", "k")]).unwrap().consumed, None);
+}
+
+#[test]
+fn host_label_before_the_suffix() {
+    let s = source(r#"{"host": {"suffix": ".API.example.com", "plan": "free"}}"#);
+    let r = found(&s, &[(":authority", "acme.api.example.com")]).unwrap();
+    assert_eq!(
+        (r.plan.as_deref(), r.source),
+        (Some("free"), SourceKind::Host)
+    );
+    let tenant = |host: &str| found(&s, &[(":authority", host)]).map(|r| r.tenant);
+    assert_eq!(tenant("acme.api.example.com").as_deref(), Some("acme"));
+    assert_eq!(tenant("ACME.api.example.com:8443").as_deref(), Some("acme"));
+    assert_eq!(tenant("ACME.api.example.com.").as_deref(), Some("acme"));
+    assert_eq!(tenant("acme.api.example.com:8080").as_deref(), Some("acme"));
+    assert_eq!(
+        tenant("Acme.API.Example.Com.:8080").as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        tenant("acme.api.example.com.."),
+        None,
+        "one trailing dot only"
+    );
+    assert_eq!(tenant("a.b.api.example.com"), None, "one label only");
+    assert_eq!(tenant("api.example.com"), None);
+    assert_eq!(tenant(".api.example.com"), None);
+    assert_eq!(tenant("acme.api.example.com.evil.net"), None);
+    assert_eq!(tenant("acme_api.example.com"), None);
+}
+
+#[test]
+fn path_segment_and_match() {
+    let s = source(r#"{"path": {"segment": 1, "match": {"path_prefix": "/t/"}}}"#);
+    let tenant = |path: &str| found(&s, &[(":path", path)]).map(|r| r.tenant);
+    assert_eq!(tenant("/t/acme/orders?x=1").as_deref(), Some("acme"));
+    assert_eq!(tenant("/t/acme").as_deref(), Some("acme"));
+    assert_eq!(tenant("/t/"), None, "empty segment");
+    assert_eq!(
+        tenant("/t/ac%20me/x"),
+        None,
+        "encoded bytes are not id characters"
+    );
+    assert_eq!(tenant("/orders/acme"), None, "outside the match");
+}
+
+#[test]
+fn default_tenant() {
+    let s = source(r#"{"default": {"tenant": "public", "plan": "free"}}"#);
+    assert!(s.always_resolves());
+    let r = found(&s, &[]).unwrap();
+    assert_eq!(
+        (r.tenant.as_str(), r.plan.as_deref(), r.source),
+        ("public", Some("free"), SourceKind::Default)
+    );
+    assert!(
+        !source(r#"{"default": {"tenant": "p", "match": {"path_prefix": "/p"}}}"#)
+            .always_resolves()
+    );
+}
+
+#[test]
+fn bad_sources_name_the_field_and_never_echo_keys() {
+    let e = source_err(r#"{"claim": {"header": "x-tenant-id"}}"#);
+    assert_eq!(e.field, "claim.header");
+    assert!(e.reason.contains("every client copy"), "{}", e.reason);
+    let e =
+        source_err(r#"{"api_key": {"keys": [{"sha256": "my-secret-api-key", "tenant": "acme"}]}}"#);
+    assert_eq!(e.field, "api_key.keys[0].sha256");
+    assert!(!e.to_string().contains("my-secret-api-key"), "{e}");
+    let e = source_err(r#"{"host": {"suffix": "api.example.com"}}"#);
+    assert_eq!(e.field, "host.suffix");
+    let e = source_err(r#"{"path": {"segment": 1, "match": {"path_prefix": "t"}}}"#);
+    assert_eq!(e.field, "path.match.path_prefix");
+    let e = source_err(r#"{"default": {"tenant": "no spaces"}}"#);
+    assert_eq!(e.field, "default.tenant");
+}
+
+#[test]
+fn trust_levels() {
+    let credentials: Vec<_> = SourceKind::ALL
+        .iter()
+        .filter(|k| k.is_credential())
+        .map(|k| k.name())
+        .collect();
+    assert_eq!(credentials, ["claim", "api_key"]);
+}
+
+#[test]
+fn hex_digests() {
+    assert_eq!(parse_sha256_hex(&"ab".repeat(32)), Some([0xab; 32]));
+    assert_eq!(parse_sha256_hex(&"AB".repeat(32)), Some([0xab; 32]));
+    assert_eq!(parse_sha256_hex(&"ab".repeat(31)), None);
+    assert_eq!(parse_sha256_hex(&format!("{}zz", "ab".repeat(31))), None);
+    assert_eq!(parse_sha256_hex(&format!("+{}", "a".repeat(63))), None);
+}
