@@ -177,6 +177,8 @@ impl Gateway {
             .unwrap()
             .wasm("TENANT_CACHE_KEY_WASM", "tenant_cache_key")
             .unwrap()
+            .wasm("RATELIMIT_WASM", "ratelimit")
+            .unwrap()
             .concurrency(1);
         for arg in &opts.envoy_args {
             builder = builder.arg(arg);

@@ -423,12 +423,13 @@ async fn a_bad_bundle_config_is_refused_with_its_reason() {
     let mut bad_section = stages::bundle(&stages::remote_keys());
     bad_section["jwt_auth"]["providers"]["idp"]["remote_jwks"]["timeout"] = json!("soon");
     let mut unknown = stages::bundle(&stages::remote_keys());
-    unknown["ratelimit"] = json!({});
+    unknown["quota"] = json!({});
+    let mut bad_ratelimit = stages::bundle(&stages::remote_keys());
+    bad_ratelimit["ratelimit"] =
+        json!({ "cluster": "ratelimit", "domain": "edge", "lease_size": 0 });
     let cases = [
-        (
-            unknown.to_string(),
-            "field `ratelimit`: unknown field `ratelimit`",
-        ),
+        (unknown.to_string(), "field `quota`: unknown field `quota`"),
+        (bad_ratelimit.to_string(), "field `ratelimit.lease_size`"),
         (
             bad_section.to_string(),
             "field `jwt_auth.providers.idp.remote_jwks.timeout`",

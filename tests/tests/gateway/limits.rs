@@ -69,7 +69,10 @@ async fn tenant_or_consumer_over_its_limit_gets_429_with_retry_after() {
         "user-1 of acme"
     );
     gw.envoy
-        .wait_stat_at_least("cluster.users.ratelimit.over_limit", 2)
+        .wait_stat_at_least(
+            &gateway_tests::envoy::custom(ratelimit::metrics::REFUSED),
+            2,
+        )
         .await
         .unwrap();
 }

@@ -1,0 +1,70 @@
+//! The values of the gateway template's placeholders: ports, paths, route timeouts and the wasm
+//! modules.
+
+use super::{Ports, REPORT_TIMEOUT, ROUTE_TIMEOUT, WASM_MODULES};
+use crate::template;
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where the gateway's files are (different on the host and in a container).
+#[derive(Debug, Clone)]
+pub struct GatewayPaths {
+    /// Holds `cert.pem` and `key.pem`.
+    pub cert_dir: PathBuf,
+    /// A writable directory for Envoy's file-system HTTP cache.
+    pub cache_dir: PathBuf,
+    pub access_log: PathBuf,
+    /// Holds the `<module>.wasm` files of [`WASM_MODULES`].
+    pub wasm_dir: PathBuf,
+}
+
+/// A value for every placeholder of [`GATEWAY_TEMPLATE`](super::GATEWAY_TEMPLATE): what the demo
+/// passes and what docker-compose's Envoy environment must provide.
+pub fn gateway_vars(ports: &Ports, paths: &GatewayPaths) -> BTreeMap<String, String> {
+    let mut vars: BTreeMap<String, String> = ports
+        .template_vars()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let path = |p: &Path| p.display().to_string();
+    for (k, v) in [
+        ("CERT_DIR", path(&paths.cert_dir)),
+        ("CACHE_DIR", path(&paths.cache_dir)),
+        ("ACCESS_LOG", path(&paths.access_log)),
+        ("ROUTE_TIMEOUT", ROUTE_TIMEOUT.to_string()),
+        ("REPORT_TIMEOUT", REPORT_TIMEOUT.to_string()),
+    ] {
+        vars.insert(k.to_string(), v);
+    }
+    for (var, module) in WASM_MODULES {
+        vars.insert(
+            var.to_string(),
+            path(&paths.wasm_dir.join(format!("{module}.wasm"))),
+        );
+    }
+    vars
+}
+
+/// Fails before anything starts when the template's placeholders and [`gateway_vars`] differ.
+pub(super) fn check_placeholders(template_text: &str) -> Result<()> {
+    let vars = gateway_vars(
+        &Ports::DEFAULT,
+        &GatewayPaths {
+            cert_dir: PathBuf::new(),
+            cache_dir: PathBuf::new(),
+            access_log: PathBuf::new(),
+            wasm_dir: PathBuf::new(),
+        },
+    );
+    let used = template::placeholders(template_text);
+    let unknown: Vec<&String> = used.iter().filter(|p| !vars.contains_key(*p)).collect();
+    let unused: Vec<&String> = vars.keys().filter(|k| !used.contains(k)).collect();
+    if !unknown.is_empty() || !unused.is_empty() {
+        bail!(
+            "placeholders without a demo value: {unknown:?}; \
+             demo values without a placeholder: {unused:?}"
+        );
+    }
+    Ok(())
+}
