@@ -1,19 +1,25 @@
-//! The whole reference gateway (envoy/gateway.yaml) with and without its rate-limit call.
+//! The whole reference gateway (envoy/gateway.yaml) with its leased ratelimit stage, with the
+//! same stage on exact limits (a lease per request, like a ShouldRateLimit call), and without it.
 
 use super::*;
 
-/// Limits no benchmark reaches: every descriptor the gateway sends is checked by the service
-/// (a Redis round trip each), none refuses.
-const GATEWAY_BENCH_RLS: &str = "\
-domain: edge
-descriptors:
-  - key: tenant
-    rate_limit: { unit: hour, requests_per_unit: 1000000000 }
-  - key: consumer
-    rate_limit: { unit: hour, requests_per_unit: 1000000000 }
-  - key: route
-    rate_limit: { unit: hour, requests_per_unit: 1000000000 }
-";
+/// Limits no benchmark reaches, in `mode` (`exact`: a lease of one token per request, a Redis
+/// round trip each; `leased`: leases of up to 1,000 tokens), none refuses.
+fn bench_limits(mode: &str) -> String {
+    let extra = match mode {
+        "leased" => ", mode: leased, lease_size: 1000, lease_ttl: 30s",
+        _ => "",
+    };
+    let limit = |key: &str| {
+        format!("  - key: {key}\n    rate_limit: {{ unit: hour, requests_per_unit: 1000000000{extra} }}\n")
+    };
+    format!(
+        "domain: edge\ndescriptors:\n{}{}{}",
+        limit("tenant"),
+        limit("consumer"),
+        limit("route")
+    )
+}
 
 /// The gateway's HTTP filter list in a rendered envoy/gateway.yaml (the plain listener).
 fn gateway_http_filters(doc: &mut serde_yaml::Value) -> Result<&mut Vec<serde_yaml::Value>> {
@@ -35,9 +41,10 @@ fn wasm_config(filters: &[serde_yaml::Value], name: &str) -> Result<Value> {
     Ok(serde_json::from_str(text)?)
 }
 
-/// envoy/gateway.yaml ("three"), with its three wasm filters replaced by
-/// dist/bundle.wasm configured with their own configurations ("bundle"), or with no HTTP filter
-/// but the router ("bare": the same Envoy routing the same request). TLS listener dropped.
+/// envoy/gateway.yaml ("leased", or "exact" when rendered against the exact service), with its
+/// four wasm filters replaced by dist/bundle.wasm configured with their own configurations
+/// ("bundle"), without the ratelimit stage ("no-rls"), or with no HTTP filter but the router
+/// ("bare": the same Envoy routing the same request). TLS listener dropped.
 fn gateway_variant(rendered: &str, variant: &str) -> Result<String> {
     let mut doc: serde_yaml::Value = serde_yaml::from_str(rendered)?;
     if let Some(listeners) = doc["static_resources"]["listeners"].as_sequence_mut() {
@@ -55,14 +62,15 @@ fn gateway_variant(rendered: &str, variant: &str) -> Result<String> {
     }
     let filters = gateway_http_filters(&mut doc)?;
     match variant {
-        "three" => {}
+        "leased" | "exact" => {}
         "bare" => filters.retain(|f| f["name"].as_str() == Some("envoy.filters.http.router")),
-        "no-rls" => filters.retain(|f| f["name"].as_str() != Some("envoy.filters.http.ratelimit")),
+        "no-rls" => filters.retain(|f| f["name"].as_str() != Some("ratelimit")),
         "bundle" => {
             let config = json!({
                 "jwt_auth": wasm_config(filters, "jwt_auth")?,
                 "tenant_cache_key": wasm_config(filters, "tenant_request")?,
                 "transform": wasm_config(filters, "transform")?,
+                "ratelimit": wasm_config(filters, "ratelimit")?,
             });
             let at = filters
                 .iter()
@@ -71,7 +79,7 @@ fn gateway_variant(rendered: &str, variant: &str) -> Result<String> {
             filters.retain(|f| {
                 !matches!(
                     f["name"].as_str(),
-                    Some("jwt_auth" | "tenant_request" | "transform")
+                    Some("jwt_auth" | "tenant_request" | "transform" | "ratelimit")
                 )
             });
             let bundle = chain::wasm("bundle", &config)?;
@@ -80,6 +88,12 @@ fn gateway_variant(rendered: &str, variant: &str) -> Result<String> {
         other => anyhow::bail!("unknown gateway variant {other}"),
     }
     Ok(serde_yaml::to_string(&doc)?)
+}
+
+/// Lease calls ratelimit-service answered so far.
+async fn lease_calls(rls: &gateway_tests::ratelimit::RateLimitService) -> f64 {
+    let name = "ratelimit_lease_requests_total";
+    rls.metric(name, &[]).await.ok().flatten().unwrap_or(0.0)
 }
 
 /// Answers the gateway listener completed, and how many of them were 2xx.
@@ -98,10 +112,18 @@ pub(super) async fn gateway_section(load: &Load) -> Result<String> {
     use gateway_tests::upstream::{Reply, Upstream};
     eprintln!("gateway: envoy/gateway.yaml, GET /api/users/42, 200 RS256 tokens over 10 tenants");
     let redis = gateway_tests::redis::RedisServer::start()?;
-    let rls =
-        gateway_tests::ratelimit::RateLimitService::start(&redis.url(), GATEWAY_BENCH_RLS, &[])
-            .await?;
-    rls.wait_ready(std::time::Duration::from_secs(10)).await?;
+    let start_rls = |mode: &'static str| {
+        let url = redis.url();
+        async move {
+            let rls =
+                gateway_tests::ratelimit::RateLimitService::start(&url, &bench_limits(mode), &[])
+                    .await?;
+            rls.wait_ready(std::time::Duration::from_secs(10)).await?;
+            anyhow::Ok(rls)
+        }
+    };
+    let rls = start_rls("leased").await?;
+    let rls_exact = start_rls("exact").await?;
     let idp = gateway_tests::jwks::JwksServer::start(jwt_auth::testing::jwks(false)).await?;
     let upstream = Upstream::start(|r| {
         if r.path == "/healthz" {
@@ -139,11 +161,18 @@ pub(super) async fn gateway_section(load: &Load) -> Result<String> {
         access_log: "/dev/null".into(),
         wasm_dir: gateway_tests::tools::repo_root().join("dist"),
     };
-    let mut template = EnvoyBuilder::from_repo_file("gateway", "envoy/gateway.yaml")?;
-    for (k, v) in gateway_vars(&ports, &paths) {
-        template = template.var(&k, v);
-    }
-    let rendered = template.render()?;
+    let render = |ports: &Ports| -> Result<String> {
+        let mut template = EnvoyBuilder::from_repo_file("gateway", "envoy/gateway.yaml")?;
+        for (k, v) in gateway_vars(ports, &paths) {
+            template = template.var(&k, v);
+        }
+        template.render()
+    };
+    let rendered = render(&ports)?;
+    let rendered_exact = render(&Ports {
+        rls_grpc: rls_exact.grpc_port(),
+        ..ports
+    })?;
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -166,20 +195,32 @@ pub(super) async fn gateway_section(load: &Load) -> Result<String> {
             "bare",
             "no filter: the same routes and clusters, router only",
         ),
-        ("three", "envoy/gateway.yaml: three wasm filters"),
-        (
-            "bundle",
-            "envoy/gateway.yaml with bundle.wasm in their place",
-        ),
         (
             "no-rls",
-            "envoy/gateway.yaml without the rate-limit call (three wasm filters)",
+            "envoy/gateway.yaml without its ratelimit stage (three wasm filters)",
+        ),
+        (
+            "exact",
+            "envoy/gateway.yaml, limits exact: a lease per request (as a ShouldRateLimit call)",
+        ),
+        (
+            "leased",
+            "envoy/gateway.yaml: four wasm filters, limits leased",
+        ),
+        (
+            "bundle",
+            "envoy/gateway.yaml with bundle.wasm in their place (limits leased)",
         ),
     ];
     let http = gateway_tests::envoy::client();
     let mut envoys = Vec::new();
     for (key, _) in rows {
-        let envoy = EnvoyBuilder::new(key, &gateway_variant(&rendered, key)?)
+        let base = if key == "exact" {
+            &rendered_exact
+        } else {
+            &rendered
+        };
+        let envoy = EnvoyBuilder::new(key, &gateway_variant(base, key)?)
             .concurrency(1)
             .start()
             .await?;
@@ -208,22 +249,45 @@ pub(super) async fn gateway_section(load: &Load) -> Result<String> {
         .zip(&envoys_only)
         .map(|((key, label), e)| (*key, *label, url(e)))
         .collect();
+    let leases_before = lease_calls(&rls).await;
     saturate(&mut t, &targets, &script_path, load).await?;
+    let leases = lease_calls(&rls).await - leases_before;
     let mut out = t.render(&[
-        ("bundle", "three", Some(1.5)),
-        ("three", "bare", None),
-        ("bundle", "bare", None),
+        ("leased", "no-rls", Some(0.9)),
+        ("exact", "no-rls", None),
+        ("leased", "exact", None),
+        ("bundle", "leased", None),
+        ("no-rls", "bare", None),
     ]);
+    // Lease calls against requests admitted by the leased rows (leased and bundle share the
+    // service): the target is at most one call per 50 requests.
+    let rounds = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3.0);
+    let seconds = (load.duration + load.warmup).as_secs_f64() * rounds;
+    let admitted: f64 = ["leased", "bundle"]
+        .iter()
+        .filter_map(|k| t.get(k))
+        .map(|f| f.rps * seconds)
+        .sum();
+    out.push_str(&format!(
+        "\nlease calls during the leased rows: {leases:.0} for ~{admitted:.0} requests \
+         (1 per {:.0}; target: at most 1 per 50). Targets: leased >= 0.9x no-rls req/s, and \
+         leased's added p99 over no-rls <= 0.5 ms at half saturation (rows below).\n",
+        admitted / leases.max(1.0)
+    ));
     let sat = |k: &str| t.get(k).map_or(0.0, |f| f.rps);
     out.push_str(PACED_HEADER);
     for (chain, rate) in [
-        ("three", sat("three") / 2.0),
+        ("leased", sat("leased") / 2.0),
+        ("exact", sat("exact") / 2.0),
         ("bundle", sat("bundle") / 2.0),
     ] {
-        let what = format!("half of ({chain}) saturation");
+        let what = format!("half of ({chain}) saturation, added over no-rls");
         let pair: Vec<_> = targets
             .iter()
-            .filter(|(k, _, _)| *k == "bare" || *k == chain)
+            .filter(|(k, _, _)| *k == "no-rls" || *k == chain)
             .collect();
         out.push_str(&paced_rows(&what, rate, &pair, &tokens, load).await?);
     }
