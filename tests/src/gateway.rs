@@ -1,7 +1,7 @@
 //! The reference gateway (`envoy/gateway.yaml`) as a test fixture: real Envoy with the three
 //! wasm filters, a JWKS endpoint, real Redis and the real ratelimit-service, in-process
 //! upstreams for orders v1/v2, users and products, a WebSocket echo service and a gRPC health
-//! service. `tests/tests/gateway.rs` (routing and resilience) and `tests/tests/security.rs`
+//! service. `tests/tests/gateway/` (routing and resilience) and `tests/tests/security/`
 //! (the security review's attacks) both start it through [`Gateway::start`].
 
 use crate::envoy::{custom, Envoy, EnvoyBuilder};

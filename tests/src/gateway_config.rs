@@ -120,9 +120,21 @@ impl GatewayConfig {
         out
     }
 
-    /// Every header a rate-limit action reads (`request_headers.header_name`), on any route.
+    /// Every header a rate-limit action reads (`request_headers.header_name`): the ratelimit
+    /// stage's descriptors, and any route-level `rate_limits` left.
     pub fn descriptor_headers(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let stage = self.wasm_config("ratelimit");
+        let rules = stage["rules"].as_array().cloned().unwrap_or_default();
+        let stage_actions = rules
+            .iter()
+            .flat_map(|r| r["descriptors"].as_array().cloned().unwrap_or_default())
+            .flat_map(|d| d.as_array().cloned().unwrap_or_default());
+        for action in stage_actions {
+            if let Some(name) = action["request_headers"]["header_name"].as_str() {
+                out.push(name.to_ascii_lowercase());
+            }
+        }
         for route in self.routes() {
             for limit in seq(&route.raw["route"]["rate_limits"]) {
                 for action in seq(&limit["actions"]) {
@@ -137,9 +149,26 @@ impl GatewayConfig {
         out.dedup();
         out
     }
+
+    /// The route names the ratelimit stage limits (its rules' `routes`).
+    pub fn limited_route_names(&self) -> Vec<String> {
+        let stage = self.wasm_config("ratelimit");
+        let mut names: Vec<String> = (stage["rules"].as_array().into_iter().flatten())
+            .flat_map(|r| r["routes"].as_array().cloned().unwrap_or_default())
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
 }
 
 impl Route {
+    /// The route's `name` (what the ratelimit stage's `route_name` action reads).
+    pub fn name(&self) -> Option<String> {
+        self.raw["name"].as_str().map(str::to_string)
+    }
+
     /// Answered by Envoy itself (no upstream).
     pub fn is_direct(&self) -> bool {
         !self.raw["direct_response"].is_null()

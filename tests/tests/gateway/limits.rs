@@ -259,3 +259,34 @@ async fn low_priority_routes_are_shed_first_under_a_flood() {
         .unwrap_or(0);
     assert_eq!(overflow, shed, "every 503 is a counted overflow");
 }
+
+/// A guarantee of the config, not a convention: every route that reaches an upstream has a
+/// name the ratelimit stage limits (it keys descriptors by the matched route's name), and every
+/// name the stage lists is a route of the table. Read from envoy/gateway.yaml itself.
+#[test]
+fn every_upstream_route_is_limited_by_name() {
+    let config = gateway_tests::gateway_config::GatewayConfig::load();
+    let limited = config.limited_route_names();
+    assert!(!limited.is_empty(), "the ratelimit stage limits no route");
+    let mut seen = HashSet::new();
+    for route in config.routes() {
+        if route.is_direct() {
+            continue;
+        }
+        let name = route
+            .name()
+            .unwrap_or_else(|| panic!("{}: an upstream route without a name", route.describe()));
+        assert!(
+            limited.contains(&name),
+            "{}: route {name} is not in the ratelimit stage's routes",
+            route.describe()
+        );
+        seen.insert(name);
+    }
+    for name in &limited {
+        assert!(
+            seen.contains(name),
+            "the stage limits {name}, which no route is called"
+        );
+    }
+}

@@ -91,7 +91,7 @@ async fn upstream_down_is_502_then_503_once_health_checks_take_it_out() {
 async fn consecutive_gateway_failures_eject_the_host_and_the_circuit_answers_503() {
     let gw = Gateway::start(Opts {
         // The host itself failing: 503 (a 500 is a handler's error on one request and never
-        // ejects; tests/tests/security.rs checks that).
+        // ejects; tests/tests/security/ checks that).
         users: Arc::new(|_: &Recorded| Reply::json(503, &json!({"error": "overloaded"}))),
         ..Opts::default()
     })
