@@ -31,6 +31,6 @@ pub mod server;
 pub mod storage;
 
 pub use server::{
-    run, validate_token, Listeners, RevocationAccess, ServerError, Settings, StoreSettings,
-    TokenError,
+    run, validate_token, Listeners, RevocationAccess, ServerError, Settings, Spawned,
+    StoreSettings, TokenError,
 };

@@ -13,7 +13,7 @@ use ratelimit_service::proto::lease::{
 };
 use ratelimit_service::proto::rls::rate_limit_service_client::RateLimitServiceClient;
 use ratelimit_service::proto::rls::RateLimitRequest;
-use ratelimit_service::{run, Listeners, ServerError, Settings, StoreSettings};
+use ratelimit_service::{Settings, Spawned, StoreSettings};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,8 +22,6 @@ use std::time::{Duration, Instant};
 use test_harness::redis as redis_fixture;
 use test_harness::wait::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 const CONFIG: &str = r#"
@@ -43,24 +41,16 @@ descriptors:
 struct Service {
     grpc: SocketAddr,
     http: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServerError>>,
+    spawned: Spawned,
 }
 
 impl Service {
     async fn start(settings: Settings) -> Service {
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(Listeners { grpc, http }, settings, async move {
-            let _ = stopped.await;
-        }));
+        let spawned = Spawned::start(settings).await.unwrap();
         Service {
-            grpc: grpc_addr,
-            http: http_addr,
-            stop: Some(stop),
-            task,
+            grpc: spawned.grpc,
+            http: spawned.http,
+            spawned,
         }
     }
 
@@ -93,14 +83,9 @@ impl Service {
         response
     }
 
-    async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(5), &mut self.task)
-            .await
+    async fn shutdown(self) {
+        (self.spawned.shutdown(Duration::from_secs(5)).await)
             .expect("graceful shutdown within 5 s")
-            .unwrap()
             .unwrap();
     }
 }

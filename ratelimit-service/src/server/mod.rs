@@ -10,6 +10,7 @@ mod http;
 mod lease;
 mod reload;
 mod revocation;
+mod spawned;
 
 use crate::config::{read_sources, Config, ConfigError};
 use crate::limiter::{Limiter, LimiterOptions};
@@ -35,6 +36,7 @@ pub use access::{validate_token, RevocationAccess, TokenError, MIN_TOKEN_LEN};
 pub use grpc::RateLimitGrpc;
 pub use lease::QuotaLeaseGrpc;
 pub use revocation::RevocationGrpc;
+pub use spawned::Spawned;
 
 /// Where buckets live.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,9 +24,7 @@ mod prelude {
     pub use ratelimit_service::proto::rls::rate_limit_response::Code;
     pub use ratelimit_service::proto::rls::rate_limit_service_client::RateLimitServiceClient;
     pub use ratelimit_service::proto::rls::{RateLimitRequest, RateLimitResponse};
-    pub use ratelimit_service::{
-        run, Listeners, RevocationAccess, ServerError, Settings, StoreSettings,
-    };
+    pub use ratelimit_service::{RevocationAccess, Settings, Spawned, StoreSettings};
     pub use std::net::SocketAddr;
     pub use std::path::Path;
     pub use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +33,5 @@ mod prelude {
     pub use test_harness::redis as redis_fixture;
     pub use test_harness::wait::eventually;
     pub use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    pub use tokio::sync::oneshot;
-    pub use tokio::task::JoinHandle;
     pub use tonic::transport::Channel;
 }

@@ -22,24 +22,16 @@ pub fn revocation_access() -> RevocationAccess {
 pub struct Service {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServerError>>,
+    spawned: Spawned,
 }
 
 impl Service {
     pub async fn start(settings: Settings) -> Service {
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(Listeners { grpc, http }, settings, async move {
-            let _ = stopped.await;
-        }));
+        let spawned = Spawned::start(settings).await.unwrap();
         Service {
-            grpc: grpc_addr,
-            http: http_addr,
-            stop: Some(stop),
-            task,
+            grpc: spawned.grpc,
+            http: spawned.http,
+            spawned,
         }
     }
 
@@ -89,14 +81,9 @@ impl Service {
         )
     }
 
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(5), &mut self.task)
-            .await
+    pub async fn shutdown(self) {
+        (self.spawned.shutdown(Duration::from_secs(5)).await)
             .expect("graceful shutdown within 5 s")
-            .unwrap()
             .unwrap();
     }
 }

@@ -7,15 +7,13 @@
 use crate::prelude::*;
 use ratelimit_service::proto::revocation::revocation_service_client::RevocationServiceClient;
 use ratelimit_service::proto::revocation::{ListRevocationsRequest, RevokeRequest};
-use ratelimit_service::{run, Listeners, RevocationAccess, ServerError, Settings, StoreSettings};
+use ratelimit_service::{RevocationAccess, Settings, Spawned, StoreSettings};
 use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 mod binary;
@@ -35,28 +33,20 @@ fn bearer(token: &str) -> String {
 struct Service {
     grpc: SocketAddr,
     http: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServerError>>,
+    spawned: Spawned,
 }
 
 impl Service {
     async fn start(access: RevocationAccess) -> Service {
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
         let settings = Settings {
             revocation_access: access,
             ..Settings::new(Path::new(FIXTURES), StoreSettings::Memory)
         };
-        let task = tokio::spawn(run(Listeners { grpc, http }, settings, async move {
-            let _ = stopped.await;
-        }));
+        let spawned = Spawned::start(settings).await.unwrap();
         Service {
-            grpc: grpc_addr,
-            http: http_addr,
-            stop: Some(stop),
-            task,
+            grpc: spawned.grpc,
+            http: spawned.http,
+            spawned,
         }
     }
 
@@ -95,14 +85,9 @@ impl Service {
             .unwrap()
     }
 
-    async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(5), &mut self.task)
-            .await
+    async fn shutdown(self) {
+        (self.spawned.shutdown(Duration::from_secs(5)).await)
             .expect("graceful shutdown within 5 s")
-            .unwrap()
             .unwrap();
     }
 }
