@@ -322,13 +322,17 @@ impl Envoy {
     }
 }
 
+/// A loopback HTTP client: no proxy, `timeout` per request.
+pub fn try_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .build()
+}
+
 /// A client for test requests to Envoy: no proxy, a 10 s timeout.
 pub fn client() -> reqwest::Client {
-    match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
+    match try_client(Duration::from_secs(10)) {
         Ok(c) => c,
         Err(e) => panic!("building the test HTTP client: {e}"),
     }

@@ -263,12 +263,9 @@ pub fn token(sub: &str, tenant: &str, scope: &str) -> String {
     sign(&json!({"alg": "RS256", "kid": "rsa-1", "typ": "JWT"}), &c)
 }
 
+/// A client with 20 s per request (the gateway's slow routes take longer than the default).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
+    crate::envoy::try_client(Duration::from_secs(20)).unwrap()
 }
 
 /// A cleartext HTTP/2 client (prior knowledge), 20 s per request.

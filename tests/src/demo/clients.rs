@@ -6,10 +6,7 @@ use std::time::Duration;
 
 /// A loopback HTTP client (no proxy) with a 10 s timeout.
 pub fn client() -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()?)
+    Ok(crate::envoy::try_client(Duration::from_secs(10))?)
 }
 
 /// A token from demo-idp (`GET /token`).

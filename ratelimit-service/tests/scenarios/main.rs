@@ -1,11 +1,10 @@
 //! One scenario suite, run against every store: in memory, a real Redis, and a Redis Cluster.
 //! The scenarios use real time (the Redis store reads Redis `TIME`), so limits are chosen to
 //! not refill during a test unless the scenario is about refill. The leased-quota scenarios
-//! (Lease and Return on the same buckets) are in `scenarios/lease.rs`.
+//! (Lease and Return on the same buckets) are in `lease.rs`.
 // Test crate: helpers outside #[test] fns may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "scenarios/lease.rs"]
 mod lease;
 
 use lease::*;
