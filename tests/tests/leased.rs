@@ -214,3 +214,150 @@ async fn a_killed_service_is_the_failure_mode_within_the_timeout_and_comes_back_
     .await
     .unwrap();
 }
+
+/// Envoy's own ratelimit filter in front of the same service: the exact path to compare with.
+async fn exact_path_envoy(rls_port: u16, up: &Upstream) -> Envoy {
+    EnvoyBuilder::from_repo_file("exact-path", "tests/envoy/ratelimit.yaml")
+        .unwrap()
+        .var("RLS_PORT", rls_port)
+        .var("UPSTREAM_PORT", up.port())
+        .var("FAILURE_MODE_DENY", true)
+        .start()
+        .await
+        .unwrap()
+}
+
+fn header_of(resp: &reqwest::Response, name: &str) -> Option<String> {
+    (resp.headers().get(name)).map(|v| v.to_str().unwrap_or("").to_string())
+}
+
+/// The same limit (30 an hour) once leased (lease size 10) behind the stage and once exact
+/// behind Envoy's ratelimit filter: every answer carries the same X-RateLimit-Limit and the
+/// same X-RateLimit-Remaining (one Envoy, one worker: what the pool holds plus the bucket's
+/// remainder is exactly what the exact path reports), and the 31st is a 429 with the same
+/// headers and a Retry-After within a few seconds of the exact path's.
+#[tokio::test]
+async fn leased_answers_carry_the_headers_the_exact_path_sends() {
+    const LIMITS: &str = "\
+domain: edge
+descriptors:
+  - key: consumer
+    value: leased
+    rate_limit: { unit: hour, requests_per_unit: 30, mode: leased, lease_size: 10, lease_ttl: 60s }
+  - key: consumer
+    value: exact
+    rate_limit: { unit: hour, requests_per_unit: 30 }
+";
+    let redis = RedisServer::start().unwrap();
+    let rls = RateLimitService::start(&redis.url(), LIMITS, &[])
+        .await
+        .unwrap();
+    rls.wait_ready(Duration::from_secs(10)).await.unwrap();
+    let up = Upstream::start(|_| Reply::text(200, "upstream"))
+        .await
+        .unwrap();
+    let config = json!({
+        "cluster": "ratelimit", "domain": "edge", "timeout_ms": 500, "lease_size": 10,
+        "rules": [{ "descriptors": [[
+            { "request_headers": { "header_name": "x-consumer", "descriptor_key": "consumer" } }
+        ]] }]
+    });
+    let filters = chain::with_router(vec![chain::wasm("ratelimit", &config).unwrap()]);
+    let leased = EnvoyBuilder::from_repo_file("leased", "tests/envoy/leased.yaml")
+        .unwrap()
+        .var("HTTP_FILTERS", filters)
+        .var("UPSTREAM_PORT", up.port())
+        .var("RLS_PORT", rls.grpc_port())
+        .start()
+        .await
+        .unwrap();
+    let exact = exact_path_envoy(rls.grpc_port(), &up).await;
+    let send = |envoy: &Envoy, consumer: &str| {
+        let req = client()
+            .get(envoy.url("main", "/orders"))
+            .header("x-consumer", consumer);
+        async move { req.send().await.unwrap() }
+    };
+    for k in 1..=31u64 {
+        let l = send(&leased, "leased").await;
+        let e = send(&exact, "exact").await;
+        assert_eq!(l.status(), e.status(), "request {k}");
+        for name in ["x-ratelimit-limit", "x-ratelimit-remaining"] {
+            assert_eq!(
+                header_of(&l, name),
+                header_of(&e, name),
+                "request {k}: {name}"
+            );
+        }
+        if k <= 30 {
+            assert_eq!(l.status(), 200, "request {k}");
+            assert_eq!(
+                header_of(&l, "x-ratelimit-remaining"),
+                Some((30 - k).to_string())
+            );
+        } else {
+            assert_eq!(l.status(), 429);
+            let retry = |r: &reqwest::Response| -> i64 {
+                header_of(r, "retry-after").unwrap().parse().unwrap()
+            };
+            let (lr, er) = (retry(&l), retry(&e));
+            assert!(
+                (lr - er).abs() <= 5,
+                "retry-after leased {lr} vs exact {er}"
+            );
+        }
+    }
+}
+
+/// A limit lowered in the service's config while tokens are held: the held tokens stay good
+/// until their lease lifetime (1 s) ends; every lease after the reload follows the new limit.
+#[tokio::test]
+async fn a_lowered_limit_applies_to_every_lease_after_the_reload() {
+    let limits = |n: u32, lease: u32| {
+        format!(
+            "domain: edge\ndescriptors:\n  - key: tenant\n    value: acme\n    rate_limit: \
+             {{ unit: hour, requests_per_unit: {n}, mode: leased, lease_size: {lease}, \
+             lease_ttl: 1s }}\n"
+        )
+    };
+    let redis = RedisServer::start().unwrap();
+    let rls = RateLimitService::start(
+        &redis.url(),
+        &limits(1000, 10),
+        &["--reload-interval", "100ms"],
+    )
+    .await
+    .unwrap();
+    rls.wait_ready(Duration::from_secs(10)).await.unwrap();
+    let up = Upstream::start(|_| Reply::text(200, "upstream"))
+        .await
+        .unwrap();
+    let envoy = envoy(rls.grpc_port(), &up, "deny", 1).await;
+    for _ in 0..5 {
+        assert_eq!(get(&envoy, "acme").await.status(), 200);
+    }
+    rls.write_config("config.yaml", &limits(3, 2)).unwrap();
+    rls.wait_metric_at_least(
+        "ratelimit_config_reloads_total",
+        &[("result", "success")],
+        1.0,
+    )
+    .await
+    .unwrap();
+    // At most the tokens held at the reload (one lease of 10) and the new bucket's 3 pass;
+    // once the held tokens' lifetime is over, only the new limit counts.
+    let started = Instant::now();
+    let mut admitted = 0;
+    let mut last = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        last = get(&envoy, "acme").await.status().as_u16();
+        assert!(last == 200 || last == 429, "status {last}");
+        admitted += u32::from(last == 200);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        admitted <= 13,
+        "{admitted} admitted after lowering the limit to 3"
+    );
+    assert_eq!(last, 429, "the new limit is in force");
+}
