@@ -452,3 +452,28 @@ fn when_the_request_that_asked_ends_the_other_waiters_ask_again() {
     );
     assert_eq!(host.take_resumed(), [3]);
 }
+
+#[test]
+fn the_low_water_mark_follows_the_lease_this_stage_asks_for() {
+    // The service suggests leases of 1,000; the stage asks for 10 at most. Refills start at 5
+    // tokens left, not at 500 (which would refill on every tick and pile tokens up).
+    let host = FakeHost::at(1_000_000);
+    let stage = start(&host, "allow");
+    send(&host, &stage, 2, "acme");
+    let (token, from, _) = leases(&host)[0].clone();
+    let mut big = answer(LeaseMode::Leased, 10, 100_000);
+    big.lease_size = 1_000;
+    respond(&host, &stage, (token, from), &big);
+    for ctx in 3..=5 {
+        assert_eq!(send(&host, &stage, ctx, "acme").1, Action::Continue);
+    }
+    host.enter(ROOT);
+    stage.tick();
+    assert!(leases(&host).is_empty(), "6 tokens left: no refill yet");
+    assert_eq!(send(&host, &stage, 6, "acme").1, Action::Continue);
+    host.enter(ROOT);
+    stage.tick();
+    let refill = leases(&host);
+    assert_eq!(refill.len(), 1, "5 left: half of the lease of 10");
+    assert_eq!(refill[0].2.want, 10);
+}

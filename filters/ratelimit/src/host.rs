@@ -167,7 +167,10 @@ impl<H: Host> Limiter<H> {
         let refill_for = self.config.timeout_ms;
         update_shared(&self.host, key, CAS_ATTEMPTS, |bytes| {
             let current = bytes.and_then(Pool::decode);
-            let low_water = current.map_or(0, |p| p.lease_size / 2);
+            // Half of what a lease brings: the service's suggestion, capped by what this stage
+            // asks for (a low water mark above what a lease adds would refill on every tick).
+            let lease = current.map_or(0, |p| p.lease_size.min(self.config.lease_size));
+            let low_water = lease / 2;
             let (next, take) = pool::take(current, now, refill_for, low_water);
             (next.map(|p| p.encode()), take)
         })
