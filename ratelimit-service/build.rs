@@ -1,4 +1,4 @@
-//! Generates the Envoy rate limit protocol types and edgegate's revocation and quota lease APIs
+//! Generates the Envoy rate limit and rate limit quota (RLQS) protocol types and edgegate's revocation and quota lease APIs
 //! from `proto/` at the workspace root.
 
 fn main() -> std::io::Result<()> {
@@ -9,6 +9,7 @@ fn main() -> std::io::Result<()> {
         .compile_protos(
             &[
                 format!("{root}/envoy/service/ratelimit/v3/rls.proto"),
+                format!("{root}/envoy/service/rate_limit_quota/v3/rlqs.proto"),
                 format!("{root}/envoy/extensions/common/ratelimit/v3/ratelimit.proto"),
                 format!("{root}/envoy/config/core/v3/base.proto"),
                 format!("{root}/envoy/type/v3/ratelimit_unit.proto"),

@@ -179,6 +179,11 @@ impl Metrics {
         self.calls.lease(domain, mode, granted);
     }
 
+    /// An RLQS usage report (its buckets' leases count as Lease calls).
+    pub fn rlqs_report(&self, domain: String) {
+        self.calls.rlqs_report(domain);
+    }
+
     /// A Return call that gave `returned` tokens back.
     pub fn return_call(&self, domain: String, returned: u64) {
         self.calls.give_back(domain, returned);

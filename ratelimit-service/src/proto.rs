@@ -8,6 +8,11 @@ pub mod envoy {
                 tonic::include_proto!("envoy.service.ratelimit.v3");
             }
         }
+        pub mod rate_limit_quota {
+            pub mod v3 {
+                tonic::include_proto!("envoy.service.rate_limit_quota.v3");
+            }
+        }
     }
     pub mod extensions {
         pub mod common {
@@ -47,4 +52,5 @@ pub mod edgegate {
 
 pub use edgegate::ratelimit::v1 as lease;
 pub use edgegate::revocation::v1 as revocation;
+pub use envoy::service::rate_limit_quota::v3 as rlqs;
 pub use envoy::service::ratelimit::v3 as rls;

@@ -33,6 +33,7 @@ pub(super) struct CallMetrics {
     zero_grants: Family<LeaseLabels, Counter>,
     return_calls: Family<DomainLabels, Counter>,
     returned: Family<DomainLabels, Counter>,
+    rlqs_reports: Family<DomainLabels, Counter>,
 }
 
 impl CallMetrics {
@@ -67,6 +68,11 @@ impl CallMetrics {
             "Tokens given back to buckets by Return calls, by domain",
             self.returned.clone(),
         );
+        registry.register(
+            "rlqs_usage_reports",
+            "RLQS usage reports received (each leases for its buckets), by domain",
+            self.rlqs_reports.clone(),
+        );
     }
 
     pub(super) fn should_rate_limit(&self, domain: String) {
@@ -85,6 +91,12 @@ impl CallMetrics {
         if granted == 0 && mode != LeaseMode::Unlimited {
             self.zero_grants.get_or_create(&labels).inc();
         }
+    }
+
+    pub(super) fn rlqs_report(&self, domain: String) {
+        self.rlqs_reports
+            .get_or_create(&DomainLabels { domain })
+            .inc();
     }
 
     pub(super) fn give_back(&self, domain: String, returned: u64) {

@@ -1,6 +1,5 @@
-//! The running service: gRPC (RateLimitService, QuotaLease, RevocationService,
-//! grpc.health.v1), HTTP
-//! (health, readiness, metrics, operator revocations) and config hot reload, all stopped by
+//! The running service: gRPC (RateLimitService, QuotaLease, RateLimitQuotaService,
+//! RevocationService, grpc.health.v1), HTTP (health, readiness, metrics, operator revocations) and config hot reload, all stopped by
 //! one shutdown signal. Revocation writes on either port need the revocation token
 //! ([`access`]).
 
@@ -10,6 +9,7 @@ mod http;
 mod lease;
 mod reload;
 mod revocation;
+mod rlqs;
 mod spawned;
 
 use crate::config::{read_sources, Config, ConfigError};
@@ -17,6 +17,7 @@ use crate::limiter::{Limiter, LimiterOptions};
 use crate::metrics::{LimitCounters, Metrics};
 use crate::proto::lease::quota_lease_server::QuotaLeaseServer;
 use crate::proto::revocation::revocation_service_server::RevocationServiceServer;
+use crate::proto::rlqs::rate_limit_quota_service_server::RateLimitQuotaServiceServer;
 use crate::proto::rls::rate_limit_service_server::RateLimitServiceServer;
 use crate::revocation::memory::MemoryRevocations;
 use crate::revocation::redis::RedisRevocations;
@@ -36,6 +37,7 @@ pub use access::{validate_token, RevocationAccess, TokenError, MIN_TOKEN_LEN};
 pub use grpc::RateLimitGrpc;
 pub use lease::QuotaLeaseGrpc;
 pub use revocation::RevocationGrpc;
+pub use rlqs::{RlqsGrpc, MIN_TTL as RLQS_MIN_TTL};
 pub use spawned::Spawned;
 
 /// Where buckets live.
@@ -197,7 +199,7 @@ pub async fn run(
         stopped(stop_rx.clone()),
     ));
 
-    let grpc = serve_grpc(listeners.grpc, Arc::clone(&shared), stopped(stop_rx));
+    let grpc = serve_grpc(listeners.grpc, Arc::clone(&shared), stop_rx);
     let grpc_result = grpc.await;
     let http_result = http.await?;
     reload.abort();
@@ -206,11 +208,13 @@ pub async fn run(
     http_result.map_err(ServerError::Http)
 }
 
-/// The gRPC port: RateLimitService, QuotaLease, RevocationService and grpc.health.v1.
+/// The gRPC port: RateLimitService, QuotaLease, RateLimitQuotaService (RLQS),
+/// RevocationService and grpc.health.v1. `stop` turning true ends open RLQS streams and then
+/// the server.
 async fn serve_grpc(
     listener: TcpListener,
     shared: Arc<Shared>,
-    shutdown: impl Future<Output = ()>,
+    mut stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -218,6 +222,9 @@ async fn serve_grpc(
         .await;
     health_reporter
         .set_serving::<QuotaLeaseServer<QuotaLeaseGrpc>>()
+        .await;
+    health_reporter
+        .set_serving::<RateLimitQuotaServiceServer<RlqsGrpc>>()
         .await;
     health_reporter
         .set_serving::<RevocationServiceServer<RevocationGrpc>>()
@@ -232,11 +239,17 @@ async fn serve_grpc(
         .add_service(QuotaLeaseServer::new(QuotaLeaseGrpc::new(Arc::clone(
             &shared,
         ))))
+        .add_service(RateLimitQuotaServiceServer::new(RlqsGrpc::new(
+            Arc::clone(&shared),
+            stop.clone(),
+        )))
         .add_service(
             RevocationServiceServer::new(RevocationGrpc::new(shared))
                 .max_decoding_message_size(revocation::MAX_REVOCATION_MESSAGE),
         )
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
         .await
 }
 

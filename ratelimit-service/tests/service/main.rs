@@ -10,6 +10,7 @@ mod binary;
 mod limits;
 mod redis_store;
 mod revocations;
+mod rlqs;
 mod support;
 
 /// What every module of this binary uses.
