@@ -22,6 +22,9 @@ pub struct LeaseRequest {
     pub descriptors: Vec<Descriptor>,
     /// Requests' worth of tokens wanted; at least 1.
     pub want: u64,
+    /// Raises `want` to at least the lease size divided by this (0: no floor). RLQS uses it:
+    /// Envoy cannot ask again before its next report, so even a quiet bucket gets a share.
+    pub floor_divisor: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,7 +142,9 @@ impl<S: Store> Limiter<S> {
         let Some(terms) = Terms::of(&limited) else {
             return Ok(LeaseDecision::unlimited(domain.unlimited_ttl));
         };
-        let want = request.want.min(u64::from(terms.lease_size));
+        let size = u64::from(terms.lease_size);
+        let floor = size.checked_div(request.floor_divisor).unwrap_or(0);
+        let want = request.want.max(floor).min(size);
         let (granted, known) = self.take(&limited, &buckets, want, now).await?;
         let limits: Vec<LimitState> = limited
             .iter()

@@ -42,6 +42,7 @@ impl QuotaLease for QuotaLeaseGrpc {
             domain: request.domain,
             descriptors: descriptors(request.descriptors),
             want: u64::from(request.want),
+            floor_divisor: 0,
         };
         let loaded = self.shared.loaded.load_full();
         let metrics = &self.shared.metrics;

@@ -46,6 +46,10 @@ pub const MIN_TTL: Duration = Duration::from_secs(6);
 /// The time one grant should cover: from one report to the answer to the next.
 const HORIZON_SECS: u64 = 6;
 
+/// A grant is at least a tenth of the limit's lease size: a bucket quiet in one report may
+/// burst before the next, and Envoy cannot ask sooner.
+const FLOOR_DIVISOR: u64 = 10;
+
 /// Buckets of one report leased at once.
 const CONCURRENT_LEASES: usize = 16;
 
@@ -150,6 +154,7 @@ async fn lease_for(
         domain: domain.to_owned(),
         descriptors: descriptors(&id),
         want: want(&usage),
+        floor_divisor: FLOOR_DIVISOR,
     };
     let loaded = shared.loaded.load_full();
     let metrics = &shared.metrics;
@@ -199,7 +204,8 @@ pub fn descriptors(id: &BucketId) -> Vec<Descriptor> {
 
 /// Tokens to ask for: the demand Envoy reported (admitted and refused), scaled from the
 /// report's period to [`HORIZON_SECS`], with a quarter more for growth; a bucket's first report
-/// (no period yet) asks for a whole lease. The service caps it at the limit's lease size.
+/// (no period yet) asks for a whole lease. The service raises it to a tenth of the limit's
+/// lease size ([`FLOOR_DIVISOR`]) and caps it at the lease size.
 pub fn want(usage: &BucketQuotaUsage) -> u64 {
     let elapsed = usage
         .time_elapsed

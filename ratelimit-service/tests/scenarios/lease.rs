@@ -19,6 +19,7 @@ impl<S: Store> Harness<S> {
                 .map(|entries| Descriptor::from_pairs(entries))
                 .collect(),
             want,
+            floor_divisor: 0,
         };
         self.limiter
             .lease(&self.config, &request, Instant::now())

@@ -19,6 +19,9 @@ descriptors:
   - key: tenant
     value: acme
     rate_limit: { unit: hour, requests_per_unit: 25, mode: leased, lease_size: 10 }
+  - key: tenant
+    value: big
+    rate_limit: { unit: hour, requests_per_unit: 10000, mode: leased, lease_size: 100 }
 "#;
 
 /// One Envoy's stream: reports go in through `reports`, answers come out of `answers`.
@@ -136,13 +139,19 @@ async fn two_streams_get_grants_that_never_sum_past_the_limit() {
 }
 
 #[tokio::test]
-async fn a_quiet_bucket_gets_a_grant_sized_to_its_demand() {
+async fn grants_follow_the_demand_between_a_tenth_of_a_lease_and_a_whole_one() {
     let dir = tempfile::tempdir().unwrap();
     let service = leased_service(dir.path()).await;
     let mut stream = Stream::open(&service).await;
     stream.report("acme", 0, 1).await;
     // 2 requests in 5 s: 3 over the next 6 s (rounded up), a quarter more rounds to 3.
     assert_eq!(tokens(&stream.report("acme", 5, 2).await), 3);
+    // Quiet, but never less than a tenth of the lease (100): a burst may come before the next
+    // report. Busy: the demand, up to a whole lease.
+    assert_eq!(tokens(&stream.report("big", 0, 1).await), 100);
+    assert_eq!(tokens(&stream.report("big", 5, 0).await), 10);
+    assert_eq!(tokens(&stream.report("big", 5, 40).await), 60);
+    assert_eq!(tokens(&stream.report("big", 5, 400).await), 100);
     service.shutdown().await;
 }
 

@@ -49,6 +49,7 @@ fn lease_request(descriptors: &[&[(&str, &str)]], want: u64) -> LeaseRequest {
             .map(|d| Descriptor::from_pairs(d))
             .collect(),
         want,
+        floor_divisor: 0,
     }
 }
 

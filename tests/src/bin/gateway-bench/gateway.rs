@@ -8,6 +8,8 @@ use super::*;
 fn bench_limits(mode: &str) -> String {
     let extra = match mode {
         "leased" => ", mode: leased, lease_size: 1000, lease_ttl: 30s",
+        // RLQS grants once per 5 s report: a lease must cover 5 s of a bucket's traffic.
+        "rlqs" => ", mode: leased, lease_size: 1000000, lease_ttl: 30s",
         _ => "",
     };
     let limit = |key: &str| {
@@ -41,10 +43,40 @@ fn wasm_config(filters: &[serde_yaml::Value], name: &str) -> Result<Value> {
     Ok(serde_json::from_str(text)?)
 }
 
+/// Envoy's native `rate_limit_quota` filter in place of the wasm stage, on the stage's
+/// cluster: one bucket per (tenant, consumer), as the stage's first two descriptors. Fail-open
+/// (`ALLOW_ALL` before the first assignment): the row measures cost, tests/tests/rlqs.rs
+/// exactness.
+fn rlqs_filter(cluster: &str) -> Result<serde_yaml::Value> {
+    let header = |name: &str| {
+        json!({"custom_value": {"name": name, "typed_config": {
+            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+            "header_name": name}}})
+    };
+    let settings = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rate_limit_quota.v3.RateLimitQuotaBucketSettings",
+        "bucket_id_builder": {"bucket_id_builder": {
+            "tenant": header("x-tenant-id"), "consumer": header("x-user-id")}},
+        "reporting_interval": "5s",
+        "no_assignment_behavior": {"fallback_rate_limit": {"blanket_rule": "ALLOW_ALL"}},
+    });
+    Ok(serde_yaml::to_value(json!({
+        "name": "envoy.filters.http.rate_limit_quota",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rate_limit_quota.v3.RateLimitQuotaFilterConfig",
+            "rlqs_server": {"envoy_grpc": {"cluster_name": cluster}},
+            "domain": "edge",
+            "bucket_matchers": {"on_no_match": {"action": {
+                "name": "rate_limit_quota_bucket", "typed_config": settings}}},
+        }
+    }))?)
+}
+
 /// envoy/gateway.yaml ("leased", or "exact" when rendered against the exact service), with its
 /// four wasm filters replaced by dist/bundle.wasm configured with their own configurations
 /// ("bundle"), without the ratelimit stage ("no-rls"), or with no HTTP filter but the router
-/// ("bare": the same Envoy routing the same request). TLS listener dropped.
+/// ("bare": the same Envoy routing the same request), or with Envoy's `rate_limit_quota` filter
+/// in the stage's place ("rlqs", rendered against the RLQS service). TLS listener dropped.
 fn gateway_variant(rendered: &str, variant: &str) -> Result<String> {
     let mut doc: serde_yaml::Value = serde_yaml::from_str(rendered)?;
     if let Some(listeners) = doc["static_resources"]["listeners"].as_sequence_mut() {
@@ -65,6 +97,17 @@ fn gateway_variant(rendered: &str, variant: &str) -> Result<String> {
         "leased" | "exact" => {}
         "bare" => filters.retain(|f| f["name"].as_str() == Some("envoy.filters.http.router")),
         "no-rls" => filters.retain(|f| f["name"].as_str() != Some("ratelimit")),
+        "rlqs" => {
+            let cluster = wasm_config(filters, "ratelimit")?["cluster"]
+                .as_str()
+                .unwrap_or("ratelimit")
+                .to_string();
+            let at = filters
+                .iter()
+                .position(|f| f["name"].as_str() == Some("ratelimit"))
+                .ok_or_else(|| anyhow::anyhow!("gateway.yaml has no ratelimit filter"))?;
+            filters[at] = rlqs_filter(&cluster)?;
+        }
         "bundle" => {
             let config = json!({
                 "jwt_auth": wasm_config(filters, "jwt_auth")?,
@@ -124,6 +167,7 @@ pub(super) async fn gateway_section(load: &Load) -> Result<String> {
     };
     let rls = start_rls("leased").await?;
     let rls_exact = start_rls("exact").await?;
+    let rls_quota = start_rls("rlqs").await?;
     let idp = gateway_tests::jwks::JwksServer::start(jwt_auth::testing::jwks(false)).await?;
     let upstream = Upstream::start(|r| {
         if r.path == "/healthz" {
@@ -173,6 +217,10 @@ pub(super) async fn gateway_section(load: &Load) -> Result<String> {
         rls_grpc: rls_exact.grpc_port(),
         ..ports
     })?;
+    let rendered_rlqs = render(&Ports {
+        rls_grpc: rls_quota.grpc_port(),
+        ..ports
+    })?;
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -211,14 +259,18 @@ pub(super) async fn gateway_section(load: &Load) -> Result<String> {
             "bundle",
             "envoy/gateway.yaml with bundle.wasm in their place (limits leased)",
         ),
+        (
+            "rlqs",
+            "envoy/gateway.yaml, Envoy's rate_limit_quota (RLQS) in the stage's place",
+        ),
     ];
     let http = gateway_tests::envoy::client();
     let mut envoys = Vec::new();
     for (key, _) in rows {
-        let base = if key == "exact" {
-            &rendered_exact
-        } else {
-            &rendered
+        let base = match key {
+            "exact" => &rendered_exact,
+            "rlqs" => &rendered_rlqs,
+            _ => &rendered,
         };
         let envoy = EnvoyBuilder::new(key, &gateway_variant(base, key)?)
             .concurrency(1)
@@ -257,6 +309,8 @@ pub(super) async fn gateway_section(load: &Load) -> Result<String> {
         ("exact", "no-rls", None),
         ("leased", "exact", None),
         ("bundle", "leased", None),
+        ("rlqs", "no-rls", None),
+        ("rlqs", "leased", None),
         ("no-rls", "bare", None),
     ]);
     // Lease calls against requests admitted by the leased rows (leased and bundle share the
@@ -283,6 +337,7 @@ pub(super) async fn gateway_section(load: &Load) -> Result<String> {
         ("leased", sat("leased") / 2.0),
         ("exact", sat("exact") / 2.0),
         ("bundle", sat("bundle") / 2.0),
+        ("rlqs", sat("rlqs") / 2.0),
     ] {
         let what = format!("half of ({chain}) saturation, added over no-rls");
         let pair: Vec<_> = targets

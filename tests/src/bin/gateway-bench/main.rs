@@ -5,7 +5,7 @@
 //! BENCH_SECONDS sets the measured duration of each row (default 8); BENCH_ROUNDS how many
 //! interleaved rounds the chain and gateway sections take the median of (default 3).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use gateway_tests::bench::{paced, token_rotation_script, wrk_with, Figures, Load, Table};
 use gateway_tests::chain;
 use gateway_tests::envoy::{Envoy, EnvoyBuilder};
@@ -138,9 +138,10 @@ async fn saturate(
         .unwrap_or(3);
     let mut runs: Vec<Vec<Figures>> = vec![Vec::new(); rows.len()];
     for _ in 0..rounds {
-        for ((_, _, url), got) in rows.iter().zip(&mut runs) {
+        for ((key, _, url), got) in rows.iter().zip(&mut runs) {
             let (u, s, l) = (url.clone(), script_path.to_path_buf(), load.clone());
-            got.push(tokio::task::spawn_blocking(move || wrk_with(&u, &[], Some(&s), &l)).await??);
+            let figures = tokio::task::spawn_blocking(move || wrk_with(&u, &[], Some(&s), &l));
+            got.push(figures.await?.with_context(|| format!("row {key}"))?);
         }
     }
     for ((key, label, _), mut got) in rows.iter().zip(runs) {
