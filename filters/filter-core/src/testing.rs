@@ -106,6 +106,8 @@ pub struct State {
     pub resets: Vec<u32>,
     /// Properties by their path joined with `.`.
     pub properties: HashMap<String, Vec<u8>>,
+    /// Every property read, by its path joined with `.`, in order.
+    pub property_reads: Vec<String>,
     next_token: u32,
 }
 
@@ -291,7 +293,10 @@ impl Host for FakeHost {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        self.state().properties.get(&path.join(".")).cloned()
+        let path = path.join(".");
+        let value = self.state().properties.get(&path).cloned();
+        self.state_mut().property_reads.push(path);
+        value
     }
 
     fn headers(&self, map: Map) -> HeaderMap {

@@ -119,6 +119,12 @@ impl Rule {
                     .any(|a| matches!(a, Action::RouteName { .. }))
             })
     }
+
+    /// Whether an action reads the downstream address.
+    pub fn reads_remote(&self) -> bool {
+        (self.descriptors.iter())
+            .any(|d| d.actions.iter().any(|a| matches!(a, Action::RemoteAddress)))
+    }
 }
 
 /// The validated configuration.

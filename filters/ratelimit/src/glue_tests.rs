@@ -477,3 +477,35 @@ fn the_low_water_mark_follows_the_lease_this_stage_asks_for() {
     assert_eq!(refill.len(), 1, "5 left: half of the lease of 10");
     assert_eq!(refill[0].2.want, 10);
 }
+
+#[test]
+fn the_downstream_address_is_read_only_by_a_rule_that_uses_it() {
+    let host = FakeHost::at(1_000_000);
+    host.set_property(&["source", "address"], b"10.0.0.7:53211");
+    let stage = start(&host, "allow");
+    send(&host, &stage, 2, "acme");
+    assert!(
+        !host
+            .state()
+            .property_reads
+            .iter()
+            .any(|p| p == "source.address"),
+        "read without a remote_address action: {:?}",
+        host.state().property_reads
+    );
+    let by_address = json!({
+        "cluster": "ratelimit", "domain": "edge",
+        "rules": [{ "descriptors": [[{ "remote_address": {} }]] }]
+    });
+    let other = FakeHost::at(1_000_000);
+    other.set_property(&["source", "address"], b"10.0.0.7:53211");
+    let stage = RateLimitPlugin::configure(other.clone(), by_address.to_string().as_bytes());
+    let stage = Rc::new(stage.unwrap_or_else(|e| panic!("{e}")));
+    send(&other, &stage, 2, "acme");
+    let calls = leases(&other);
+    let entry = &calls[0].2.descriptors[0].entries[0];
+    assert_eq!(
+        (entry.key.as_str(), entry.value.as_str()),
+        ("remote_address", "10.0.0.7")
+    );
+}

@@ -117,7 +117,10 @@ impl<H: Host> Limiter<H> {
         let Some(rule) = rules.iter().find(|r| r.applies(headers, route)) else {
             return Verdict::Continue(None);
         };
-        let remote = self.host.property(&["source", "address"]);
+        let remote = rule
+            .reads_remote()
+            .then(|| self.host.property(&["source", "address"]))
+            .flatten();
         let remote = remote.as_deref().and_then(|b| std::str::from_utf8(b).ok());
         let facts = RequestFacts {
             remote: remote.map(strip_port),

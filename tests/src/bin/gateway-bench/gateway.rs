@@ -74,9 +74,10 @@ fn rlqs_filter(cluster: &str) -> Result<serde_yaml::Value> {
 
 /// envoy/gateway.yaml ("leased", or "exact" when rendered against the exact service), with its
 /// four wasm filters replaced by dist/bundle.wasm configured with their own configurations
-/// ("bundle"), without the ratelimit stage ("no-rls"), or with no HTTP filter but the router
-/// ("bare": the same Envoy routing the same request), or with Envoy's `rate_limit_quota` filter
-/// in the stage's place ("rlqs", rendered against the RLQS service). TLS listener dropped.
+/// ("bundle"; "bundle-no-rls": three stages, no ratelimit), without the ratelimit stage
+/// ("no-rls"), with no HTTP filter but the router ("bare": the same Envoy routing the same
+/// request), or with Envoy's `rate_limit_quota` filter in the stage's place ("rlqs", rendered
+/// against the RLQS service). TLS listener dropped.
 fn gateway_variant(rendered: &str, variant: &str) -> Result<String> {
     let mut doc: serde_yaml::Value = serde_yaml::from_str(rendered)?;
     if let Some(listeners) = doc["static_resources"]["listeners"].as_sequence_mut() {
@@ -108,29 +109,37 @@ fn gateway_variant(rendered: &str, variant: &str) -> Result<String> {
                 .ok_or_else(|| anyhow::anyhow!("gateway.yaml has no ratelimit filter"))?;
             filters[at] = rlqs_filter(&cluster)?;
         }
-        "bundle" => {
-            let config = json!({
-                "jwt_auth": wasm_config(filters, "jwt_auth")?,
-                "tenant_cache_key": wasm_config(filters, "tenant_request")?,
-                "transform": wasm_config(filters, "transform")?,
-                "ratelimit": wasm_config(filters, "ratelimit")?,
-            });
-            let at = filters
-                .iter()
-                .position(|f| f["name"].as_str() == Some("jwt_auth"))
-                .unwrap_or(0);
-            filters.retain(|f| {
-                !matches!(
-                    f["name"].as_str(),
-                    Some("jwt_auth" | "tenant_request" | "transform" | "ratelimit")
-                )
-            });
-            let bundle = chain::wasm("bundle", &config)?;
-            filters.insert(at, serde_yaml::to_value(&bundle)?);
-        }
+        "bundle" => bundle_in_place(filters, true)?,
+        "bundle-no-rls" => bundle_in_place(filters, false)?,
         other => anyhow::bail!("unknown gateway variant {other}"),
     }
     Ok(serde_yaml::to_string(&doc)?)
+}
+
+/// Replaces the three (or, `with_ratelimit`, four) wasm filters by dist/bundle.wasm configured
+/// with their own configurations; without the ratelimit stage its filter goes too.
+fn bundle_in_place(filters: &mut Vec<serde_yaml::Value>, with_ratelimit: bool) -> Result<()> {
+    let mut config = json!({
+        "jwt_auth": wasm_config(filters, "jwt_auth")?,
+        "tenant_cache_key": wasm_config(filters, "tenant_request")?,
+        "transform": wasm_config(filters, "transform")?,
+    });
+    if with_ratelimit {
+        config["ratelimit"] = wasm_config(filters, "ratelimit")?;
+    }
+    let at = filters
+        .iter()
+        .position(|f| f["name"].as_str() == Some("jwt_auth"))
+        .unwrap_or(0);
+    filters.retain(|f| {
+        !matches!(
+            f["name"].as_str(),
+            Some("jwt_auth" | "tenant_request" | "transform" | "ratelimit")
+        )
+    });
+    let bundle = chain::wasm("bundle", &config)?;
+    filters.insert(at, serde_yaml::to_value(&bundle)?);
+    Ok(())
 }
 
 /// Lease calls ratelimit-service answered so far.
@@ -260,6 +269,10 @@ pub(super) async fn gateway_section(load: &Load) -> Result<String> {
             "envoy/gateway.yaml with bundle.wasm in their place (limits leased)",
         ),
         (
+            "bundle-no-rls",
+            "envoy/gateway.yaml with bundle.wasm of three stages, no ratelimit stage",
+        ),
+        (
             "rlqs",
             "envoy/gateway.yaml, Envoy's rate_limit_quota (RLQS) in the stage's place",
         ),
@@ -309,6 +322,7 @@ pub(super) async fn gateway_section(load: &Load) -> Result<String> {
         ("exact", "no-rls", None),
         ("leased", "exact", None),
         ("bundle", "leased", None),
+        ("bundle", "bundle-no-rls", Some(0.9)),
         ("rlqs", "no-rls", None),
         ("rlqs", "leased", None),
         ("no-rls", "bare", None),
