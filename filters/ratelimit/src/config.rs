@@ -24,6 +24,10 @@ use serde::Deserialize;
 /// The most tokens a pool asks for in one lease (the service may grant fewer).
 pub const MAX_LEASE: u32 = 10_000;
 
+/// The range of `max_pools` (shared-data slots for pools, ~150 bytes each).
+pub const MIN_POOLS: u32 = 16;
+pub const MAX_POOLS: u32 = 1_048_576;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -35,8 +39,14 @@ struct RawConfig {
     failure_mode: FailureMode,
     #[serde(default = "default_lease")]
     lease_size: u32,
+    #[serde(default = "default_pools")]
+    max_pools: u32,
     #[serde(default)]
     rules: Vec<RawRule>,
+}
+
+fn default_pools() -> u32 {
+    crate::slots::DEFAULT_SLOTS
 }
 
 fn default_timeout() -> u64 {
@@ -135,6 +145,8 @@ pub struct Config {
     pub timeout_ms: u64,
     pub failure_mode: FailureMode,
     pub lease_size: u32,
+    /// Shared-data slots for pools: the most descriptor lists holding tokens at once.
+    pub max_pools: u32,
     /// The first rule that matches a request decides its descriptors.
     pub rules: Vec<Rule>,
     /// A rule reads the matched route's name (one property read per request).
@@ -162,6 +174,12 @@ impl Config {
                 format!("must be between 1 and {MAX_LEASE}"),
             ));
         }
+        if !(MIN_POOLS..=MAX_POOLS).contains(&raw.max_pools) {
+            return Err(ConfigError::new(
+                "max_pools",
+                format!("must be between {MIN_POOLS} and {MAX_POOLS}"),
+            ));
+        }
         let mut rules = Vec::with_capacity(raw.rules.len());
         for (i, rule) in raw.rules.iter().enumerate() {
             rules.push(compile_rule(rule).map_err(|e| e.within(&format!("rules[{i}]")))?);
@@ -173,6 +191,7 @@ impl Config {
             timeout_ms: raw.timeout_ms,
             failure_mode: raw.failure_mode,
             lease_size: raw.lease_size,
+            max_pools: raw.max_pools,
             rules,
         })
     }

@@ -376,6 +376,14 @@ fn bad_configurations_name_the_field() {
             "timeout_ms",
         ),
         (
+            json!({ "cluster": "rl", "domain": "edge", "max_pools": 15 }),
+            "max_pools",
+        ),
+        (
+            json!({ "cluster": "rl", "domain": "edge", "max_pools": 2_000_000 }),
+            "max_pools",
+        ),
+        (
             json!({ "cluster": "rl", "domain": "edge", "rules": [{ "descriptors": [[]] }] }),
             "rules[0].descriptors[0]",
         ),
@@ -508,4 +516,53 @@ fn the_downstream_address_is_read_only_by_a_rule_that_uses_it() {
         (entry.key.as_str(), entry.value.as_str()),
         ("remote_address", "10.0.0.7")
     );
+}
+
+#[test]
+fn pools_fit_in_max_pools_slots_and_an_evicted_pool_spends_nothing_it_was_not_granted() {
+    let host = FakeHost::at(1_000_000);
+    let mut config: serde_json::Value = serde_json::from_str(&config("allow")).unwrap();
+    config["max_pools"] = json!(16);
+    let stage = RateLimitPlugin::configure(host.clone(), config.to_string().as_bytes());
+    let stage = Rc::new(stage.unwrap_or_else(|e| panic!("{e}")));
+    // 200 tenants, each granted 4 tokens once; then each sends 6 more requests. A tenant whose
+    // pool kept its slot spends its 3 remaining tokens; an evicted one waits for a new lease.
+    let mut ctx = 2;
+    let mut admitted = 0;
+    for t in 0..200 {
+        let tenant = format!("tenant-{t}");
+        let (_, action) = send(&host, &stage, ctx, &tenant);
+        assert_eq!(action, Action::Pause);
+        let (token, from, _) = leases(&host)[0].clone();
+        respond(
+            &host,
+            &stage,
+            (token, from),
+            &answer(LeaseMode::Leased, 4, 1000),
+        );
+        admitted += host.take_resumed().len();
+        host.end(ctx);
+        stage.limiter.on_done(ctx);
+        ctx += 1;
+    }
+    for t in 0..200 {
+        let tenant = format!("tenant-{t}");
+        for _ in 0..6 {
+            let (_, action) = send(&host, &stage, ctx, &tenant);
+            if action == Action::Continue {
+                admitted += 1;
+            }
+            host.end(ctx);
+            stage.limiter.on_done(ctx);
+            ctx += 1;
+        }
+        leases(&host);
+    }
+    assert!(admitted <= 200 * 4, "{admitted} admitted, 800 granted");
+    let keys: Vec<String> = host.state().shared.keys().cloned().collect();
+    assert!(keys.iter().all(|k| k.contains(":slot:")), "{keys:?}");
+    assert!(keys.len() <= 16, "{} shared-data keys", keys.len());
+    assert!(host.metric(metrics::POOLS_EVICTED) > 0);
+    // The 16 slots each kept one pool, whose 3 tokens were spent: 200 + 16 * 3 at least.
+    assert!(admitted >= 200 + 16 * 3, "{admitted} admitted");
 }

@@ -14,6 +14,7 @@ use crate::descriptors::{build_all, pool_key, strip_port, Descriptor, RequestFac
 use crate::metrics::Metrics;
 use crate::pb::{self, LeaseMode, LeaseRequest, LeaseResponse};
 use crate::pool::{self, LimitView, Pool, Take};
+use crate::slots::{self, Slots};
 use filter_core::host::{log, GrpcCall, Level};
 use filter_core::shared::update_shared;
 use filter_core::{HeaderMap, Host};
@@ -74,6 +75,7 @@ pub struct Limiter<H: Host> {
     host: H,
     config: Config,
     prefix: String,
+    slots: Slots,
     waiting: RefCell<HashMap<u32, Waiter>>,
     calls: RefCell<HashMap<u32, Call>>,
     /// The descriptors of each pool this worker has asked for (for background refills).
@@ -94,6 +96,7 @@ impl<H: Host> Limiter<H> {
         Limiter {
             metrics: Metrics::define(&host),
             host,
+            slots: Slots::new(&prefix, config.max_pools),
             config,
             prefix,
             waiting: RefCell::default(),
@@ -164,19 +167,30 @@ impl<H: Host> Limiter<H> {
         }
     }
 
-    /// Takes a token from `key`'s pool (None: every compare-and-swap lost).
+    /// Takes a token from `key`'s pool (None: every compare-and-swap lost). A pool in neither
+    /// of its slots is no pool: wait for a lease.
     fn take(&self, key: &str) -> Option<Take> {
         let now = self.host.now_ms();
         let refill_for = self.config.timeout_ms;
-        update_shared(&self.host, key, CAS_ATTEMPTS, |bytes| {
-            let current = bytes.and_then(Pool::decode);
-            // Half of what a lease brings: the service's suggestion, capped by what this stage
-            // asks for (a low water mark above what a lease adds would refill on every tick).
-            let lease = current.map_or(0, |p| p.lease_size.min(self.config.lease_size));
-            let low_water = lease / 2;
-            let (next, take) = pool::take(current, now, refill_for, low_water);
-            (next.map(|p| p.encode()), take)
-        })
+        for slot in self.slots.candidates(key) {
+            let taken = update_shared(&self.host, &slot, CAS_ATTEMPTS, |bytes| {
+                let Some(current) = slots::read(bytes, key) else {
+                    return (None, None);
+                };
+                // Half of what a lease brings: the service's suggestion, capped by what this
+                // stage asks for (a low water mark above what a lease adds would refill on
+                // every tick).
+                let low_water = current.lease_size.min(self.config.lease_size) / 2;
+                let (next, take) = pool::take(Some(current), now, refill_for, low_water);
+                (next.map(|p| slots::write(&p, key)), Some(take))
+            });
+            match taken {
+                Some(Some(take)) => return Some(take),
+                Some(None) => continue,
+                None => return None,
+            }
+        }
+        Some(Take::Wait)
     }
 
     /// No token: wait for a lease. One lease per pool per worker serves every waiter of the
@@ -208,7 +222,23 @@ impl<H: Host> Limiter<H> {
     }
 
     fn pool(&self, key: &str) -> Option<Pool> {
-        self.host.get(key).0.as_deref().and_then(Pool::decode)
+        (self.slots.candidates(key).iter())
+            .find_map(|slot| slots::read(self.host.get(slot).0.as_deref(), key))
+    }
+
+    /// The slot a lease answer for `key` goes to: the pool's own, else a vacant one, else the
+    /// first candidate (evicting its pool: counted, its tokens dropped).
+    fn slot_for(&self, key: &str, now: u64) -> String {
+        let [first, second] = self.slots.candidates(key);
+        let values = [&first, &second].map(|slot| self.host.get(slot).0);
+        if let Some(i) = (0..2).find(|&i| slots::read(values[i].as_deref(), key).is_some()) {
+            return if i == 0 { first } else { second };
+        }
+        if let Some(i) = (0..2).find(|&i| slots::vacant(values[i].as_deref(), now)) {
+            return if i == 0 { first } else { second };
+        }
+        self.metrics.evicted.inc();
+        first
     }
 
     /// Queues a background refill of `key` for the next root tick.
@@ -294,9 +324,10 @@ impl<H: Host> Limiter<H> {
     /// Writes the answer into the pool (retried against concurrent writers).
     fn record(&self, key: &str, answer: &LeaseResponse, sent_ms: u64) {
         let now = self.host.now_ms();
-        let written = update_shared(&self.host, key, CAS_ATTEMPTS, |bytes| {
-            let next = pool::apply(bytes.and_then(Pool::decode), answer, now, sent_ms);
-            (Some(next.encode()), ())
+        let slot = self.slot_for(key, now);
+        let written = update_shared(&self.host, &slot, CAS_ATTEMPTS, |bytes| {
+            let next = pool::apply(slots::read(bytes, key), answer, now, sent_ms);
+            (Some(slots::write(&next, key)), ())
         });
         if written.is_none() && answer.granted > 0 {
             // The tokens are lost (never spent): under-admission, never over-admission.
@@ -306,15 +337,17 @@ impl<H: Host> Limiter<H> {
 
     /// A background lease failed: the next request past the low water mark may try again.
     fn clear_refill(&self, key: &str) {
-        let _ = update_shared(&self.host, key, CAS_ATTEMPTS, |bytes| {
-            match bytes.and_then(Pool::decode) {
-                Some(mut p) if p.refill_until_ms != 0 => {
-                    p.refill_until_ms = 0;
-                    (Some(p.encode()), ())
+        for slot in self.slots.candidates(key) {
+            let _ = update_shared(&self.host, &slot, CAS_ATTEMPTS, |bytes| {
+                match slots::read(bytes, key) {
+                    Some(mut p) if p.refill_until_ms != 0 => {
+                        p.refill_until_ms = 0;
+                        (Some(slots::write(&p, key)), ())
+                    }
+                    _ => (None, ()),
                 }
-                _ => (None, ()),
-            }
-        });
+            });
+        }
     }
 
     /// An exact lease answered: its token (if any) is spent by the request that asked.

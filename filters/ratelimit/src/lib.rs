@@ -20,6 +20,7 @@ pub mod host;
 pub mod metrics;
 pub mod plugin;
 pub mod pool;
+pub mod slots;
 
 /// The lease API (`proto/edgegate/ratelimit/v1/lease.proto`).
 pub mod pb {

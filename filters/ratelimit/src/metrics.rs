@@ -21,6 +21,8 @@ pub const LEASE_FAILURES: &str = "ratelimit.lease_failures";
 pub const TOKENS_GRANTED: &str = "ratelimit.tokens_granted";
 /// Granted tokens that could not be added to their pool (never spent: under-admission).
 pub const TOKENS_LOST: &str = "ratelimit.tokens_lost";
+/// Live pools whose slot a new pool took (their tokens dropped: under-admission).
+pub const POOLS_EVICTED: &str = "ratelimit.pools_evicted";
 
 /// The stage's counters; the per-request ones are batched.
 pub struct Metrics<H: Host> {
@@ -33,6 +35,7 @@ pub struct Metrics<H: Host> {
     pub lease_failures: Counter<H>,
     pub granted: Counter<H>,
     pub tokens_lost: Counter<H>,
+    pub evicted: Counter<H>,
 }
 
 impl<H: Host> Metrics<H> {
@@ -48,6 +51,7 @@ impl<H: Host> Metrics<H> {
             lease_failures: c(LEASE_FAILURES),
             granted: c(TOKENS_GRANTED),
             tokens_lost: c(TOKENS_LOST),
+            evicted: c(POOLS_EVICTED),
         }
     }
 

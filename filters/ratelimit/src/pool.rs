@@ -166,6 +166,9 @@ const VERSION: u8 = 1;
 const BYTES: usize = 2 + 4 + 8 * 3 + 4 + 4 + 4 + 8 + 8;
 
 impl Pool {
+    /// The length of an encoded pool.
+    pub const BYTES: usize = BYTES;
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(BYTES);
         let mode = match self.mode {
