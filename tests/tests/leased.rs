@@ -344,8 +344,9 @@ async fn a_lowered_limit_applies_to_every_lease_after_the_reload() {
     )
     .await
     .unwrap();
-    // At most the tokens held at the reload (one lease of 10) and the new bucket's 3 pass;
-    // once the held tokens' lifetime is over, only the new limit counts.
+    // At most the tokens held at the reload and the new bucket's 3 pass. A pool holds at most
+    // a lease and a half: at its low water mark (5) a refill of 10 goes out at once. Once the
+    // held tokens' lifetime is over, only the new limit counts.
     let started = Instant::now();
     let mut admitted = 0;
     let mut last = 0;
@@ -356,7 +357,7 @@ async fn a_lowered_limit_applies_to_every_lease_after_the_reload() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        admitted <= 13,
+        admitted <= 15 + 3,
         "{admitted} admitted after lowering the limit to 3"
     );
     assert_eq!(last, 429, "the new limit is in force");

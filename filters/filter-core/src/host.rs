@@ -117,6 +117,10 @@ pub trait Host: SharedStore + Clone + 'static {
     /// Dispatches a unary gRPC call; its answer comes back with the token.
     fn grpc_call(&self, call: GrpcCall<'_>) -> Result<u32, CallError>;
 
+    /// Sets how often the plugin's root ticks (from a request context too: it is that
+    /// request's plugin's root). [`crate::plugin::TICK`] unless a plugin hurries a tick.
+    fn set_tick_period(&self, period: Duration);
+
     /// Defines a metric (Envoy shows it as `wasmcustom.<name>`); `None` when refused.
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32>;
     fn increment_metric(&self, id: u32, delta: i64);

@@ -108,6 +108,8 @@ pub struct State {
     pub properties: HashMap<String, Vec<u8>>,
     /// Every property read, by its path joined with `.`, in order.
     pub property_reads: Vec<String>,
+    /// The last tick period a plugin set (None: never set).
+    pub tick_period: Option<Duration>,
     next_token: u32,
 }
 
@@ -421,6 +423,10 @@ impl Host for FakeHost {
         if let Some(m) = self.state_mut().metrics.get_mut(id as usize) {
             m.value = i64::try_from(value).unwrap_or(i64::MAX);
         }
+    }
+
+    fn set_tick_period(&self, period: Duration) {
+        self.state_mut().tick_period = Some(period);
     }
 }
 

@@ -177,6 +177,10 @@ impl Host for WasmHost {
     fn record_metric(&self, id: u32, value: u64) {
         let _ = hostcalls::record_metric(id, value);
     }
+
+    fn set_tick_period(&self, period: Duration) {
+        let _ = hostcalls::set_tick_period(period);
+    }
 }
 
 /// Registers `P` as the module's root context. Call from `proxy_wasm::main!`.

@@ -151,8 +151,14 @@ fn a_pool_fills_once_then_admits_without_a_call_until_its_low_water_mark() {
         leases(&host).is_empty(),
         "the refill waits for the root tick"
     );
+    assert_eq!(
+        host.state().tick_period,
+        Some(crate::host::SOON),
+        "the root's next tick is hurried"
+    );
     host.enter(ROOT);
     stage.tick();
+    assert_eq!(host.state().tick_period, Some(filter_core::plugin::TICK));
     let refill = leases(&host);
     assert_eq!(
         refill.len(),
@@ -442,20 +448,26 @@ fn when_the_request_that_asked_ends_the_other_waiters_ask_again() {
         1,
         "one lease per pool: request 3 waits on request 2's"
     );
-    // Request 2 ends (client gone): proxy-wasm drops its call's answer with it.
+    // Request 2 ends (client gone): proxy-wasm drops its call's answer with it. The new
+    // lease cannot go out from request 2's callback either (the SDK would hand its answer to
+    // request 2, gone): the root sends it on its next tick, hurried.
     host.enter(2);
     first.on_done();
+    assert!(leases(&host).is_empty());
+    assert_eq!(host.state().tick_period, Some(crate::host::SOON));
+    host.enter(ROOT);
+    stage.tick();
     let again = leases(&host);
     assert_eq!(
         again.len(),
         1,
-        "request 3 asks itself instead of waiting in vain"
+        "request 3 gets a lease instead of waiting in vain"
     );
-    assert_eq!(again[0].1, 3);
+    assert_eq!(again[0].1, ROOT);
     respond(
         &host,
         &stage,
-        (again[0].0, 3),
+        (again[0].0, ROOT),
         &answer(LeaseMode::Leased, 4, 100),
     );
     assert_eq!(host.take_resumed(), [3]);
@@ -565,4 +577,37 @@ fn pools_fit_in_max_pools_slots_and_an_evicted_pool_spends_nothing_it_was_not_gr
     assert!(host.metric(metrics::POOLS_EVICTED) > 0);
     // The 16 slots each kept one pool, whose 3 tokens were spent: 200 + 16 * 3 at least.
     assert!(admitted >= 200 + 16 * 3, "{admitted} admitted");
+}
+
+#[test]
+fn an_exact_answer_resumes_its_request_and_the_root_asks_for_the_next_waiter() {
+    let host = FakeHost::at(1_000_000);
+    let stage = start(&host, "allow");
+    send(&host, &stage, 2, "tiny");
+    let (_, action) = send(&host, &stage, 3, "tiny");
+    assert_eq!(action, Action::Pause);
+    let first = leases(&host);
+    assert_eq!(first.len(), 1);
+    respond(
+        &host,
+        &stage,
+        (first[0].0, first[0].1),
+        &answer(LeaseMode::Exact, 1, 3),
+    );
+    assert_eq!(host.take_resumed(), [2], "the one token is request 2's");
+    // Request 3 needs its own token; asked from request 2's callback, the answer would be
+    // handed to request 2, which may be over by then. The root asks instead.
+    assert!(leases(&host).is_empty());
+    host.enter(ROOT);
+    stage.tick();
+    let next = leases(&host);
+    assert_eq!(next.len(), 1);
+    assert_eq!((next[0].1, next[0].2.want), (ROOT, 1));
+    respond(
+        &host,
+        &stage,
+        (next[0].0, ROOT),
+        &answer(LeaseMode::Exact, 1, 3),
+    );
+    assert_eq!(host.take_resumed(), [3]);
 }

@@ -3,7 +3,7 @@
 //!
 //! A request with tokens in its pool never waits and makes no call: it spends one token. When
 //! the pool falls to its low water mark, that request (only one: the mark is in the pool)
-//! queues a background lease, sent on the next root tick: proxy-wasm hands a call's answer to
+//! queues a background lease, sent on the next root tick (hurried to [`SOON`]): proxy-wasm hands a call's answer to
 //! the context that sent it and drops it once that request is gone, so a lease that must
 //! outlive its request goes out from the root context. A request that finds no token waits for
 //! a lease (this worker's in flight, or one it sends from its own context: it lives until the
@@ -16,10 +16,11 @@ use crate::pb::{self, LeaseMode, LeaseRequest, LeaseResponse};
 use crate::pool::{self, LimitView, Pool, Take};
 use crate::slots::{self, Slots};
 use filter_core::host::{log, GrpcCall, Level};
+use filter_core::plugin::TICK;
 use filter_core::shared::update_shared;
 use filter_core::{HeaderMap, Host};
 use prost::Message;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -31,6 +32,9 @@ pub const LEASE_METHOD: &str = "Lease";
 const CAS_ATTEMPTS: usize = 8;
 /// `Call::from` for calls the root context sent (no request context has id 0).
 const ROOT: u32 = 0;
+/// The tick period while a background lease waits to be sent: at once, not up to a whole
+/// [`TICK`] later (a pool at its low water mark must not run dry meanwhile).
+pub const SOON: Duration = Duration::from_millis(1);
 /// The most pools whose descriptors one worker remembers (for background refills).
 const MAX_KNOWN_POOLS: usize = 10_000;
 
@@ -82,8 +86,13 @@ pub struct Limiter<H: Host> {
     descriptors: RefCell<HashMap<String, Vec<Descriptor>>>,
     /// Rate headers of requests admitted after waiting, for their response phase.
     resumed_headers: RefCell<HashMap<u32, RateHeaders>>,
-    /// Pools to refill in the background on the next root tick.
-    refills: RefCell<Vec<String>>,
+    /// Leases the root sends on its next tick: (pool, the exact-mode request it is for).
+    /// Background refills, and every lease a call's answer or a request's end makes needed:
+    /// proxy-wasm's Rust SDK hands an answer to the context whose callback dispatched the
+    /// call, which may end before the answer comes; the root never does.
+    root_leases: RefCell<Vec<(String, Option<u32>)>>,
+    /// The root ticks [`SOON`] (refills are queued) rather than every [`TICK`].
+    hurried: Cell<bool>,
     pub metrics: Metrics<H>,
 }
 
@@ -103,7 +112,8 @@ impl<H: Host> Limiter<H> {
             calls: RefCell::default(),
             descriptors: RefCell::default(),
             resumed_headers: RefCell::default(),
-            refills: RefCell::default(),
+            root_leases: RefCell::default(),
+            hurried: Cell::new(false),
         }
     }
 
@@ -197,11 +207,7 @@ impl<H: Host> Limiter<H> {
     /// pool; in exact mode each request asks for its own token.
     fn wait(&self, context_id: u32, key: String, request_id: Option<&str>) -> Verdict {
         let exact = self.is_exact(&key);
-        let asking = self
-            .calls
-            .borrow()
-            .values()
-            .any(|c| c.key == key && c.for_request.is_none());
+        let asking = self.lease_pending(&key, None);
         let sent = match (exact, asking) {
             (true, _) => self.lease(&key, Some(context_id), context_id),
             (false, true) => true,
@@ -243,10 +249,26 @@ impl<H: Host> Limiter<H> {
 
     /// Queues a background refill of `key` for the next root tick.
     fn queue_refill(&self, key: &str) {
-        let mut refills = self.refills.borrow_mut();
-        if !refills.iter().any(|k| k == key) {
-            refills.push(key.to_string());
+        self.queue_root_lease(key, None);
+    }
+
+    /// Queues a lease for `key` (for request `for_request` in exact mode) on the next root
+    /// tick, hurried to [`SOON`].
+    fn queue_root_lease(&self, key: &str, for_request: Option<u32>) {
+        let mut queued = self.root_leases.borrow_mut();
+        if !queued.iter().any(|(k, r)| k == key && *r == for_request) {
+            queued.push((key.to_string(), for_request));
         }
+        if !self.hurried.replace(true) {
+            self.host.set_tick_period(SOON);
+        }
+    }
+
+    /// A lease for `key` (for `for_request`) is in flight or queued.
+    fn lease_pending(&self, key: &str, for_request: Option<u32>) -> bool {
+        let in_flight =
+            (self.calls.borrow().values()).any(|c| c.key == key && c.for_request == for_request);
+        in_flight || (self.root_leases.borrow().iter()).any(|(k, r)| k == key && *r == for_request)
     }
 
     /// Dispatches a lease for `key` from context `from` (whose answer it becomes); false when
@@ -373,19 +395,6 @@ impl<H: Host> Limiter<H> {
         self.pool(key).is_some_and(|p| p.mode == pool::Mode::Exact)
     }
 
-    /// A lease for the pool (not for one request) is in flight.
-    fn asking_pool(&self, key: &str) -> bool {
-        (self.calls.borrow().values()).any(|c| c.key == key && c.for_request.is_none())
-    }
-
-    /// An exact lease for request `id` is in flight.
-    fn asking_for(&self, id: u32) -> bool {
-        self.calls
-            .borrow()
-            .values()
-            .any(|c| c.for_request == Some(id))
-    }
-
     fn first_waiter(&self, key: &str) -> Option<u32> {
         (self.waiting.borrow().iter())
             .filter(|(_, w)| w.key == key)
@@ -402,21 +411,13 @@ impl<H: Host> Limiter<H> {
         for id in ids {
             let take = self.take(key);
             if matches!(take, Some(Take::Wait)) {
-                // Still nothing: wait on a lease in flight, or send one from this waiter's own
-                // context (exact pools: one per request).
-                let exact = self.is_exact(key);
-                let asking = if exact {
-                    self.asking_for(id)
-                } else {
-                    self.asking_pool(key)
-                };
-                if asking {
-                    continue;
+                // Still nothing: wait on a lease in flight or queued, or queue one for the
+                // root to send (exact pools: one per request).
+                let for_request = self.is_exact(key).then_some(id);
+                if !self.lease_pending(key, for_request) {
+                    self.queue_root_lease(key, for_request);
                 }
-                let for_request = exact.then_some(id);
-                if self.host.set_effective_context(id) && self.lease(key, for_request, id) {
-                    continue;
-                }
+                continue;
             }
             let Some(waiter) = self.waiting.borrow_mut().remove(&id) else {
                 continue;
@@ -473,9 +474,17 @@ impl<H: Host> Limiter<H> {
     /// The root tick (in the root context): queued background refills go out, and waiters
     /// whose time is up get the failure mode.
     pub fn tick(&self) {
-        for key in std::mem::take(&mut *self.refills.borrow_mut()) {
-            if !self.lease(&key, None, ROOT) {
+        if self.hurried.replace(false) {
+            self.host.set_tick_period(TICK);
+        }
+        for (key, for_request) in std::mem::take(&mut *self.root_leases.borrow_mut()) {
+            let gone = for_request.is_some_and(|id| !self.waiting.borrow().contains_key(&id));
+            if gone {
+                continue;
+            }
+            if !self.lease(&key, for_request, ROOT) {
                 self.clear_refill(&key);
+                self.fail_waiters(&key, for_request);
             }
         }
         let now = self.host.now_ms();
