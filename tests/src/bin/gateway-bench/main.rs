@@ -1,6 +1,6 @@
 //! `make bench`: side-by-side figures measured in one run, on loopback, one Envoy worker.
 //!
-//! Usage: gateway-bench [SECTION...]   sections: floor, filters, jwt, ratelimit, tenant, chain,
+//! Usage: gateway-bench [SECTION...]   sections: floor, filters, jwt, ratelimit, stage, tenant, chain,
 //! gateway (default: all)
 //! BENCH_SECONDS sets the measured duration of each row (default 8); BENCH_ROUNDS how many
 //! interleaved rounds the chain and gateway sections take the median of (default 3).
@@ -20,6 +20,7 @@ mod floor;
 mod gateway;
 mod jwt;
 mod ratelimit;
+mod stage;
 mod tenant;
 
 use chained::chain_section;
@@ -28,6 +29,7 @@ use floor::floor_section;
 use gateway::gateway_section;
 use jwt::jwt_section;
 use ratelimit::ratelimit_section;
+use stage::stage_section;
 use tenant::tenant_section;
 
 /// The strip benchmark's ~16 KB document: the same one the native micro-benchmark
@@ -204,6 +206,9 @@ async fn main() -> Result<()> {
     }
     if want("ratelimit") {
         report.push_str(&ratelimit_section(&load).await?);
+    }
+    if want("stage") {
+        report.push_str(&stage_section(&load).await?);
         report.push('\n');
     }
     if want("jwt") {
