@@ -611,3 +611,64 @@ fn an_exact_answer_resumes_its_request_and_the_root_asks_for_the_next_waiter() {
     );
     assert_eq!(host.take_resumed(), [3]);
 }
+
+#[test]
+fn a_worker_spends_a_chunk_of_a_full_pool_without_touching_shared_data() {
+    let host = FakeHost::at(1_000_000);
+    let mut config: serde_json::Value = serde_json::from_str(&config("allow")).unwrap();
+    config["lease_size"] = json!(100);
+    let configure = || {
+        let plugin = RateLimitPlugin::configure(host.clone(), config.to_string().as_bytes());
+        Rc::new(plugin.unwrap_or_else(|e| panic!("{e}")))
+    };
+    let (a, b) = (configure(), configure());
+    send(&host, &a, 2, "acme");
+    let (token, from, _) = leases(&host)[0].clone();
+    let mut grant = answer(LeaseMode::Leased, 100, 1000);
+    grant.lease_size = 100;
+    respond(&host, &a, (token, from), &grant);
+    assert_eq!(host.take_resumed(), [2]);
+    let writes = || -> u32 { host.state().shared.values().map(|(_, v)| *v).sum() };
+    // 99 left after request 2. Worker a: one shared-data write takes its request's token and
+    // 6 more (98 / 16).
+    assert_eq!(send(&host, &a, 3, "acme").1, Action::Continue);
+    let after_chunk = writes();
+    for ctx in 4..=9 {
+        assert_eq!(send(&host, &a, ctx, "acme").1, Action::Continue);
+    }
+    assert_eq!(
+        writes(),
+        after_chunk,
+        "six requests spent the chunk locally"
+    );
+    // Worker b takes from the pool itself: 99 - 1 - 6 = 92 left there; it takes 1 + 91 / 16.
+    assert_eq!(send(&host, &b, 10, "acme").1, Action::Continue);
+    assert!(writes() > after_chunk);
+    let pool = crate::slots::Slots::new("ratelimit", crate::slots::DEFAULT_SLOTS);
+    let key = pool_key_of("acme");
+    let left = (pool.candidates(&key).iter())
+        .find_map(|slot| {
+            crate::slots::read(
+                host.state().shared.get(slot).map(|(v, _)| v.as_slice()),
+                &key,
+            )
+        })
+        .map(|p| p.tokens);
+    assert_eq!(left, Some(92 - 1 - 5));
+    a.flush();
+    b.flush();
+    // Every admitted request counts: request 2 (resumed), worker a's seven, worker b's one.
+    assert_eq!(host.metric(metrics::ADMITTED), 9);
+}
+
+/// The pool key the stage uses for one tenant's request (as [`config`] describes it).
+fn pool_key_of(tenant: &str) -> String {
+    crate::descriptors::pool_key(
+        "ratelimit",
+        "edge",
+        &[
+            vec![("tenant".to_string(), tenant.to_string())],
+            vec![("route".to_string(), "api".to_string())],
+        ],
+    )
+}

@@ -57,6 +57,16 @@ pub struct RateHeaders {
     pub remaining: u64,
 }
 
+/// Tokens this worker took from a pool in a chunk ([`pool::take_chunk`]): spent with no
+/// shared-data call until they run out or expire with the lease they came from.
+struct Local {
+    tokens: u32,
+    expires_ms: u64,
+    limit: LimitView,
+    /// What the pool held when the chunk was taken (for `X-RateLimit-Remaining`).
+    pool_left: u32,
+}
+
 struct Waiter {
     key: String,
     deadline_ms: u64,
@@ -91,6 +101,8 @@ pub struct Limiter<H: Host> {
     /// proxy-wasm's Rust SDK hands an answer to the context whose callback dispatched the
     /// call, which may end before the answer comes; the root never does.
     root_leases: RefCell<Vec<(String, Option<u32>)>>,
+    /// This worker's sub-pools, by pool key.
+    local: RefCell<HashMap<String, Local>>,
     /// The root ticks [`SOON`] (refills are queued) rather than every [`TICK`].
     hurried: Cell<bool>,
     pub metrics: Metrics<H>,
@@ -113,6 +125,7 @@ impl<H: Host> Limiter<H> {
             descriptors: RefCell::default(),
             resumed_headers: RefCell::default(),
             root_leases: RefCell::default(),
+            local: RefCell::default(),
             hurried: Cell::new(false),
         }
     }
@@ -153,7 +166,12 @@ impl<H: Host> Limiter<H> {
         known.entry(key.clone()).or_insert(descriptors);
         drop(known);
         let request_id = headers.get("x-request-id");
-        match self.take(&key) {
+        let now = self.host.now_ms();
+        if let Some(rate) = self.spend_local(&key, now) {
+            self.metrics.admitted.inc();
+            return Verdict::Continue(rate);
+        }
+        match self.take_at(&key, now, true) {
             Some(Take::Admit {
                 refill,
                 limit,
@@ -177,10 +195,14 @@ impl<H: Host> Limiter<H> {
         }
     }
 
-    /// Takes a token from `key`'s pool (None: every compare-and-swap lost). A pool in neither
-    /// of its slots is no pool: wait for a lease.
+    /// Takes a token from `key`'s pool (None: every compare-and-swap lost).
     fn take(&self, key: &str) -> Option<Take> {
-        let now = self.host.now_ms();
+        self.take_at(key, self.host.now_ms(), false)
+    }
+
+    /// Takes a token from `key`'s pool at `now`, and with `chunk` a few more into this
+    /// worker's sub-pool. A pool in neither of its slots is no pool: wait for a lease.
+    fn take_at(&self, key: &str, now: u64, chunk: bool) -> Option<Take> {
         let refill_for = self.config.timeout_ms;
         for slot in self.slots.candidates(key) {
             let taken = update_shared(&self.host, &slot, CAS_ATTEMPTS, |bytes| {
@@ -191,16 +213,57 @@ impl<H: Host> Limiter<H> {
                 // stage asks for (a low water mark above what a lease adds would refill on
                 // every tick).
                 let low_water = current.lease_size.min(self.config.lease_size) / 2;
-                let (next, take) = pool::take(Some(current), now, refill_for, low_water);
-                (next.map(|p| slots::write(&p, key)), Some(take))
+                let (next, take, extra) = if chunk {
+                    pool::take_chunk(Some(current), now, refill_for, low_water)
+                } else {
+                    let (next, take) = pool::take(Some(current), now, refill_for, low_water);
+                    (next, take, 0)
+                };
+                let write = next.map(|p| slots::write(&p, key));
+                (write, Some((take, extra, current.expires_ms)))
             });
             match taken {
-                Some(Some(take)) => return Some(take),
+                Some(Some((take, extra, expires_ms))) => {
+                    if let (Take::Admit { limit, left, .. }, true) = (take, extra > 0) {
+                        self.keep_local(key, extra, expires_ms, limit, left);
+                    }
+                    return Some(take);
+                }
                 Some(None) => continue,
                 None => return None,
             }
         }
         Some(Take::Wait)
+    }
+
+    /// Spends a token of this worker's sub-pool for `key`, if it holds a live one.
+    fn spend_local(&self, key: &str, now: u64) -> Option<Option<RateHeaders>> {
+        let mut local = self.local.borrow_mut();
+        let held = local.get_mut(key)?;
+        if now >= held.expires_ms || held.tokens == 0 {
+            local.remove(key);
+            return None;
+        }
+        held.tokens -= 1;
+        Some(rate_headers(held.limit, held.tokens + held.pool_left))
+    }
+
+    /// Keeps a chunk of `key`'s tokens in this worker's sub-pool (bounded: past
+    /// `MAX_KNOWN_POOLS` sub-pools, all are dropped and their tokens counted lost).
+    fn keep_local(&self, key: &str, tokens: u32, expires_ms: u64, limit: LimitView, left: u32) {
+        let mut local = self.local.borrow_mut();
+        if local.len() >= MAX_KNOWN_POOLS && !local.contains_key(key) {
+            let dropped: u32 = local.values().map(|l| l.tokens).sum();
+            self.metrics.tokens_lost.add(i64::from(dropped));
+            local.clear();
+        }
+        let held = Local {
+            tokens,
+            expires_ms,
+            limit,
+            pool_left: left,
+        };
+        local.insert(key.to_string(), held);
     }
 
     /// No token: wait for a lease. One lease per pool per worker serves every waiter of the

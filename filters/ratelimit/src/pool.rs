@@ -115,6 +115,33 @@ pub fn take(
     (None, Take::Wait)
 }
 
+/// A worker takes at most this many tokens beyond its request's into its own sub-pool.
+pub const CHUNK: u32 = 7;
+
+/// [`take`], and for a live leased pool holding plenty also up to [`CHUNK`] more tokens for
+/// the worker's sub-pool: a sixteenth of what the pool holds, so that near the end of a lease
+/// (or of a limit) workers do not hoard what the others could spend. Returns those extra
+/// tokens with the decision; the low water mark counts what is left in the pool.
+pub fn take_chunk(
+    pool: Option<Pool>,
+    now: u64,
+    refill_for_ms: u64,
+    low_water: u32,
+) -> (Option<Pool>, Take, u32) {
+    let extra = match pool {
+        Some(p) if p.mode == Mode::Leased && now < p.expires_ms && p.tokens > 0 => {
+            ((p.tokens - 1) / 16).min(CHUNK)
+        }
+        _ => 0,
+    };
+    let pool = pool.map(|mut p| {
+        p.tokens -= extra;
+        p
+    });
+    let (next, take) = take(pool, now, refill_for_ms, low_water);
+    (next, take, extra)
+}
+
 /// Folds a lease answer into the pool (the tokens join the pool unless the mode is exact: an
 /// exact grant belongs to the request that asked). The pool's expiry becomes the answer's.
 pub fn apply(pool: Option<Pool>, answer: &LeaseResponse, now: u64, sent_ms: u64) -> Pool {
@@ -231,6 +258,46 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_is_a_sixteenth_of_a_full_pool_and_nothing_from_a_small_one() {
+        let pool = |tokens| Pool {
+            mode: Mode::Leased,
+            tokens,
+            expires_ms: 10_000,
+            lease_size: 100,
+            ..Pool::default()
+        };
+        let (next, take, extra) = take_chunk(Some(pool(100)), 0, 250, 50);
+        assert_eq!(extra, 6);
+        assert_eq!(next.unwrap().tokens, 93);
+        assert!(matches!(
+            take,
+            Take::Admit {
+                refill: false,
+                left: 93,
+                ..
+            }
+        ));
+        let (next, _, extra) = take_chunk(Some(pool(1000)), 0, 250, 50);
+        assert_eq!((extra, next.unwrap().tokens), (CHUNK, 992));
+        let (next, _, extra) = take_chunk(Some(pool(16)), 0, 250, 50);
+        assert_eq!((extra, next.unwrap().tokens), (0, 15));
+        // The low water mark sees what is left after the chunk.
+        let (_, take, extra) = take_chunk(Some(pool(54)), 0, 250, 50);
+        assert_eq!(extra, 3);
+        assert!(matches!(
+            take,
+            Take::Admit {
+                refill: true,
+                left: 50,
+                ..
+            }
+        ));
+        // Expired, exact or unlimited pools give no chunk.
+        assert_eq!(take_chunk(Some(pool(100)), 10_000, 250, 50).2, 0);
+    }
+
     use crate::pb::LimitState;
 
     fn answer(mode: LeaseMode, granted: u32) -> LeaseResponse {
