@@ -415,6 +415,34 @@ pub fn limit_of(resp: &reqwest::Response) -> Option<u64> {
     value.split([',', ';']).next()?.trim().parse().ok()
 }
 
+/// Redis, the service on `yaml` (ready) and an upstream answering `200 upstream`: what stands
+/// behind the rate-limited Envoy of the leased-quota and RLQS tests.
+pub async fn stack(
+    yaml: &str,
+) -> Result<(
+    crate::redis::RedisServer,
+    RateLimitService,
+    crate::upstream::Upstream,
+)> {
+    use crate::upstream::{Reply, Upstream};
+    let redis = crate::redis::RedisServer::start()?;
+    let rls = RateLimitService::start(&redis.url(), yaml, &[]).await?;
+    rls.wait_ready(Duration::from_secs(10)).await?;
+    let up = Upstream::start(|_| Reply::text(200, "upstream")).await?;
+    Ok((redis, rls, up))
+}
+
+/// `GET /orders` on `envoy`'s `main` listener as `tenant` (the `x-tenant` header the leased and
+/// RLQS templates' limits key on).
+pub async fn get_as_tenant(envoy: &crate::envoy::Envoy, tenant: &str) -> Result<reqwest::Response> {
+    let response = crate::envoy::client()
+        .get(envoy.url("main", "/orders"))
+        .header("x-tenant", tenant)
+        .send()
+        .await?;
+    Ok(response)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{metric_sum, write_revocation_token, RateLimitService};

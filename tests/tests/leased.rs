@@ -54,22 +54,11 @@ async fn envoy(rls_port: u16, up: &Upstream, failure_mode: &str, workers: usize)
 }
 
 async fn stack() -> (RedisServer, RateLimitService, Upstream) {
-    let redis = RedisServer::start().unwrap();
-    let rls = RateLimitService::start(&redis.url(), CONFIG, &[])
-        .await
-        .unwrap();
-    rls.wait_ready(Duration::from_secs(10)).await.unwrap();
-    let up = Upstream::start(|_| Reply::text(200, "upstream"))
-        .await
-        .unwrap();
-    (redis, rls, up)
+    gateway_tests::ratelimit::stack(CONFIG).await.unwrap()
 }
 
 async fn get(envoy: &Envoy, tenant: &str) -> reqwest::Response {
-    client()
-        .get(envoy.url("main", "/orders"))
-        .header("x-tenant", tenant)
-        .send()
+    gateway_tests::ratelimit::get_as_tenant(envoy, tenant)
         .await
         .unwrap()
 }

@@ -7,10 +7,10 @@
 //! template's fail-closed fallback); each later report gets a new grant. Limits are per hour so
 //! that nothing refills while a test runs: the counts are exact.
 
-use gateway_tests::envoy::{client, Envoy, EnvoyBuilder};
+use gateway_tests::envoy::{Envoy, EnvoyBuilder};
 use gateway_tests::ratelimit::RateLimitService;
 use gateway_tests::redis::RedisServer;
-use gateway_tests::upstream::{Reply, Upstream};
+use gateway_tests::upstream::Upstream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,22 +35,11 @@ async fn envoy(rls: &RateLimitService, up: &Upstream, workers: usize) -> Envoy {
 }
 
 async fn stack() -> (RedisServer, RateLimitService, Upstream) {
-    let redis = RedisServer::start().unwrap();
-    let rls = RateLimitService::start(&redis.url(), CONFIG, &[])
-        .await
-        .unwrap();
-    rls.wait_ready(Duration::from_secs(10)).await.unwrap();
-    let up = Upstream::start(|_| Reply::text(200, "upstream"))
-        .await
-        .unwrap();
-    (redis, rls, up)
+    gateway_tests::ratelimit::stack(CONFIG).await.unwrap()
 }
 
 async fn get(envoy: &Envoy, tenant: &str) -> reqwest::Response {
-    client()
-        .get(envoy.url("main", "/orders"))
-        .header("x-tenant", tenant)
-        .send()
+    gateway_tests::ratelimit::get_as_tenant(envoy, tenant)
         .await
         .unwrap()
 }

@@ -108,6 +108,8 @@ pub struct Rule {
     /// The route names the rule is limited to (None: any route).
     pub routes: Option<Vec<String>>,
     pub descriptors: Vec<DescriptorSpec>,
+    /// An action reads the downstream address (one property read per request of the rule).
+    pub reads_remote: bool,
 }
 
 impl Rule {
@@ -128,12 +130,6 @@ impl Rule {
                     .iter()
                     .any(|a| matches!(a, Action::RouteName { .. }))
             })
-    }
-
-    /// Whether an action reads the downstream address.
-    pub fn reads_remote(&self) -> bool {
-        (self.descriptors.iter())
-            .any(|d| d.actions.iter().any(|a| matches!(a, Action::RemoteAddress)))
     }
 }
 
@@ -229,10 +225,13 @@ fn compile_rule(rule: &RawRule) -> Result<Rule, ConfigError> {
             ));
         }
     }
+    let reads_remote =
+        (descriptors.iter()).any(|d| d.actions.iter().any(|a| matches!(a, Action::RemoteAddress)));
     Ok(Rule {
         matcher,
         routes: rule.routes.clone(),
         descriptors,
+        reads_remote,
     })
 }
 

@@ -31,7 +31,12 @@ fn config(failure_mode: &str) -> String {
 }
 
 fn start(host: &FakeHost, failure_mode: &str) -> Stage {
-    let plugin = RateLimitPlugin::configure(host.clone(), config(failure_mode).as_bytes());
+    start_with(host, config(failure_mode))
+}
+
+/// A stage (one worker's VM) on `host` with configuration `config`.
+fn start_with(host: &FakeHost, config: impl ToString) -> Stage {
+    let plugin = RateLimitPlugin::configure(host.clone(), config.to_string().as_bytes());
     Rc::new(plugin.unwrap_or_else(|e| panic!("{e}")))
 }
 
@@ -416,8 +421,7 @@ fn a_rule_can_follow_the_route_envoy_matched_by_its_name() {
             [{ "route_name": { "descriptor_key": "route" } }]
         ] }]
     });
-    let stage =
-        Rc::new(RateLimitPlugin::configure(host.clone(), config.to_string().as_bytes()).unwrap());
+    let stage = start_with(&host, config);
     host.set_property(&["xds", "route_name"], b"users");
     assert_eq!(
         send(&host, &stage, 2, "acme").1,
@@ -519,8 +523,7 @@ fn the_downstream_address_is_read_only_by_a_rule_that_uses_it() {
     });
     let other = FakeHost::at(1_000_000);
     other.set_property(&["source", "address"], b"10.0.0.7:53211");
-    let stage = RateLimitPlugin::configure(other.clone(), by_address.to_string().as_bytes());
-    let stage = Rc::new(stage.unwrap_or_else(|e| panic!("{e}")));
+    let stage = start_with(&other, by_address);
     send(&other, &stage, 2, "acme");
     let calls = leases(&other);
     let entry = &calls[0].2.descriptors[0].entries[0];
@@ -535,8 +538,7 @@ fn pools_fit_in_max_pools_slots_and_an_evicted_pool_spends_nothing_it_was_not_gr
     let host = FakeHost::at(1_000_000);
     let mut config: serde_json::Value = serde_json::from_str(&config("allow")).unwrap();
     config["max_pools"] = json!(16);
-    let stage = RateLimitPlugin::configure(host.clone(), config.to_string().as_bytes());
-    let stage = Rc::new(stage.unwrap_or_else(|e| panic!("{e}")));
+    let stage = start_with(&host, config);
     // 200 tenants, each granted 4 tokens once; then each sends 6 more requests. A tenant whose
     // pool kept its slot spends its 3 remaining tokens; an evicted one waits for a new lease.
     let mut ctx = 2;
@@ -617,11 +619,7 @@ fn a_worker_spends_a_chunk_of_a_full_pool_without_touching_shared_data() {
     let host = FakeHost::at(1_000_000);
     let mut config: serde_json::Value = serde_json::from_str(&config("allow")).unwrap();
     config["lease_size"] = json!(100);
-    let configure = || {
-        let plugin = RateLimitPlugin::configure(host.clone(), config.to_string().as_bytes());
-        Rc::new(plugin.unwrap_or_else(|e| panic!("{e}")))
-    };
-    let (a, b) = (configure(), configure());
+    let (a, b) = (start_with(&host, &config), start_with(&host, &config));
     send(&host, &a, 2, "acme");
     let (token, from, _) = leases(&host)[0].clone();
     let mut grant = answer(LeaseMode::Leased, 100, 1000);

@@ -144,7 +144,7 @@ impl<H: Host> Limiter<H> {
             return Verdict::Continue(None);
         };
         let remote = rule
-            .reads_remote()
+            .reads_remote
             .then(|| self.host.property(&["source", "address"]))
             .flatten();
         let remote = remote.as_deref().and_then(|b| std::str::from_utf8(b).ok());
@@ -300,14 +300,18 @@ impl<H: Host> Limiter<H> {
     fn slot_for(&self, key: &str, now: u64) -> String {
         let [first, second] = self.slots.candidates(key);
         let values = [&first, &second].map(|slot| self.host.get(slot).0);
-        if let Some(i) = (0..2).find(|&i| slots::read(values[i].as_deref(), key).is_some()) {
-            return if i == 0 { first } else { second };
+        let at = |i: usize| values[i].as_deref();
+        let chosen = (0..2)
+            .find(|&i| slots::read(at(i), key).is_some())
+            .or_else(|| (0..2).find(|&i| slots::vacant(at(i), now)));
+        match chosen {
+            Some(1) => second,
+            Some(_) => first,
+            None => {
+                self.metrics.evicted.inc();
+                first
+            }
         }
-        if let Some(i) = (0..2).find(|&i| slots::vacant(values[i].as_deref(), now)) {
-            return if i == 0 { first } else { second };
-        }
-        self.metrics.evicted.inc();
-        first
     }
 
     /// Queues a background refill of `key` for the next root tick.

@@ -44,25 +44,8 @@ impl QuotaLease for QuotaLeaseGrpc {
             want: u64::from(request.want),
             floor_divisor: 0,
         };
-        let loaded = self.shared.loaded.load_full();
-        let metrics = &self.shared.metrics;
-        let started = Instant::now();
-        let result = self
-            .shared
-            .limiter
-            .lease(&loaded.config, &request, started)
-            .await;
-        match result {
-            Ok(decision) => {
-                if decision.store_called {
-                    metrics.observe_redis_latency(started.elapsed().as_secs_f64());
-                }
-                let domain = domain_label(&loaded.config, &request.domain);
-                metrics.lease_call(domain, decision.mode, decision.granted);
-                Ok(Response::new(to_proto(decision)))
-            }
-            Err(err) => Err(limit_error_status(metrics, &request.domain, err)),
-        }
+        let decision = counted_lease(&self.shared, &request).await?;
+        Ok(Response::new(to_proto(decision)))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(remote = ?request.remote_addr()))]
@@ -97,6 +80,29 @@ impl QuotaLease for QuotaLeaseGrpc {
             }
             Err(err) => Err(limit_error_status(metrics, &request.domain, err)),
         }
+    }
+}
+
+/// One lease against the config in force, counted in the metrics (Lease calls by mode, tokens
+/// granted, Redis latency); errors become the `Status` ShouldRateLimit would answer. QuotaLease
+/// and RLQS both lease through here.
+pub(crate) async fn counted_lease(
+    shared: &Shared,
+    request: &Lease,
+) -> Result<LeaseDecision, Status> {
+    let loaded = shared.loaded.load_full();
+    let metrics = &shared.metrics;
+    let started = Instant::now();
+    match shared.limiter.lease(&loaded.config, request, started).await {
+        Ok(decision) => {
+            if decision.store_called {
+                metrics.observe_redis_latency(started.elapsed().as_secs_f64());
+            }
+            let domain = domain_label(&loaded.config, &request.domain);
+            metrics.lease_call(domain, decision.mode, decision.granted);
+            Ok(decision)
+        }
+        Err(err) => Err(limit_error_status(metrics, &request.domain, err)),
     }
 }
 

@@ -21,7 +21,7 @@
 //! every duration and drops an assignment with a TTL under 1 s: assignments live at least
 //! [`MIN_TTL`], so they outlast the gap to the next report.
 
-use super::grpc::limit_error_status;
+use super::lease::counted_lease;
 use super::Shared;
 use crate::limiter::{Descriptor, Entry, LeaseDecision, LeaseMode, LeaseRequest};
 use crate::metrics::domain_label;
@@ -36,7 +36,7 @@ use crate::proto::rlqs::rate_limit_quota_usage_reports::BucketQuotaUsage;
 use crate::proto::rlqs::{BucketId, RateLimitQuotaResponse, RateLimitQuotaUsageReports};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -156,20 +156,8 @@ async fn lease_for(
         want: want(&usage),
         floor_divisor: FLOOR_DIVISOR,
     };
-    let loaded = shared.loaded.load_full();
-    let metrics = &shared.metrics;
-    let started = Instant::now();
-    match shared
-        .limiter
-        .lease(&loaded.config, &request, started)
-        .await
-    {
+    match counted_lease(shared, &request).await {
         Ok(decision) => {
-            if decision.store_called {
-                metrics.observe_redis_latency(started.elapsed().as_secs_f64());
-            }
-            let label = domain_label(&loaded.config, domain);
-            metrics.lease_call(label, decision.mode, decision.granted);
             tracing::debug!(
                 mode = decision.mode.name(),
                 granted = decision.granted,
@@ -177,8 +165,7 @@ async fn lease_for(
             );
             Some((id, decision))
         }
-        Err(err) => {
-            let status = limit_error_status(metrics, domain, err);
+        Err(status) => {
             tracing::debug!(%status, "RLQS lease failed; Envoy's fallback decides");
             None
         }
