@@ -104,6 +104,7 @@ impl Pipeline {
 mod tests {
     use super::*;
     use jwt_auth::engine::{Authenticator, NoRevocation, Outcome};
+    use jwt_auth::rules::Governing;
     use jwt_auth::testing::{jwks, token, NoRemote};
     use serde_json::json;
 
@@ -184,7 +185,13 @@ mod tests {
     /// jwt_auth's decision on `headers`, as the plugin gets it from its `WorkerAuth`.
     fn authenticate(p: &Pipeline, headers: &HeaderMap) -> (Outcome, Vec<HeaderEdit>) {
         let mut auth = Authenticator::new(Arc::clone(p.jwt_auth.as_ref().unwrap()), 7);
-        let d = auth.authenticate(headers, now() * 1000, &mut NoRemote, &NoRevocation);
+        let d = auth.authenticate(
+            headers,
+            Governing::Matchers,
+            now() * 1000,
+            &mut NoRemote,
+            &NoRevocation,
+        );
         (d.outcome, d.edits)
     }
 

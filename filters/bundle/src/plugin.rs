@@ -14,6 +14,7 @@ use crate::config::BundleConfig;
 use crate::pipeline::{Flow, Pipeline, StageEffects};
 use filter_core::headers::changes;
 use filter_core::host::{Action, Map};
+use filter_core::route::RouteFacts;
 use filter_core::{ConfigError, HeaderEdit, HeaderMap, Host, HttpFilter, Plugin};
 use jwt_auth::host::WorkerAuth;
 use ratelimit::host::{limit_headers, Limiter, RateHeaders, Verdict};
@@ -53,6 +54,15 @@ struct RequestState<H: Host> {
 }
 
 impl<H: Host> BundlePlugin<H> {
+    /// The route facts every stage decides on, read once for the whole bundle: nothing when
+    /// no stage binds policies to routes, the route's name only when some stage maps names.
+    fn route_facts(&self) -> RouteFacts {
+        let needs = self.auth.as_ref().and_then(|a| a.borrow().route_needs());
+        needs.map_or_else(RouteFacts::default, |name| {
+            RouteFacts::read(&self.host, name)
+        })
+    }
+
     /// The request ended: frees the stream slot it took, if any (exactly once).
     fn end_request(&self, context_id: u32) {
         if let (Some(s), Some(m)) = (&self.tenant_streams, &self.tenant_metrics) {
@@ -258,13 +268,13 @@ impl<H: Host> BundleRequest<H> {
     }
 
     /// jwt_auth's verdict on the request: its edits, or None when it answered or paused it.
-    fn authenticate(&self, original: &HeaderMap) -> Option<Vec<HeaderEdit>> {
+    fn authenticate(&self, original: &HeaderMap, route: &RouteFacts) -> Option<Vec<HeaderEdit>> {
         let Some(auth) = &self.plugin.auth else {
             return Some(Vec::new());
         };
         let verdict = auth
             .borrow_mut()
-            .on_request_headers(self.context_id, original);
+            .on_request_headers(self.context_id, original, route);
         match verdict {
             jwt_auth::host::Verdict::Allow(edits) => Some(edits),
             jwt_auth::host::Verdict::Denied => None,
@@ -284,7 +294,8 @@ impl<H: Host> HttpFilter for BundleRequest<H> {
     fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         let original = self.plugin.host.headers(Map::RequestHeaders);
         self.state.borrow_mut().end_of_stream = end_of_stream;
-        let Some(auth_edits) = self.authenticate(&original) else {
+        let route = self.plugin.route_facts();
+        let Some(auth_edits) = self.authenticate(&original, &route) else {
             return Action::Pause;
         };
         let mut state = self.state.borrow_mut();

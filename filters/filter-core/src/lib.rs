@@ -14,6 +14,7 @@ pub mod headers;
 pub mod host;
 pub mod matching;
 pub mod plugin;
+pub mod route;
 pub mod shared;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -8,7 +8,7 @@ use filter_core::HeaderMap;
 use jwt_auth::config::FilterConfig;
 use jwt_auth::engine::{host_edits, Authenticator, KeyStore, NoRevocation, Outcome};
 use jwt_auth::jwks_cache::KeyRequest;
-use jwt_auth::rules::ProviderId;
+use jwt_auth::rules::{Governing, ProviderId};
 use jwt_auth::testing::{jwks, token};
 use serde_json::json;
 use std::sync::Arc;
@@ -57,7 +57,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         );
-        let d = auth.authenticate(&headers, now * 1000, &mut NoRemote, &NoRevocation);
+        let d = auth.authenticate(
+            &headers,
+            Governing::Matchers,
+            now * 1000,
+            &mut NoRemote,
+            &NoRevocation,
+        );
         if d.outcome != Outcome::Allow {
             return Err("the token was refused".into());
         }

@@ -9,7 +9,7 @@ use crate::identity::identity_headers;
 use crate::jwks::KeySet;
 use crate::jwks_cache::KeyRequest;
 use crate::outcome::Denial;
-use crate::rules::{evaluate, find_rule, ProviderCheck, ProviderId, Verdict};
+use crate::rules::{evaluate, find_rule, Governing, ProviderCheck, ProviderId, Verdict};
 use crate::token::{self, Extracted, TokenLocation};
 use crate::verify::{self, VerifyError};
 /// The one header-edit type (filter-core's), re-exported where jwt_auth's edits are made.
@@ -93,6 +93,18 @@ pub struct Decision {
     pub signature_checks: u32,
 }
 
+impl Decision {
+    fn denied(denial: Denial, edits: Vec<HeaderEdit>) -> Self {
+        Decision {
+            outcome: Outcome::Deny(denial),
+            edits,
+            cache_hits: 0,
+            cache_misses: 0,
+            signature_checks: 0,
+        }
+    }
+}
+
 pub struct Authenticator {
     config: Arc<FilterConfig>,
     cache: TokenCache,
@@ -144,6 +156,7 @@ impl Authenticator {
     pub fn authenticate(
         &mut self,
         headers: &HeaderMap,
+        governing: Governing,
         now_ms: u64,
         keys: &mut dyn KeyStore,
         revocation: &dyn Revocation,
@@ -168,7 +181,16 @@ impl Authenticator {
         {
             return allow_public(sanitize);
         }
-        let Some(rule) = find_rule(&config.rules, headers) else {
+        let rule = match governing {
+            Governing::Matchers => find_rule(&config.rules, headers),
+            Governing::Named(i) => match config.routes.as_ref().and_then(|b| b.policy(i)) {
+                Some(rule) => Some(rule),
+                // Not a binding's index: never read as public.
+                None => return Decision::denied(Denial::MISSING, sanitize),
+            },
+            Governing::Public => None,
+        };
+        let Some(rule) = rule else {
             return allow_public(sanitize);
         };
         let Some(requirement) = &rule.requirement else {

@@ -11,9 +11,10 @@ use crate::keystore::{FetchResult, Fetcher, WorkerKeys};
 use crate::metrics;
 use crate::outcome::Denial;
 use crate::revocation::{RevocationCaller, RevocationConfig, SyncResult, WorkerRevocations};
-use crate::rules::ProviderId;
+use crate::rules::{Governing, ProviderId};
 use filter_core::host::{self, BatchedCounter, Buffer, CallError, Counter, Gauge, GrpcCall};
 use filter_core::host::{Level, Map};
+use filter_core::route::{self, Bound, Choice, RouteFacts};
 use filter_core::{ConfigError, HeaderEdit, HeaderMap, Host};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -174,6 +175,7 @@ impl<H: Host> Metrics<H> {
 /// A request paused while keys are fetched.
 struct Pending {
     headers: HeaderMap,
+    governing: Governing,
     deadline_ms: u64,
 }
 
@@ -244,10 +246,62 @@ impl<H: Host> WorkerAuth<H> {
         self.auth.config()
     }
 
-    /// The request-headers phase of HTTP context `context_id` (the effective context).
-    pub fn on_request_headers(&mut self, context_id: u32, headers: &HeaderMap) -> Verdict {
+    /// What a request must read of its route before [`Self::on_request_headers`]: `None`
+    /// when the deprecated matchers decide (nothing), else whether its name is needed too.
+    pub fn route_needs(&self) -> Option<bool> {
+        (self.config().routes.as_ref()).map(|b| b.maps_route_names())
+    }
+
+    /// Which rule governs a request on `route`; `None` when it was refused for its route (it
+    /// names no requirement and forwards upstream: 403; it names an undefined one: 500).
+    fn govern(&mut self, route: &RouteFacts, request_id: Option<&str>) -> Option<Governing> {
+        let Some(binding) = &self.auth.config().routes else {
+            return Some(Governing::Matchers);
+        };
+        let why = match binding.select(route) {
+            Bound::Chosen(Choice::Policy(i)) => return Some(Governing::Named(i)),
+            Bound::Chosen(Choice::Reserved(_)) => return Some(Governing::Public),
+            Bound::Unbound if !route::reaches_upstream(&self.host) => {
+                return Some(Governing::Public)
+            }
+            Bound::Unbound => None,
+            Bound::Invalid(why) => Some(why),
+        };
+        let (status, error, message, reason) = match &why {
+            None => (
+                403,
+                "forbidden",
+                "no authentication policy applies to this route",
+                "unbound_route",
+            ),
+            Some(why) => {
+                log(&self.host, &format!("refusing a request: {why}"));
+                (
+                    500,
+                    "policy_error",
+                    "the route names an authentication policy that is not defined",
+                    "invalid_route_policy",
+                )
+            }
+        };
+        self.metrics.denied(reason);
+        (self.host).send_json_error(status, error, message, request_id, &[]);
+        None
+    }
+
+    /// The request-headers phase of HTTP context `context_id` (the effective context), on
+    /// the route facts [`Self::route_needs`] asked for (empty when it asked for none).
+    pub fn on_request_headers(
+        &mut self,
+        context_id: u32,
+        headers: &HeaderMap,
+        route: &RouteFacts,
+    ) -> Verdict {
+        let Some(governing) = self.govern(route, headers.get("x-request-id")) else {
+            return Verdict::Denied;
+        };
         let now = self.host.now_ms();
-        let decision = self.decide(headers, now);
+        let decision = self.decide(headers, governing, now);
         match decision.outcome {
             Outcome::Allow => {
                 self.metrics.allowed.inc();
@@ -263,6 +317,7 @@ impl<H: Host> WorkerAuth<H> {
                     context_id,
                     Pending {
                         headers: headers.clone(),
+                        governing,
                         deadline_ms,
                     },
                 );
@@ -326,7 +381,7 @@ impl<H: Host> WorkerAuth<H> {
         self.pending.remove(&context_id);
     }
 
-    fn decide(&mut self, headers: &HeaderMap, now: u64) -> Decision {
+    fn decide(&mut self, headers: &HeaderMap, governing: Governing, now: u64) -> Decision {
         let WorkerAuth {
             host,
             auth,
@@ -339,6 +394,7 @@ impl<H: Host> WorkerAuth<H> {
         let mut fetcher = HostFetcher { host, inflight };
         let d = auth.authenticate(
             headers,
+            governing,
             now,
             &mut keys.store(host, &mut fetcher),
             revocations,
@@ -400,7 +456,7 @@ impl<H: Host> WorkerAuth<H> {
                 continue;
             };
             let fetches_before = self.inflight.len();
-            let decision = self.decide(&p.headers, now);
+            let decision = self.decide(&p.headers, p.governing, now);
             if let Outcome::Wait(providers) = &decision.outcome {
                 // The keys that arrived did not have this request's kid and a new fetch went
                 // out for it (a fetch already in flight when the request came may predate a

@@ -7,6 +7,7 @@
 use crate::host::{apply_edits, resume_allowed, Verdict, WorkerAuth, PLUGIN};
 use filter_core::host::{Action, Map};
 use filter_core::plugin::{HttpFilter, Plugin};
+use filter_core::route::RouteFacts;
 use filter_core::{ConfigError, Host};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -85,11 +86,11 @@ impl<H: Host> HttpFilter for JwtRequest<H> {
     fn on_request_headers(&mut self, _end_of_stream: bool) -> Action {
         let host = &self.plugin.host;
         let headers = host.headers(Map::RequestHeaders);
-        let verdict = self
-            .plugin
-            .worker
-            .borrow_mut()
-            .on_request_headers(self.context_id, &headers);
+        let mut worker = self.plugin.worker.borrow_mut();
+        let route = (worker.route_needs())
+            .map_or_else(RouteFacts::default, |name| RouteFacts::read(host, name));
+        let verdict = worker.on_request_headers(self.context_id, &headers, &route);
+        drop(worker);
         match verdict {
             Verdict::Allow(edits) => {
                 apply_edits(host, &edits, &headers);

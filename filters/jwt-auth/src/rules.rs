@@ -28,6 +28,17 @@ pub struct Rule {
     pub authorization: Authorization,
 }
 
+/// Which rule governs a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Governing {
+    /// The deprecated matchers: the first matching rule of `rules`.
+    Matchers,
+    /// The named requirement the route chose (its index in the route binding).
+    Named(usize),
+    /// No token needed: the route is `public`, or Envoy answers it itself.
+    Public,
+}
+
 /// First matching rule; no match means no authentication (like Envoy's jwt_authn).
 pub fn find_rule<'a>(rules: &'a [Rule], headers: &HeaderMap) -> Option<&'a Rule> {
     rules.iter().find(|r| r.matcher.matches(headers))

@@ -23,9 +23,17 @@ pub struct Probe {
     /// Set a request header this many times (one host call each).
     #[serde(default)]
     pub set_header: u32,
-    /// Read a property (`request.path`) this many times (one host call each).
+    /// Read a property (`property_path`, default `request.path`) this many times (one host
+    /// call each).
     #[serde(default)]
     pub get_property: u32,
+    /// The property `get_property` reads (`["xds", "route_metadata", ...]`).
+    #[serde(default)]
+    pub property_path: Vec<String>,
+    /// Diagnostics: the last property read goes back to the client, hex-encoded, in the
+    /// response header `x-probe-property` (`absent` when the host had none).
+    #[serde(default)]
+    pub echo_property: bool,
 }
 
 impl Probe {
@@ -60,12 +68,12 @@ impl<H: Host> Plugin for PassthroughPlugin<H> {
     }
 
     fn http_context(self: &Rc<Self>, _context_id: u32) -> Passthrough<H> {
-        Passthrough((!self.probe.is_noop()).then(|| Rc::clone(self)))
+        Passthrough((!self.probe.is_noop()).then(|| Rc::clone(self)), None)
     }
 }
 
 /// One request: nothing at all, or the probe's host calls on the request headers.
-pub struct Passthrough<H: Host>(Option<Rc<PassthroughPlugin<H>>>);
+pub struct Passthrough<H: Host>(Option<Rc<PassthroughPlugin<H>>>, Option<String>);
 
 impl<H: Host> HttpFilter for Passthrough<H> {
     fn on_request_headers(&mut self, _end_of_stream: bool) -> Action {
@@ -82,11 +90,33 @@ impl<H: Host> HttpFilter for Passthrough<H> {
         for _ in 0..probe.set_header {
             host.set_header(Map::RequestHeaders, "x-probe", Some("1"));
         }
+        let default_path = ["request", "path"];
+        let path: Vec<&str> = if probe.property_path.is_empty() {
+            default_path.to_vec()
+        } else {
+            probe.property_path.iter().map(String::as_str).collect()
+        };
+        let mut last = None;
         for _ in 0..probe.get_property {
-            let _ = host.property(&["request", "path"]);
+            last = host.property(&path);
+        }
+        if probe.echo_property {
+            self.1 = Some(last.map_or_else(|| "absent".to_owned(), |v| hex(&v)));
         }
         Action::Continue
     }
+
+    fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
+        if let (Some(p), Some(echo)) = (&self.0, &self.1) {
+            p.host
+                .set_header(Map::ResponseHeaders, "x-probe-property", Some(echo));
+        }
+        Action::Continue
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -17,7 +17,9 @@ use crate::jwks_cache::JwksPolicy;
 pub use crate::revocation::RevocationConfig;
 use crate::rules::Rule;
 use crate::token::TokenSources;
+use filter_core::route::RouteBinding;
 use filter_core::{parse_json_config, ConfigError};
+pub use rules::PUBLIC;
 use std::sync::Arc;
 
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
@@ -29,7 +31,11 @@ pub const DEFAULT_TENANT_HEADER: &str = "x-tenant-id";
 #[derive(Debug, Clone)]
 pub struct FilterConfig {
     pub providers: Vec<Provider>,
+    /// Deprecated: rules chosen by their own matchers (first match wins; no match is public).
     pub rules: Vec<Rule>,
+    /// Named requirements chosen by the route Envoy matched (`None`: the matchers decide).
+    /// A route that names none is refused unless Envoy answers it itself.
+    pub routes: Option<RouteBinding<Rule>>,
     pub max_token_bytes: usize,
     pub realm: String,
     pub bypass_cors_preflight: bool,

@@ -1,6 +1,7 @@
 //! The configuration as written: serde types, unknown fields refused everywhere. Validation
 //! (`super::validate`, `super::rules`) turns them into the types of [`super`].
 
+use filter_core::route::UniqueMap;
 use filter_core::RequestMatch;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -57,8 +58,16 @@ impl<'de> Deserialize<'de> for Millis {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub(super) providers: BTreeMap<String, RawProvider>,
+    /// Deprecated: requirements chosen by the filter's own matchers.
     #[serde(default)]
     pub(super) rules: Vec<RawRule>,
+    /// Named requirements, chosen by the route Envoy matched (its `edgegate.jwt` metadata, or
+    /// its name through `routes`).
+    #[serde(default)]
+    pub(super) requirements: Option<UniqueMap<RawPolicy>>,
+    /// Route name -> requirement name (or `public`), for routes that carry no metadata.
+    #[serde(default)]
+    pub(super) routes: UniqueMap<String>,
     #[serde(default)]
     pub(super) max_token_bytes: Option<usize>,
     #[serde(default)]
@@ -207,6 +216,18 @@ pub(super) struct RawClaimToHeader {
 pub(super) struct RawRule {
     #[serde(rename = "match", default)]
     pub(super) matcher: RequestMatch,
+    #[serde(default)]
+    pub(super) requires: Option<RawRequirement>,
+    #[serde(default)]
+    pub(super) required_scopes: Vec<String>,
+    #[serde(default)]
+    pub(super) required_claims: Vec<RawClaimCondition>,
+}
+
+/// A named requirement: a rule without a match (the route chose it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
     #[serde(default)]
     pub(super) requires: Option<RawRequirement>,
     #[serde(default)]

@@ -1,11 +1,49 @@
 //! Validation of the rules: each rule's match, requirement tree (provider names resolved to
 //! indices) and authorization.
 
-use super::raw::{RawRequirement, RawRequirementList, RawRule};
+use super::raw::{RawPolicy, RawRequirement, RawRequirementList, RawRule};
 use super::validate::err;
 use crate::authz::{Authorization, ClaimCondition};
 use crate::rules::{Requirement, Rule};
-use filter_core::ConfigError;
+use filter_core::route::{RouteBinding, UniqueMap};
+use filter_core::{ConfigError, RequestMatch};
+
+/// The reserved requirement name of routes that need no token.
+pub const PUBLIC: &str = "public";
+
+/// The named requirements and the route-name map, as one binding (`edgegate.jwt`).
+pub(super) fn route_binding(
+    requirements: UniqueMap<RawPolicy>,
+    routes: UniqueMap<String>,
+    providers: &[String],
+) -> Result<RouteBinding<Rule>, ConfigError> {
+    let mut rules = Vec::with_capacity(requirements.0.len());
+    for (name, p) in requirements.0 {
+        let field = format!("requirements.{name}");
+        if p.requires.is_none() {
+            return Err(err(
+                format!("{field}.requires"),
+                "a named requirement must require a token; routes without one name \"public\"",
+            ));
+        }
+        let rule = RawRule {
+            matcher: RequestMatch::default(),
+            requires: p.requires,
+            required_scopes: p.required_scopes,
+            required_claims: p.required_claims,
+        };
+        rules.push((
+            name,
+            rule.validate(providers).map_err(|e| e.within(&field))?,
+        ));
+    }
+    RouteBinding::new(
+        "jwt",
+        &[PUBLIC],
+        ("requirements", UniqueMap(rules)),
+        ("routes", routes),
+    )
+}
 
 impl RawRule {
     pub(super) fn validate(self, providers: &[String]) -> Result<Rule, ConfigError> {

@@ -89,6 +89,20 @@ impl RawConfig {
                     .map_err(|e| e.within(&format!("rules[{i}]")))?,
             );
         }
+        let routes = match (self.requirements, rules.is_empty()) {
+            (Some(_), false) => return Err(err(
+                "rules",
+                "give requirements (chosen by the route) or rules (deprecated matchers), not both",
+            )),
+            (Some(r), true) => Some(super::rules::route_binding(r, self.routes, &names)?),
+            (None, _) if !self.routes.is_empty() => {
+                return Err(err(
+                    "routes",
+                    "maps route names to requirements: give requirements",
+                ))
+            }
+            (None, _) => None,
+        };
         let max_token_bytes = self.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
         if !(64..=65536).contains(&max_token_bytes) {
             return Err(err("max_token_bytes", "must be between 64 and 65536"));
@@ -133,6 +147,7 @@ impl RawConfig {
         Ok(FilterConfig {
             providers,
             rules,
+            routes,
             max_token_bytes,
             realm,
             bypass_cors_preflight: self.bypass_cors_preflight.unwrap_or(true),

@@ -179,8 +179,20 @@ fn cache_hits_still_enforce_exp_and_revocation() {
     let t = token("EdDSA");
     let h = request("GET", "/x", Some(&t));
     assert_eq!(run(&mut e, &h).outcome, Outcome::Allow);
-    let d = e.authenticate(&h, NOW * 1000, &mut NoRemote, &RevokeAll);
+    let d = e.authenticate(
+        &h,
+        Governing::Matchers,
+        NOW * 1000,
+        &mut NoRemote,
+        &RevokeAll,
+    );
     assert_eq!((denial(&d), d.cache_hits), (Denial::REVOKED, 1));
-    let later = e.authenticate(&h, (NOW + 600) * 1000, &mut NoRemote, &NoRevocation);
+    let later = e.authenticate(
+        &h,
+        Governing::Matchers,
+        (NOW + 600) * 1000,
+        &mut NoRemote,
+        &NoRevocation,
+    );
     assert_eq!((denial(&later).reason, later.cache_hits), ("expired", 0));
 }

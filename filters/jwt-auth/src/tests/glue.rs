@@ -14,12 +14,12 @@ use serde_json::{json, Value};
 use std::rc::Rc;
 use std::time::Duration;
 
-const NOW: u64 = 1_700_000_000;
+pub(super) const NOW: u64 = 1_700_000_000;
 const ROOT: u32 = 1;
 
-type Jwt = Rc<JwtPlugin<FakeHost>>;
+pub(super) type Jwt = Rc<JwtPlugin<FakeHost>>;
 
-fn start(config: &Value) -> (FakeHost, Jwt) {
+pub(super) fn start(config: &Value) -> (FakeHost, Jwt) {
     let host = FakeHost::at(NOW * 1000);
     match JwtPlugin::configure(host.clone(), config.to_string().as_bytes()) {
         Ok(plugin) => (host, Rc::new(plugin)),
@@ -44,7 +44,7 @@ fn provider_with(keys: Value) -> Value {
            "realm": "api"})
 }
 
-fn local_config() -> Value {
+pub(super) fn local_config() -> Value {
     provider_with(json!({"local_jwks": {"inline": jwks(true).to_string()}}))
 }
 
@@ -54,18 +54,18 @@ fn remote_config() -> Value {
 }
 
 /// An ES256 token under the test key `ec-1`, with `claims` changed by `f`.
-fn token_with(f: impl Fn(&mut Value)) -> String {
+pub(super) fn token_with(f: impl Fn(&mut Value)) -> String {
     let mut c = crate::testing::claims(NOW);
     f(&mut c);
     sign(&json!({"alg": "ES256", "kid": "ec-1"}), &c)
 }
 
-fn token() -> String {
+pub(super) fn token() -> String {
     token_with(|_| {})
 }
 
 /// A request carrying `token` (and `extra` headers) through the plugin in context `ctx`.
-fn send(
+pub(super) fn send(
     host: &FakeHost,
     plugin: &Jwt,
     ctx: u32,
@@ -93,13 +93,13 @@ fn tick(host: &FakeHost, plugin: &Jwt) {
     plugin.tick();
 }
 
-fn header(host: &FakeHost, ctx: u32, name: &str) -> Option<String> {
+pub(super) fn header(host: &FakeHost, ctx: u32, name: &str) -> Option<String> {
     host.map_of(ctx, Map::RequestHeaders)
         .get(name)
         .map(str::to_string)
 }
 
-fn only_reply(host: &FakeHost) -> Reply {
+pub(super) fn only_reply(host: &FakeHost) -> Reply {
     let replies = host.take_replies();
     assert_eq!(replies.len(), 1, "{replies:?}");
     replies.into_iter().next().unwrap()

@@ -8,7 +8,7 @@ use crate::engine::{Authenticator, Decision, HeaderEdit, NoRevocation, Outcome};
 use crate::jwks::{JwksOrigin, KeySet};
 use crate::keystore::{Fetcher, SharedStore, WorkerKeys};
 use crate::outcome::Denial;
-use crate::rules::ProviderId;
+use crate::rules::{Governing, ProviderId};
 use crate::testing::*;
 use crate::token::parse;
 use crate::verify::{verify, VerifyError};
@@ -95,7 +95,13 @@ fn request(method: &str, path: &str, auth: Option<&str>) -> HeaderMap {
 }
 
 fn run(e: &mut Authenticator, h: &HeaderMap) -> Decision {
-    e.authenticate(h, NOW * 1000, &mut NoRemote, &NoRevocation)
+    e.authenticate(
+        h,
+        Governing::Matchers,
+        NOW * 1000,
+        &mut NoRemote,
+        &NoRevocation,
+    )
 }
 
 fn denial(d: &Decision) -> Denial {
@@ -152,4 +158,5 @@ mod decisions;
 mod glue;
 mod hardening;
 mod remote_jwks;
+mod routes;
 mod signatures;

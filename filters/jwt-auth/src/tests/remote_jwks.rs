@@ -33,7 +33,13 @@ fn shared_jwks_one_fetch_serves_all_workers() {
     // Until keys arrive, requests wait (the fetch is in flight).
     let mut a2 = Authenticator::new(cfg.clone(), 2);
     let h = request("GET", "/x", Some(&token("RS256")));
-    let d = a2.authenticate(&h, t0 + 20, &mut w2.store(&shared, &mut f2), &NoRevocation);
+    let d = a2.authenticate(
+        &h,
+        Governing::Matchers,
+        t0 + 20,
+        &mut w2.store(&shared, &mut f2),
+        &NoRevocation,
+    );
     assert_eq!(d.outcome, Outcome::Wait(vec![0]));
     let k = keys();
     let body = jwks_bytes(&[k.rsa.jwk("rsa-1")]);
@@ -46,14 +52,26 @@ fn shared_jwks_one_fetch_serves_all_workers() {
     let mut w3 = WorkerKeys::new(cfg.clone(), "jwt");
     let mut f3 = Fetches::default();
     let mut a3 = Authenticator::new(cfg.clone(), 5);
-    let d = a3.authenticate(&h, t0 + 150, &mut w3.store(&shared, &mut f3), &NoRevocation);
+    let d = a3.authenticate(
+        &h,
+        Governing::Matchers,
+        t0 + 150,
+        &mut w3.store(&shared, &mut f3),
+        &NoRevocation,
+    );
     assert_eq!((d.outcome, f3.0.len()), (Outcome::Allow, 0));
     assert_eq!(
         w2.tick(&shared, &mut f2, t0 + 200),
         vec![0],
         "worker 2 picks the keys up"
     );
-    let d = a2.authenticate(&h, t0 + 300, &mut w2.store(&shared, &mut f2), &NoRevocation);
+    let d = a2.authenticate(
+        &h,
+        Governing::Matchers,
+        t0 + 300,
+        &mut w2.store(&shared, &mut f2),
+        &NoRevocation,
+    );
     assert_eq!(d.outcome, Outcome::Allow);
     // Garbage from the IdP never replaces good keys; backoff follows.
     let refresh_at = t0 + 100 + 540_000;
@@ -70,6 +88,7 @@ fn shared_jwks_one_fetch_serves_all_workers() {
     let mut a1 = Authenticator::new(cfg.clone(), 3);
     let d = a1.authenticate(
         &h,
+        Governing::Matchers,
         stale,
         &mut w1.store(&shared, &mut Fetches::default()),
         &NoRevocation,
@@ -80,6 +99,7 @@ fn shared_jwks_one_fetch_serves_all_workers() {
     // Expired keys: the request asks for a fetch and waits for it.
     let d = a1.authenticate(
         &h,
+        Governing::Matchers,
         expired,
         &mut w1.store(&shared, &mut none),
         &NoRevocation,
@@ -88,6 +108,7 @@ fn shared_jwks_one_fetch_serves_all_workers() {
     w1.on_fetch_result(&shared, 0, None, expired + 5);
     let d = a1.authenticate(
         &h,
+        Governing::Matchers,
         expired + 6,
         &mut w1.store(&shared, &mut none),
         &NoRevocation,
@@ -108,7 +129,13 @@ fn unknown_kid_refetches_once_per_interval() {
     let mut a = Authenticator::new(cfg.clone(), 4);
     let rotated = sign(&json!({"alg": "ES256", "kid": "ec-1"}), &claims());
     let h = request("GET", "/x", Some(&rotated));
-    let d = a.authenticate(&h, t0 + 10, &mut w.store(&shared, &mut f), &NoRevocation);
+    let d = a.authenticate(
+        &h,
+        Governing::Matchers,
+        t0 + 10,
+        &mut w.store(&shared, &mut f),
+        &NoRevocation,
+    );
     assert_eq!((d.outcome, f.0.len()), (Outcome::Wait(vec![0]), 2));
     // A random kid storm while the fetch is in flight waits on the same fetch.
     for i in 0..20 {
@@ -118,6 +145,7 @@ fn unknown_kid_refetches_once_per_interval() {
         );
         let d = a.authenticate(
             &request("GET", "/x", Some(&t)),
+            Governing::Matchers,
             t0 + 20,
             &mut w.store(&shared, &mut f),
             &NoRevocation,
@@ -131,11 +159,18 @@ fn unknown_kid_refetches_once_per_interval() {
         Some(&jwks_bytes(&[k.rsa.jwk("rsa-1"), p256_jwk("ec-1")])),
         t0 + 50,
     );
-    let d = a.authenticate(&h, t0 + 60, &mut w.store(&shared, &mut f), &NoRevocation);
+    let d = a.authenticate(
+        &h,
+        Governing::Matchers,
+        t0 + 60,
+        &mut w.store(&shared, &mut f),
+        &NoRevocation,
+    );
     assert_eq!(d.outcome, Outcome::Allow, "the waiting request resumes");
     let t = sign(&json!({"alg": "RS256", "kid": "random-x"}), &claims());
     let d = a.authenticate(
         &request("GET", "/x", Some(&t)),
+        Governing::Matchers,
         t0 + 70,
         &mut w.store(&shared, &mut f),
         &NoRevocation,
@@ -147,6 +182,7 @@ fn unknown_kid_refetches_once_per_interval() {
     );
     let d = a.authenticate(
         &request("GET", "/x", Some(&t)),
+        Governing::Matchers,
         t0 + 30_011,
         &mut w.store(&shared, &mut f),
         &NoRevocation,

@@ -1,0 +1,165 @@
+//! Requirements chosen by the route Envoy matched (`edgegate.jwt` route metadata, or the
+//! route's name through `routes`), through the plugin over the fake host: a route that names
+//! none is refused unless Envoy answers it itself, and an undefined name is never guessed at.
+
+use super::glue::{header, local_config, only_reply, send, start, token, token_with, Jwt};
+use filter_core::route::{serialize_pairs, CLUSTER_NAME_PATH, METADATA_PATH, ROUTE_NAME_PATH};
+use filter_core::testing::FakeHost;
+use filter_core::Action;
+use serde_json::{json, Value};
+
+fn route_config() -> Value {
+    let mut c = local_config();
+    c.as_object_mut().unwrap().remove("rules");
+    c["requirements"] = json!({
+        "user": {"requires": {"provider_name": "idp"}},
+        "orders_write": {"requires": {"provider_name": "idp"}, "required_scopes": ["orders:write"]},
+    });
+    c["routes"] = json!({"health": "public", "orders-read": "user"});
+    c
+}
+
+/// The route Envoy matched: its `edgegate` metadata, its name and whether it has a cluster.
+fn on_route(host: &FakeHost, metadata: &[(&str, &str)], name: Option<&str>, cluster: bool) {
+    let pairs: Vec<(&str, &[u8])> = metadata.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+    let mut s = host.state_mut();
+    for path in [
+        METADATA_PATH.join("."),
+        ROUTE_NAME_PATH.join("."),
+        CLUSTER_NAME_PATH.join("."),
+    ] {
+        s.properties.remove(&path);
+    }
+    drop(s);
+    if !metadata.is_empty() {
+        host.set_property(&METADATA_PATH, &serialize_pairs(&pairs));
+    }
+    if let Some(n) = name {
+        host.set_property(&ROUTE_NAME_PATH, n.as_bytes());
+    }
+    if cluster {
+        host.set_property(&CLUSTER_NAME_PATH, b"orders");
+    }
+}
+
+fn no_token(host: &FakeHost, plugin: &Jwt, ctx: u32) -> Action {
+    send(host, plugin, ctx, "", &[("x-user-id", "spoofed")]).1
+}
+
+#[test]
+fn the_routes_requirement_decides_and_public_routes_still_lose_owned_headers() {
+    let (host, plugin) = start(&route_config());
+    on_route(
+        &host,
+        &[("jwt", "user"), ("tenant", "required")],
+        None,
+        true,
+    );
+    assert_eq!(send(&host, &plugin, 2, &token(), &[]).1, Action::Continue);
+    assert_eq!(header(&host, 2, "x-user-id").as_deref(), Some("user-1"));
+    assert_eq!(no_token(&host, &plugin, 3), Action::Pause);
+    assert_eq!(only_reply(&host).status, 401);
+
+    // The same token on a route that needs a scope it lacks.
+    on_route(&host, &[("jwt", "orders_write")], Some("orders"), true);
+    assert_eq!(send(&host, &plugin, 4, &token(), &[]).1, Action::Pause);
+    let reply = only_reply(&host);
+    assert_eq!(
+        (reply.status, reply.json()["error"].as_str()),
+        (403, Some("insufficient_scope"))
+    );
+    let scoped = token_with(|c| c["scope"] = json!("orders:read orders:write"));
+    assert_eq!(send(&host, &plugin, 5, &scoped, &[]).1, Action::Continue);
+
+    on_route(&host, &[("jwt", "public")], None, true);
+    assert_eq!(no_token(&host, &plugin, 6), Action::Continue);
+    assert_eq!(
+        header(&host, 6, "x-user-id"),
+        None,
+        "a public route still strips"
+    );
+    assert!(host.take_replies().is_empty());
+}
+
+#[test]
+fn a_route_naming_no_requirement_is_refused_unless_envoy_answers_it() {
+    let (host, plugin) = start(&route_config());
+    on_route(&host, &[("tenant", "required")], Some("new-route"), true);
+    assert_eq!(send(&host, &plugin, 2, &token(), &[]).1, Action::Pause);
+    let reply = only_reply(&host);
+    assert_eq!((reply.context, reply.status), (2, 403));
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.json()["error"], "forbidden");
+    assert_eq!(
+        reply.json()["message"],
+        "no authentication policy applies to this route"
+    );
+    plugin.worker().borrow().flush();
+    assert_eq!(host.metric("jwt_auth.denied.unbound_route"), 1);
+
+    // A direct response (or no route at all): no cluster, Envoy answers; owned headers go.
+    on_route(&host, &[], None, false);
+    assert_eq!(no_token(&host, &plugin, 3), Action::Continue);
+    assert_eq!(header(&host, 3, "x-user-id"), None);
+    assert!(host.take_replies().is_empty());
+}
+
+#[test]
+fn an_undefined_or_mistyped_requirement_is_a_500_never_a_guess() {
+    let (host, plugin) = start(&route_config());
+    for (ctx, value) in [(2, "nobody"), (3, "orders write"), (4, "")] {
+        on_route(&host, &[("jwt", value)], Some("health"), true);
+        assert_eq!(
+            send(&host, &plugin, ctx, &token(), &[]).1,
+            Action::Pause,
+            "{value:?}"
+        );
+        let reply = only_reply(&host);
+        assert_eq!(
+            (reply.status, reply.json()["error"].as_str()),
+            (500, Some("policy_error"))
+        );
+    }
+    let logs = host.logs(filter_core::host::Level::Debug).join("\n");
+    assert!(
+        logs.contains("edgegate.jwt") && logs.contains("\"nobody\""),
+        "{logs}"
+    );
+    plugin.worker().borrow().flush();
+    assert_eq!(host.metric("jwt_auth.denied.invalid_route_policy"), 3);
+}
+
+#[test]
+fn route_names_bind_where_routes_carry_no_metadata() {
+    let (host, plugin) = start(&route_config());
+    on_route(&host, &[], Some("orders-read"), true);
+    assert_eq!(no_token(&host, &plugin, 2), Action::Pause);
+    assert_eq!(only_reply(&host).status, 401);
+    on_route(&host, &[], Some("health"), true);
+    assert_eq!(no_token(&host, &plugin, 3), Action::Continue);
+    // Metadata wins over the name.
+    on_route(&host, &[("jwt", "user")], Some("health"), true);
+    assert_eq!(no_token(&host, &plugin, 4), Action::Pause);
+    assert_eq!(only_reply(&host).status, 401);
+}
+
+#[test]
+fn reads_are_one_property_call_and_none_for_the_deprecated_matchers() {
+    let mut config = route_config();
+    config.as_object_mut().unwrap().remove("routes");
+    let (host, plugin) = start(&config);
+    on_route(&host, &[("jwt", "user")], Some("orders"), true);
+    host.state_mut().property_reads.clear();
+    assert_eq!(send(&host, &plugin, 2, &token(), &[]).1, Action::Continue);
+    let reads = std::mem::take(&mut host.state_mut().property_reads);
+    assert_eq!(
+        reads,
+        [METADATA_PATH.join(".")],
+        "no name read without a routes map"
+    );
+
+    let (host, plugin) = start(&local_config());
+    host.state_mut().property_reads.clear();
+    assert_eq!(send(&host, &plugin, 2, &token(), &[]).1, Action::Continue);
+    assert!(host.state().property_reads.is_empty());
+}
