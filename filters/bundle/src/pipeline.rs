@@ -6,8 +6,8 @@
 use crate::config::BundleConfig;
 use filter_core::{HeaderEdit, HeaderMap};
 use std::sync::Arc;
-use tenant_cache_key::{RequestFacts, RequestPlan, ResponseEdits, TenantPolicy};
-use transform::{RequestEdits, Transformer};
+use tenant_cache_key::{OnRoute, RequestFacts, RequestPlan, ResponseEdits, TenantPolicy};
+use transform::{RequestEdits, RuleRef, Transformer};
 
 /// The host's part of the stages.
 pub trait StageEffects {
@@ -18,6 +18,23 @@ pub trait StageEffects {
     /// transform planned this for the request: keep its per-request state (rule, captured
     /// values, body buffering) and return the edits to make to the request headers.
     fn transform(&mut self, plan: RequestEdits) -> Vec<HeaderEdit>;
+}
+
+/// What the matched route chose for the stages after jwt_auth (each stage's own choice when it
+/// binds policies to routes, its matchers' otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnRoutes<'a> {
+    pub tenant: OnRoute<'a>,
+    /// [`Transformer::route_choice`]: `None` when transform's matchers choose.
+    pub transform: Option<Option<RuleRef>>,
+}
+
+impl OnRoutes<'_> {
+    /// Every stage chooses by its matchers.
+    pub const MATCHERS: OnRoutes<'static> = OnRoutes {
+        tenant: OnRoute::Matchers,
+        transform: None,
+    };
 }
 
 /// How a request leaves the pipeline.
@@ -59,6 +76,7 @@ impl Pipeline {
         &self,
         headers: &mut HeaderMap,
         auth: &[HeaderEdit],
+        on: OnRoutes<'_>,
         fx: &mut dyn StageEffects,
     ) -> Flow {
         for edit in auth {
@@ -66,7 +84,7 @@ impl Pipeline {
         }
         let mut tenant_facts = None;
         if let Some(policy) = &self.tenant {
-            let plan = policy.request_plan(headers);
+            let plan = policy.request_plan_on(headers, on.tenant);
             plan.apply_to(headers);
             if !fx.tenant(&plan) {
                 return Flow::Answered;
@@ -78,7 +96,7 @@ impl Pipeline {
             }
         }
         if let Some(t) = &self.transform {
-            for edit in fx.transform(t.request_plan(headers)) {
+            for edit in fx.transform(t.request_plan_on(headers, on.transform)) {
                 edit.apply_to(headers);
             }
         }
@@ -218,7 +236,7 @@ mod tests {
         let (outcome, edits) = authenticate(&p, &headers);
         assert_eq!(outcome, Outcome::Allow);
         let mut fx = Recorder::default();
-        let flow = p.after_auth(&mut headers, &edits, &mut fx);
+        let flow = p.after_auth(&mut headers, &edits, OnRoutes::MATCHERS, &mut fx);
         // tenant_cache_key resolved from jwt_auth's claim header, not the client's copies.
         assert_eq!(fx.tenant_seen.as_deref(), Some("acme"));
         // transform matched on tenant's x-tenant-id and rendered jwt_auth's x-user-id.
@@ -260,7 +278,10 @@ mod tests {
             reject: true,
             ..Recorder::default()
         };
-        assert_eq!(p.after_auth(&mut headers, &edits, &mut fx), Flow::Answered);
+        assert_eq!(
+            p.after_auth(&mut headers, &edits, OnRoutes::MATCHERS, &mut fx),
+            Flow::Answered
+        );
         assert!(!fx.transform_rule);
     }
 
@@ -273,7 +294,7 @@ mod tests {
         let p = Pipeline::new(c).0;
         let mut headers = request(None);
         let mut fx = Recorder::default();
-        p.after_auth(&mut headers, &[], &mut fx);
+        p.after_auth(&mut headers, &[], OnRoutes::MATCHERS, &mut fx);
         assert_eq!(fx.tenant_seen.as_deref(), Some("spoofed"));
         assert!(!fx.transform_rule, "x-tenant-id is 'spoofed', not acme");
     }
@@ -300,7 +321,12 @@ mod tests {
         let p = Pipeline::new(config_with_tenant(request_stage())).0;
         let mut headers = request(Some(&token("ES256", now())));
         let (_, edits) = authenticate(&p, &headers);
-        let flow = p.after_auth(&mut headers, &edits, &mut Recorder::default());
+        let flow = p.after_auth(
+            &mut headers,
+            &edits,
+            OnRoutes::MATCHERS,
+            &mut Recorder::default(),
+        );
         let Flow::Continue {
             tenant_facts: Some(facts),
         } = flow
@@ -324,7 +350,7 @@ mod tests {
         headers.set(":path", "/api/events/orders");
         let (_, edits) = authenticate(&p, &headers);
         let mut fx = Recorder::default();
-        p.after_auth(&mut headers, &edits, &mut fx);
+        p.after_auth(&mut headers, &edits, OnRoutes::MATCHERS, &mut fx);
         let stream = fx.stream.expect("an events request opens a stream");
         assert_eq!(stream.tenant.as_deref(), Some("acme"));
         assert_eq!(
@@ -336,7 +362,7 @@ mod tests {
         let mut other = request(Some(&token("ES256", now())));
         let (_, edits) = authenticate(&p, &other);
         let mut fx = Recorder::default();
-        p.after_auth(&mut other, &edits, &mut fx);
+        p.after_auth(&mut other, &edits, OnRoutes::MATCHERS, &mut fx);
         assert_eq!(fx.stream, None, "/api/users is no stream route");
     }
 }

@@ -11,10 +11,10 @@
 //! Request end (`on_done` / `on_log`): the stream slot tenant_cache_key took, if any, is freed.
 
 use crate::config::BundleConfig;
-use crate::pipeline::{Flow, Pipeline, StageEffects};
+use crate::pipeline::{Flow, OnRoutes, Pipeline, StageEffects};
 use filter_core::headers::changes;
 use filter_core::host::{Action, Map};
-use filter_core::route::RouteFacts;
+use filter_core::route::{Refusal, RouteFacts};
 use filter_core::{ConfigError, HeaderEdit, HeaderMap, Host, HttpFilter, Plugin};
 use jwt_auth::host::WorkerAuth;
 use ratelimit::host::{limit_headers, Limiter, RateHeaders, Verdict};
@@ -22,8 +22,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use tenant_cache_key::host::{RequestEnd, TenantMetrics, TenantStreams};
-use tenant_cache_key::{RequestFacts, RequestPlan};
+use tenant_cache_key::host::{on_route, RequestEnd, TenantMetrics, TenantStreams};
+use tenant_cache_key::{OnRoute, RequestFacts, RequestPlan};
 use transform::{Direction, RequestEdits, ResponseNeeds, TransformMetrics, TransformRequest};
 
 /// The name the plugin logs under.
@@ -51,13 +51,25 @@ struct RequestState<H: Host> {
     tenant_facts: Option<RequestFacts>,
     /// The ratelimit stage's limit, for the response headers.
     rate: Option<RateHeaders>,
+    /// The matched route's policies, read once for every stage.
+    route: RouteFacts,
 }
 
 impl<H: Host> BundlePlugin<H> {
     /// The route facts every stage decides on, read once for the whole bundle: nothing when
     /// no stage binds policies to routes, the route's name only when some stage maps names.
     fn route_facts(&self) -> RouteFacts {
-        let needs = self.auth.as_ref().and_then(|a| a.borrow().route_needs());
+        let jwt = self.auth.as_ref().and_then(|a| a.borrow().route_needs());
+        let tenant = (self.pipeline.tenant.as_ref())
+            .and_then(|t| t.routes())
+            .map(|b| b.maps_route_names());
+        let transform = (self.pipeline.transform.as_ref())
+            .and_then(|t| t.routes())
+            .map(|b| b.maps_route_names());
+        let needs = [jwt, tenant, transform]
+            .into_iter()
+            .flatten()
+            .reduce(|a, b| a || b);
         needs.map_or_else(RouteFacts::default, |name| {
             RouteFacts::read(&self.host, name)
         })
@@ -164,6 +176,7 @@ impl<H: Host> Plugin for BundlePlugin<H> {
             transform: TransformRequest::new(self.host.clone()),
             tenant_facts: None,
             rate: None,
+            route: RouteFacts::default(),
         };
         BundleRequest {
             context_id,
@@ -215,6 +228,17 @@ fn continue_request<H: Host>(
     original: &HeaderMap,
     auth: &[HeaderEdit],
 ) -> bool {
+    let on = match route_choices(plugin, &state.route) {
+        Ok(on) => on,
+        Err((refusal, tenant)) => {
+            let request_id = original.get("x-request-id");
+            match (&plugin.tenant_metrics, tenant) {
+                (Some(m), true) => m.refuse_route(&plugin.host, &refusal, request_id),
+                _ => refusal.send(&plugin.host, request_id),
+            }
+            return false;
+        }
+    };
     let mut headers = original.clone();
     let mut fx = HostEffects {
         plugin,
@@ -222,7 +246,7 @@ fn continue_request<H: Host>(
         state,
         request_id: original.get("x-request-id"),
     };
-    match plugin.pipeline.after_auth(&mut headers, auth, &mut fx) {
+    match plugin.pipeline.after_auth(&mut headers, auth, on, &mut fx) {
         Flow::Answered => false,
         Flow::Continue { tenant_facts } => {
             state.tenant_facts = tenant_facts;
@@ -244,6 +268,23 @@ fn continue_request<H: Host>(
             }
         }
     }
+}
+
+/// What the route chose for tenant_cache_key and transform, or the refusal of the first stage
+/// that refuses it (true: tenant_cache_key's).
+fn route_choices<'p, H: Host>(
+    plugin: &'p BundlePlugin<H>,
+    route: &RouteFacts,
+) -> Result<OnRoutes<'p>, (Refusal, bool)> {
+    let tenant = match &plugin.pipeline.tenant {
+        None => OnRoute::Matchers,
+        Some(policy) => on_route(&plugin.host, policy, route).map_err(|r| (r, true))?,
+    };
+    let transform = match &plugin.pipeline.transform {
+        None => None,
+        Some(t) => t.route_choice(route).map_err(|r| (r, false))?,
+    };
+    Ok(OnRoutes { tenant, transform })
 }
 
 /// One request through the bundle.
@@ -294,8 +335,9 @@ impl<H: Host> HttpFilter for BundleRequest<H> {
     fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         let original = self.plugin.host.headers(Map::RequestHeaders);
         self.state.borrow_mut().end_of_stream = end_of_stream;
-        let route = self.plugin.route_facts();
-        let Some(auth_edits) = self.authenticate(&original, &route) else {
+        self.state.borrow_mut().route = self.plugin.route_facts();
+        let auth_edits = self.authenticate(&original, &self.state.borrow().route);
+        let Some(auth_edits) = auth_edits else {
             return Action::Pause;
         };
         let mut state = self.state.borrow_mut();

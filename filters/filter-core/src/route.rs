@@ -161,6 +161,9 @@ pub enum Bound {
     Chosen(Choice),
     /// The route names no policy for this filter.
     Unbound,
+    /// The route names no policy for this filter and Envoy answers it itself (a direct
+    /// response, a redirect, no route at all): nothing to decide ([`RouteBinding::decide`]).
+    Exempt,
     /// The route names something this configuration does not define: a configuration error
     /// the filter must refuse, never guess at. The text says what, for the log.
     Invalid(String),
@@ -238,6 +241,15 @@ impl<T> RouteBinding<T> {
             .map_or(Bound::Unbound, |c| Bound::Chosen(*c))
     }
 
+    /// [`Self::select`], with an unbound route that reaches no upstream [`Bound::Exempt`] (a
+    /// second property read, only for unbound routes).
+    pub fn decide<H: Host>(&self, host: &H, route: &RouteFacts) -> Bound {
+        match self.select(route) {
+            Bound::Unbound if !reaches_upstream(host) => Bound::Exempt,
+            bound => bound,
+        }
+    }
+
     fn choice(&self, value: &[u8]) -> Result<Choice, String> {
         let name = std::str::from_utf8(value)
             .ok()
@@ -252,6 +264,51 @@ impl<T> RouteBinding<T> {
             .position(|(n, _)| n == name)
             .map(Choice::Policy)
             .ok_or_else(|| format!("no policy is named {name:?}"))
+    }
+}
+
+/// How a filter refuses a request whose route binds nothing for it or something undefined:
+/// a JSON 403 `forbidden` naming `what` is missing, or a JSON 500 `policy_error` (the reason
+/// goes to the log, never to the client). `None` for the other outcomes.
+pub struct Refusal {
+    pub status: u32,
+    pub error: &'static str,
+    pub message: String,
+    /// The metric reason: `unbound_route` or `invalid_route_policy`.
+    pub reason: &'static str,
+    /// For the log (an invalid binding).
+    pub log: Option<String>,
+}
+
+impl Bound {
+    pub fn refusal(&self, what: &str) -> Option<Refusal> {
+        match self {
+            Bound::Unbound => Some(Refusal {
+                status: 403,
+                error: "forbidden",
+                message: format!("no {what} policy applies to this route"),
+                reason: "unbound_route",
+                log: None,
+            }),
+            Bound::Invalid(why) => Some(Refusal {
+                status: 500,
+                error: "policy_error",
+                message: format!("the route names a {what} policy that is not defined"),
+                reason: "invalid_route_policy",
+                log: Some(format!("refusing a request: {why}")),
+            }),
+            Bound::Chosen(_) | Bound::Exempt => None,
+        }
+    }
+}
+
+impl Refusal {
+    /// Logs (when there is something to log) and answers the request.
+    pub fn send<H: Host>(&self, host: &H, request_id: Option<&str>) {
+        if let Some(line) = &self.log {
+            host.log(crate::host::Level::Warn, line);
+        }
+        host.send_json_error(self.status, self.error, &self.message, request_id, &[]);
     }
 }
 

@@ -225,6 +225,27 @@ impl FakeHost {
             .collect()
     }
 
+    /// The route Envoy matched, as the route properties show it: its `edgegate` metadata (as
+    /// Envoy serializes a struct of strings), its name, and whether it forwards to a cluster.
+    /// Replaces the route of any earlier request.
+    pub fn set_route(&self, metadata: &[(&str, &str)], name: Option<&str>, cluster: bool) {
+        use crate::route::{serialize_pairs, CLUSTER_NAME_PATH, METADATA_PATH, ROUTE_NAME_PATH};
+        for path in [&METADATA_PATH[..], &ROUTE_NAME_PATH, &CLUSTER_NAME_PATH] {
+            self.state_mut().properties.remove(&path.join("."));
+        }
+        if !metadata.is_empty() {
+            let pairs: Vec<(&str, &[u8])> =
+                metadata.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+            self.set_property(&METADATA_PATH, &serialize_pairs(&pairs));
+        }
+        if let Some(n) = name {
+            self.set_property(&ROUTE_NAME_PATH, n.as_bytes());
+        }
+        if cluster {
+            self.set_property(&CLUSTER_NAME_PATH, b"upstream");
+        }
+    }
+
     pub fn set_property(&self, path: &[&str], value: &[u8]) {
         self.state_mut()
             .properties

@@ -14,7 +14,7 @@ use crate::revocation::{RevocationCaller, RevocationConfig, SyncResult, WorkerRe
 use crate::rules::{Governing, ProviderId};
 use filter_core::host::{self, BatchedCounter, Buffer, CallError, Counter, Gauge, GrpcCall};
 use filter_core::host::{Level, Map};
-use filter_core::route::{self, Bound, Choice, RouteFacts};
+use filter_core::route::{Bound, Choice, RouteFacts};
 use filter_core::{ConfigError, HeaderEdit, HeaderMap, Host};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -258,34 +258,16 @@ impl<H: Host> WorkerAuth<H> {
         let Some(binding) = &self.auth.config().routes else {
             return Some(Governing::Matchers);
         };
-        let why = match binding.select(route) {
+        let bound = binding.decide(&self.host, route);
+        match bound {
             Bound::Chosen(Choice::Policy(i)) => return Some(Governing::Named(i)),
-            Bound::Chosen(Choice::Reserved(_)) => return Some(Governing::Public),
-            Bound::Unbound if !route::reaches_upstream(&self.host) => {
-                return Some(Governing::Public)
-            }
-            Bound::Unbound => None,
-            Bound::Invalid(why) => Some(why),
-        };
-        let (status, error, message, reason) = match &why {
-            None => (
-                403,
-                "forbidden",
-                "no authentication policy applies to this route",
-                "unbound_route",
-            ),
-            Some(why) => {
-                log(&self.host, &format!("refusing a request: {why}"));
-                (
-                    500,
-                    "policy_error",
-                    "the route names an authentication policy that is not defined",
-                    "invalid_route_policy",
-                )
-            }
-        };
-        self.metrics.denied(reason);
-        (self.host).send_json_error(status, error, message, request_id, &[]);
+            Bound::Chosen(Choice::Reserved(_)) | Bound::Exempt => return Some(Governing::Public),
+            Bound::Unbound | Bound::Invalid(_) => {}
+        }
+        if let Some(refusal) = bound.refusal("authentication") {
+            self.metrics.denied(refusal.reason);
+            refusal.send(&self.host, request_id);
+        }
         None
     }
 

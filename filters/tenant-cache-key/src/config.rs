@@ -1,6 +1,7 @@
 //! The plugin configuration as written (serde types, unknown fields refused everywhere).
 //! [`crate::TenantPolicy::new`] validates it and compiles it into typed sources and routes.
 
+use filter_core::route::UniqueMap;
 use filter_core::RequestMatch;
 use serde::Deserialize;
 
@@ -81,6 +82,32 @@ pub struct Config {
     /// consumer and per tenant, counted across every worker of the Envoy process.
     #[serde(default)]
     pub streams: Option<StreamsConfig>,
+    /// Named route policies, chosen by the route Envoy matched (its `edgegate.tenant`
+    /// metadata, or its name through `routes`). With them a route that names none is refused
+    /// (403), and the matchers of `public_routes`, `cache_routes` and `streams.routes` (kept
+    /// for configurations without route policies, deprecated) are refused.
+    #[serde(default)]
+    pub policies: Option<UniqueMap<RoutePolicyConfig>>,
+    /// Route name -> policy name (or `none`), for routes that carry no metadata.
+    #[serde(default)]
+    pub routes: UniqueMap<String>,
+}
+
+/// What a route asks of this filter.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutePolicyConfig {
+    /// Request stage: the route's requests are long-lived streams, counted against `streams`.
+    #[serde(default)]
+    pub stream: bool,
+    /// Request stage: the route's answers are the same for everyone, so answers to
+    /// credentialed requests are not made `Cache-Control: private` (as `public_routes`).
+    #[serde(default)]
+    pub public: bool,
+    /// Response stage: the lifetime shared caches get for the route's answers that set no
+    /// `Cache-Control` themselves (as a `cache_routes` entry, without `match`).
+    #[serde(default)]
+    pub cache: Option<CacheRouteConfig>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -230,7 +257,9 @@ pub struct CacheRouteConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamsConfig {
-    /// Which requests are long-lived streams (at least one route); the first match counts.
+    /// Deprecated matchers: which requests are long-lived streams (at least one route without
+    /// `policies`; none with them, where a policy's `stream` says so).
+    #[serde(default)]
     pub routes: Vec<StreamRouteConfig>,
     /// Streams one consumer (of one tenant) may hold open at once (1 to `per_tenant`).
     pub per_consumer: u32,

@@ -205,3 +205,143 @@ fn a_refused_configuration_names_the_field() {
         .unwrap_or_default();
     assert!(err.contains("field `"), "{err}");
 }
+
+/// Route policies: the matched route's `edgegate.tenant` chooses what the stage does.
+mod by_route {
+    use super::*;
+
+    fn config() -> Value {
+        request_stage(json!({
+            "policies": {
+                "tenant": {},
+                "stream": { "stream": true },
+                "catalog": { "public": true },
+            },
+            "routes": { "legacy-ws": "stream" },
+            "streams": { "per_consumer": 1, "per_tenant": 2 },
+        }))
+    }
+
+    fn with_tenant() -> HeaderMap {
+        headers(
+            "/any",
+            &[
+                ("x-jwt-tenant", "acme"),
+                ("authorization", "Bearer t"),
+                ("x-user-id", "u1"),
+            ],
+        )
+    }
+
+    #[test]
+    fn a_route_naming_no_tenant_policy_is_refused_and_one_envoy_answers_is_left_alone() {
+        let host = FakeHost::at(0);
+        let p = plugin(&host, config());
+        host.set_route(&[("jwt", "user")], Some("orders"), true);
+        let (_, action) = open(&host, &p, 2, with_tenant());
+        assert_eq!(action, Action::Pause);
+        let reply = host.take_replies().pop().unwrap();
+        assert_eq!(
+            (reply.status, reply.json()["error"].as_str()),
+            (403, Some("forbidden"))
+        );
+        assert_eq!(
+            reply.json()["message"],
+            "no tenant policy applies to this route"
+        );
+        assert_eq!(reply.json()["request_id"], "r-7");
+
+        // No cluster (a direct response, or no route): nothing resolved, the client's tenant
+        // header still goes.
+        host.set_route(&[], None, false);
+        let (_, action) = open(&host, &p, 3, headers("/x", &[("x-tenant-id", "forged")]));
+        assert_eq!(action, Action::Continue);
+        assert_eq!(host.map_of(3, Map::RequestHeaders).get("x-tenant-id"), None);
+        assert!(host.take_replies().is_empty());
+
+        host.set_route(&[("tenant", "nobody")], None, true);
+        assert_eq!(open(&host, &p, 4, with_tenant()).1, Action::Pause);
+        assert_eq!(host.take_replies().pop().unwrap().status, 500);
+    }
+
+    #[test]
+    fn the_policy_says_stream_public_or_none() {
+        let host = FakeHost::at(0);
+        let p = plugin(&host, config());
+        // `tenant`: resolved, and the credentialed answer leaves private.
+        host.set_route(&[("tenant", "tenant")], None, true);
+        let (mut r, action) = open(&host, &p, 2, with_tenant());
+        assert_eq!(action, Action::Continue);
+        assert_eq!(
+            host.map_of(2, Map::RequestHeaders).get("x-tenant-id"),
+            Some("acme")
+        );
+        host.set_map(Map::ResponseHeaders, HeaderMap::from([(":status", "200")]));
+        r.on_response_headers(true);
+        let cc = host
+            .map_of(2, Map::ResponseHeaders)
+            .get("cache-control")
+            .map(str::to_string);
+        assert_eq!(cc.as_deref(), Some("private"));
+        // `catalog` is public: no private.
+        host.set_route(&[("tenant", "catalog")], None, true);
+        let (mut r, _) = open(&host, &p, 3, with_tenant());
+        host.set_map(Map::ResponseHeaders, HeaderMap::from([(":status", "200")]));
+        r.on_response_headers(true);
+        assert_eq!(
+            host.map_of(3, Map::ResponseHeaders).get("cache-control"),
+            None
+        );
+        // `stream` (here by the route's name): one per consumer; the second is refused.
+        host.set_route(&[], Some("legacy-ws"), true);
+        assert_eq!(open(&host, &p, 4, with_tenant()).1, Action::Continue);
+        assert_eq!(open(&host, &p, 5, with_tenant()).1, Action::Pause);
+        let reply = host.take_replies().pop().unwrap();
+        assert_eq!(
+            (reply.status, reply.json()["error"].as_str()),
+            (429, Some("too_many_streams"))
+        );
+        // `none`: nothing resolved even with a tenant claim, and the forged header goes.
+        host.set_route(&[("tenant", "none")], None, true);
+        let mut h = with_tenant();
+        h.set("x-tenant-id", "forged");
+        assert_eq!(open(&host, &p, 6, h).1, Action::Continue);
+        assert_eq!(host.map_of(6, Map::RequestHeaders).get("x-tenant-id"), None);
+    }
+
+    #[test]
+    fn a_response_stage_gives_the_policys_lifetime_to_reads_only() {
+        let host = FakeHost::at(0);
+        let config = json!({
+            "stage": "response",
+            "policies": { "tenant": {}, "catalog": { "cache": { "ttl": 60 } } },
+        });
+        let p = plugin(&host, config);
+        let cases = [
+            (2, "catalog", "GET", true),
+            (3, "catalog", "POST", false),
+            (4, "tenant", "GET", false),
+        ];
+        for (id, policy, method, lifetime) in cases {
+            host.set_route(&[("tenant", policy)], None, true);
+            let mut h = headers("/api/catalog/1", &[("x-tenant-id", "acme")]);
+            h.set(":method", method);
+            let (mut r, action) = open(&host, &p, id, h);
+            assert_eq!(action, Action::Continue);
+            host.set_map(Map::ResponseHeaders, HeaderMap::from([(":status", "200")]));
+            r.on_response_headers(true);
+            let response = host.map_of(id, Map::ResponseHeaders);
+            assert_eq!(
+                response.get("vary"),
+                Some("x-tenant-id"),
+                "{policy} {method}"
+            );
+            let cc = response.get("cache-control").unwrap_or("");
+            assert_eq!(
+                cc.contains("max-age=60"),
+                lifetime,
+                "{policy} {method}: {cc:?}"
+            );
+        }
+    }
+}

@@ -17,7 +17,9 @@ use crate::{
     StreamTracker, INVALID_API_KEY_ERROR, INVALID_API_KEY_MESSAGE, UNRESOLVED_ERROR,
     UNRESOLVED_MESSAGE,
 };
-use filter_core::host::{random_u64, BatchedCounter};
+use crate::{OnRoute, TenantPolicy};
+use filter_core::host::{random_u64, BatchedCounter, Level};
+use filter_core::route::{Bound, Choice, Refusal, RouteFacts};
 use filter_core::Host;
 use std::cell::{Cell, RefCell};
 
@@ -175,7 +177,7 @@ impl<H: Host> TenantMetrics<H> {
                 self.unresolved.inc();
                 return RequestEnd::Continue;
             }
-            Outcome::NotResolving => return RequestEnd::Continue,
+            Outcome::NotResolving | Outcome::Exempt => return RequestEnd::Continue,
             Outcome::Reject { status } => {
                 self.unresolved.inc();
                 self.rejected.inc();
@@ -188,6 +190,13 @@ impl<H: Host> TenantMetrics<H> {
         };
         host.send_json_error(status, error, message, request_id, &[]);
         RequestEnd::Rejected
+    }
+
+    /// Answers a request refused for its route (it names no tenant policy, or an undefined
+    /// one) and counts it.
+    pub fn refuse_route(&self, host: &H, refusal: &Refusal, request_id: Option<&str>) {
+        self.rejected.inc();
+        refusal.send(host, request_id);
     }
 
     /// Counts the response-phase edits (written by the caller).
@@ -275,5 +284,37 @@ impl<H: Host> TenantStreams<H> {
         let mut tracker = self.tracker.borrow_mut();
         tracker.tick(&self.host, self.host.now_ms());
         metrics.streams_expired(tracker.take_expired());
+    }
+}
+
+/// What the route Envoy matched asks of `policy` for this request (read as `facts`): its
+/// policy, or exempt (it names `none`, or Envoy answers it itself). A resolving stage refuses a
+/// route that names no policy (403) or an undefined one (500); a response-only stage gives
+/// such a route no lifetime (the request stage refused it already) and logs an undefined name.
+pub fn on_route<'p, H: Host>(
+    host: &H,
+    policy: &'p TenantPolicy,
+    facts: &RouteFacts,
+) -> Result<OnRoute<'p>, Refusal> {
+    let Some(binding) = policy.routes() else {
+        return Ok(OnRoute::Matchers);
+    };
+    let bound = binding.decide(host, facts);
+    match &bound {
+        Bound::Chosen(Choice::Policy(i)) => {
+            return Ok(binding.policy(*i).map_or(OnRoute::Exempt, OnRoute::Policy))
+        }
+        Bound::Chosen(Choice::Reserved(_)) | Bound::Exempt => return Ok(OnRoute::Exempt),
+        Bound::Unbound | Bound::Invalid(_) => {}
+    }
+    match bound.refusal("tenant") {
+        Some(refusal) if policy.stage().resolves() => Err(refusal),
+        Some(Refusal {
+            log: Some(line), ..
+        }) => {
+            host.log(Level::Warn, &line);
+            Ok(OnRoute::Exempt)
+        }
+        _ => Ok(OnRoute::Exempt),
     }
 }

@@ -42,8 +42,9 @@ mod streams_tests;
 
 pub use config::{Config, Stage};
 pub use policy::{
-    Outcome, RequestFacts, RequestPlan, ResponseEdits, TenantPolicy, Unresolved,
-    INVALID_API_KEY_ERROR, INVALID_API_KEY_MESSAGE, UNRESOLVED_ERROR, UNRESOLVED_MESSAGE,
+    OnRoute, Outcome, RequestFacts, RequestPlan, ResponseEdits, RoutePolicy, TenantPolicy,
+    Unresolved, INVALID_API_KEY_ERROR, INVALID_API_KEY_MESSAGE, UNRESOLVED_ERROR,
+    UNRESOLVED_MESSAGE,
 };
 pub use sources::SourceKind;
 pub use streams::{Admission, Limit, SharedStore, StreamClaim, StreamLimits, StreamTracker};

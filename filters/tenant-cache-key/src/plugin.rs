@@ -3,9 +3,10 @@
 //! the request ends). Every decision comes from [`TenantPolicy`]; counters, stream counts and
 //! the rejection replies are in [`crate::host`]. `filter` (wasm32) runs it in Envoy.
 
-use crate::host::{RequestEnd, TenantMetrics, TenantStreams, PLUGIN};
+use crate::host::{on_route, RequestEnd, TenantMetrics, TenantStreams, PLUGIN};
 use crate::{RequestFacts, TenantPolicy};
 use filter_core::host::{Action, Map};
+use filter_core::route::RouteFacts;
 use filter_core::{ConfigError, Host, HttpFilter, Plugin};
 use std::rc::Rc;
 
@@ -77,9 +78,18 @@ impl<H: Host> HttpFilter for TenantRequest<H> {
     fn on_request_headers(&mut self, _end_of_stream: bool) -> Action {
         let p = &*self.plugin;
         let headers = p.host.headers(Map::RequestHeaders);
-        let plan = p.policy.request_plan(&headers);
-        p.host.write_edits(Map::RequestHeaders, &plan.edits());
         let request_id = headers.get("x-request-id");
+        let needs = p.policy.routes().map(|b| b.maps_route_names());
+        let facts = needs.map_or_else(RouteFacts::default, |name| RouteFacts::read(&p.host, name));
+        let on = match on_route(&p.host, &p.policy, &facts) {
+            Ok(on) => on,
+            Err(refusal) => {
+                p.metrics.refuse_route(&p.host, &refusal, request_id);
+                return Action::Pause;
+            }
+        };
+        let plan = p.policy.request_plan_on(&headers, on);
+        p.host.write_edits(Map::RequestHeaders, &plan.edits());
         if p.metrics.finish_request(&p.host, &plan, request_id) == RequestEnd::Rejected {
             return Action::Pause;
         }

@@ -8,6 +8,7 @@ use crate::cache_policy::CacheRoute;
 use crate::config::Stage;
 use crate::sources::{Source, SourceKind};
 use crate::streams::StreamLimits;
+use filter_core::route::RouteBinding;
 use filter_core::RequestMatcher;
 
 mod compile;
@@ -35,6 +36,32 @@ pub struct TenantPolicy {
     vary: bool,
     cache_routes: Vec<CacheRoute>,
     streams: Option<StreamLimits>,
+    /// Route policies (`edgegate.tenant`); `None`: the deprecated matchers decide.
+    routes: Option<RouteBinding<RoutePolicy>>,
+}
+
+/// The reserved route policy of routes where this filter resolves nothing (the client's tenant
+/// and plan headers are still removed).
+pub const NONE: &str = "none";
+
+/// A compiled route policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoutePolicy {
+    pub stream: bool,
+    pub public: bool,
+    /// Index of the policy's lifetime in the cache routes.
+    pub cache: Option<usize>,
+}
+
+/// What the route Envoy matched asks of this filter for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRoute<'a> {
+    /// No route policies: the deprecated matchers decide.
+    Matchers,
+    Policy(&'a RoutePolicy),
+    /// The route names `none`, or Envoy answers it itself: resolve nothing, only remove the
+    /// client's copies of the owned headers.
+    Exempt,
 }
 
 /// What to do with a request no source identifies.
@@ -59,6 +86,8 @@ pub enum Outcome {
     InvalidApiKey,
     /// A response-stage instance resolves nothing.
     NotResolving,
+    /// The route names no tenant policy here ([`OnRoute::Exempt`]): nothing resolved.
+    Exempt,
 }
 
 /// What the response phase needs to know about the request.
@@ -68,7 +97,7 @@ pub struct RequestFacts {
     pub tenant: bool,
     /// One of the credential headers was present.
     pub authenticated: bool,
-    /// Index of the first matching cache route.
+    /// Index of the cache route (the first matching one, or the route policy's).
     pub route: Option<usize>,
     /// Resolving stages: the request was credentialed (a credential header, or a tenant a
     /// credential source proved) and is on no public route, so the answer leaves the gateway
@@ -92,6 +121,11 @@ impl TenantPolicy {
 
     pub fn tenant_header(&self) -> &str {
         &self.tenant_header
+    }
+
+    /// The route policies, when routes choose them.
+    pub fn routes(&self) -> Option<&RouteBinding<RoutePolicy>> {
+        self.routes.as_ref()
     }
 
     /// The caps on long-lived streams, when configured (request stage).

@@ -53,11 +53,22 @@ pub struct StreamLimits {
 
 impl StreamLimits {
     /// Validates the block; errors name the field relative to it.
-    pub fn compile(c: &StreamsConfig, reserved: &Reserved<'_>) -> Result<Self, ConfigError> {
-        if c.routes.is_empty() {
+    /// `by_policy`: route policies say which routes are streams, so `routes` must be empty.
+    pub fn compile(
+        c: &StreamsConfig,
+        reserved: &Reserved<'_>,
+        by_policy: bool,
+    ) -> Result<Self, ConfigError> {
+        if c.routes.is_empty() && !by_policy {
             return Err(ConfigError::new(
                 "routes",
                 "at least one route is required: without one no stream is ever counted",
+            ));
+        }
+        if !c.routes.is_empty() && by_policy {
+            return Err(ConfigError::new(
+                "routes",
+                "with policies, a route policy's `stream` says which routes are streams",
             ));
         }
         let routes = c
@@ -128,14 +139,19 @@ impl StreamLimits {
         if !self.routes.iter().any(|r| r.matches(headers)) {
             return None;
         }
+        Some(self.claim_stream(headers, tenant))
+    }
+
+    /// The stream a request on a stream route opens (its route policy said so).
+    pub fn claim_stream(&self, headers: &HeaderMap, tenant: Option<&str>) -> StreamClaim {
         let consumer = headers
             .get(&self.consumer_header)
             .filter(|v| !v.is_empty())
             .map(ConsumerId::of);
-        Some(StreamClaim {
+        StreamClaim {
             tenant: tenant.map(str::to_string),
             consumer,
-        })
+        }
     }
 }
 

@@ -402,3 +402,49 @@ fn a_refused_configuration_names_the_field() {
     assert!(e.field.starts_with("rules[0]"), "{e}");
     assert!(e.to_string().contains("respons"), "{e}");
 }
+
+/// Named rules chosen by the matched route (`edgegate.transform`): the route's rule, `default`
+/// on a route that names none, nothing on `none`, a 500 on an undefined name.
+#[test]
+fn the_route_chooses_the_rule_and_an_undefined_one_is_refused() {
+    let config = r#"{
+      "transform_rules": {
+        "users": {"request": {"headers": {"set": {"x-gateway-route": "users"}}}}
+      },
+      "default": {"request": {"headers": {"set": {"x-gateway-route": "default"}}}},
+      "routes": {"people": "users"}
+    }"#;
+    let (host, plugin) = configure(config);
+    let route_header = |host: &FakeHost| {
+        (host.map_of(CTX, Map::RequestHeaders).get("x-gateway-route")).map(str::to_string)
+    };
+    // The path says nothing: only the route decides.
+    for (metadata, name, expect) in [
+        (vec![("transform", "users")], None, Some("users")),
+        (vec![], Some("people"), Some("users")),
+        (vec![], Some("other"), Some("default")),
+        (vec![("transform", "none")], Some("people"), None),
+    ] {
+        host.set_route(&metadata, name, true);
+        request(&host, &plugin, "/anything", &[], true);
+        assert_eq!(
+            route_header(&host).as_deref(),
+            expect,
+            "{metadata:?} {name:?}"
+        );
+    }
+    host.set_route(&[("transform", "userz")], None, true);
+    host.enter(CTX);
+    host.set_map(Map::RequestHeaders, [(":method", "GET"), (":path", "/a")]);
+    let mut http = plugin.http_context(CTX);
+    assert_eq!(http.on_request_headers(true), Action::Pause);
+    let reply = host.take_replies().pop().unwrap();
+    assert_eq!(
+        (reply.status, reply.json()["error"].as_str()),
+        (500, Some("policy_error"))
+    );
+    assert!(host
+        .logs(Level::Warn)
+        .iter()
+        .any(|l| l.contains("\"userz\"")));
+}

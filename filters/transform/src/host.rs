@@ -152,20 +152,10 @@ impl<H: Host> TransformRequest<H> {
         }
     }
 
-    /// The request-headers phase: the edits to write to the request headers (the rule's, the
-    /// new `:path`, `content-length`'s removal when the body is buffered, `accept-encoding`'s
-    /// when the rule rewrites response bodies).
-    pub fn on_request_headers(
-        &mut self,
-        t: &Transformer,
-        metrics: &TransformMetrics<H>,
-        headers: &HeaderMap,
-        end_of_stream: bool,
-    ) -> Vec<HeaderEdit> {
-        self.accept_plan(t.request_plan(headers), metrics, end_of_stream)
-    }
-
-    /// The same from a plan already made ([`Transformer::request_plan`]).
+    /// The request-headers phase, from the plan of the request's rule
+    /// ([`Transformer::request_plan_on`]): the edits to write to the request headers (the
+    /// rule's, the new `:path`, `content-length`'s removal when the body is buffered,
+    /// `accept-encoding`'s when the rule rewrites response bodies).
     pub fn accept_plan(
         &mut self,
         plan: RequestEdits,

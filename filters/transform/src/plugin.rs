@@ -9,6 +9,7 @@
 use crate::host::{Direction, ResponseNeeds, TransformMetrics, TransformRequest, PLUGIN};
 use crate::transformer::Transformer;
 use filter_core::host::{Host, Map};
+use filter_core::route::RouteFacts;
 use filter_core::{Action, ConfigError, HttpFilter, Plugin};
 use std::rc::Rc;
 
@@ -78,9 +79,18 @@ impl<H: Host> HttpFilter for TransformHttp<H> {
     fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         let p = &*self.plugin;
         let headers = p.host.headers(Map::RequestHeaders);
-        let edits =
-            self.request
-                .on_request_headers(&p.transformer, &p.metrics, &headers, end_of_stream);
+        let t = &p.transformer;
+        let facts = (t.routes()).map_or_else(RouteFacts::default, |b| {
+            RouteFacts::read(&p.host, b.maps_route_names())
+        });
+        let plan = match t.route_choice(&facts) {
+            Ok(choice) => t.request_plan_on(&headers, choice),
+            Err(refusal) => {
+                refusal.send(&p.host, headers.get("x-request-id"));
+                return Action::Pause;
+            }
+        };
+        let edits = self.request.accept_plan(plan, &p.metrics, end_of_stream);
         p.host.write_edits(Map::RequestHeaders, &edits);
         Action::Continue
     }

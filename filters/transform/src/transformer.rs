@@ -10,6 +10,7 @@ use crate::header_ops::HeaderOps;
 use crate::json_rewrite::BodyOutcome;
 use crate::query_ops::QueryOps;
 use crate::template::{Captured, RequestVars, Var, REQUEST_ID};
+use filter_core::route::{Bound, Choice, Refusal, RouteBinding, RouteFacts, UniqueMap};
 use filter_core::{parse_json_config, ConfigError, HeaderEdit, HeaderMap, RequestMatcher};
 
 /// The compiled configuration. Built once per configuration, shared by every request.
@@ -19,7 +20,13 @@ pub struct Transformer {
     response_headers_mode: ResponseHeadersMode,
     rules: Vec<Rule>,
     default: Option<Actions>,
+    /// Named rules chosen by routes (`edgegate.transform`), as indices into `rules`; `None`:
+    /// the rules' matchers decide.
+    routes: Option<RouteBinding<usize>>,
 }
+
+/// The reserved rule name of routes this filter leaves alone (not even `default`).
+pub const NONE: &str = "none";
 
 #[derive(Debug, Clone)]
 struct Rule {
@@ -166,6 +173,7 @@ impl Transformer {
                 actions,
             });
         }
+        let routes = compile_named_rules(config, &mut rules)?;
         let default = match &config.default {
             Some(ActionsConfig { request, response }) => {
                 Some(compile_actions(request, response).map_err(|e| e.within("default"))?)
@@ -177,7 +185,43 @@ impl Transformer {
             response_headers_mode: config.response_headers_mode,
             rules,
             default,
+            routes,
         })
+    }
+
+    /// The named rules, when routes choose them.
+    pub fn routes(&self) -> Option<&RouteBinding<usize>> {
+        self.routes.as_ref()
+    }
+
+    /// The rule the route `facts` describe chooses: `None` without named rules (the matchers
+    /// choose, [`Self::request_plan_on`]); else the route's rule, no rule for `none`, `default`
+    /// for a route that names none. A route naming an undefined rule is refused (500): a strip
+    /// it needs may be missing.
+    pub fn route_choice(&self, facts: &RouteFacts) -> Result<Option<Option<RuleRef>>, Refusal> {
+        let Some(binding) = &self.routes else {
+            return Ok(None);
+        };
+        let bound = binding.select(facts);
+        let rule = match bound {
+            Bound::Chosen(Choice::Policy(i)) => binding.policy(i).map(|r| RuleRef::Rule(*r)),
+            Bound::Chosen(Choice::Reserved(_)) => None,
+            Bound::Unbound | Bound::Exempt => self.default.as_ref().map(|_| RuleRef::Default),
+            Bound::Invalid(_) => return Err(bound.refusal("transform").ok_or_else(refused)?),
+        };
+        Ok(Some(rule))
+    }
+
+    /// The request plan for a [`Self::route_choice`]: the matchers' rule, or the route's.
+    pub fn request_plan_on(
+        &self,
+        request: &HeaderMap,
+        choice: Option<Option<RuleRef>>,
+    ) -> RequestEdits {
+        match choice {
+            None => self.request_plan(request),
+            Some(rule) => self.request_plan_for(request, rule),
+        }
     }
 
     pub fn max_body_bytes(&self) -> usize {
@@ -218,8 +262,13 @@ impl Transformer {
     }
 
     /// Everything the request-headers phase does, computed from the request headers alone.
+    /// The request plan of the rule the matchers select.
     pub fn request_plan(&self, request: &HeaderMap) -> RequestEdits {
-        let rule = self.select(request);
+        self.request_plan_for(request, self.select(request))
+    }
+
+    /// The request plan of `rule` (chosen by [`Self::route_rule`] or [`Self::select`]).
+    pub fn request_plan_for(&self, request: &HeaderMap, rule: Option<RuleRef>) -> RequestEdits {
         let Some(actions) = rule.and_then(|r| self.actions(r)) else {
             return RequestEdits {
                 rule: None,
@@ -468,3 +517,55 @@ pub fn response_body_plan(
 #[cfg(test)]
 #[path = "transformer_tests.rs"]
 mod tests;
+
+/// An invalid binding always has a refusal; this is the same answer, should it not.
+fn refused() -> Refusal {
+    Refusal {
+        status: 500,
+        error: "policy_error",
+        message: "the route names a transform policy that is not defined".into(),
+        reason: "invalid_route_policy",
+        log: None,
+    }
+}
+
+/// `transform_rules`: each named rule compiled into `rules` (matching every request: the route
+/// chose it), bound by name. Refused alongside the deprecated matcher `rules`.
+fn compile_named_rules(
+    config: &Config,
+    rules: &mut Vec<Rule>,
+) -> Result<Option<RouteBinding<usize>>, ConfigError> {
+    let Some(named) = &config.transform_rules else {
+        if !config.routes.is_empty() {
+            return Err(ConfigError::new(
+                "routes",
+                "maps route names to rules: give transform_rules",
+            ));
+        }
+        return Ok(None);
+    };
+    if !rules.is_empty() {
+        return Err(ConfigError::new(
+            "rules",
+            "give transform_rules (chosen by the route) or rules (deprecated matchers), not both",
+        ));
+    }
+    let mut indices = Vec::with_capacity(named.0.len());
+    for (name, ActionsConfig { request, response }) in &named.0 {
+        let at = format!("transform_rules.{name}");
+        let actions = compile_actions(request, response).map_err(|e| e.within(&at))?;
+        rules.push(Rule {
+            name: name.clone(),
+            matcher: RequestMatcher::any(),
+            actions,
+        });
+        indices.push((name.clone(), rules.len() - 1));
+    }
+    RouteBinding::new(
+        "transform",
+        &[NONE],
+        ("transform_rules", UniqueMap(indices)),
+        ("routes", config.routes.clone()),
+    )
+    .map(Some)
+}

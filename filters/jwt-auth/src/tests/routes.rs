@@ -3,7 +3,7 @@
 //! none is refused unless Envoy answers it itself, and an undefined name is never guessed at.
 
 use super::glue::{header, local_config, only_reply, send, start, token, token_with, Jwt};
-use filter_core::route::{serialize_pairs, CLUSTER_NAME_PATH, METADATA_PATH, ROUTE_NAME_PATH};
+use filter_core::route::METADATA_PATH;
 use filter_core::testing::FakeHost;
 use filter_core::Action;
 use serde_json::{json, Value};
@@ -19,27 +19,8 @@ fn route_config() -> Value {
     c
 }
 
-/// The route Envoy matched: its `edgegate` metadata, its name and whether it has a cluster.
 fn on_route(host: &FakeHost, metadata: &[(&str, &str)], name: Option<&str>, cluster: bool) {
-    let pairs: Vec<(&str, &[u8])> = metadata.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
-    let mut s = host.state_mut();
-    for path in [
-        METADATA_PATH.join("."),
-        ROUTE_NAME_PATH.join("."),
-        CLUSTER_NAME_PATH.join("."),
-    ] {
-        s.properties.remove(&path);
-    }
-    drop(s);
-    if !metadata.is_empty() {
-        host.set_property(&METADATA_PATH, &serialize_pairs(&pairs));
-    }
-    if let Some(n) = name {
-        host.set_property(&ROUTE_NAME_PATH, n.as_bytes());
-    }
-    if cluster {
-        host.set_property(&CLUSTER_NAME_PATH, b"orders");
-    }
+    host.set_route(metadata, name, cluster);
 }
 
 fn no_token(host: &FakeHost, plugin: &Jwt, ctx: u32) -> Action {

@@ -1,14 +1,15 @@
 //! Checking and compiling a configuration into a [`TenantPolicy`]: every error names its field.
 
-use super::{TenantPolicy, Unresolved};
+use super::{RoutePolicy, TenantPolicy, Unresolved, NONE};
 use crate::cache_policy::CacheRoute;
 use crate::config::{
-    Config, Stage, UnresolvedAction, DEFAULT_IDENTITY_HEADERS, DEFAULT_TENANT_HEADER,
-    DEFAULT_TENANT_ID_MAX_LENGTH, MAX_TENANT_ID_MAX_LENGTH,
+    CacheRouteConfig, Config, Stage, UnresolvedAction, DEFAULT_IDENTITY_HEADERS,
+    DEFAULT_TENANT_HEADER, DEFAULT_TENANT_ID_MAX_LENGTH, MAX_TENANT_ID_MAX_LENGTH,
 };
 use crate::sources::{header_name, Reserved, Source};
 use crate::streams::StreamLimits;
-use filter_core::{parse_json_config, ConfigError, RequestMatcher};
+use filter_core::route::{RouteBinding, UniqueMap};
+use filter_core::{parse_json_config, ConfigError, RequestMatch, RequestMatcher};
 
 impl TenantPolicy {
     /// Parses and validates a JSON plugin configuration.
@@ -46,12 +47,16 @@ impl TenantPolicy {
         };
         let sources = compile_sources(config, &reserved)?;
 
-        let cache_routes = compile_cache_routes(config)?;
+        let mut cache_routes = compile_cache_routes(config)?;
+        let routes = compile_route_policies(config, &mut cache_routes)?;
 
         let streams = config
             .streams
             .as_ref()
-            .map(|s| StreamLimits::compile(s, &reserved).map_err(|e| e.within("streams")))
+            .map(|s| {
+                StreamLimits::compile(s, &reserved, routes.is_some())
+                    .map_err(|e| e.within("streams"))
+            })
             .transpose()?;
         let vary = config.vary.unwrap_or(true);
         if !vary && !cache_routes.is_empty() {
@@ -81,10 +86,95 @@ impl TenantPolicy {
             vary,
             cache_routes,
             streams,
+            routes,
             tenant_header,
             plan_header,
         })
     }
+}
+
+/// The route policies: each checked against the stage (`stream` and `public` are the request
+/// stage's, `cache` the response stage's), each lifetime compiled into `cache_routes`. With
+/// policies the deprecated route matchers are refused.
+fn compile_route_policies(
+    config: &Config,
+    cache_routes: &mut Vec<CacheRoute>,
+) -> Result<Option<RouteBinding<RoutePolicy>>, ConfigError> {
+    let Some(policies) = &config.policies else {
+        if !config.routes.is_empty() {
+            return Err(ConfigError::new(
+                "routes",
+                "maps route names to policies: give policies",
+            ));
+        }
+        return Ok(None);
+    };
+    for (field, set) in [
+        ("public_routes", config.public_routes.is_some()),
+        ("cache_routes", config.cache_routes.is_some()),
+    ] {
+        if set {
+            return Err(ConfigError::new(
+                field,
+                "with policies, routes choose their policy: use a policy's public or cache",
+            ));
+        }
+    }
+    let stage = config.stage;
+    let mut compiled = Vec::with_capacity(policies.0.len());
+    for (name, p) in &policies.0 {
+        let field = |f: &str| format!("policies.{name}.{f}");
+        for (f, set, ok) in [
+            ("stream", p.stream, stage.resolves()),
+            ("public", p.public, stage.resolves()),
+            ("cache", p.cache.is_some(), stage.shapes_responses()),
+        ] {
+            if set && !ok {
+                let why = format!("is not for the {} stage", stage_label(stage));
+                return Err(ConfigError::new(field(f), why));
+            }
+        }
+        if p.stream && config.streams.is_none() {
+            return Err(ConfigError::new(
+                field("stream"),
+                "needs a streams block with the caps",
+            ));
+        }
+        let cache = match &p.cache {
+            None => None,
+            Some(c) if c.matches.is_some() => {
+                let why = "the route chose this policy: no match here";
+                return Err(ConfigError::new(field("cache.match"), why));
+            }
+            Some(c) => {
+                // A lifetime for shared caches is for answers to reads only.
+                let reads = RequestMatch {
+                    methods: vec!["GET".into(), "HEAD".into()],
+                    ..RequestMatch::default()
+                };
+                let c = CacheRouteConfig {
+                    matches: Some(reads),
+                    ..c.clone()
+                };
+                let route = CacheRoute::compile(&c).map_err(|e| e.within(&field("cache")))?;
+                cache_routes.push(route);
+                Some(cache_routes.len() - 1)
+            }
+        };
+        let policy = RoutePolicy {
+            stream: p.stream,
+            public: p.public,
+            cache,
+        };
+        compiled.push((name.clone(), policy));
+    }
+    RouteBinding::new(
+        "tenant",
+        &[NONE],
+        ("policies", UniqueMap(compiled)),
+        ("routes", config.routes.clone()),
+    )
+    .map(Some)
 }
 
 /// The plan header: a valid name, not the tenant header.

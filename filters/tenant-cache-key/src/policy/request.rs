@@ -1,7 +1,7 @@
 //! The request phase: strip the client's copies of the owned headers, resolve the tenant, remove
 //! the user's identity on cache routes, and note what the response phase needs.
 
-use super::{Outcome, RequestFacts, TenantPolicy, Unresolved};
+use super::{OnRoute, Outcome, RequestFacts, TenantPolicy, Unresolved};
 use crate::cache_policy::bypass_request;
 use crate::config::UNVERIFIED_PREFIX;
 use crate::sources::Resolution;
@@ -51,8 +51,14 @@ impl RequestPlan<'_> {
 impl TenantPolicy {
     /// Request phase: strip client copies of the headers this filter owns, resolve, remove the
     /// user's identity on cache routes, and note what the response phase needs.
+    /// The deprecated matchers decide (a configuration without route policies).
     pub fn request_plan(&self, headers: &HeaderMap) -> RequestPlan<'_> {
-        let route = self.cache_route(headers);
+        self.request_plan_on(headers, OnRoute::Matchers)
+    }
+
+    /// [`Self::request_plan`] on what the matched route asks of this filter.
+    pub fn request_plan_on(&self, headers: &HeaderMap, on: OnRoute<'_>) -> RequestPlan<'_> {
+        let route = self.cache_route(headers, on);
         let mut remove = self.identity_removals(headers, route);
         let identity_removed = !remove.is_empty();
         let facts = RequestFacts {
@@ -61,6 +67,9 @@ impl TenantPolicy {
             route,
             private: false,
         };
+        if on == OnRoute::Exempt && self.stage.resolves() {
+            return self.exempt_plan(headers, remove, facts);
+        }
         if !self.stage.resolves() {
             let tenant = headers
                 .get(&self.tenant_header)
@@ -98,8 +107,13 @@ impl TenantPolicy {
         }
         let credentialed =
             authenticated || matches!(outcome, Outcome::Resolved(k) if k.is_credential());
-        let private = credentialed && !self.public_routes.iter().any(|m| m.matches(headers));
-        let stream = self.stream_claim(headers, outcome, &set);
+        let public = match on {
+            OnRoute::Matchers => self.public_routes.iter().any(|m| m.matches(headers)),
+            OnRoute::Policy(p) => p.public,
+            OnRoute::Exempt => false,
+        };
+        let private = credentialed && !public;
+        let stream = self.stream_claim(headers, outcome, &set, on);
         RequestPlan {
             remove,
             set,
@@ -123,6 +137,7 @@ impl TenantPolicy {
         headers: &HeaderMap,
         outcome: Outcome,
         set: &[(&str, String)],
+        on: OnRoute<'_>,
     ) -> Option<StreamClaim> {
         if !matches!(outcome, Outcome::Resolved(_) | Outcome::Anonymous) {
             return None;
@@ -131,7 +146,36 @@ impl TenantPolicy {
             .iter()
             .find(|(name, _)| *name == self.tenant_header)
             .map(|(_, value)| value.as_str());
-        self.streams.as_ref()?.claim(headers, tenant)
+        let streams = self.streams.as_ref()?;
+        match on {
+            OnRoute::Matchers => streams.claim(headers, tenant),
+            OnRoute::Policy(p) if p.stream => Some(streams.claim_stream(headers, tenant)),
+            OnRoute::Policy(_) | OnRoute::Exempt => None,
+        }
+    }
+
+    /// A route exempt from this filter: the client's tenant and plan headers go, nothing is
+    /// resolved, nothing counted.
+    fn exempt_plan<'p>(
+        &'p self,
+        headers: &HeaderMap,
+        mut remove: Vec<&'p str>,
+        facts: RequestFacts,
+    ) -> RequestPlan<'p> {
+        let owned = remove.len();
+        remove.push(self.tenant_header.as_str());
+        remove.extend(self.plan_header.as_deref());
+        remove.retain(|name| headers.contains(name));
+        RequestPlan {
+            forged: remove.len() > owned,
+            remove,
+            set: Vec::new(),
+            cache_bypassed: false,
+            identity_removed: owned > 0,
+            outcome: Outcome::Exempt,
+            facts,
+            stream: None,
+        }
     }
 
     /// Resolves the tenant and plans its headers: the tenant (in the unverified namespace when
@@ -176,14 +220,21 @@ impl TenantPolicy {
         Resolution::Skip
     }
 
-    /// Index of the first cache route the request matches (stages that shape responses).
-    fn cache_route(&self, headers: &HeaderMap) -> Option<usize> {
+    /// The request's cache route (stages that shape responses): the first that matches, or
+    /// the route policy's.
+    fn cache_route(&self, headers: &HeaderMap, on: OnRoute<'_>) -> Option<usize> {
         if !self.stage.shapes_responses() {
             return None;
         }
-        self.cache_routes
-            .iter()
-            .position(|r| r.matcher().matches(headers))
+        match on {
+            OnRoute::Matchers => {
+                (self.cache_routes.iter()).position(|r| r.matcher().matches(headers))
+            }
+            OnRoute::Policy(p) => p.cache.filter(|i| {
+                (self.cache_routes.get(*i)).is_some_and(|r| r.matcher().matches(headers))
+            }),
+            OnRoute::Exempt => None,
+        }
     }
 
     /// On a cache route, the identity headers the request carries: the answer is stored once

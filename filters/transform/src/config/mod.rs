@@ -10,6 +10,7 @@ mod ordered_map;
 pub use operations::{BodyOpsConfig, HeaderOpsConfig, OnUnprocessable, QueryOpsConfig};
 pub use ordered_map::OrderedMap;
 
+use filter_core::route::UniqueMap;
 use filter_core::RequestMatch;
 use serde::Deserialize;
 
@@ -35,9 +36,16 @@ pub struct Config {
     /// Tried in order; the first whose `match` holds applies.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
-    /// Applies when no rule matches.
+    /// Applies when no rule matches (with `transform_rules`: on routes that name none).
     #[serde(default)]
     pub default: Option<ActionsConfig>,
+    /// Named rules, chosen by the route Envoy matched (its `edgegate.transform` metadata, or
+    /// its name through `routes`); `rules` (the deprecated matchers) are refused with them.
+    #[serde(default)]
+    pub transform_rules: Option<UniqueMap<ActionsConfig>>,
+    /// Route name -> rule name (or `none`), for routes that carry no metadata.
+    #[serde(default)]
+    pub routes: UniqueMap<String>,
 }
 
 fn default_max_body_bytes() -> u64 {
