@@ -4,7 +4,7 @@ CARGO ?= cargo
 JOBS ?= 2
 export CARGO_BUILD_JOBS := $(JOBS)
 
-.PHONY: all bootstrap build wasm native test unit integration demo bench fuzz lint fmt clean
+.PHONY: all bootstrap build wasm native test unit integration demo bench fuzz lint fmt clean check-config
 
 all: build
 
@@ -22,9 +22,16 @@ native:
 	@mkdir -p dist && cp target/release/ratelimit-service dist/
 	@echo "build: dist/ratelimit-service"
 
-# Every test: unit tests of all crates, then the integration suite against real Envoy/Redis.
-test: build
+# Every test: the route-policy check of the shipped gateway config, unit tests of all crates,
+# then the integration suite against real Envoy/Redis.
+test: build check-config
 	$(CARGO) test -j$(JOBS) --workspace --no-fail-fast
+
+# Every route of an Envoy config names its edgegate policies, and every policy is used
+# (docs/gateway.md, "Policy by route"). CONFIG: the files to check.
+CONFIG ?= envoy/gateway.yaml
+check-config: bootstrap
+	$(CARGO) run -q -j$(JOBS) -p gateway-tests --bin check-config -- $(CONFIG)
 
 lint: bootstrap
 	@scripts/lint.sh

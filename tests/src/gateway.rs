@@ -97,6 +97,8 @@ pub struct Opts {
     pub report_timeout: &'static str,
     pub envoy_args: Vec<&'static str>,
     pub rls_args: Vec<&'static str>,
+    /// Changes the shipped configuration's text before Envoy starts (a route added, ...).
+    pub edit_config: Option<fn(&str) -> String>,
 }
 
 impl Default for Opts {
@@ -112,6 +114,7 @@ impl Default for Opts {
             report_timeout: "30s",
             envoy_args: Vec::new(),
             rls_args: Vec::new(),
+            edit_config: None,
         }
     }
 }
@@ -153,8 +156,11 @@ impl Gateway {
         std::fs::create_dir(&cache_dir).unwrap();
         let access_log = dir.path().join("access.log");
         let ca = crate::tools::tls_certificate(dir.path(), "gateway.localhost").unwrap();
-        let mut builder = EnvoyBuilder::from_repo_file("gateway", "envoy/gateway.yaml")
-            .unwrap()
+        let text = gateway_yaml();
+        let text = opts
+            .edit_config
+            .map_or_else(|| text.clone(), |edit| edit(&text));
+        let mut builder = EnvoyBuilder::new("gateway", &text)
             .var("ADMIN_PORT", 0)
             .var("GATEWAY_PORT", 0)
             .var("GATEWAY_TLS_PORT", 0)
@@ -232,6 +238,28 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         self.envoy.url("gateway", path)
+    }
+
+    /// The access log line of the request whose path (with query) contains `marker`, once
+    /// Envoy has written it (it flushes the file about once a second).
+    pub async fn access_line(&self, marker: &str) -> Value {
+        let file = self.access_log.clone();
+        wait::until("the access log line", Duration::from_secs(10), || {
+            let (file, marker) = (file.clone(), marker.to_string());
+            async move {
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                Ok(text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .find(|v| v["path"].as_str().is_some_and(|p| p.contains(&marker))))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| {
+            let text = std::fs::read_to_string(&self.access_log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(3).collect();
+            panic!("{e}: no line with {marker:?}; the last lines: {tail:#?}")
+        })
     }
 
     /// A request with a valid token for user-1 of tenant acme (scope orders:read).
@@ -472,4 +500,10 @@ impl Drop for GrpcService {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The shipped `envoy/gateway.yaml`, as text.
+pub fn gateway_yaml() -> String {
+    let path = crate::tools::repo_root().join("envoy/gateway.yaml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -20,6 +20,7 @@ pub mod envoy;
 pub mod gateway;
 pub mod gateway_config;
 pub mod jwks;
+pub mod policy_check;
 pub mod process;
 pub mod ratelimit;
 pub use test_harness::{redis, wait};

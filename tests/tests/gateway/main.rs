@@ -11,6 +11,7 @@ mod auth;
 mod cache;
 mod edge;
 mod limits;
+mod policies;
 mod protocols;
 mod resilience;
 mod routing;
