@@ -12,6 +12,7 @@
 mod manifests;
 mod plugins;
 mod ratelimit;
+mod routes;
 mod support;
 
 /// What every module of this binary uses.

