@@ -125,7 +125,8 @@ impl GatewayConfig {
     pub fn descriptor_headers(&self) -> Vec<String> {
         let mut out = Vec::new();
         let stage = self.wasm_config("ratelimit");
-        let rules = stage["rules"].as_array().cloned().unwrap_or_default();
+        let mut rules = stage["rules"].as_array().cloned().unwrap_or_default();
+        rules.extend(stage["limits"].as_object().into_iter().flatten().map(|(_, l)| l.clone()));
         let stage_actions = rules
             .iter()
             .flat_map(|r| r["descriptors"].as_array().cloned().unwrap_or_default())
@@ -150,13 +151,16 @@ impl GatewayConfig {
         out
     }
 
-    /// The route names the ratelimit stage limits (its rules' `routes`).
+    /// The route names the ratelimit stage limits: the names its `routes` binds to a limit
+    /// (and the deprecated rules' `routes` lists).
     pub fn limited_route_names(&self) -> Vec<String> {
         let stage = self.wasm_config("ratelimit");
         let mut names: Vec<String> = (stage["rules"].as_array().into_iter().flatten())
             .flat_map(|r| r["routes"].as_array().cloned().unwrap_or_default())
             .filter_map(|n| n.as_str().map(str::to_string))
             .collect();
+        let bound = stage["routes"].as_object().into_iter().flatten();
+        names.extend(bound.filter(|(_, l)| *l != "none").map(|(n, _)| n.clone()));
         names.sort();
         names.dedup();
         names

@@ -45,16 +45,18 @@ enum Kind {
     Jwt,
     Tenant,
     Transform,
+    Ratelimit,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Jwt, Kind::Tenant, Kind::Transform];
+    const ALL: [Kind; 4] = [Kind::Jwt, Kind::Tenant, Kind::Transform, Kind::Ratelimit];
 
     fn key(self) -> &'static str {
         match self {
             Kind::Jwt => "jwt",
             Kind::Tenant => "tenant",
             Kind::Transform => "transform",
+            Kind::Ratelimit => "ratelimit",
         }
     }
 
@@ -64,13 +66,14 @@ impl Kind {
             Kind::Jwt => "requirements",
             Kind::Tenant => "policies",
             Kind::Transform => "transform_rules",
+            Kind::Ratelimit => "limits",
         }
     }
 
     fn reserved(self) -> &'static str {
         match self {
             Kind::Jwt => "public",
-            Kind::Tenant | Kind::Transform => "none",
+            Kind::Tenant | Kind::Transform | Kind::Ratelimit => "none",
         }
     }
 
@@ -80,6 +83,7 @@ impl Kind {
             Kind::Jwt => "jwt_auth",
             Kind::Tenant => "tenant_cache_key",
             Kind::Transform => "transform",
+            Kind::Ratelimit => "ratelimit",
         }
     }
 }
@@ -139,7 +143,7 @@ fn check_route(route: &RouteEntry, binders: &[Binder], out: &mut Vec<Finding>) {
         })
     };
     for (key, value) in &route.metadata {
-        if !Kind::ALL.iter().any(|k| k.key() == key) && key != "ratelimit" {
+        if !Kind::ALL.iter().any(|k| k.key() == key) {
             finding(format!("edgegate.{key}: no edgegate filter reads this key"));
         } else if !value.is_string() {
             finding(format!("edgegate.{key}: must be a policy name (a string)"));
@@ -291,6 +295,8 @@ fn binders_of(
         vec![(Kind::Tenant, &json)]
     } else if ident.contains("transform") {
         vec![(Kind::Transform, &json)]
+    } else if ident.contains("ratelimit") {
+        vec![(Kind::Ratelimit, &json)]
     } else {
         Vec::new()
     };

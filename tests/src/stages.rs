@@ -97,6 +97,33 @@ pub fn bundle(keys: &Value) -> Value {
     })
 }
 
+/// The bundle with every stage's policy taken from the route (envoy/gateway.yaml's route-bound
+/// configuration): the same requirements, tenant policy and transform rule, named.
+pub fn bundle_by_route(keys: &Value) -> Value {
+    let mut jwt = jwt_auth(keys);
+    let object = jwt.as_object_mut().expect("an object");
+    object.remove("rules");
+    object.insert(
+        "requirements".into(),
+        json!({
+            "user": { "requires": { "provider_name": "idp" } },
+            "orders_write": { "requires": { "provider_name": "idp" }, "required_scopes": ["orders:write"] }
+        }),
+    );
+    let mut tenant = tenant_request();
+    tenant["policies"] = json!({ "tenant": {} });
+    let mut tr = transform();
+    let mut rule = tr["rules"][0].clone();
+    if let Some(r) = rule.as_object_mut() {
+        r.remove("name");
+        r.remove("match");
+    }
+    let object = tr.as_object_mut().expect("an object");
+    object.remove("rules");
+    object.insert("transform_rules".into(), json!({ "users": rule }));
+    json!({ "jwt_auth": jwt, "tenant_cache_key": tenant, "transform": tr })
+}
+
 /// The bundle as the response stage alone (the cluster's upstream filter).
 pub fn bundle_response() -> Value {
     json!({ "tenant_cache_key": tenant_response() })

@@ -66,7 +66,8 @@ impl<H: Host> BundlePlugin<H> {
         let transform = (self.pipeline.transform.as_ref())
             .and_then(|t| t.routes())
             .map(|b| b.maps_route_names());
-        let needs = [jwt, tenant, transform]
+        let limits = self.limiter.as_ref().and_then(|l| l.route_needs());
+        let needs = [jwt, tenant, transform, limits]
             .into_iter()
             .flatten()
             .reduce(|a, b| a || b);
@@ -257,7 +258,7 @@ fn continue_request<H: Host>(
             match plugin
                 .limiter
                 .as_ref()
-                .map(|l| l.on_request(context_id, &headers))
+                .map(|l| l.on_request(context_id, &headers, &state.route))
             {
                 None => true,
                 Some(Verdict::Continue(rate)) => {

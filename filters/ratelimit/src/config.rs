@@ -18,6 +18,7 @@
 
 use crate::descriptors::{Action, DescriptorSpec};
 use filter_core::config::header_name;
+use filter_core::route::{RouteBinding, UniqueMap};
 use filter_core::{parse_json_config, ConfigError, RequestMatch, RequestMatcher};
 use serde::Deserialize;
 
@@ -41,8 +42,23 @@ struct RawConfig {
     lease_size: u32,
     #[serde(default = "default_pools")]
     max_pools: u32,
+    /// Deprecated: descriptors chosen by each rule's own `match` and `routes` list.
     #[serde(default)]
     rules: Vec<RawRule>,
+    /// Named descriptor sets, chosen by the route Envoy matched (its `edgegate.ratelimit`
+    /// metadata, or its name through `routes`).
+    #[serde(default)]
+    limits: Option<UniqueMap<RawLimit>>,
+    /// Route name -> limit name (or `none`), for routes that carry no metadata.
+    #[serde(default)]
+    routes: UniqueMap<String>,
+}
+
+/// A named limit: the descriptors a request on a route that names it carries.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    descriptors: Vec<Vec<RawAction>>,
 }
 
 fn default_pools() -> u32 {
@@ -68,7 +84,7 @@ struct RawRule {
     descriptors: Vec<Vec<RawAction>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 enum RawAction {
     RequestHeaders {
@@ -143,11 +159,17 @@ pub struct Config {
     pub lease_size: u32,
     /// Shared-data slots for pools: the most descriptor lists holding tokens at once.
     pub max_pools: u32,
-    /// The first rule that matches a request decides its descriptors.
+    /// The first rule that matches a request decides its descriptors (with `limits`: the
+    /// named limits, in order, each matching every request: the route chose it).
     pub rules: Vec<Rule>,
     /// A rule reads the matched route's name (one property read per request).
     pub reads_route: bool,
+    /// Named limits chosen by routes (indices into `rules`); `None`: the rules' own matchers.
+    pub limits: Option<RouteBinding<usize>>,
 }
+
+/// The reserved limit name of routes no limit applies to.
+pub const NONE: &str = "none";
 
 impl Config {
     /// Parses and validates a JSON plugin configuration; errors name the field.
@@ -180,8 +202,10 @@ impl Config {
         for (i, rule) in raw.rules.iter().enumerate() {
             rules.push(compile_rule(rule).map_err(|e| e.within(&format!("rules[{i}]")))?);
         }
+        let limits = compile_limits(&raw, &mut rules)?;
         Ok(Config {
             reads_route: rules.iter().any(Rule::reads_route),
+            limits,
             cluster: raw.cluster,
             domain: raw.domain,
             timeout_ms: raw.timeout_ms,
@@ -191,6 +215,43 @@ impl Config {
             rules,
         })
     }
+}
+
+/// `limits`: each named limit compiled as a rule matching every request, bound by name.
+/// Refused alongside the deprecated `rules`.
+fn compile_limits(
+    raw: &RawConfig,
+    rules: &mut Vec<Rule>,
+) -> Result<Option<RouteBinding<usize>>, ConfigError> {
+    let Some(limits) = &raw.limits else {
+        if !raw.routes.is_empty() {
+            return Err(ConfigError::new("routes", "maps route names to limits: give limits"));
+        }
+        return Ok(None);
+    };
+    if !rules.is_empty() {
+        return Err(ConfigError::new(
+            "rules",
+            "give limits (chosen by the route) or rules (deprecated matchers), not both",
+        ));
+    }
+    let mut named = Vec::with_capacity(limits.0.len());
+    for (name, limit) in &limits.0 {
+        let rule = RawRule {
+            matches: RequestMatch::default(),
+            routes: None,
+            descriptors: limit.descriptors.clone(),
+        };
+        rules.push(compile_rule(&rule).map_err(|e| e.within(&format!("limits.{name}")))?);
+        named.push((name.clone(), rules.len() - 1));
+    }
+    RouteBinding::new(
+        "ratelimit",
+        &[NONE],
+        ("limits", UniqueMap(named)),
+        ("routes", raw.routes.clone()),
+    )
+    .map(Some)
 }
 
 fn compile_rule(rule: &RawRule) -> Result<Rule, ConfigError> {

@@ -403,6 +403,23 @@ fn bad_configurations_name_the_field() {
                 { "request_headers": { "header_name": "x a", "descriptor_key": "k" } }]] }] }),
             "rules[0].descriptors[0][0].request_headers.header_name",
         ),
+        (
+            json!({ "cluster": "rl", "domain": "edge", "limits": { "l": { "descriptors": [[]] } } }),
+            "limits.l.descriptors[0]",
+        ),
+        (
+            json!({ "cluster": "rl", "domain": "edge", "limits": {},
+                    "rules": [{ "descriptors": [[{ "remote_address": {} }]] }] }),
+            "rules",
+        ),
+        (
+            json!({ "cluster": "rl", "domain": "edge", "limits": {}, "routes": { "orders": "standard" } }),
+            "routes.orders",
+        ),
+        (
+            json!({ "cluster": "rl", "domain": "edge", "routes": { "orders": "none" } }),
+            "routes",
+        ),
     ] {
         let err = RateLimitPlugin::configure(FakeHost::at(0), config.to_string().as_bytes())
             .err()
@@ -669,4 +686,40 @@ fn pool_key_of(tenant: &str) -> String {
             vec![("route".to_string(), "api".to_string())],
         ],
     )
+}
+
+/// Named limits chosen by the matched route (`edgegate.ratelimit`): the route's descriptors,
+/// nothing for `none` or a route naming no limit, a 500 for an undefined name.
+#[test]
+fn the_route_chooses_the_limit() {
+    let host = FakeHost::at(0);
+    let config = json!({
+        "cluster": "ratelimit", "domain": "edge",
+        "limits": {
+            "per_tenant": { "descriptors": [
+                [{ "request_headers": { "header_name": "x-tenant-id", "descriptor_key": "tenant" } }]
+            ] }
+        },
+        "routes": { "orders": "per_tenant" }
+    });
+    let stage = start_with(&host, config);
+    host.set_route(&[("ratelimit", "none")], Some("orders"), true);
+    assert_eq!(send(&host, &stage, 2, "acme").1, Action::Continue);
+    host.set_route(&[("jwt", "user")], Some("health"), true);
+    assert_eq!(send(&host, &stage, 3, "acme").1, Action::Continue);
+    assert!(host.take_calls().is_empty(), "no limit, no lease");
+    // By metadata, and by the route's name: the tenant's pool needs a lease first.
+    for (ctx, metadata, name) in [(4, vec![("ratelimit", "per_tenant")], None), (5, vec![], Some("orders"))] {
+        host.set_route(&metadata, name, true);
+        assert_eq!(send(&host, &stage, ctx, "acme").1, Action::Pause, "{metadata:?} {name:?}");
+    }
+    host.enter(ROOT);
+    stage.tick();
+    let calls = leases(&host);
+    assert!(!calls.is_empty(), "a lease for the tenant's pool");
+    assert_eq!(calls[0].2.descriptors[0].entries[0].value, "acme");
+    host.set_route(&[("ratelimit", "per_tenantt")], None, true);
+    assert_eq!(send(&host, &stage, 6, "acme").1, Action::Pause);
+    let reply = host.take_replies().pop().unwrap();
+    assert_eq!((reply.status, reply.json()["error"].as_str()), (500, Some("policy_error")));
 }

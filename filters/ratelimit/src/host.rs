@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::pb::{self, LeaseMode, LeaseRequest, LeaseResponse};
 use crate::pool::{self, LimitView, Pool, Take};
 use crate::slots::{self, Slots};
+use filter_core::route::{Bound, Choice, RouteFacts};
 use filter_core::host::{log, GrpcCall, Level};
 use filter_core::plugin::TICK;
 use filter_core::shared::update_shared;
@@ -134,13 +135,36 @@ impl<H: Host> Limiter<H> {
         &self.host
     }
 
-    /// The request-headers phase of request `context_id`.
-    pub fn on_request(&self, context_id: u32, headers: &HeaderMap) -> Verdict {
-        let route = (self.config.reads_route).then(|| self.host.property(&["xds", "route_name"]));
-        let route = route.flatten().and_then(|b| String::from_utf8(b).ok());
-        let route = route.as_deref().filter(|r| !r.is_empty());
+    /// What a request must read of its route before [`Self::on_request`]: `None` when the
+    /// rules' own matchers decide, else whether its name is needed too.
+    pub fn route_needs(&self) -> Option<bool> {
+        (self.config.limits.as_ref()).map(|b| b.maps_route_names())
+    }
+
+    /// The request-headers phase of request `context_id`, on the route facts
+    /// [`Self::route_needs`] asked for (empty when it asked for none).
+    pub fn on_request(&self, context_id: u32, headers: &HeaderMap, facts: &RouteFacts) -> Verdict {
+        // The route's name: already read with the facts when a name map needed it.
+        let read = (self.config.reads_route && facts.name().is_none())
+            .then(|| self.host.property(&["xds", "route_name"]));
+        let read = read.flatten().and_then(|b| String::from_utf8(b).ok());
+        let route = facts.name().or(read.as_deref()).filter(|r| !r.is_empty());
         let rules = &self.config.rules;
-        let Some(rule) = rules.iter().find(|r| r.applies(headers, route)) else {
+        let rule = match &self.config.limits {
+            None => rules.iter().find(|r| r.applies(headers, route)),
+            Some(binding) => match binding.select(facts) {
+                Bound::Chosen(Choice::Policy(i)) => binding.policy(i).and_then(|r| rules.get(*r)),
+                bound @ Bound::Invalid(_) => {
+                    if let Some(r) = bound.refusal("rate limit") {
+                        r.send(&self.host, headers.get("x-request-id"));
+                    }
+                    return Verdict::Answered;
+                }
+                // `none`, or a route that names no limit: not limited here.
+                _ => None,
+            },
+        };
+        let Some(rule) = rule else {
             return Verdict::Continue(None);
         };
         let remote = rule

@@ -4,6 +4,7 @@
 
 use crate::config::Config;
 use crate::host::{limit_headers, Limiter, RateHeaders, Verdict, PLUGIN};
+use filter_core::route::RouteFacts;
 use filter_core::host::{Action, Map};
 use filter_core::{ConfigError, Host, HttpFilter, Plugin};
 use std::rc::Rc;
@@ -62,7 +63,11 @@ impl<H: Host> RateLimitRequest<H> {
 impl<H: Host> HttpFilter for RateLimitRequest<H> {
     fn on_request_headers(&mut self, _end_of_stream: bool) -> Action {
         let headers = self.host().headers(Map::RequestHeaders);
-        match self.plugin.limiter.on_request(self.context_id, &headers) {
+        let limiter = &self.plugin.limiter;
+        let facts = (limiter.route_needs()).map_or_else(RouteFacts::default, |name| {
+            RouteFacts::read(limiter.host(), name)
+        });
+        match limiter.on_request(self.context_id, &headers, &facts) {
             Verdict::Continue(h) => {
                 self.headers = h;
                 Action::Continue

@@ -211,14 +211,13 @@ fn route_descriptors_match_the_gateway_routes_and_the_rate_limit_config() {
     // The descriptors are those envoy/gateway.yaml's ratelimit stage builds, route by route:
     // its tenant and consumer header actions, then the route's name as `route`.
     let stage = reference_stage();
-    let rule = &stage["rules"][0];
-    let stage_routes: BTreeSet<&str> = rule["routes"]
-        .as_array()
+    let stage_routes: BTreeSet<&str> = stage["routes"]
+        .as_object()
         .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap())
+        .keys()
+        .map(String::as_str)
         .collect();
-    let descriptors = rule["descriptors"].as_array().unwrap();
+    let descriptors = stage["limits"]["standard"]["descriptors"].as_array().unwrap();
     assert_eq!(
         descriptors[2],
         json!([{ "route_name": { "descriptor_key": "route" } }])

@@ -57,8 +57,12 @@ fn owned_headers_are_one_list_removed_first_and_cover_every_header_the_gateway_w
         }
     }
     // transform: every request header a rule sets, adds or renames to.
+    // The named rules routes choose, the deprecated matcher rules and `default`: a rule of
+    // either form counts.
     let transform = gw.wasm_config("transform");
-    let rules = transform["rules"].as_array().cloned().unwrap_or_default();
+    let mut rules = transform["rules"].as_array().cloned().unwrap_or_default();
+    rules.extend(transform["transform_rules"].as_object().into_iter().flatten().map(|(_, r)| r.clone()));
+    assert!(!rules.is_empty(), "transform has no rules: this check would check nothing");
     for rule in rules.iter().chain(std::iter::once(&transform["default"])) {
         let headers = &rule["request"]["headers"];
         for key in ["set", "add"] {
