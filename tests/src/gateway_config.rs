@@ -126,7 +126,13 @@ impl GatewayConfig {
         let mut out = Vec::new();
         let stage = self.wasm_config("ratelimit");
         let mut rules = stage["rules"].as_array().cloned().unwrap_or_default();
-        rules.extend(stage["limits"].as_object().into_iter().flatten().map(|(_, l)| l.clone()));
+        rules.extend(
+            stage["limits"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(_, l)| l.clone()),
+        );
         let stage_actions = rules
             .iter()
             .flat_map(|r| r["descriptors"].as_array().cloned().unwrap_or_default())

@@ -225,7 +225,10 @@ fn compile_limits(
 ) -> Result<Option<RouteBinding<usize>>, ConfigError> {
     let Some(limits) = &raw.limits else {
         if !raw.routes.is_empty() {
-            return Err(ConfigError::new("routes", "maps route names to limits: give limits"));
+            return Err(ConfigError::new(
+                "routes",
+                "maps route names to limits: give limits",
+            ));
         }
         return Ok(None);
     };

@@ -709,9 +709,16 @@ fn the_route_chooses_the_limit() {
     assert_eq!(send(&host, &stage, 3, "acme").1, Action::Continue);
     assert!(host.take_calls().is_empty(), "no limit, no lease");
     // By metadata, and by the route's name: the tenant's pool needs a lease first.
-    for (ctx, metadata, name) in [(4, vec![("ratelimit", "per_tenant")], None), (5, vec![], Some("orders"))] {
+    for (ctx, metadata, name) in [
+        (4, vec![("ratelimit", "per_tenant")], None),
+        (5, vec![], Some("orders")),
+    ] {
         host.set_route(&metadata, name, true);
-        assert_eq!(send(&host, &stage, ctx, "acme").1, Action::Pause, "{metadata:?} {name:?}");
+        assert_eq!(
+            send(&host, &stage, ctx, "acme").1,
+            Action::Pause,
+            "{metadata:?} {name:?}"
+        );
     }
     host.enter(ROOT);
     stage.tick();
@@ -721,5 +728,8 @@ fn the_route_chooses_the_limit() {
     host.set_route(&[("ratelimit", "per_tenantt")], None, true);
     assert_eq!(send(&host, &stage, 6, "acme").1, Action::Pause);
     let reply = host.take_replies().pop().unwrap();
-    assert_eq!((reply.status, reply.json()["error"].as_str()), (500, Some("policy_error")));
+    assert_eq!(
+        (reply.status, reply.json()["error"].as_str()),
+        (500, Some("policy_error"))
+    );
 }

@@ -4,8 +4,8 @@
 
 use crate::config::Config;
 use crate::host::{limit_headers, Limiter, RateHeaders, Verdict, PLUGIN};
-use filter_core::route::RouteFacts;
 use filter_core::host::{Action, Map};
+use filter_core::route::RouteFacts;
 use filter_core::{ConfigError, Host, HttpFilter, Plugin};
 use std::rc::Rc;
 

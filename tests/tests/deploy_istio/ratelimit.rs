@@ -217,7 +217,9 @@ fn route_descriptors_match_the_gateway_routes_and_the_rate_limit_config() {
         .keys()
         .map(String::as_str)
         .collect();
-    let descriptors = stage["limits"]["standard"]["descriptors"].as_array().unwrap();
+    let descriptors = stage["limits"]["standard"]["descriptors"]
+        .as_array()
+        .unwrap();
     assert_eq!(
         descriptors[2],
         json!([{ "route_name": { "descriptor_key": "route" } }])

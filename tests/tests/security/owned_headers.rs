@@ -61,8 +61,17 @@ fn owned_headers_are_one_list_removed_first_and_cover_every_header_the_gateway_w
     // either form counts.
     let transform = gw.wasm_config("transform");
     let mut rules = transform["rules"].as_array().cloned().unwrap_or_default();
-    rules.extend(transform["transform_rules"].as_object().into_iter().flatten().map(|(_, r)| r.clone()));
-    assert!(!rules.is_empty(), "transform has no rules: this check would check nothing");
+    rules.extend(
+        transform["transform_rules"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, r)| r.clone()),
+    );
+    assert!(
+        !rules.is_empty(),
+        "transform has no rules: this check would check nothing"
+    );
     for rule in rules.iter().chain(std::iter::once(&transform["default"])) {
         let headers = &rule["request"]["headers"];
         for key in ["set", "add"] {

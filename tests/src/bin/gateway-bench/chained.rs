@@ -93,10 +93,13 @@ pub(super) async fn chain_section(load: &Load) -> Result<String> {
         (
             "pass-meta",
             "pass-through reading the route's edgegate metadata 10 times",
-            vec![chain::wasm("passthrough", &json!({
-                "get_property": 10,
-                "property_path": ["xds", "route_metadata", "filter_metadata", "edgegate"]
-            }))?],
+            vec![chain::wasm(
+                "passthrough",
+                &json!({
+                    "get_property": 10,
+                    "property_path": ["xds", "route_metadata", "filter_metadata", "edgegate"]
+                }),
+            )?],
         ),
     ];
     let rows: Vec<_> = rows.into_iter().chain(breakdown).collect();
