@@ -156,18 +156,15 @@ fn check_route(route: &RouteEntry, binders: &[Binder], out: &mut Vec<Finding>) {
     }
     for b in binders.iter().filter(|b| b.sees(route)) {
         let key = b.kind.key();
-        let chosen = route
-            .metadata
-            .get(key)
-            .and_then(Yaml::as_str)
-            .map(str::to_string)
-            .or_else(|| {
-                route
-                    .name
-                    .as_ref()
-                    .and_then(|n| b.by_route_name.get(n))
-                    .cloned()
-            });
+        // A filter with a route-name map binds by name only and never reads the metadata.
+        let by_name = !b.by_route_name.is_empty();
+        if by_name && route.metadata.contains_key(key) {
+            finding(format!(
+                "edgegate.{key} is ignored: {} binds routes by name (its `routes`)",
+                b.filter
+            ));
+        }
+        let chosen = b.chosen(route);
         match chosen {
             Some(p) if p == b.kind.reserved() || b.defined.contains(&p) => {}
             Some(p) => finding(format!(
@@ -175,7 +172,7 @@ fn check_route(route: &RouteEntry, binders: &[Binder], out: &mut Vec<Finding>) {
                 b.filter,
                 b.kind.defined_in()
             )),
-            None if !route.forwards || route.metadata.contains_key(key) => {}
+            None if !route.forwards || (!by_name && route.metadata.contains_key(key)) => {}
             None if b.kind == Kind::Jwt => finding(format!(
                 "forwards upstream without an authentication decision: give it edgegate.jwt \
                  (a requirement of {} or `public`)",
@@ -196,13 +193,7 @@ fn unused(binders: &[Binder], routes: &[RouteEntry], out: &mut Vec<Finding>) {
     for b in binders {
         let seen: Vec<&RouteEntry> = routes.iter().filter(|r| b.sees(r)).collect();
         let mut used = BTreeSet::new();
-        for r in &seen {
-            if let Some(p) = r.metadata.get(b.kind.key()).and_then(Yaml::as_str) {
-                used.insert(p.to_string());
-            } else if let Some(p) = r.name.as_ref().and_then(|n| b.by_route_name.get(n)) {
-                used.insert(p.clone());
-            }
-        }
+        used.extend(seen.iter().filter_map(|r| b.chosen(r)));
         for name in b.defined.difference(&used) {
             out.push(Finding {
                 line: None,
@@ -227,6 +218,21 @@ fn unused(binders: &[Binder], routes: &[RouteEntry], out: &mut Vec<Finding>) {
 }
 
 impl Binder {
+    /// The policy `route` names for this filter: by its name when the filter maps names,
+    /// else by its metadata.
+    fn chosen(&self, route: &RouteEntry) -> Option<String> {
+        if self.by_route_name.is_empty() {
+            let value = route.metadata.get(self.kind.key())?;
+            value.as_str().map(str::to_string)
+        } else {
+            route
+                .name
+                .as_ref()
+                .and_then(|n| self.by_route_name.get(n))
+                .cloned()
+        }
+    }
+
     fn sees(&self, route: &RouteEntry) -> bool {
         match &self.cluster {
             None => true,

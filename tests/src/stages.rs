@@ -124,6 +124,16 @@ pub fn bundle_by_route(keys: &Value) -> Value {
     json!({ "jwt_auth": jwt, "tenant_cache_key": tenant, "transform": tr })
 }
 
+/// [`bundle_by_route`] with each stage's policy bound to the route's name (`users`) instead of
+/// read from its metadata: how Istio binds them, and one cheaper property read.
+pub fn bundle_by_route_name(keys: &Value) -> Value {
+    let mut c = bundle_by_route(keys);
+    c["jwt_auth"]["routes"] = json!({ "users": "user" });
+    c["tenant_cache_key"]["routes"] = json!({ "users": "tenant" });
+    c["transform"]["routes"] = json!({ "users": "users" });
+    c
+}
+
 /// The bundle as the response stage alone (the cluster's upstream filter).
 pub fn bundle_response() -> Value {
     json!({ "tenant_cache_key": tenant_response() })

@@ -257,3 +257,81 @@ fn the_ratelimit_stage_leases_for_the_tenant_the_stages_before_it_resolved() {
     let (_, action) = send(&host, &bundle, 3, "/orders", Some(&token("user-1")));
     assert_eq!(action, Action::Continue, "a held token: no wait, no call");
 }
+
+/// Every stage's policy from the route: one metadata read for the whole bundle, and each stage
+/// refusing what its route does not allow.
+#[test]
+fn the_route_chooses_every_stages_policy_with_one_read() {
+    let mut c = local();
+    c["jwt_auth"].as_object_mut().unwrap().remove("rules");
+    c["jwt_auth"]["requirements"] = json!({ "user": { "requires": { "provider_name": "idp" } } });
+    c["tenant_cache_key"]["policies"] = json!({ "tenant": {} });
+    c["transform"] = json!({
+        "transform_rules": { "tagged": { "request": { "headers": { "set": { "x-route": "tagged" } } } } }
+    });
+    let (host, bundle) = start(&c);
+    let user = token("user-1");
+
+    host.set_route(
+        &[
+            ("jwt", "user"),
+            ("tenant", "tenant"),
+            ("transform", "tagged"),
+        ],
+        Some("r"),
+        true,
+    );
+    host.state_mut().property_reads.clear();
+    assert_eq!(
+        send(&host, &bundle, 2, "/any", Some(&user)).1,
+        Action::Continue
+    );
+    assert_eq!(sent(&host, 2, "x-tenant-id").as_deref(), Some("acme"));
+    assert_eq!(sent(&host, 2, "x-route").as_deref(), Some("tagged"));
+    let reads = std::mem::take(&mut host.state_mut().property_reads);
+    assert_eq!(
+        reads,
+        ["xds.route_metadata.filter_metadata.edgegate"],
+        "one read"
+    );
+
+    // The same request on routes that leave out a policy, or name an undefined one.
+    for (ctx, metadata, status, error) in [
+        (3, vec![("tenant", "tenant")], 403, "forbidden"),
+        (4, vec![("jwt", "user")], 403, "forbidden"),
+        (
+            5,
+            vec![("jwt", "user"), ("tenant", "tenant"), ("transform", "nope")],
+            500,
+            "policy_error",
+        ),
+    ] {
+        host.set_route(&metadata, None, true);
+        assert_eq!(
+            send(&host, &bundle, ctx, "/any", Some(&user)).1,
+            Action::Pause,
+            "{metadata:?}"
+        );
+        let reply = host.take_replies().pop().unwrap();
+        assert_eq!(
+            (reply.status, reply.json()["error"].as_str()),
+            (status, Some(error)),
+            "{metadata:?}"
+        );
+    }
+    // jwt and tenant named, transform not: transform has no default, so nothing is set.
+    host.set_route(&[("jwt", "user"), ("tenant", "tenant")], None, true);
+    assert_eq!(
+        send(&host, &bundle, 6, "/any", Some(&user)).1,
+        Action::Continue
+    );
+    assert_eq!(sent(&host, 6, "x-route"), None);
+    // A direct response (no cluster): every stage leaves it to Envoy, without a token.
+    host.set_route(&[], None, false);
+    assert_eq!(send(&host, &bundle, 7, "/gone", None).1, Action::Continue);
+    assert_eq!(
+        sent(&host, 7, "x-tenant-id"),
+        None,
+        "the forged tenant still goes"
+    );
+}

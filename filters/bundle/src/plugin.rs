@@ -14,7 +14,7 @@ use crate::config::BundleConfig;
 use crate::pipeline::{Flow, OnRoutes, Pipeline, StageEffects};
 use filter_core::headers::changes;
 use filter_core::host::{Action, Map};
-use filter_core::route::{Refusal, RouteFacts};
+use filter_core::route::{Needs, Refusal, RouteFacts};
 use filter_core::{ConfigError, HeaderEdit, HeaderMap, Host, HttpFilter, Plugin};
 use jwt_auth::host::WorkerAuth;
 use ratelimit::host::{limit_headers, Limiter, RateHeaders, Verdict};
@@ -56,24 +56,19 @@ struct RequestState<H: Host> {
 }
 
 impl<H: Host> BundlePlugin<H> {
-    /// The route facts every stage decides on, read once for the whole bundle: nothing when
-    /// no stage binds policies to routes, the route's name only when some stage maps names.
+    /// The route facts every stage decides on, read once for the whole bundle: what the
+    /// stages that bind policies to routes need together (nothing when none does).
     fn route_facts(&self) -> RouteFacts {
-        let jwt = self.auth.as_ref().and_then(|a| a.borrow().route_needs());
-        let tenant = (self.pipeline.tenant.as_ref())
-            .and_then(|t| t.routes())
-            .map(|b| b.maps_route_names());
-        let transform = (self.pipeline.transform.as_ref())
-            .and_then(|t| t.routes())
-            .map(|b| b.maps_route_names());
-        let limits = self.limiter.as_ref().and_then(|l| l.route_needs());
+        let jwt = self.auth.as_ref().map(|a| a.borrow().route_needs());
+        let tenant = (self.pipeline.tenant.as_ref()).and_then(|t| t.routes().map(|b| b.needs()));
+        let transform =
+            (self.pipeline.transform.as_ref()).and_then(|t| t.routes().map(|b| b.needs()));
+        let limits = self.limiter.as_ref().map(|l| l.route_needs());
         let needs = [jwt, tenant, transform, limits]
             .into_iter()
             .flatten()
-            .reduce(|a, b| a || b);
-        needs.map_or_else(RouteFacts::default, |name| {
-            RouteFacts::read(&self.host, name)
-        })
+            .fold(Needs::default(), Needs::union);
+        RouteFacts::read(&self.host, needs)
     }
 
     /// The request ended: frees the stream slot it took, if any (exactly once).

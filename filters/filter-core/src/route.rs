@@ -11,11 +11,12 @@
 //!
 //! and each plugin configuration defines the named policies. Where routes cannot carry
 //! metadata (an Istio VirtualService), a plugin maps route names (`xds.route_name`, Istio's
-//! `http[].name`) to policy names instead; metadata wins when a route has both.
+//! `http[].name`) to policy names instead: a filter whose configuration has that map binds by
+//! name only, and never reads the metadata.
 //!
-//! [`RouteFacts::read`] reads the `edgegate` metadata with one property call (Envoy serializes
-//! a struct of strings as proxy-wasm's pair list), and the route's name only when some binding
-//! maps names. [`RouteBinding::select`] resolves one filter's key against them.
+//! [`RouteFacts::read`] reads what the bindings [`Needs`]: the `edgegate` metadata with one
+//! property call (Envoy serializes a struct of strings as proxy-wasm's pair list), the route's
+//! name with another (the cheaper one). [`RouteBinding::select`] resolves one filter's key.
 
 use crate::config::ConfigError;
 use crate::host::Host;
@@ -46,15 +47,33 @@ pub struct RouteFacts {
     name: Option<String>,
 }
 
+/// What the bindings of a request's filters need to read of its route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub metadata: bool,
+    pub name: bool,
+}
+
+impl Needs {
+    /// What two sets of bindings need together (the bundle's stages).
+    pub fn union(self, other: Needs) -> Needs {
+        Needs {
+            metadata: self.metadata || other.metadata,
+            name: self.name || other.name,
+        }
+    }
+}
+
 impl RouteFacts {
-    /// Reads the route's `edgegate` metadata (one property call) and, with `with_name`, its
-    /// name (a second one).
-    pub fn read<H: Host>(host: &H, with_name: bool) -> Self {
-        let metadata = host
-            .property(&METADATA_PATH)
+    /// Reads what `needs` asks: the route's `edgegate` metadata (one property call), its name
+    /// (another).
+    pub fn read<H: Host>(host: &H, needs: Needs) -> Self {
+        let metadata = (needs.metadata)
+            .then(|| host.property(&METADATA_PATH))
+            .flatten()
             .map(|b| parse_pairs(&b))
             .unwrap_or_default();
-        let name = with_name
+        let name = (needs.name)
             .then(|| host.property(&ROUTE_NAME_PATH))
             .flatten()
             .and_then(|b| String::from_utf8(b).ok())
@@ -142,7 +161,7 @@ pub struct RouteBinding<T> {
     /// The metadata key this filter reads (`jwt`, `tenant`, `transform`, `ratelimit`).
     key: &'static str,
     policies: Vec<(String, T)>,
-    /// Route name -> policy index, or a reserved word's index past the policies.
+    /// Route name -> policy (given: the filter binds by name only, not by metadata).
     by_route_name: HashMap<String, Choice>,
     reserved: &'static [&'static str],
 }
@@ -208,9 +227,14 @@ impl<T> RouteBinding<T> {
         self.key
     }
 
-    /// Whether some route name is mapped (so requests must read their route's name).
-    pub fn maps_route_names(&self) -> bool {
-        !self.by_route_name.is_empty()
+    /// What a request must read of its route for this binding: its name when route names are
+    /// mapped, else its metadata.
+    pub fn needs(&self) -> Needs {
+        let name = !self.by_route_name.is_empty();
+        Needs {
+            metadata: !name,
+            name,
+        }
     }
 
     pub fn policy(&self, index: usize) -> Option<&T> {
@@ -225,8 +249,14 @@ impl<T> RouteBinding<T> {
         self.policies.iter().map(|(n, p)| (n.as_str(), p))
     }
 
-    /// The route's choice for this filter: its metadata key first, then its name's mapping.
+    /// The route's choice for this filter: its name's mapping when the binding maps names,
+    /// else its metadata key.
     pub fn select(&self, route: &RouteFacts) -> Bound {
+        if !self.by_route_name.is_empty() {
+            return (route.name())
+                .and_then(|n| self.by_route_name.get(n))
+                .map_or(Bound::Unbound, |c| Bound::Chosen(*c));
+        }
         if let Some(value) = route.metadata(self.key) {
             return match self.choice(value) {
                 Ok(choice) => Bound::Chosen(choice),
@@ -236,9 +266,7 @@ impl<T> RouteBinding<T> {
                 )),
             };
         }
-        (route.name())
-            .and_then(|n| self.by_route_name.get(n))
-            .map_or(Bound::Unbound, |c| Bound::Chosen(*c))
+        Bound::Unbound
     }
 
     /// [`Self::select`], with an unbound route that reaches no upstream [`Bound::Exempt`] (a
@@ -413,25 +441,29 @@ mod tests {
     }
 
     #[test]
-    fn metadata_wins_over_the_route_name_and_a_number_is_not_a_name() {
-        let b = binding(r#"{"orders-read": "user", "health": "public"}"#).unwrap();
-        assert!(b.maps_route_names());
+    fn a_binding_reads_metadata_or_names_and_a_number_is_not_a_name() {
         let host = FakeHost::at(0);
         host.set_property(&METADATA_PATH, &unhex(FROM_ENVOY));
         host.set_property(&ROUTE_NAME_PATH, b"health");
-        let facts = RouteFacts::read(&host, true);
-        assert_eq!(b.select(&facts), Bound::Chosen(Choice::Policy(0)));
-        assert_eq!(b.policy_name(0), "user");
-        let by_name = RouteFacts::new(&[], Some("health"));
+        let by_metadata = binding("{}").unwrap();
+        let metadata = Needs {
+            metadata: true,
+            name: false,
+        };
+        assert_eq!(by_metadata.needs(), metadata);
+        let facts = RouteFacts::read(&host, metadata);
         assert_eq!(
-            b.select(&by_name),
-            Bound::Chosen(Choice::Reserved("public"))
+            (facts.name(), facts.metadata("jwt")),
+            (None, Some(&b"user"[..]))
         );
-        assert_eq!(
-            b.select(&RouteFacts::new(&[], Some("other"))),
-            Bound::Unbound
-        );
-        assert_eq!(b.select(&RouteFacts::default()), Bound::Unbound);
+        assert_eq!(by_metadata.select(&facts), Bound::Chosen(Choice::Policy(0)));
+        assert_eq!(by_metadata.policy_name(0), "user");
+        let unknown = RouteFacts::new(&[("jwt", "nobody")], None);
+        let why = match by_metadata.select(&unknown) {
+            Bound::Invalid(why) => why,
+            other => panic!("{other:?}"),
+        };
+        assert!(why.contains("\"nobody\""), "{why}");
         let n = RouteBinding::new(
             "n",
             &[],
@@ -440,8 +472,27 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(n.select(&facts), Bound::Invalid(why) if why.contains("edgegate.n")));
-        let unknown = RouteFacts::new(&[("jwt", "nobody")], None);
-        assert!(matches!(b.select(&unknown), Bound::Invalid(why) if why.contains("\"nobody\"")));
+
+        // With a route-name map the name decides and the metadata is not even read.
+        let b = binding(r#"{"orders-read": "user", "health": "public"}"#).unwrap();
+        assert_eq!(
+            b.needs(),
+            Needs {
+                metadata: false,
+                name: true
+            }
+        );
+        let facts = RouteFacts::read(&host, b.needs());
+        assert_eq!(
+            (facts.name(), facts.metadata("jwt")),
+            (Some("health"), None)
+        );
+        assert_eq!(b.select(&facts), Bound::Chosen(Choice::Reserved("public")));
+        let both = RouteFacts::new(&[("jwt", "user")], Some("health"));
+        assert_eq!(b.select(&both), Bound::Chosen(Choice::Reserved("public")));
+        let other = RouteFacts::new(&[("jwt", "user")], Some("other"));
+        assert_eq!(b.select(&other), Bound::Unbound);
+        assert_eq!(b.select(&RouteFacts::default()), Bound::Unbound);
     }
 
     #[test]
@@ -478,8 +529,12 @@ mod tests {
     fn the_name_is_read_only_when_asked_and_an_upstream_needs_a_cluster() {
         let host = FakeHost::at(0);
         host.set_property(&ROUTE_NAME_PATH, b"r");
-        assert_eq!(RouteFacts::read(&host, false).name(), None);
-        assert_eq!(RouteFacts::read(&host, true).name(), Some("r"));
+        let name = Needs {
+            metadata: false,
+            name: true,
+        };
+        assert_eq!(RouteFacts::read(&host, Needs::default()).name(), None);
+        assert_eq!(RouteFacts::read(&host, name).name(), Some("r"));
         assert!(!reaches_upstream(&host));
         host.set_property(&CLUSTER_NAME_PATH, b"c");
         assert!(reaches_upstream(&host));

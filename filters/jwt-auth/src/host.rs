@@ -14,7 +14,7 @@ use crate::revocation::{RevocationCaller, RevocationConfig, SyncResult, WorkerRe
 use crate::rules::{Governing, ProviderId};
 use filter_core::host::{self, BatchedCounter, Buffer, CallError, Counter, Gauge, GrpcCall};
 use filter_core::host::{Level, Map};
-use filter_core::route::{Bound, Choice, RouteFacts};
+use filter_core::route::{Bound, Choice, Needs, RouteFacts};
 use filter_core::{ConfigError, HeaderEdit, HeaderMap, Host};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -246,10 +246,12 @@ impl<H: Host> WorkerAuth<H> {
         self.auth.config()
     }
 
-    /// What a request must read of its route before [`Self::on_request_headers`]: `None`
-    /// when the deprecated matchers decide (nothing), else whether its name is needed too.
-    pub fn route_needs(&self) -> Option<bool> {
-        (self.config().routes.as_ref()).map(|b| b.maps_route_names())
+    /// What a request must read of its route before [`Self::on_request_headers`] (nothing
+    /// when the deprecated matchers decide).
+    pub fn route_needs(&self) -> Needs {
+        (self.config().routes.as_ref())
+            .map(|b| b.needs())
+            .unwrap_or_default()
     }
 
     /// Which rule governs a request on `route`; `None` when it was refused for its route (it

@@ -87,8 +87,7 @@ impl<H: Host> HttpFilter for JwtRequest<H> {
         let host = &self.plugin.host;
         let headers = host.headers(Map::RequestHeaders);
         let mut worker = self.plugin.worker.borrow_mut();
-        let route = (worker.route_needs())
-            .map_or_else(RouteFacts::default, |name| RouteFacts::read(host, name));
+        let route = RouteFacts::read(host, worker.route_needs());
         let verdict = worker.on_request_headers(self.context_id, &headers, &route);
         drop(worker);
         match verdict {

@@ -688,45 +688,57 @@ fn pool_key_of(tenant: &str) -> String {
     )
 }
 
-/// Named limits chosen by the matched route (`edgegate.ratelimit`): the route's descriptors,
-/// nothing for `none` or a route naming no limit, a 500 for an undefined name.
+/// Named limits chosen by the matched route (`edgegate.ratelimit`, or its name with a `routes`
+/// map): the route's descriptors, nothing for `none` or a route naming no limit, a 500 for an
+/// undefined name.
 #[test]
 fn the_route_chooses_the_limit() {
-    let host = FakeHost::at(0);
-    let config = json!({
+    let mut config = json!({
         "cluster": "ratelimit", "domain": "edge",
         "limits": {
             "per_tenant": { "descriptors": [
                 [{ "request_headers": { "header_name": "x-tenant-id", "descriptor_key": "tenant" } }]
             ] }
-        },
-        "routes": { "orders": "per_tenant" }
+        }
     });
-    let stage = start_with(&host, config);
-    host.set_route(&[("ratelimit", "none")], Some("orders"), true);
-    assert_eq!(send(&host, &stage, 2, "acme").1, Action::Continue);
-    host.set_route(&[("jwt", "user")], Some("health"), true);
-    assert_eq!(send(&host, &stage, 3, "acme").1, Action::Continue);
-    assert!(host.take_calls().is_empty(), "no limit, no lease");
-    // By metadata, and by the route's name: the tenant's pool needs a lease first.
-    for (ctx, metadata, name) in [
-        (4, vec![("ratelimit", "per_tenant")], None),
-        (5, vec![], Some("orders")),
-    ] {
+    let host = FakeHost::at(0);
+    let by_metadata = start_with(&host, &config);
+    config["routes"] = json!({ "orders": "per_tenant", "health": "none" });
+    let by_name = start_with(&host, &config);
+    // Not limited: `none`, or a route naming no limit (by metadata or by name).
+    let unlimited = [
+        (&by_metadata, vec![("ratelimit", "none")], Some("orders")),
+        (&by_metadata, vec![("jwt", "user")], Some("orders")),
+        (&by_name, vec![("ratelimit", "per_tenant")], Some("health")),
+        (&by_name, vec![("ratelimit", "per_tenant")], Some("other")),
+    ];
+    for (ctx, (stage, metadata, name)) in (2..).zip(unlimited) {
         host.set_route(&metadata, name, true);
         assert_eq!(
-            send(&host, &stage, ctx, "acme").1,
-            Action::Pause,
+            send(&host, stage, ctx, "acme").1,
+            Action::Continue,
             "{metadata:?} {name:?}"
         );
     }
+    assert!(host.take_calls().is_empty(), "no limit, no lease");
+    // Limited: the tenant's pool needs a lease before the first request goes on.
+    host.set_route(&[("ratelimit", "per_tenant")], None, true);
+    assert_eq!(send(&host, &by_metadata, 10, "acme").1, Action::Pause);
+    host.set_route(&[], Some("orders"), true);
+    assert_eq!(send(&host, &by_name, 11, "globex").1, Action::Pause);
     host.enter(ROOT);
-    stage.tick();
-    let calls = leases(&host);
-    assert!(!calls.is_empty(), "a lease for the tenant's pool");
-    assert_eq!(calls[0].2.descriptors[0].entries[0].value, "acme");
+    by_metadata.tick();
+    by_name.tick();
+    let tenants: Vec<String> = leases(&host)
+        .into_iter()
+        .map(|(_, _, l)| l.descriptors[0].entries[0].value.clone())
+        .collect();
+    assert!(
+        tenants.contains(&"acme".to_string()) && tenants.contains(&"globex".to_string()),
+        "{tenants:?}"
+    );
     host.set_route(&[("ratelimit", "per_tenantt")], None, true);
-    assert_eq!(send(&host, &stage, 6, "acme").1, Action::Pause);
+    assert_eq!(send(&host, &by_metadata, 12, "acme").1, Action::Pause);
     let reply = host.take_replies().pop().unwrap();
     assert_eq!(
         (reply.status, reply.json()["error"].as_str()),

@@ -17,7 +17,7 @@ use crate::pool::{self, LimitView, Pool, Take};
 use crate::slots::{self, Slots};
 use filter_core::host::{log, GrpcCall, Level};
 use filter_core::plugin::TICK;
-use filter_core::route::{Bound, Choice, RouteFacts};
+use filter_core::route::{Bound, Choice, Needs, RouteFacts};
 use filter_core::shared::update_shared;
 use filter_core::{HeaderMap, Host};
 use prost::Message;
@@ -135,10 +135,12 @@ impl<H: Host> Limiter<H> {
         &self.host
     }
 
-    /// What a request must read of its route before [`Self::on_request`]: `None` when the
-    /// rules' own matchers decide, else whether its name is needed too.
-    pub fn route_needs(&self) -> Option<bool> {
-        (self.config.limits.as_ref()).map(|b| b.maps_route_names())
+    /// What a request must read of its route before [`Self::on_request`] (nothing when the
+    /// rules' own matchers decide).
+    pub fn route_needs(&self) -> Needs {
+        (self.config.limits.as_ref())
+            .map(|b| b.needs())
+            .unwrap_or_default()
     }
 
     /// The request-headers phase of request `context_id`, on the route facts

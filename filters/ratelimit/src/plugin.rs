@@ -64,9 +64,7 @@ impl<H: Host> HttpFilter for RateLimitRequest<H> {
     fn on_request_headers(&mut self, _end_of_stream: bool) -> Action {
         let headers = self.host().headers(Map::RequestHeaders);
         let limiter = &self.plugin.limiter;
-        let facts = (limiter.route_needs()).map_or_else(RouteFacts::default, |name| {
-            RouteFacts::read(limiter.host(), name)
-        });
+        let facts = RouteFacts::read(limiter.host(), limiter.route_needs());
         match limiter.on_request(self.context_id, &headers, &facts) {
             Verdict::Continue(h) => {
                 self.headers = h;

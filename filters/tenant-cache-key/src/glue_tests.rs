@@ -217,7 +217,6 @@ mod by_route {
                 "stream": { "stream": true },
                 "catalog": { "public": true },
             },
-            "routes": { "legacy-ws": "stream" },
             "streams": { "per_consumer": 1, "per_tenant": 2 },
         }))
     }
@@ -292,8 +291,8 @@ mod by_route {
             host.map_of(3, Map::ResponseHeaders).get("cache-control"),
             None
         );
-        // `stream` (here by the route's name): one per consumer; the second is refused.
-        host.set_route(&[], Some("legacy-ws"), true);
+        // `stream`: one per consumer; the second is refused.
+        host.set_route(&[("tenant", "stream")], None, true);
         assert_eq!(open(&host, &p, 4, with_tenant()).1, Action::Continue);
         assert_eq!(open(&host, &p, 5, with_tenant()).1, Action::Pause);
         let reply = host.take_replies().pop().unwrap();

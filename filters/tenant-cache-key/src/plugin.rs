@@ -79,8 +79,8 @@ impl<H: Host> HttpFilter for TenantRequest<H> {
         let p = &*self.plugin;
         let headers = p.host.headers(Map::RequestHeaders);
         let request_id = headers.get("x-request-id");
-        let needs = p.policy.routes().map(|b| b.maps_route_names());
-        let facts = needs.map_or_else(RouteFacts::default, |name| RouteFacts::read(&p.host, name));
+        let needs = p.policy.routes().map(|b| b.needs()).unwrap_or_default();
+        let facts = RouteFacts::read(&p.host, needs);
         let on = match on_route(&p.host, &p.policy, &facts) {
             Ok(on) => on,
             Err(refusal) => {

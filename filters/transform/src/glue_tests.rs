@@ -411,8 +411,7 @@ fn the_route_chooses_the_rule_and_an_undefined_one_is_refused() {
       "transform_rules": {
         "users": {"request": {"headers": {"set": {"x-gateway-route": "users"}}}}
       },
-      "default": {"request": {"headers": {"set": {"x-gateway-route": "default"}}}},
-      "routes": {"people": "users"}
+      "default": {"request": {"headers": {"set": {"x-gateway-route": "default"}}}}
     }"#;
     let (host, plugin) = configure(config);
     let route_header = |host: &FakeHost| {
@@ -421,8 +420,7 @@ fn the_route_chooses_the_rule_and_an_undefined_one_is_refused() {
     // The path says nothing: only the route decides.
     for (metadata, name, expect) in [
         (vec![("transform", "users")], None, Some("users")),
-        (vec![], Some("people"), Some("users")),
-        (vec![], Some("other"), Some("default")),
+        (vec![], Some("people"), Some("default")),
         (vec![("transform", "none")], Some("people"), None),
     ] {
         host.set_route(&metadata, name, true);

@@ -80,9 +80,7 @@ impl<H: Host> HttpFilter for TransformHttp<H> {
         let p = &*self.plugin;
         let headers = p.host.headers(Map::RequestHeaders);
         let t = &p.transformer;
-        let facts = (t.routes()).map_or_else(RouteFacts::default, |b| {
-            RouteFacts::read(&p.host, b.maps_route_names())
-        });
+        let facts = RouteFacts::read(&p.host, t.routes().map(|b| b.needs()).unwrap_or_default());
         let plan = match t.route_choice(&facts) {
             Ok(choice) => t.request_plan_on(&headers, choice),
             Err(refusal) => {

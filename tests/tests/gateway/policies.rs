@@ -286,6 +286,11 @@ fn the_shipped_config_passes_the_checker_and_bad_bindings_are_named() {
         ("jwt: user, tenant: tenant, transform: users", "jwt: admins, tenant: tenant, transform: users", "names \"admins\", which jwt_auth does not define"),
         ("jwt: user, tenant: tenant, transform: users", "jwt: 3, tenant: tenant, transform: users", "edgegate.jwt: must be a policy name"),
         ("jwt: user, tenant: tenant, transform: users", "jwt: user, tenant: tenant, transform: users, cors: x", "edgegate.cors: no edgegate filter reads this key"),
+        (
+            "jwt: user, tenant: tenant, transform: users",
+            "jwt: user, tenant: tenant, transform: users, ratelimit: standard",
+            "edgegate.ratelimit is ignored: ratelimit binds routes by name",
+        ),
         ("\"user\": { \"requires\"", "\"unused\": { \"requires\": { \"provider_name\": \"idp\" } }, \"user\": { \"requires\"", "requirements.unused is defined but no route names it"),
     ];
     for (from, to, expect) in cases {

@@ -15,6 +15,12 @@ fn route_config() -> Value {
         "user": {"requires": {"provider_name": "idp"}},
         "orders_write": {"requires": {"provider_name": "idp"}, "required_scopes": ["orders:write"]},
     });
+    c
+}
+
+/// [`route_config`] binding by route name (as under Istio): the metadata is not read.
+fn name_config() -> Value {
+    let mut c = route_config();
     c["routes"] = json!({"health": "public", "orders-read": "user"});
     c
 }
@@ -112,23 +118,29 @@ fn an_undefined_or_mistyped_requirement_is_a_500_never_a_guess() {
 
 #[test]
 fn route_names_bind_where_routes_carry_no_metadata() {
-    let (host, plugin) = start(&route_config());
+    let (host, plugin) = start(&name_config());
     on_route(&host, &[], Some("orders-read"), true);
     assert_eq!(no_token(&host, &plugin, 2), Action::Pause);
     assert_eq!(only_reply(&host).status, 401);
     on_route(&host, &[], Some("health"), true);
     assert_eq!(no_token(&host, &plugin, 3), Action::Continue);
-    // Metadata wins over the name.
+    // A filter that binds by name never reads the metadata: the name decides.
     on_route(&host, &[("jwt", "user")], Some("health"), true);
-    assert_eq!(no_token(&host, &plugin, 4), Action::Pause);
-    assert_eq!(only_reply(&host).status, 401);
+    assert_eq!(no_token(&host, &plugin, 4), Action::Continue);
+    // A route whose name is not mapped is refused, whatever its metadata says.
+    on_route(&host, &[("jwt", "public")], Some("new-route"), true);
+    assert_eq!(no_token(&host, &plugin, 5), Action::Pause);
+    assert_eq!(only_reply(&host).status, 403);
+    let reads = std::mem::take(&mut host.state_mut().property_reads);
+    assert!(
+        !reads.iter().any(|r| r.contains("route_metadata")),
+        "{reads:?}"
+    );
 }
 
 #[test]
 fn reads_are_one_property_call_and_none_for_the_deprecated_matchers() {
-    let mut config = route_config();
-    config.as_object_mut().unwrap().remove("routes");
-    let (host, plugin) = start(&config);
+    let (host, plugin) = start(&route_config());
     on_route(&host, &[("jwt", "user")], Some("orders"), true);
     host.state_mut().property_reads.clear();
     assert_eq!(send(&host, &plugin, 2, &token(), &[]).1, Action::Continue);

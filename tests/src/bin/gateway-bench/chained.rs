@@ -54,6 +54,11 @@ pub(super) async fn chain_section(load: &Load) -> Result<String> {
             "bundle.wasm, each stage's policy from the route's metadata (one property read)",
             vec![chain::wasm("bundle", &stages::bundle_by_route(&keys))?],
         ),
+        (
+            "bundle-names",
+            "bundle.wasm, each stage's policy bound to the route's name",
+            vec![chain::wasm("bundle", &stages::bundle_by_route_name(&keys))?],
+        ),
     ];
     // What each stage costs alone, for what bounds the bundle (saturation only).
     let mut lean_transform = stages::transform();
@@ -91,6 +96,17 @@ pub(super) async fn chain_section(load: &Load) -> Result<String> {
             vec![chain::wasm("transform", &lean_transform)?],
         ),
         (
+            "pass-name",
+            "pass-through reading the route's name 10 times",
+            vec![chain::wasm(
+                "passthrough",
+                &json!({
+                    "get_property": 10,
+                    "property_path": ["xds", "route_name"]
+                }),
+            )?],
+        ),
+        (
             "pass-meta",
             "pass-through reading the route's edgegate metadata 10 times",
             vec![chain::wasm(
@@ -125,6 +141,7 @@ pub(super) async fn chain_section(load: &Load) -> Result<String> {
     let mut out = t.render(&[
         ("bundle", "three", Some(1.5)),
         ("bundle-routes", "bundle", Some(1.0)),
+        ("bundle-names", "bundle", Some(1.0)),
         ("three", "none", None),
         ("bundle", "none", None),
         ("pass", "none", None),
@@ -144,10 +161,13 @@ pub(super) async fn chain_section(load: &Load) -> Result<String> {
     ));
     out.push_str(&format!(
         "Policy by route: one read of the route's edgegate metadata costs {:.2} us of worker \
-         time ((pass-meta - pass) / 10); the route-bound bundle {:+.1} us against the \
-         matcher-based one.\n",
+         time, one of its name {:.2} us ((pass-meta|pass-name - pass) / 10); against the \
+         matcher-based bundle, policies from the metadata {:+.1} us, by the route's name \
+         {:+.1} us.\n",
         (per_req("pass-meta") - per_req("pass")) / 10.0,
+        (per_req("pass-name") - per_req("pass")) / 10.0,
         per_req("bundle-routes") - per_req("bundle"),
+        per_req("bundle-names") - per_req("bundle"),
     ));
 
     // Latency at half of each chain's own saturation, against no filter at the same rate.
