@@ -33,12 +33,23 @@ impl Default for KeyPolicy {
     }
 }
 
+/// A P-521 public key (the `p521` crate's key has no `Debug`).
+#[derive(Clone)]
+pub struct P521Key(pub p521::ecdsa::VerifyingKey);
+
+impl std::fmt::Debug for P521Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("P521Key")
+    }
+}
+
 /// The key material of one JWK, in the form its verifier needs.
 #[derive(Debug, Clone)]
 pub enum KeyMaterial {
     Rsa(RsaPublicKey),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
+    P521(P521Key),
     Ed25519(ed25519_compact::PublicKey),
     /// A shared secret; only ever from the provider's own configuration (`local_jwks`).
     Hmac(Vec<u8>),
@@ -56,6 +67,7 @@ impl KeyMaterial {
                 RS256 | RS384 | RS512 | PS256 | PS384 | PS512
             ) | (KeyMaterial::P256(_), ES256)
                 | (KeyMaterial::P384(_), ES384)
+                | (KeyMaterial::P521(_), ES512)
                 | (KeyMaterial::Ed25519(_), EdDSA)
                 | (KeyMaterial::Hmac(_), HS256 | HS384 | HS512)
         )
@@ -209,6 +221,7 @@ fn parse_jwk(
             match str_field(k, "crv")? {
                 "P-256" => KeyMaterial::P256(p256_key(&x, &y)?),
                 "P-384" => KeyMaterial::P384(p384_key(&x, &y)?),
+                "P-521" => KeyMaterial::P521(P521Key(p521_key(&x, &y)?)),
                 _ => return Err("unsupported EC curve"),
             }
         }
@@ -241,24 +254,39 @@ fn parse_jwk(
     Ok(Jwk { kid, alg, material })
 }
 
+/// An EC coordinate as the curve's `N` bytes. RFC 7518 asks for the full length; a shorter
+/// one (a leading zero dropped, as some issuers write them and jwt_verify_lib accepts) is
+/// left-padded. The point is checked to be on the curve either way.
+fn coordinate<const N: usize>(c: &[u8]) -> Result<[u8; N], &'static str> {
+    let mut out = [0u8; N];
+    let start = N
+        .checked_sub(c.len())
+        .ok_or("EC coordinate has the wrong length")?;
+    if c.is_empty() {
+        return Err("EC coordinate has the wrong length");
+    }
+    out[start..].copy_from_slice(c);
+    Ok(out)
+}
+
 fn p256_key(x: &[u8], y: &[u8]) -> Result<p256::ecdsa::VerifyingKey, &'static str> {
-    let x: [u8; 32] = x
-        .try_into()
-        .map_err(|_| "EC coordinate has the wrong length")?;
-    let y: [u8; 32] = y
-        .try_into()
-        .map_err(|_| "EC coordinate has the wrong length")?;
+    let (x, y) = (coordinate::<32>(x)?, coordinate::<32>(y)?);
     let point = p256::EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
     p256::ecdsa::VerifyingKey::from_encoded_point(&point).map_err(|_| "EC point not on curve")
 }
 
+/// A P-521 public key from its coordinates (66 bytes each), as an uncompressed SEC1 point.
+fn p521_key(x: &[u8], y: &[u8]) -> Result<p521::ecdsa::VerifyingKey, &'static str> {
+    let (x, y) = (coordinate::<66>(x)?, coordinate::<66>(y)?);
+    let mut sec1 = Vec::with_capacity(133);
+    sec1.push(4);
+    sec1.extend_from_slice(&x);
+    sec1.extend_from_slice(&y);
+    p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| "EC point not on curve")
+}
+
 fn p384_key(x: &[u8], y: &[u8]) -> Result<p384::ecdsa::VerifyingKey, &'static str> {
-    let x: [u8; 48] = x
-        .try_into()
-        .map_err(|_| "EC coordinate has the wrong length")?;
-    let y: [u8; 48] = y
-        .try_into()
-        .map_err(|_| "EC coordinate has the wrong length")?;
+    let (x, y) = (coordinate::<48>(x)?, coordinate::<48>(y)?);
     let point = p384::EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
     p384::ecdsa::VerifyingKey::from_encoded_point(&point).map_err(|_| "EC point not on curve")
 }

@@ -32,6 +32,7 @@ pub struct TestKeys {
     pub rsa2: RsaTestKey,
     pub p256: p256::ecdsa::SigningKey,
     pub p384: p384::ecdsa::SigningKey,
+    pub p521: p521::ecdsa::SigningKey,
     pub ed: ed25519_compact::KeyPair,
     pub hmac: Vec<u8>,
 }
@@ -93,6 +94,14 @@ pub fn keys() -> &'static TestKeys {
                 break k;
             }
         },
+        p521: loop {
+            // A P-521 scalar is 521 bits: the top byte holds one bit.
+            let mut bytes = random::<66>();
+            bytes[0] &= 1;
+            if let Ok(k) = p521::ecdsa::SigningKey::from_slice(&bytes) {
+                break k;
+            }
+        },
         ed: ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(random::<32>())),
         hmac: random::<64>().to_vec(),
     })
@@ -150,6 +159,11 @@ pub fn p384_jwk(kid: &str) -> Value {
     json!({"kty": "EC", "crv": "P-384", "kid": kid, "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())})
 }
 
+pub fn p521_jwk(kid: &str) -> Value {
+    let point = p521::ecdsa::VerifyingKey::from(&keys().p521).to_encoded_point(false);
+    json!({"kty": "EC", "crv": "P-521", "kid": kid, "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())})
+}
+
 pub fn ed_jwk(kid: &str) -> Value {
     json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": b64(*keys().ed.pk)})
 }
@@ -195,6 +209,11 @@ pub fn sign(header: &Value, claims: &Value) -> String {
             let s: p384::ecdsa::Signature = k.p384.sign(input.as_bytes());
             s.to_bytes().to_vec()
         }
+        "ES512" => {
+            use p521::ecdsa::signature::Signer;
+            let s: p521::ecdsa::Signature = k.p521.sign(input.as_bytes());
+            s.to_bytes().to_vec()
+        }
         "EdDSA" => k.ed.sk.sign(input.as_bytes(), None).to_vec(),
         hs => hmac(hs, &k.hmac, input.as_bytes()),
     };
@@ -208,6 +227,7 @@ pub fn jwks(with_hmac: bool) -> Value {
         k.rsa.jwk("rsa-1"),
         p256_jwk("ec-1"),
         p384_jwk("ec384-1"),
+        p521_jwk("ec521-1"),
         ed_jwk("ed-1"),
     ];
     if with_hmac {
@@ -220,6 +240,7 @@ pub fn kid_for(alg: &str) -> &'static str {
     match alg {
         "ES256" => "ec-1",
         "ES384" => "ec384-1",
+        "ES512" => "ec521-1",
         "EdDSA" => "ed-1",
         a if a.starts_with("HS") => "hs-1",
         _ => "rsa-1",

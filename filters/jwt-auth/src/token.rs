@@ -47,6 +47,7 @@ pub enum Algorithm {
     PS512,
     ES256,
     ES384,
+    ES512,
     EdDSA,
 }
 
@@ -66,6 +67,7 @@ impl Algorithm {
             "PS512" => Self::PS512,
             "ES256" => Self::ES256,
             "ES384" => Self::ES384,
+            "ES512" => Self::ES512,
             "EdDSA" => Self::EdDSA,
             n if n.trim().eq_ignore_ascii_case("none") => return Err(TokenError::AlgNone),
             _ => return Err(TokenError::UnsupportedAlg),
@@ -85,6 +87,7 @@ impl Algorithm {
             Self::PS512 => "PS512",
             Self::ES256 => "ES256",
             Self::ES384 => "ES384",
+            Self::ES512 => "ES512",
             Self::EdDSA => "EdDSA",
         }
     }
@@ -401,7 +404,7 @@ mod tests {
         // An unsigned token with an empty signature is malformed before alg is even read.
         let t = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64("{}"));
         assert_eq!(parse(&t, 8192).unwrap_err(), TokenError::Malformed);
-        for alg in ["rs256", "HS1", "", "ES512"] {
+        for alg in ["rs256", "HS1", "", "ES521", "es512"] {
             let t = tok(&format!(r#"{{"alg":"{alg}"}}"#), "{}");
             assert_eq!(
                 parse(&t, 8192).unwrap_err(),

@@ -2,10 +2,11 @@
 //! checking the signature with the algorithm the key's type allows.
 //!
 //! The work per token is bounded: at most [`MAX_CANDIDATES`] signature checks, whatever the key
-//! set holds. A token with a `kid` is checked against the key(s) of that `kid`; a token without
-//! one against the first [`MAX_CANDIDATES`] keys (in JWKS order) whose type and `alg` fit its
-//! `alg`, and when more keys fit and none of those verified, it is refused as
-//! [`VerifyError::KidRequired`] rather than tried further.
+//! set holds. A token with a `kid` is checked against the key(s) of that `kid` and, when the
+//! set has none, against the keys that have no `kid` (as jwt_verify_lib, which Envoy's
+//! jwt_authn uses, does); a token without one against the first [`MAX_CANDIDATES`] keys whose
+//! type and `alg` fit its `alg`, those without a `kid` first, then in JWKS order. When more keys fit than were tried and none
+//! verified, it is refused as [`VerifyError::KidRequired`] rather than tried further.
 
 pub mod rsa;
 
@@ -29,19 +30,31 @@ pub enum VerifyError {
     KidRequired,
 }
 
-/// Most signature checks spent on one token.
-pub const MAX_CANDIDATES: usize = 2;
+/// Most signature checks spent on one token: enough for an issuer mid-rotation (the previous,
+/// current and next key, none named by the token), few enough to bound a forgery's cost.
+pub const MAX_CANDIDATES: usize = 3;
 
 /// The keys that may verify a token: those with its `kid` (if it has one), of a type that
 /// supports its `alg`, and whose own `alg`, if any, is the token's.
 pub fn candidates<'a>(set: &'a KeySet, header: &JoseHeader) -> Result<Vec<&'a Jwk>, VerifyError> {
     let by_kid: Vec<&Jwk> = match &header.kid {
-        Some(kid) => set
-            .keys
-            .iter()
-            .filter(|k| k.kid.as_deref() == Some(kid.as_str()))
-            .collect(),
-        None => set.keys.iter().collect(),
+        Some(kid) => {
+            let named = (set.keys.iter()).filter(|k| k.kid.as_deref() == Some(kid.as_str()));
+            let named: Vec<&Jwk> = named.collect();
+            if named.is_empty() {
+                // No key of that kid: the keys that name none may still be it.
+                set.keys.iter().filter(|k| k.kid.is_none()).collect()
+            } else {
+                named
+            }
+        }
+        // Keys without a kid first: an issuer that leaves kid out of its tokens most likely
+        // publishes its key without one, and the checks per token are few.
+        None => {
+            let mut all: Vec<&Jwk> = set.keys.iter().collect();
+            all.sort_by_key(|k| k.kid.is_some());
+            all
+        }
     };
     if by_kid.is_empty() {
         return Err(if header.kid.is_some() {
@@ -86,7 +99,10 @@ pub fn verify_counted(
             return Ok(());
         }
     }
-    if header.kid.is_none() && all.len() > MAX_CANDIDATES {
+    // Keys chosen by the token's own kid were all of them: more fitting keys than were tried
+    // remain only when the choice was by type (no kid, or a kid the keys do not name).
+    let named = header.kid.is_some() && all.iter().any(|k| k.kid == header.kid);
+    if all.len() > MAX_CANDIDATES && !named {
         return Err(VerifyError::KidRequired);
     }
     Err(VerifyError::BadSignature)
@@ -109,6 +125,10 @@ pub fn verify_with(key: &KeyMaterial, alg: Algorithm, msg: &[u8], sig: &[u8]) ->
         (KeyMaterial::P384(k), ES384) => {
             use p384::ecdsa::signature::Verifier;
             p384::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.verify(msg, &s).is_ok())
+        }
+        (KeyMaterial::P521(k), ES512) => {
+            use p521::ecdsa::signature::Verifier;
+            p521::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.0.verify(msg, &s).is_ok())
         }
         (KeyMaterial::Ed25519(k), EdDSA) => {
             ed25519_compact::Signature::from_slice(sig).is_ok_and(|s| k.verify(msg, &s).is_ok())

@@ -19,9 +19,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 const NOW: u64 = 1_700_000_000;
-const ALGS: [&str; 12] = [
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256",
-    "HS384", "HS512",
+const ALGS: [&str; 13] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "HS256", "HS384", "HS512",
 ];
 
 fn claims() -> Value {

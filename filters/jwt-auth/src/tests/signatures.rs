@@ -157,3 +157,29 @@ fn jwks_parsing_skips_bad_keys_and_refuses_empty_sets() {
     assert!(KeySet::parse(br#"{"keys": []}"#, JwksOrigin::Remote).is_err());
     assert!(KeySet::parse(br#"{"keys": {}}"#, JwksOrigin::Remote).is_err());
 }
+
+/// A token naming a kid no key has is tried against the keys that name none (as
+/// jwt_verify_lib does); with no such key it is an unknown kid (which may trigger a refetch).
+#[test]
+fn an_unknown_kid_falls_back_to_keys_without_a_kid() {
+    let k = keys();
+    let mut kidless = p521_jwk("x");
+    kidless.as_object_mut().unwrap().remove("kid");
+    let set = KeySet::from_value(
+        &json!({"keys": [k.rsa.jwk("rsa-1"), kidless]}),
+        JwksOrigin::Remote,
+    )
+    .unwrap();
+    let t = sign(&json!({"alg": "ES512", "kid": "rotated-away"}), &claims());
+    assert_eq!(verify_token(&set, &t), Ok(()));
+    let named =
+        KeySet::from_value(&json!({"keys": [p521_jwk("ec521-1")]}), JwksOrigin::Remote).unwrap();
+    assert_eq!(verify_token(&named, &t), Err(VerifyError::UnknownKid));
+    // A kid that a key has never falls back: that key decides.
+    let both = KeySet::from_value(
+        &json!({"keys": [p384_jwk("rotated-away"), p521_jwk("ec521-1")]}),
+        JwksOrigin::Remote,
+    )
+    .unwrap();
+    assert_eq!(verify_token(&both, &t), Err(VerifyError::NoMatchingKey));
+}
