@@ -92,28 +92,17 @@ struct Args {
 /// The token's environment variable (a value, unlike `--revocation-token-file`'s path).
 const TOKEN_ENV: &str = "RLS_REVOCATION_TOKEN";
 
-/// `250us`, `20ms`, `1s`, `2m`; a bare number is milliseconds.
+/// `250us`, `20ms`, `1s`, `2m` (humantime's units); a bare number is milliseconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?} (expected e.g. 20ms, 1s)"))?;
-    let seconds = match unit.trim() {
-        "us" | "µs" => value / 1e6,
-        "" | "ms" => value / 1e3,
-        "s" => value,
-        "m" => value * 60.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?} (expected us, ms, s or m)"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map(Duration::from_millis)
+            .map_err(|e| format!("invalid duration {text:?}: {e}"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("invalid duration {text:?} (expected e.g. 20ms, 1s): {e}"))
 }
 
 /// The revocation token from `--revocation-token-file` or from [`TOKEN_ENV`] (not both), or
@@ -305,7 +294,8 @@ mod tests {
         assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         assert_eq!(parse_duration("15"), Ok(Duration::from_millis(15)));
         assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("5 lightyears").is_err());
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
     }
 
     #[test]

@@ -114,11 +114,12 @@ impl Builder {
                     return Err(duplicate());
                 }
                 nodes.any = Some(Box::new(node));
-            } else if let Some(prefix) = value.strip_suffix('*') {
-                if nodes.wildcards.iter().any(|(p, _)| p == prefix) {
+            } else if value.contains('*') {
+                if nodes.wildcards.iter().any(|(p, _, _)| *p == value) {
                     return Err(duplicate());
                 }
-                nodes.wildcards.push((prefix.to_owned(), node));
+                let re = wildcard(&value).map_err(|e| ctx.err(&here, e))?;
+                nodes.wildcards.push((value, re, node));
             } else {
                 if nodes.exact.contains_key(&value) {
                     return Err(duplicate());
@@ -319,4 +320,12 @@ struct NodeFlags<'a> {
     detailed_metric: bool,
     stats_path: &'a str,
     replaces: &'a [String],
+}
+
+/// A descriptor value with `*` as a whole-value match: each `*` any run of characters (the
+/// empty one too), everything else literal (`foo*bar*baz`, `bar*b`, `*`).
+fn wildcard(value: &str) -> Result<regex::Regex, String> {
+    let literal: Vec<String> = value.split('*').map(regex::escape).collect();
+    regex::Regex::new(&format!("^{}$", literal.join("(?s:.*)")))
+        .map_err(|e| format!("wildcard value {value:?}: {e}"))
 }

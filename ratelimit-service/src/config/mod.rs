@@ -125,8 +125,9 @@ struct Level {
 #[derive(Debug, Default)]
 struct KeyNodes {
     exact: HashMap<String, Node>,
-    /// `(prefix without '*', node)` in file order.
-    wildcards: Vec<(String, Node)>,
+    /// Values with `*` (any run of characters, the empty one too), in file order: the
+    /// pattern as written, compiled.
+    wildcards: Vec<(String, regex::Regex, Node)>,
     any: Option<Box<Node>>,
 }
 
@@ -140,11 +141,7 @@ impl Level {
         if let Some(node) = nodes.exact.get(value) {
             return Some(node);
         }
-        if let Some((_, node)) = nodes
-            .wildcards
-            .iter()
-            .find(|(prefix, _)| value.starts_with(prefix.as_str()))
-        {
+        if let Some((_, _, node)) = nodes.wildcards.iter().find(|(_, re, _)| re.is_match(value)) {
             return Some(node);
         }
         nodes.any.as_deref()
@@ -171,7 +168,7 @@ impl Domain {
                 let all = nodes
                     .exact
                     .values()
-                    .chain(nodes.wildcards.iter().map(|(_, n)| n))
+                    .chain(nodes.wildcards.iter().map(|(_, _, n)| n))
                     .chain(nodes.any.as_deref());
                 for node in all {
                     out.extend(node.limits.iter());

@@ -310,3 +310,40 @@ fn lease_fields_compile_with_defaults_and_lease_size_one_is_exact() {
         .iter()
         .all(|(_, l)| l.mode == LimitMode::Exact));
 }
+
+/// `*` anywhere in a value, any number of times, matching any run of characters (the empty
+/// one too); everything else is literal, regex metacharacters included.
+#[test]
+fn wildcards_match_anywhere_in_the_value() {
+    let yaml = r#"
+domain: w
+descriptors:
+  - { key: k, value: "foo*bar*baz", rate_limit: { unit: second, requests_per_unit: 1 } }
+  - { key: k, value: "bar*b", rate_limit: { unit: second, requests_per_unit: 2 } }
+  - { key: k, value: "a.c*", rate_limit: { unit: second, requests_per_unit: 3 } }
+  - { key: k, value: "*", rate_limit: { unit: second, requests_per_unit: 4 } }
+"#;
+    let config = Config::from_yaml_str("w.yaml", yaml).unwrap();
+    let rpu = |v: &str| limit_of(&config, "w", &[("k", v)]).map(|l| l.requests_per_unit);
+    for (value, expected) in [
+        ("fooXbarYbaz", 1),
+        ("foobarbaz", 1),
+        ("foo-bar-baz-bar-baz", 1),
+        ("barb", 2),
+        ("bar--b", 2),
+        ("a.c", 3),
+        ("a.cdef", 3),
+        ("abc", 4),
+        ("fooXbar", 4),
+        ("", 4),
+        ("line\nbreak", 4),
+    ] {
+        assert_eq!(rpu(value), Some(expected), "{value:?}");
+    }
+    let dup =
+        "domain: d\ndescriptors:\n  - { key: k, value: \"a*\" }\n  - { key: k, value: \"a*\" }\n";
+    let e = Config::from_yaml_str("d.yaml", dup)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("duplicate descriptor key"), "{e}");
+}
