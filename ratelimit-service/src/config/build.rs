@@ -2,7 +2,7 @@
 //! path and the reason.
 
 use super::lease::{self, LeaseFields, LimitShape, DEFAULT_LEASE_TTL};
-use super::raw::{RawDescriptor, RawDomain, RawLimit, Scalar};
+use super::raw::{RawDescriptor, RawDomain, RawLimit, RawReplaces, Scalar};
 use super::{Config, ConfigError, Domain, Level, Limit, Node, Unit};
 use crate::bucket::Algorithm;
 use crate::keys;
@@ -153,13 +153,7 @@ impl Builder {
             }
             (None, None) => {}
         }
-        let mut replaces = Vec::new();
-        for (i, r) in raw.replaces.into_iter().enumerate() {
-            match r.name.map(|s| s.0).filter(|n| !n.is_empty()) {
-                Some(name) => replaces.push(name),
-                None => return Err(ctx.err(&format!("{here}.replaces[{i}].name"), "must be set")),
-            }
-        }
+        let replaces = replaced_names(ctx, here, raw.replaces)?;
         let mut limits = Vec::with_capacity(raw_limits.len());
         for (index, (path, raw_limit)) in raw_limits.into_iter().enumerate() {
             let limit = self.limit(
@@ -194,9 +188,9 @@ impl Builder {
         flags: NodeFlags<'_>,
     ) -> Result<Limit, ConfigError> {
         let unit = limit_unit(ctx, path, raw.unit, raw.unlimited)?;
+        // Omitted, it is 0 (every request over the limit), as in envoyproxy/ratelimit.
         let requests_per_unit = match raw.requests_per_unit {
-            None if raw.unlimited => 0,
-            None => return Err(ctx.err(&format!("{path}.requests_per_unit"), "missing")),
+            None => 0,
             Some(n) => u32::try_from(n).map_err(|_| {
                 ctx.err(
                     &format!("{path}.requests_per_unit"),
@@ -250,7 +244,9 @@ impl Builder {
             detailed_metric: flags.detailed_metric,
             key_prefix: keys::limit_prefix(ctx.domain, algorithm, period, index),
             stats_path: flags.stats_path.to_owned(),
-            replaces: flags.replaces.to_vec(),
+            replaces: (flags.replaces.iter().cloned())
+                .chain(replaced_names(ctx, path, raw.replaces)?)
+                .collect(),
             mode,
             lease_ttl,
         })
@@ -328,4 +324,20 @@ fn wildcard(value: &str) -> Result<regex::Regex, String> {
     let literal: Vec<String> = value.split('*').map(regex::escape).collect();
     regex::Regex::new(&format!("^{}$", literal.join("(?s:.*)")))
         .map_err(|e| format!("wildcard value {value:?}: {e}"))
+}
+
+/// The names a `replaces` list (of a descriptor, or of its `rate_limit`) names; each must be set.
+fn replaced_names(
+    ctx: &Ctx<'_>,
+    here: &str,
+    list: Vec<RawReplaces>,
+) -> Result<Vec<String>, ConfigError> {
+    let mut names = Vec::with_capacity(list.len());
+    for (i, r) in list.into_iter().enumerate() {
+        match r.name.map(|s| s.0).filter(|n| !n.is_empty()) {
+            Some(name) => names.push(name),
+            None => return Err(ctx.err(&format!("{here}.replaces[{i}].name"), "must be set")),
+        }
+    }
+    Ok(names)
 }

@@ -39,6 +39,7 @@ pub enum Unit {
     Minute,
     Hour,
     Day,
+    Week,
     Month,
     Year,
 }
@@ -50,6 +51,7 @@ impl Unit {
             Unit::Minute => 60,
             Unit::Hour => 3_600,
             Unit::Day => 86_400,
+            Unit::Week => 7 * 86_400,
             Unit::Month => 30 * 86_400,
             Unit::Year => 365 * 86_400,
         }
@@ -61,6 +63,7 @@ impl Unit {
             "minute" => Some(Unit::Minute),
             "hour" => Some(Unit::Hour),
             "day" => Some(Unit::Day),
+            "week" => Some(Unit::Week),
             "month" => Some(Unit::Month),
             "year" => Some(Unit::Year),
             _ => None,

@@ -61,6 +61,9 @@ pub(crate) struct RawLimit {
     pub lease_size: Option<i64>,
     /// How long a lease's tokens may be held, e.g. `5s` (`mode: leased` only).
     pub lease_ttl: Option<Scalar>,
+    /// envoyproxy/ratelimit's limit-level form of the descriptor's `replaces`.
+    #[serde(default)]
+    pub replaces: Vec<RawReplaces>,
 }
 
 /// A YAML scalar read as text: Go's yaml.v2 (used by envoyproxy/ratelimit) accepts

@@ -25,7 +25,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "unknown_key.yaml",
-        "invalid/unknown_key.yaml: descriptors[0].rate_limit: unknown field `requests_per_unti`, expected one of `unit`, `requests_per_unit`, `unlimited`, `name`, `unit_multiplier`, `algorithm`, `burst`, `mode`, `lease_size`, `lease_ttl` at line 6 column 7",
+        "invalid/unknown_key.yaml: descriptors[0].rate_limit: unknown field `requests_per_unti`, expected one of `unit`, `requests_per_unit`, `unlimited`, `name`, `unit_multiplier`, `algorithm`, `burst`, `mode`, `lease_size`, `lease_ttl`, `replaces` at line 6 column 7",
     ),
     (
         "yaml_syntax.yaml",
@@ -346,4 +346,38 @@ descriptors:
         .unwrap_err()
         .to_string();
     assert!(e.contains("duplicate descriptor key"), "{e}");
+}
+
+/// envoyproxy/ratelimit's forms: `unit: week`, `requests_per_unit` omitted (0: every request
+/// over the limit), and `replaces` inside the `rate_limit` as well as beside it.
+#[test]
+fn week_an_omitted_requests_per_unit_and_limit_level_replaces() {
+    let yaml = r#"
+domain: r
+descriptors:
+  - key: a
+    rate_limit: { unit: week, requests_per_unit: 7, replaces: [ { name: old } ] }
+    replaces: [ { name: older } ]
+  - key: b
+    rate_limit: { unit: minute }
+"#;
+    let config = Config::from_yaml_str("r.yaml", yaml).unwrap();
+    let a = limit_of(&config, "r", &[("a", "x")]).unwrap();
+    assert_eq!((a.unit, a.unit.seconds()), (Unit::Week, 7 * 86_400));
+    assert_eq!(a.replaces, ["older", "old"]);
+    assert_eq!(
+        limit_of(&config, "r", &[("b", "x")])
+            .unwrap()
+            .requests_per_unit,
+        0
+    );
+    let unnamed =
+        "domain: u\ndescriptors:\n  - key: a\n    rate_limit: { unit: second, replaces: [ {} ] }\n";
+    let e = Config::from_yaml_str("u.yaml", unnamed)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("descriptors[0].rate_limit.replaces[0].name: must be set"),
+        "{e}"
+    );
 }

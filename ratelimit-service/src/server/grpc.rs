@@ -94,6 +94,9 @@ fn unit_to_proto(unit: Unit) -> ProtoUnit {
         Unit::Minute => ProtoUnit::Minute,
         Unit::Hour => ProtoUnit::Hour,
         Unit::Day => ProtoUnit::Day,
+        // Envoy's RateLimitResponse has no week: the limit is reported without a unit (Envoy's
+        // x-ratelimit headers then carry no window) rather than as a wrong one.
+        Unit::Week => ProtoUnit::Unknown,
         Unit::Month => ProtoUnit::Month,
         Unit::Year => ProtoUnit::Year,
     }
