@@ -229,11 +229,22 @@ impl Builder {
         )
         .map_err(|(field, reason)| ctx.err(&format!("{path}.{field}"), reason))?;
         let period = unit.seconds() * u64::from(unit_multiplier);
+        let name = raw.name.map(|s| s.0).filter(|n| !n.is_empty());
+        let replaces: Vec<String> = (flags.replaces.iter().cloned())
+            .chain(replaced_names(ctx, path, raw.replaces)?)
+            .collect();
+        if let Some(n) = name.as_ref().filter(|n| replaces.contains(n)) {
+            // As envoyproxy/ratelimit: a limit that replaced itself would never apply.
+            return Err(ctx.err(
+                &format!("{path}.replaces"),
+                format!("the limit {n:?} replaces itself"),
+            ));
+        }
         let id = self.next_id;
         self.next_id += 1;
         Ok(Limit {
             id,
-            name: raw.name.map(|s| s.0).filter(|n| !n.is_empty()),
+            name,
             unit,
             unit_multiplier,
             requests_per_unit,
@@ -244,9 +255,7 @@ impl Builder {
             detailed_metric: flags.detailed_metric,
             key_prefix: keys::limit_prefix(ctx.domain, algorithm, period, index),
             stats_path: flags.stats_path.to_owned(),
-            replaces: (flags.replaces.iter().cloned())
-                .chain(replaced_names(ctx, path, raw.replaces)?)
-                .collect(),
+            replaces,
             mode,
             lease_ttl,
         })
@@ -280,14 +289,14 @@ fn limit_unit(
     if unit_text.is_empty() {
         return Err(ctx.err(
             &format!("{path}.unit"),
-            "missing (expected second, minute, hour, day, month or year)",
+            "missing (expected second, minute, hour, day, week, month or year)",
         ));
     }
     Unit::parse(&unit_text).ok_or_else(|| {
         ctx.err(
             &format!("{path}.unit"),
             format!(
-                "unknown unit {unit_text:?} (expected second, minute, hour, day, month or year)"
+                "unknown unit {unit_text:?} (expected second, minute, hour, day, week, month or year)"
             ),
         )
     })

@@ -21,7 +21,7 @@ fn limit_of<'a>(
 const INVALID: &[(&str, &str)] = &[
     (
         "bad_unit.yaml",
-        "invalid/bad_unit.yaml: descriptors[0].rate_limit.unit: unknown unit \"fortnight\" (expected second, minute, hour, day, month or year)",
+        "invalid/bad_unit.yaml: descriptors[0].rate_limit.unit: unknown unit \"fortnight\" (expected second, minute, hour, day, week, month or year)",
     ),
     (
         "unknown_key.yaml",
@@ -379,5 +379,71 @@ descriptors:
     assert!(
         e.contains("descriptors[0].rate_limit.replaces[0].name: must be set"),
         "{e}"
+    );
+}
+
+/// envoyproxy/ratelimit's own configuration fixtures (its `test/config/`, copied into
+/// `tests/fixtures/envoyproxy-ratelimit/`), accepted or refused as its `config_test.go`
+/// expects, files loaded together where it loads them together. Two intended differences are
+/// asserted as such: `metadata` and `share_threshold` are refused (not honoured, so not
+/// silently accepted).
+#[test]
+fn envoyproxy_ratelimits_fixtures_are_accepted_and_refused_as_there() {
+    let dir = fixture_dir("envoyproxy-ratelimit");
+    let read = |f: &str| (f.to_string(), std::fs::read_to_string(dir.join(f)).unwrap());
+    let cases: [(&[&str], Result<(), &str>); 19] = [
+        (&["basic_config.yaml"], Ok(())),
+        (&["shadowmode_config.yaml"], Ok(())),
+        (&["wildcard.yaml"], Ok(())),
+        (&["merge_domain_key1.yaml"], Ok(())),
+        (&["bad_limit_unit.yaml"], Err("unknown unit")),
+        (&["bad_yaml.yaml"], Err("bad_yaml.yaml")),
+        (
+            &["basic_config.yaml", "duplicate_domain.yaml"],
+            Err("duplicate"),
+        ),
+        // Merged only with the reference's MERGE_DOMAIN_CONFIG, which is off by default.
+        (
+            &["merge_domain_key1.yaml", "merge_domain_key2.yaml"],
+            Err("duplicate"),
+        ),
+        (&["empty_domain.yaml"], Err("domain")),
+        (&["empty_key.yaml"], Err("no `key`")),
+        (&["duplicate_key.yaml"], Err("duplicate descriptor key")),
+        (&["replaces_self.yaml"], Err("replaces itself")),
+        (&["replaces_empty.yaml"], Err("name: must be set")),
+        (&["misspelled_key.yaml"], Err("unknown field `ratelimit`")),
+        (
+            &["misspelled_key2.yaml"],
+            Err("unknown field `requestsperunit`"),
+        ),
+        (&["non_string_key.yaml"], Err("unknown field")),
+        (&["non_map_list.yaml"], Err("invalid type")),
+        (
+            &["unlimited_with_unit.yaml"],
+            Err("must not be set when `unlimited: true`"),
+        ),
+        (
+            &["metadata.yaml", "share_threshold.yaml"],
+            Err("unknown field `metadata`"),
+        ),
+    ];
+    for (files, expected) in cases {
+        let sources: Vec<(String, String)> = files.iter().map(|f| read(f)).collect();
+        let got = Config::from_sources(&sources)
+            .map(drop)
+            .map_err(|e| e.to_string());
+        match (expected, got) {
+            (Ok(()), Ok(())) => {}
+            (Err(part), Err(e)) => assert!(e.contains(part), "{files:?}: {e}"),
+            (expected, got) => panic!("{files:?}: expected {expected:?}, got {got:?}"),
+        }
+    }
+    let threshold = Config::from_sources(&[read("share_threshold.yaml")]).unwrap_err();
+    assert!(
+        threshold
+            .to_string()
+            .contains("unknown field `share_threshold`"),
+        "{threshold}"
     );
 }

@@ -26,7 +26,7 @@ fn binary_validates_configs_and_prints_bound_addresses() {
     assert_eq!(
         String::from_utf8_lossy(&bad.stderr),
         format!(
-            "{}: descriptors[0].rate_limit.unit: unknown unit \"fortnight\" (expected second, minute, hour, day, month or year)\n",
+            "{}: descriptors[0].rate_limit.unit: unknown unit \"fortnight\" (expected second, minute, hour, day, week, month or year)\n",
             bad_file.display()
         )
     );
