@@ -26,15 +26,7 @@ impl GatewayConfig {
     pub fn load() -> GatewayConfig {
         let path = tools::repo_root().join("envoy/gateway.yaml");
         let text = std::fs::read_to_string(&path).expect("envoy/gateway.yaml");
-        let vars: BTreeMap<String, String> = template::placeholders(&text)
-            .into_iter()
-            .map(|name| {
-                let value = if name.ends_with("_PORT") { "1" } else { "x" };
-                (name, value.to_string())
-            })
-            .collect();
-        let rendered = template::render(&text, &vars).expect("rendering gateway.yaml");
-        let root = serde_yaml::from_str(&rendered).expect("gateway.yaml is YAML");
+        let root = parse_template(&text).expect("gateway.yaml renders to YAML");
         GatewayConfig { root }
     }
 
@@ -264,13 +256,27 @@ impl Route {
     }
 }
 
-fn seq(v: &Yaml) -> Vec<&Yaml> {
+/// An Envoy config template as YAML, its placeholders rendered with neutral sample values
+/// (`1` for ports, `x` for the rest).
+pub(crate) fn parse_template(text: &str) -> anyhow::Result<Yaml> {
+    let vars: BTreeMap<String, String> = template::placeholders(text)
+        .into_iter()
+        .map(|name| {
+            let value = if name.ends_with("_PORT") { "1" } else { "x" };
+            (name, value.to_string())
+        })
+        .collect();
+    let rendered = template::render(text, &vars)?;
+    Ok(serde_yaml::from_str(&rendered)?)
+}
+
+pub(crate) fn seq(v: &Yaml) -> Vec<&Yaml> {
     v.as_sequence()
         .map(|s| s.iter().collect())
         .unwrap_or_default()
 }
 
-fn str_of(v: &Yaml) -> &str {
+pub(crate) fn str_of(v: &Yaml) -> &str {
     v.as_str().unwrap_or_default()
 }
 

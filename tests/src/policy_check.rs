@@ -12,7 +12,7 @@
 //!
 //! Each finding names the route (its name, virtual host and line) and the reason.
 
-use crate::template;
+use crate::gateway_config::{parse_template, seq, str_of};
 use anyhow::{Context, Result};
 use serde_json::Value;
 use serde_yaml::Value as Yaml;
@@ -115,15 +115,7 @@ struct RouteEntry {
 
 /// Checks the configuration `text` (a file's contents; `{{ ... }}` placeholders allowed).
 pub fn check(text: &str) -> Result<Vec<Finding>> {
-    let vars = template::placeholders(text)
-        .into_iter()
-        .map(|n| {
-            let v = if n.ends_with("_PORT") { "1" } else { "x" };
-            (n, v.to_string())
-        })
-        .collect();
-    let rendered = template::render(text, &vars)?;
-    let root: Yaml = serde_yaml::from_str(&rendered).context("the configuration is not YAML")?;
+    let root = parse_template(text).context("the configuration is not YAML")?;
     let mut findings = Vec::new();
     let binders = binders(&root, &mut findings)?;
     let routes = routes(&root, &route_lines(text));
@@ -468,14 +460,4 @@ pub fn route_lines(text: &str) -> Vec<usize> {
         }
     }
     out
-}
-
-fn seq(v: &Yaml) -> Vec<&Yaml> {
-    v.as_sequence()
-        .map(|s| s.iter().collect())
-        .unwrap_or_default()
-}
-
-fn str_of(v: &Yaml) -> &str {
-    v.as_str().unwrap_or_default()
 }

@@ -42,6 +42,8 @@ pub struct BundlePlugin<H: Host> {
     limiter: Option<Limiter<H>>,
     /// Requests jwt_auth paused, by context id, until it hands them back.
     paused: RefCell<HashMap<u32, Rc<RefCell<RequestState<H>>>>>,
+    /// What every request reads of its route, for all stages at once.
+    route_needs: Needs,
 }
 
 /// One request's state across its phases.
@@ -56,19 +58,23 @@ struct RequestState<H: Host> {
 }
 
 impl<H: Host> BundlePlugin<H> {
-    /// The route facts every stage decides on, read once for the whole bundle: what the
-    /// stages that bind policies to routes need together (nothing when none does).
+    /// The route facts every stage decides on, read once for the whole bundle.
     fn route_facts(&self) -> RouteFacts {
+        RouteFacts::read(&self.host, self.route_needs)
+    }
+
+    /// What the stages that bind policies to routes need of a request's route, together
+    /// (nothing when none does): fixed by the configuration.
+    fn stage_route_needs(&self) -> Needs {
         let jwt = self.auth.as_ref().map(|a| a.borrow().route_needs());
         let tenant = (self.pipeline.tenant.as_ref()).and_then(|t| t.routes().map(|b| b.needs()));
         let transform =
             (self.pipeline.transform.as_ref()).and_then(|t| t.routes().map(|b| b.needs()));
         let limits = self.limiter.as_ref().map(|l| l.route_needs());
-        let needs = [jwt, tenant, transform, limits]
+        [jwt, tenant, transform, limits]
             .into_iter()
             .flatten()
-            .fold(Needs::default(), Needs::union);
-        RouteFacts::read(&self.host, needs)
+            .fold(Needs::default(), Needs::union)
     }
 
     /// The request ended: frees the stream slot it took, if any (exactly once).
@@ -108,7 +114,7 @@ impl<H: Host> Plugin for BundlePlugin<H> {
         let transform_metrics =
             (config.transform.as_ref()).map(|_| TransformMetrics::define(&host));
         let (pipeline, ratelimit) = Pipeline::new(config);
-        Ok(BundlePlugin {
+        let mut plugin = BundlePlugin {
             auth,
             tenant_metrics,
             tenant_streams,
@@ -116,8 +122,11 @@ impl<H: Host> Plugin for BundlePlugin<H> {
             limiter: ratelimit.map(|c| Limiter::new(host.clone(), c)),
             pipeline,
             paused: RefCell::new(HashMap::new()),
+            route_needs: Needs::default(),
             host,
-        })
+        };
+        plugin.route_needs = plugin.stage_route_needs();
+        Ok(plugin)
     }
 
     /// jwt_auth's upkeep (keys, revocations, paused requests whose time is up), then stream

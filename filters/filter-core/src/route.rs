@@ -311,26 +311,36 @@ pub struct Refusal {
 impl Bound {
     pub fn refusal(&self, what: &str) -> Option<Refusal> {
         match self {
-            Bound::Unbound => Some(Refusal {
-                status: 403,
-                error: "forbidden",
-                message: format!("no {what} policy applies to this route"),
-                reason: "unbound_route",
-                log: None,
-            }),
-            Bound::Invalid(why) => Some(Refusal {
-                status: 500,
-                error: "policy_error",
-                message: format!("the route names a {what} policy that is not defined"),
-                reason: "invalid_route_policy",
-                log: Some(format!("refusing a request: {why}")),
-            }),
+            Bound::Unbound => Some(Refusal::unbound(what)),
+            Bound::Invalid(why) => Some(Refusal::invalid(what, why)),
             Bound::Chosen(_) | Bound::Exempt => None,
         }
     }
 }
 
 impl Refusal {
+    /// The route names no `what` policy: 403.
+    pub fn unbound(what: &str) -> Refusal {
+        Refusal {
+            status: 403,
+            error: "forbidden",
+            message: format!("no {what} policy applies to this route"),
+            reason: "unbound_route",
+            log: None,
+        }
+    }
+
+    /// The route names a `what` policy that is not defined (`why`, for the log): 500.
+    pub fn invalid(what: &str, why: &str) -> Refusal {
+        Refusal {
+            status: 500,
+            error: "policy_error",
+            message: format!("the route names a {what} policy that is not defined"),
+            reason: "invalid_route_policy",
+            log: Some(format!("refusing a request: {why}")),
+        }
+    }
+
     /// Logs (when there is something to log) and answers the request.
     pub fn send<H: Host>(&self, host: &H, request_id: Option<&str>) {
         if let Some(line) = &self.log {
@@ -338,6 +348,29 @@ impl Refusal {
         }
         host.send_json_error(self.status, self.error, &self.message, request_id, &[]);
     }
+}
+
+/// The two ways of configuring a filter's policies, checked against each other: the named
+/// policies (`named`: field, whether given; `noun`: what they are) that routes choose, their
+/// route-name map (`routes_given`), and the deprecated matchers (`matchers`: field, whether given).
+/// A route-name map needs the named policies; the named policies exclude the matchers.
+pub fn check_forms(
+    (named, named_given): (&str, bool),
+    noun: &str,
+    routes_given: bool,
+    (matchers, matchers_given): (&str, bool),
+) -> Result<(), ConfigError> {
+    if routes_given && !named_given {
+        let why = format!("maps route names to {noun}: give {named}");
+        return Err(ConfigError::new("routes", why));
+    }
+    if named_given && matchers_given {
+        let why = format!(
+            "give {named} (chosen by the route) or {matchers} (deprecated matchers), not both"
+        );
+        return Err(ConfigError::new(matchers, why));
+    }
+    Ok(())
 }
 
 /// Policy names: 1 to 64 of `A-Z a-z 0-9 _ - . :`.

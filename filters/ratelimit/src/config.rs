@@ -18,7 +18,7 @@
 
 use crate::descriptors::{Action, DescriptorSpec};
 use filter_core::config::header_name;
-use filter_core::route::{RouteBinding, UniqueMap};
+use filter_core::route::{check_forms, RouteBinding, UniqueMap};
 use filter_core::{parse_json_config, ConfigError, RequestMatch, RequestMatcher};
 use serde::Deserialize;
 
@@ -223,21 +223,16 @@ fn compile_limits(
     raw: &RawConfig,
     rules: &mut Vec<Rule>,
 ) -> Result<Option<RouteBinding<usize>>, ConfigError> {
+    let named = ("limits", raw.limits.is_some());
+    check_forms(
+        named,
+        "limits",
+        !raw.routes.is_empty(),
+        ("rules", !rules.is_empty()),
+    )?;
     let Some(limits) = &raw.limits else {
-        if !raw.routes.is_empty() {
-            return Err(ConfigError::new(
-                "routes",
-                "maps route names to limits: give limits",
-            ));
-        }
         return Ok(None);
     };
-    if !rules.is_empty() {
-        return Err(ConfigError::new(
-            "rules",
-            "give limits (chosen by the route) or rules (deprecated matchers), not both",
-        ));
-    }
     let mut named = Vec::with_capacity(limits.0.len());
     for (name, limit) in &limits.0 {
         let rule = RawRule {

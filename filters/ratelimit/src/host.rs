@@ -17,7 +17,7 @@ use crate::pool::{self, LimitView, Pool, Take};
 use crate::slots::{self, Slots};
 use filter_core::host::{log, GrpcCall, Level};
 use filter_core::plugin::TICK;
-use filter_core::route::{Bound, Choice, Needs, RouteFacts};
+use filter_core::route::{Bound, Choice, Needs, Refusal, RouteFacts};
 use filter_core::shared::update_shared;
 use filter_core::{HeaderMap, Host};
 use prost::Message;
@@ -156,10 +156,9 @@ impl<H: Host> Limiter<H> {
             None => rules.iter().find(|r| r.applies(headers, route)),
             Some(binding) => match binding.select(facts) {
                 Bound::Chosen(Choice::Policy(i)) => binding.policy(i).and_then(|r| rules.get(*r)),
-                bound @ Bound::Invalid(_) => {
-                    if let Some(r) = bound.refusal("rate limit") {
-                        r.send(&self.host, headers.get("x-request-id"));
-                    }
+                Bound::Invalid(why) => {
+                    let refusal = Refusal::invalid("rate limit", &why);
+                    refusal.send(&self.host, headers.get("x-request-id"));
                     return Verdict::Answered;
                 }
                 // `none`, or a route that names no limit: not limited here.

@@ -10,7 +10,9 @@ use crate::header_ops::HeaderOps;
 use crate::json_rewrite::BodyOutcome;
 use crate::query_ops::QueryOps;
 use crate::template::{Captured, RequestVars, Var, REQUEST_ID};
-use filter_core::route::{Bound, Choice, Refusal, RouteBinding, RouteFacts, UniqueMap};
+use filter_core::route::{
+    check_forms, Bound, Choice, Refusal, RouteBinding, RouteFacts, UniqueMap,
+};
 use filter_core::{parse_json_config, ConfigError, HeaderEdit, HeaderMap, RequestMatcher};
 
 /// The compiled configuration. Built once per configuration, shared by every request.
@@ -202,12 +204,11 @@ impl Transformer {
         let Some(binding) = &self.routes else {
             return Ok(None);
         };
-        let bound = binding.select(facts);
-        let rule = match bound {
+        let rule = match binding.select(facts) {
             Bound::Chosen(Choice::Policy(i)) => binding.policy(i).map(|r| RuleRef::Rule(*r)),
             Bound::Chosen(Choice::Reserved(_)) => None,
             Bound::Unbound | Bound::Exempt => self.default.as_ref().map(|_| RuleRef::Default),
-            Bound::Invalid(_) => return Err(bound.refusal("transform").ok_or_else(refused)?),
+            Bound::Invalid(why) => return Err(Refusal::invalid("transform", &why)),
         };
         Ok(Some(rule))
     }
@@ -518,38 +519,22 @@ pub fn response_body_plan(
 #[path = "transformer_tests.rs"]
 mod tests;
 
-/// An invalid binding always has a refusal; this is the same answer, should it not.
-fn refused() -> Refusal {
-    Refusal {
-        status: 500,
-        error: "policy_error",
-        message: "the route names a transform policy that is not defined".into(),
-        reason: "invalid_route_policy",
-        log: None,
-    }
-}
-
 /// `transform_rules`: each named rule compiled into `rules` (matching every request: the route
 /// chose it), bound by name. Refused alongside the deprecated matcher `rules`.
 fn compile_named_rules(
     config: &Config,
     rules: &mut Vec<Rule>,
 ) -> Result<Option<RouteBinding<usize>>, ConfigError> {
+    let given = ("transform_rules", config.transform_rules.is_some());
+    check_forms(
+        given,
+        "rules",
+        !config.routes.is_empty(),
+        ("rules", !rules.is_empty()),
+    )?;
     let Some(named) = &config.transform_rules else {
-        if !config.routes.is_empty() {
-            return Err(ConfigError::new(
-                "routes",
-                "maps route names to rules: give transform_rules",
-            ));
-        }
         return Ok(None);
     };
-    if !rules.is_empty() {
-        return Err(ConfigError::new(
-            "rules",
-            "give transform_rules (chosen by the route) or rules (deprecated matchers), not both",
-        ));
-    }
     let mut indices = Vec::with_capacity(named.0.len());
     for (name, ActionsConfig { request, response }) in &named.0 {
         let at = format!("transform_rules.{name}");

@@ -18,6 +18,7 @@ use crate::revocation::RevocationConfig;
 use crate::token::{HeaderSource, TokenSources};
 use crate::verify::rsa::{MAX_BITS as RSA_MAX_BITS, MIN_BITS as RSA_MIN_BITS};
 use filter_core::config::header_name;
+use filter_core::route::check_forms;
 use filter_core::ConfigError;
 use serde_json::Value;
 use std::sync::Arc;
@@ -89,19 +90,17 @@ impl RawConfig {
                     .map_err(|e| e.within(&format!("rules[{i}]")))?,
             );
         }
-        let routes = match (self.requirements, rules.is_empty()) {
-            (Some(_), false) => return Err(err(
-                "rules",
-                "give requirements (chosen by the route) or rules (deprecated matchers), not both",
-            )),
-            (Some(r), true) => Some(super::rules::route_binding(r, self.routes, &names)?),
-            (None, _) if !self.routes.is_empty() => {
-                return Err(err(
-                    "routes",
-                    "maps route names to requirements: give requirements",
-                ))
-            }
-            (None, _) => None,
+        let named = ("requirements", self.requirements.is_some());
+        let routes_given = !self.routes.is_empty();
+        check_forms(
+            named,
+            "requirements",
+            routes_given,
+            ("rules", !rules.is_empty()),
+        )?;
+        let routes = match self.requirements {
+            Some(r) => Some(super::rules::route_binding(r, self.routes, &names)?),
+            None => None,
         };
         let max_token_bytes = self.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
         if !(64..=65536).contains(&max_token_bytes) {

@@ -8,7 +8,7 @@ use crate::config::{
 };
 use crate::sources::{header_name, Reserved, Source};
 use crate::streams::StreamLimits;
-use filter_core::route::{RouteBinding, UniqueMap};
+use filter_core::route::{check_forms, RouteBinding, UniqueMap};
 use filter_core::{parse_json_config, ConfigError, RequestMatch, RequestMatcher};
 
 impl TenantPolicy {
@@ -100,13 +100,9 @@ fn compile_route_policies(
     config: &Config,
     cache_routes: &mut Vec<CacheRoute>,
 ) -> Result<Option<RouteBinding<RoutePolicy>>, ConfigError> {
+    let given = ("policies", config.policies.is_some());
+    check_forms(given, "policies", !config.routes.is_empty(), ("", false))?;
     let Some(policies) = &config.policies else {
-        if !config.routes.is_empty() {
-            return Err(ConfigError::new(
-                "routes",
-                "maps route names to policies: give policies",
-            ));
-        }
         return Ok(None);
     };
     for (field, set) in [
