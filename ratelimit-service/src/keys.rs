@@ -17,7 +17,10 @@
 //!   sent by Envoy. Changing a limit's algorithm or period therefore starts a fresh bucket instead
 //!   of misreading the old one's state.
 //! * The entries are the request's actual values (a key-only or wildcard config node still counts
-//!   each distinct value separately, as envoyproxy/ratelimit does).
+//!   each distinct value separately, as envoyproxy/ratelimit does), except under a
+//!   `share_threshold` wildcard, whose pattern stands for the value (`path=/api/*`): every
+//!   matching value shares that one bucket, as there. No other descriptor can produce that key:
+//!   a request whose value is the pattern itself matches the same wildcard.
 //!
 //! Domain, keys and values are escaped (`%`, `{`, `}`, `|`, `=`, `:` and control bytes become
 //! `%XX`) so that distinct descriptors can never produce the same key and a domain can never

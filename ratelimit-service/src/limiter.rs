@@ -100,7 +100,8 @@ impl DescriptorStatus {
 pub struct Observation {
     /// `Limit::id` of a configured limit; `None` for an override sent by Envoy.
     pub limit_id: Option<usize>,
-    /// Label for limits without a fixed one: overrides and `detailed_metric` nodes.
+    /// Label for limits without a fixed one: overrides, `detailed_metric` and `value_to_metric`
+    /// names.
     pub label: Option<String>,
     pub hits: u64,
     pub over_limit: bool,
@@ -395,19 +396,24 @@ fn duration_ms_ceil(d: Duration) -> u64 {
 }
 
 fn observation_label(limit: &Limit, descriptor: &Descriptor) -> Option<String> {
-    if limit.id != usize::MAX && !limit.detailed_metric {
-        return None;
+    let entries = descriptor
+        .entries
+        .iter()
+        .map(|e| (e.key.as_str(), e.value.as_str()));
+    if limit.id != usize::MAX {
+        // `detailed_metric`, `value_to_metric`: named by the request's values, as there.
+        return limit.stats_name(entries);
     }
-    // Overrides and detailed_metric nodes: label by the request's own entries.
+    // An override sent by Envoy: named by the request's own entries.
     let mut label = String::new();
-    for (i, e) in descriptor.entries.iter().enumerate() {
+    for (i, (key, value)) in entries.enumerate() {
         if i > 0 {
             label.push('.');
         }
-        label.push_str(&e.key);
-        if !e.value.is_empty() {
+        label.push_str(key);
+        if !value.is_empty() {
             label.push('_');
-            label.push_str(&e.value);
+            label.push_str(value);
         }
     }
     Some(label)

@@ -8,7 +8,7 @@ mod operator;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use operator::Command;
-use ratelimit_service::config::Config;
+use ratelimit_service::config::{Config, LoadOptions};
 use ratelimit_service::revocation::DEFAULT_MAX_ENTRIES;
 use ratelimit_service::{
     run, validate_token, Listeners, RevocationAccess, Settings, StoreSettings,
@@ -68,6 +68,10 @@ struct Args {
     /// Add RateLimit-Limit/-Remaining/-Reset response headers.
     #[arg(long, env = "RLS_RATELIMIT_HEADERS")]
     ratelimit_headers: bool,
+    /// Files naming the same domain add to it instead of being refused, as envoyproxy/ratelimit's
+    /// MERGE_DOMAIN_CONFIG (a top-level descriptor both define is still refused).
+    #[arg(long, env = "RLS_MERGE_DOMAIN_CONFIG")]
+    merge_domain_config: bool,
     #[arg(long, env = "RLS_LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
     /// Runtime worker threads; 0 means one per CPU.
@@ -214,7 +218,10 @@ fn main() -> Result<()> {
         return Ok(());
     }
     if let Some(path) = &args.validate {
-        return match Config::load(path) {
+        let options = LoadOptions {
+            merge_domains: args.merge_domain_config,
+        };
+        return match Config::load(path, options) {
             Ok(_) => {
                 println!("OK");
                 Ok(())
@@ -273,6 +280,9 @@ async fn serve(args: Args) -> Result<()> {
         redis_timeout: args.redis_timeout,
         local_cache_size: args.local_cache_size,
         ratelimit_headers: args.ratelimit_headers,
+        load_options: LoadOptions {
+            merge_domains: args.merge_domain_config,
+        },
         reload_interval: args.reload_interval,
         revocation_max_entries: args.revocation_max_entries,
         revocation_access,

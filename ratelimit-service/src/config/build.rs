@@ -3,16 +3,19 @@
 
 use super::lease::{self, LeaseFields, LimitShape, DEFAULT_LEASE_TTL};
 use super::raw::{RawDescriptor, RawDomain, RawLimit, RawReplaces, Scalar};
-use super::{Config, ConfigError, Domain, Level, Limit, Node, Unit};
+use super::{
+    Config, ConfigError, Domain, Level, Limit, LoadOptions, Node, PathStep, StepValue, Unit,
+};
 use crate::bucket::Algorithm;
 use crate::keys;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
-#[derive(Default)]
 pub(super) struct Builder {
     domains: HashMap<String, Domain>,
     next_id: usize,
+    options: LoadOptions,
 }
 
 struct Ctx<'a> {
@@ -31,6 +34,14 @@ impl Ctx<'_> {
 }
 
 impl Builder {
+    pub(super) fn new(options: LoadOptions) -> Self {
+        Builder {
+            domains: HashMap::new(),
+            next_id: 0,
+            options,
+        }
+    }
+
     pub(super) fn add(&mut self, file: &str, text: &str) -> Result<(), ConfigError> {
         let raw: RawDomain = serde_yaml::from_str(text).map_err(|e| ConfigError::File {
             file: file.to_owned(),
@@ -44,12 +55,13 @@ impl Builder {
                 reason: "must be a non-empty string".into(),
             });
         }
-        if let Some(existing) = self.domains.get(&name) {
+        if let (Some(existing), false) = (self.domains.get(&name), self.options.merge_domains) {
             return Err(ConfigError::Field {
                 file: file.to_owned(),
                 path: "domain".into(),
                 reason: format!(
-                    "duplicate domain {name:?} (already defined in {})",
+                    "duplicate domain {name:?} (already defined in {}; \
+                     --merge-domain-config merges them)",
                     existing.file
                 ),
             });
@@ -58,13 +70,23 @@ impl Builder {
             file,
             domain: &name,
         };
-        let root = self.level(&ctx, "descriptors", "", raw.descriptors)?;
-        let mut domain = Domain {
-            name: name.clone(),
-            file: file.to_owned(),
-            root,
-            unlimited_ttl: DEFAULT_LEASE_TTL,
+        let root = self.level(&ctx, "descriptors", "", &[], raw.descriptors)?;
+        let domain = match self.domains.remove(&name) {
+            Some(mut merged) => {
+                merged
+                    .root
+                    .merge(root)
+                    .map_err(|reason| ctx.err("descriptors", reason))?;
+                merged
+            }
+            None => Domain {
+                name: name.clone(),
+                file: file.to_owned(),
+                root,
+                unlimited_ttl: DEFAULT_LEASE_TTL,
+            },
         };
+        let mut domain = domain;
         domain.unlimited_ttl = domain
             .limits()
             .iter()
@@ -81,6 +103,7 @@ impl Builder {
         ctx: &Ctx<'_>,
         path: &str,
         stats_parent: &str,
+        parent_steps: &[PathStep],
         descriptors: Vec<RawDescriptor>,
     ) -> Result<Level, ConfigError> {
         let mut level = Level::default();
@@ -101,7 +124,9 @@ impl Builder {
             } else {
                 format!("{stats_parent}.{segment}")
             };
-            let node = self.node(ctx, &here, &stats_path, raw)?;
+            let step = path_step(ctx, &here, &key, &value, &raw)?;
+            let steps: Vec<PathStep> = parent_steps.iter().cloned().chain([step]).collect();
+            let node = self.node(ctx, &here, &stats_path, steps, raw)?;
             let nodes = level.by_key.entry(key.clone()).or_default();
             let duplicate = || {
                 ctx.err(
@@ -135,6 +160,7 @@ impl Builder {
         ctx: &Ctx<'_>,
         here: &str,
         stats_path: &str,
+        steps: Vec<PathStep>,
         raw: RawDescriptor,
     ) -> Result<Node, ConfigError> {
         let mut raw_limits: Vec<(String, RawLimit)> = Vec::new();
@@ -154,6 +180,7 @@ impl Builder {
             (None, None) => {}
         }
         let replaces = replaced_names(ctx, here, raw.replaces)?;
+        let metadata = node_metadata(ctx, here, raw.metadata)?;
         let mut limits = Vec::with_capacity(raw_limits.len());
         for (index, (path, raw_limit)) in raw_limits.into_iter().enumerate() {
             let limit = self.limit(
@@ -163,8 +190,10 @@ impl Builder {
                 raw_limit,
                 NodeFlags {
                     shadow_mode: raw.shadow_mode,
-                    detailed_metric: raw.detailed_metric || raw.value_to_metric,
+                    detailed_metric: raw.detailed_metric,
                     stats_path,
+                    steps: &steps,
+                    metadata: metadata.as_ref(),
                     replaces: &replaces,
                 },
             )?;
@@ -174,6 +203,7 @@ impl Builder {
             ctx,
             &format!("{here}.descriptors"),
             stats_path,
+            &steps,
             raw.descriptors,
         )?;
         Ok(Node { limits, children })
@@ -230,16 +260,7 @@ impl Builder {
         .map_err(|(field, reason)| ctx.err(&format!("{path}.{field}"), reason))?;
         let period = unit.seconds() * u64::from(unit_multiplier);
         let name = raw.name.map(|s| s.0).filter(|n| !n.is_empty());
-        let replaces: Vec<String> = (flags.replaces.iter().cloned())
-            .chain(replaced_names(ctx, path, raw.replaces)?)
-            .collect();
-        if let Some(n) = name.as_ref().filter(|n| replaces.contains(n)) {
-            // As envoyproxy/ratelimit: a limit that replaced itself would never apply.
-            return Err(ctx.err(
-                &format!("{path}.replaces"),
-                format!("the limit {n:?} replaces itself"),
-            ));
-        }
+        let replaces = limit_replaces(ctx, path, flags.replaces, raw.replaces, name.as_deref())?;
         let id = self.next_id;
         self.next_id += 1;
         Ok(Limit {
@@ -255,6 +276,8 @@ impl Builder {
             detailed_metric: flags.detailed_metric,
             key_prefix: keys::limit_prefix(ctx.domain, algorithm, period, index),
             stats_path: flags.stats_path.to_owned(),
+            path: flags.steps.to_vec(),
+            metadata: flags.metadata.cloned(),
             replaces,
             mode,
             lease_ttl,
@@ -324,7 +347,70 @@ struct NodeFlags<'a> {
     shadow_mode: bool,
     detailed_metric: bool,
     stats_path: &'a str,
+    steps: &'a [PathStep],
+    metadata: Option<&'a Arc<serde_json::Map<String, serde_json::Value>>>,
     replaces: &'a [String],
+}
+
+/// How the descriptor at `here` matches, with the flags that shape bucket keys and stats names;
+/// refuses `share_threshold` off a wildcard and `quota_mode`.
+fn path_step(
+    ctx: &Ctx<'_>,
+    here: &str,
+    key: &str,
+    value: &str,
+    raw: &RawDescriptor,
+) -> Result<PathStep, ConfigError> {
+    if raw.quota_mode {
+        return Err(ctx.err(
+            &format!("{here}.quota_mode"),
+            "not supported: envoyproxy/ratelimit's quota mode (a request is refused only when \
+             every quota-mode limit it meets is over) is not implemented here; use \
+             `shadow_mode: true` to count this limit without blocking, or remove the field",
+        ));
+    }
+    let value = if value.is_empty() {
+        StepValue::Any
+    } else if value.contains('*') {
+        StepValue::Wildcard(value.to_owned())
+    } else {
+        StepValue::Exact(value.to_owned())
+    };
+    if raw.share_threshold && !matches!(value, StepValue::Wildcard(_)) {
+        return Err(ctx.err(
+            &format!("{here}.share_threshold"),
+            format!(
+                "only applies to a wildcard `value` (one with `*`), and {key:?} has {}",
+                match &value {
+                    StepValue::Exact(v) => format!("the value {v:?}"),
+                    _ => "no value".to_owned(),
+                }
+            ),
+        ));
+    }
+    Ok(PathStep {
+        key: key.to_owned(),
+        value,
+        value_to_metric: raw.value_to_metric,
+        shared: raw.share_threshold,
+    })
+}
+
+/// `metadata`: a map of anything (returned as is), or absent.
+fn node_metadata(
+    ctx: &Ctx<'_>,
+    here: &str,
+    raw: Option<serde_json::Value>,
+) -> Result<Option<Arc<serde_json::Map<String, serde_json::Value>>>, ConfigError> {
+    match raw {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Object(map)) if map.is_empty() => Ok(None),
+        Some(serde_json::Value::Object(map)) => Ok(Some(Arc::new(map))),
+        Some(other) => Err(ctx.err(
+            &format!("{here}.metadata"),
+            format!("must be a map (key: value, ...), got {other}"),
+        )),
+    }
 }
 
 /// A descriptor value with `*` as a whole-value match: each `*` any run of characters (the
@@ -333,6 +419,27 @@ fn wildcard(value: &str) -> Result<regex::Regex, String> {
     let literal: Vec<String> = value.split('*').map(regex::escape).collect();
     regex::Regex::new(&format!("^{}$", literal.join("(?s:.*)")))
         .map_err(|e| format!("wildcard value {value:?}: {e}"))
+}
+
+/// The names a limit replaces: its node's `replaces` and its own; naming itself is refused.
+fn limit_replaces(
+    ctx: &Ctx<'_>,
+    path: &str,
+    node: &[String],
+    own: Vec<RawReplaces>,
+    name: Option<&str>,
+) -> Result<Vec<String>, ConfigError> {
+    let replaces: Vec<String> = (node.iter().cloned())
+        .chain(replaced_names(ctx, path, own)?)
+        .collect();
+    if let Some(n) = name.filter(|n| replaces.iter().any(|r| r == n)) {
+        // As envoyproxy/ratelimit: a limit that replaced itself would never apply.
+        return Err(ctx.err(
+            &format!("{path}.replaces"),
+            format!("the limit {n:?} replaces itself"),
+        ));
+    }
+    Ok(replaces)
 }
 
 /// The names a `replaces` list (of a descriptor, or of its `rate_limit`) names; each must be set.

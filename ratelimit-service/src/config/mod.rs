@@ -14,6 +14,7 @@ use crate::bucket::Algorithm;
 use build::Builder;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use lease::{LimitMode, DEFAULT_LEASE_DIVISOR, DEFAULT_LEASE_TTL};
@@ -88,8 +89,14 @@ pub struct Limit {
     pub detailed_metric: bool,
     /// `rl:{domain}:<tag>:` — see [`crate::keys`].
     pub key_prefix: String,
-    /// Metrics label: the config path of the node, e.g. `database_users.user`.
+    /// Metrics label: the config path of the node, e.g. `database_users.user`; see
+    /// [`Limit::stats_name`] for when a request's values change it.
     pub stats_path: String,
+    /// The nodes from the domain down to this limit's node, one per descriptor entry.
+    pub path: Vec<PathStep>,
+    /// The node's `metadata` (a map). Kept, not returned: envoyproxy/ratelimit returns it only
+    /// with RESPONSE_DYNAMIC_METADATA, and Envoy's response field for it is not in our proto.
+    pub metadata: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     /// Names of limits this one replaces when both apply to one request.
     pub replaces: Vec<String>,
     /// How gateways take this limit's tokens through the QuotaLease API (`mode`, `lease_size`).
@@ -99,7 +106,90 @@ pub struct Limit {
     pub lease_ttl: Duration,
 }
 
+/// One node on the path to a limit: how the descriptor entry at its depth matched, and the
+/// node's flags that shape bucket keys and stats names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathStep {
+    pub key: String,
+    pub value: StepValue,
+    /// `value_to_metric`: the request's value shows in stats names.
+    pub value_to_metric: bool,
+    /// `share_threshold` (only on wildcards): every matching value shares one bucket.
+    pub shared: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepValue {
+    /// A key-only node: any value.
+    Any,
+    Exact(String),
+    /// A value with `*`, as written.
+    Wildcard(String),
+}
+
+impl PathStep {
+    /// The pattern every matching value is counted under, for a `share_threshold` wildcard.
+    fn shared_pattern(&self) -> Option<&str> {
+        match &self.value {
+            StepValue::Wildcard(p) if self.shared => Some(p),
+            _ => None,
+        }
+    }
+}
+
 impl Limit {
+    /// The value the request entry at `index` contributes to this limit's bucket key: the
+    /// wildcard pattern under `share_threshold` (so every matching value shares one bucket, as
+    /// envoyproxy/ratelimit does), else the request's own value.
+    pub fn bucket_value<'a>(&'a self, index: usize, value: &'a str) -> &'a str {
+        self.path
+            .get(index)
+            .and_then(PathStep::shared_pattern)
+            .unwrap_or(value)
+    }
+
+    /// The stats name (envoyproxy/ratelimit's stats key without the domain) for a request's
+    /// entries, or `None` when it is always [`Limit::stats_path`]. As there: `detailed_metric`
+    /// names every entry with its value (`key_value`; a `share_threshold` wildcard keeps its
+    /// pattern); otherwise `value_to_metric` puts the request's value in place of a key-only
+    /// node's key or a wildcard's pattern (not under `share_threshold`).
+    pub fn stats_name<'a, I>(&self, entries: I) -> Option<String>
+    where
+        I: Iterator<Item = (&'a str, &'a str)>,
+    {
+        let any_shared = self.path.iter().any(|s| s.shared);
+        let runtime = |s: &PathStep| {
+            s.value_to_metric && !s.shared && !matches!(s.value, StepValue::Exact(_))
+        };
+        if !self.detailed_metric && !self.path.iter().any(runtime) {
+            return None;
+        }
+        let mut name = String::new();
+        for (i, (key, value)) in entries.enumerate() {
+            if i > 0 {
+                name.push('.');
+            }
+            name.push_str(key);
+            let step = self.path.get(i);
+            let shown = match step.and_then(PathStep::shared_pattern) {
+                Some(pattern) => Some(pattern),
+                // envoyproxy/ratelimit writes `key_` for an empty value here, and only here.
+                None if self.detailed_metric && !any_shared => Some(value),
+                None if self.detailed_metric => Some(value).filter(|v| !v.is_empty()),
+                None => match step.map(|s| (&s.value, runtime(s))) {
+                    Some((_, true)) => Some(value).filter(|v| !v.is_empty()),
+                    Some((StepValue::Exact(v) | StepValue::Wildcard(v), false)) => Some(v.as_str()),
+                    _ => None,
+                },
+            };
+            if let Some(v) = shown {
+                name.push('_');
+                name.push_str(v);
+            }
+        }
+        Some(name)
+    }
+
     pub fn period_secs(&self) -> u64 {
         self.unit.seconds() * u64::from(self.unit_multiplier)
     }
@@ -137,6 +227,36 @@ struct KeyNodes {
 impl Level {
     fn is_empty(&self) -> bool {
         self.by_key.is_empty()
+    }
+
+    /// Adds the nodes of `other` (another file's descriptors of the same domain); a node both
+    /// define is refused with its key and value.
+    fn merge(&mut self, other: Level) -> Result<(), String> {
+        let duplicate = |key: &str, value: &str| {
+            format!("duplicate descriptor key {key:?} with value {value:?} across merged files")
+        };
+        for (key, nodes) in other.by_key {
+            let mine = self.by_key.entry(key.clone()).or_default();
+            for (value, node) in nodes.exact {
+                if mine.exact.contains_key(&value) {
+                    return Err(duplicate(&key, &value));
+                }
+                mine.exact.insert(value, node);
+            }
+            for (pattern, re, node) in nodes.wildcards {
+                if mine.wildcards.iter().any(|(p, _, _)| *p == pattern) {
+                    return Err(duplicate(&key, &pattern));
+                }
+                mine.wildcards.push((pattern, re, node));
+            }
+            if let Some(node) = nodes.any {
+                if mine.any.is_some() {
+                    return Err(duplicate(&key, ""));
+                }
+                mine.any = Some(node);
+            }
+        }
+        Ok(())
     }
 
     fn find(&self, key: &str, value: &str) -> Option<&Node> {
@@ -205,6 +325,15 @@ impl Domain {
     }
 }
 
+/// How files are combined into one configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Files naming the same domain add their descriptors to it (envoyproxy/ratelimit's
+    /// `MERGE_DOMAIN_CONFIG`); a top-level descriptor both define is still refused. Off: a
+    /// repeated domain is refused.
+    pub merge_domains: bool,
+}
+
 /// The whole configuration: every domain, compiled.
 #[derive(Debug, Default)]
 pub struct Config {
@@ -215,23 +344,27 @@ pub struct Config {
 impl Config {
     /// Parses one file's text (`name` is used in messages).
     pub fn from_yaml_str(name: &str, text: &str) -> Result<Config, ConfigError> {
-        let mut builder = Builder::default();
+        let mut builder = Builder::new(LoadOptions::default());
         builder.add(name, text)?;
         Ok(builder.finish())
     }
 
     /// Loads a file, or every `*.yaml`/`*.yml` file of a directory.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let mut builder = Builder::default();
-        for (name, text) in read_sources(path)? {
-            builder.add(&name, &text)?;
-        }
-        Ok(builder.finish())
+    pub fn load(path: &Path, options: LoadOptions) -> Result<Config, ConfigError> {
+        Config::from_sources_with(&read_sources(path)?, options)
     }
 
     /// Parses already-read sources (name, text), as returned by [`read_sources`].
     pub fn from_sources(sources: &[(String, String)]) -> Result<Config, ConfigError> {
-        let mut builder = Builder::default();
+        Config::from_sources_with(sources, LoadOptions::default())
+    }
+
+    /// [`Config::from_sources`] with options.
+    pub fn from_sources_with(
+        sources: &[(String, String)],
+        options: LoadOptions,
+    ) -> Result<Config, ConfigError> {
+        let mut builder = Builder::new(options);
         for (name, text) in sources {
             builder.add(name, text)?;
         }
@@ -296,5 +429,7 @@ pub fn read_sources(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
         .collect()
 }
 
+#[cfg(test)]
+mod envoyproxy_tests;
 #[cfg(test)]
 mod tests;

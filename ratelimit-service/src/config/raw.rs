@@ -29,10 +29,20 @@ pub(crate) struct RawDescriptor {
     pub shadow_mode: bool,
     #[serde(default)]
     pub detailed_metric: bool,
-    /// envoyproxy/ratelimit: `value_to_metric` only changes stat names; accepted, same effect as
-    /// `detailed_metric` for this node's own value.
+    /// envoyproxy/ratelimit: the request's value of this node's key shows in the stats name of
+    /// the limits at and below this node (instead of the key alone or the wildcard pattern).
     #[serde(default)]
     pub value_to_metric: bool,
+    /// envoyproxy/ratelimit: every value this node's wildcard matches shares one bucket, keyed
+    /// by the pattern instead of the value.
+    #[serde(default)]
+    pub share_threshold: bool,
+    /// envoyproxy/ratelimit: free-form data it returns in the response's dynamic metadata
+    /// (only with its RESPONSE_DYNAMIC_METADATA setting, which this service does not offer).
+    pub metadata: Option<serde_json::Value>,
+    /// envoyproxy/ratelimit's quota mode: read only to refuse it with a reason.
+    #[serde(default)]
+    pub quota_mode: bool,
     /// envoyproxy/ratelimit: names of limits this node's limit replaces when both apply.
     #[serde(default)]
     pub replaces: Vec<RawReplaces>,

@@ -129,7 +129,7 @@ fn every_invalid_fixture_fails_with_its_exact_message() {
 
 #[test]
 fn valid_directory_loads_every_domain() {
-    let config = Config::load(&fixture_dir("valid")).unwrap();
+    let config = Config::load(&fixture_dir("valid"), LoadOptions::default()).unwrap();
     let mut names: Vec<&str> = config.domains().map(|d| d.name.as_str()).collect();
     names.sort_unstable();
     assert_eq!(names, ["edge", "mongo_cps"]);
@@ -160,18 +160,31 @@ fn duplicate_domain_across_files_is_an_error() {
     std::fs::write(dir.path().join("b.yml"), "domain: shared\n").unwrap();
     std::fs::write(dir.path().join(".hidden.yaml"), "not: [valid").unwrap();
     std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
-    let err = Config::load(dir.path()).unwrap_err().to_string();
+    let err = Config::load(dir.path(), LoadOptions::default())
+        .unwrap_err()
+        .to_string();
     let a = dir.path().join("a.yaml").display().to_string();
     let b = dir.path().join("b.yml").display().to_string();
     assert_eq!(
         err,
-        format!("{b}: domain: duplicate domain \"shared\" (already defined in {a})")
+        format!(
+            "{b}: domain: duplicate domain \"shared\" (already defined in {a}; \
+             --merge-domain-config merges them)"
+        )
     );
+    let merged = Config::load(
+        dir.path(),
+        LoadOptions {
+            merge_domains: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(merged.domains().count(), 1);
 }
 
 #[test]
 fn missing_file_is_reported() {
-    let err = Config::load(Path::new("/nonexistent/rl.yaml")).unwrap_err();
+    let err = Config::load(Path::new("/nonexistent/rl.yaml"), LoadOptions::default()).unwrap_err();
     assert!(
         err.to_string()
             .starts_with("/nonexistent/rl.yaml: cannot read:"),
@@ -384,53 +397,77 @@ descriptors:
 
 /// envoyproxy/ratelimit's own configuration fixtures (its `test/config/`, copied into
 /// `tests/fixtures/envoyproxy-ratelimit/`), accepted or refused as its `config_test.go`
-/// expects, files loaded together where it loads them together. Two intended differences are
-/// asserted as such: `metadata` and `share_threshold` are refused (not honoured, so not
-/// silently accepted).
+/// expects, files loaded together where it loads them together (merging one domain across
+/// files only with `merge_domains`, as it does only with MERGE_DOMAIN_CONFIG).
 #[test]
 fn envoyproxy_ratelimits_fixtures_are_accepted_and_refused_as_there() {
     let dir = fixture_dir("envoyproxy-ratelimit");
     let read = |f: &str| (f.to_string(), std::fs::read_to_string(dir.join(f)).unwrap());
-    let cases: [(&[&str], Result<(), &str>); 19] = [
-        (&["basic_config.yaml"], Ok(())),
-        (&["shadowmode_config.yaml"], Ok(())),
-        (&["wildcard.yaml"], Ok(())),
-        (&["merge_domain_key1.yaml"], Ok(())),
-        (&["bad_limit_unit.yaml"], Err("unknown unit")),
-        (&["bad_yaml.yaml"], Err("bad_yaml.yaml")),
-        (
-            &["basic_config.yaml", "duplicate_domain.yaml"],
-            Err("duplicate"),
-        ),
-        // Merged only with the reference's MERGE_DOMAIN_CONFIG, which is off by default.
+    let merge = LoadOptions {
+        merge_domains: true,
+    };
+    let plain = LoadOptions::default();
+    let cases: [(&[&str], LoadOptions, Result<(), &str>); 23] = [
+        (&["basic_config.yaml"], plain, Ok(())),
+        (&["shadowmode_config.yaml"], plain, Ok(())),
+        (&["wildcard.yaml"], plain, Ok(())),
+        (&["metadata.yaml"], plain, Ok(())),
+        (&["share_threshold.yaml"], plain, Ok(())),
+        (&["merge_domain_key1.yaml"], plain, Ok(())),
         (
             &["merge_domain_key1.yaml", "merge_domain_key2.yaml"],
-            Err("duplicate"),
+            merge,
+            Ok(()),
         ),
-        (&["empty_domain.yaml"], Err("domain")),
-        (&["empty_key.yaml"], Err("no `key`")),
-        (&["duplicate_key.yaml"], Err("duplicate descriptor key")),
-        (&["replaces_self.yaml"], Err("replaces itself")),
-        (&["replaces_empty.yaml"], Err("name: must be set")),
-        (&["misspelled_key.yaml"], Err("unknown field `ratelimit`")),
+        (&["bad_limit_unit.yaml"], plain, Err("unknown unit \"foo\"")),
+        (&["bad_yaml.yaml"], plain, Err("bad_yaml.yaml")),
+        (
+            &["basic_config.yaml", "duplicate_domain.yaml"],
+            plain,
+            Err("duplicate domain \"test-domain\""),
+        ),
+        // Without MERGE_DOMAIN_CONFIG (off by default) the reference refuses these too.
+        (
+            &["merge_domain_key1.yaml", "merge_domain_key2.yaml"],
+            plain,
+            Err("duplicate domain"),
+        ),
+        (
+            &["merge_domain_key1.yaml", "merge_domain_key1.yaml"],
+            merge,
+            Err("duplicate descriptor key \"key1\" with value \"value1\""),
+        ),
+        (&["empty_domain.yaml"], plain, Err("domain")),
+        (&["empty_key.yaml"], plain, Err("no `key`")),
+        (
+            &["duplicate_key.yaml"],
+            plain,
+            Err("duplicate descriptor key"),
+        ),
+        (&["replaces_self.yaml"], plain, Err("replaces itself")),
+        (&["replaces_empty.yaml"], plain, Err("name: must be set")),
+        (
+            &["misspelled_key.yaml"],
+            plain,
+            Err("unknown field `ratelimit`"),
+        ),
         (
             &["misspelled_key2.yaml"],
+            plain,
             Err("unknown field `requestsperunit`"),
         ),
-        (&["non_string_key.yaml"], Err("unknown field")),
-        (&["non_map_list.yaml"], Err("invalid type")),
+        (&["non_string_key.yaml"], plain, Err("unknown field")),
+        (&["non_map_list.yaml"], plain, Err("invalid type")),
         (
             &["unlimited_with_unit.yaml"],
+            plain,
             Err("must not be set when `unlimited: true`"),
         ),
-        (
-            &["metadata.yaml", "share_threshold.yaml"],
-            Err("unknown field `metadata`"),
-        ),
+        (&["duplicate_domain.yaml"], plain, Ok(())),
     ];
-    for (files, expected) in cases {
+    for (files, options, expected) in cases {
         let sources: Vec<(String, String)> = files.iter().map(|f| read(f)).collect();
-        let got = Config::from_sources(&sources)
+        let got = Config::from_sources_with(&sources, options)
             .map(drop)
             .map_err(|e| e.to_string());
         match (expected, got) {
@@ -439,11 +476,36 @@ fn envoyproxy_ratelimits_fixtures_are_accepted_and_refused_as_there() {
             (expected, got) => panic!("{files:?}: expected {expected:?}, got {got:?}"),
         }
     }
-    let threshold = Config::from_sources(&[read("share_threshold.yaml")]).unwrap_err();
-    assert!(
-        threshold
-            .to_string()
-            .contains("unknown field `share_threshold`"),
-        "{threshold}"
-    );
+}
+
+/// The fields envoyproxy/ratelimit reads that are refused or limited here, with the reason.
+#[test]
+fn share_threshold_off_a_wildcard_quota_mode_and_non_map_metadata_are_refused() {
+    let refused = [
+        (
+            "descriptors:\n  - key: a\n    value: b\n    share_threshold: true\n",
+            "descriptors[0].share_threshold: only applies to a wildcard `value` (one with `*`), and \"a\" has the value \"b\"",
+        ),
+        (
+            "descriptors:\n  - key: a\n    share_threshold: true\n",
+            "descriptors[0].share_threshold: only applies to a wildcard `value` (one with `*`), and \"a\" has no value",
+        ),
+        (
+            "descriptors:\n  - key: a\n    quota_mode: true\n    rate_limit: { unit: second }\n",
+            "descriptors[0].quota_mode: not supported",
+        ),
+        (
+            "descriptors:\n  - key: a\n    metadata: [1, 2]\n",
+            "descriptors[0].metadata: must be a map (key: value, ...), got [1,2]",
+        ),
+    ];
+    for (descriptors, message) in refused {
+        let yaml = format!("domain: d\n{descriptors}");
+        let e = Config::from_yaml_str("d.yaml", &yaml)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(&format!("d.yaml: {message}")), "{e}");
+    }
+    let quota_off = "domain: d\ndescriptors:\n  - key: a\n    quota_mode: false\n";
+    assert!(Config::from_yaml_str("d.yaml", quota_off).is_ok());
 }

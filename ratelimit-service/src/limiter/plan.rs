@@ -85,7 +85,11 @@ fn build_buckets(
         }
         let descriptor = &descriptors[a.descriptor];
         let hits = descriptor.hits_addend.unwrap_or(default_hits);
-        let key = keys::bucket_key(&limit.key_prefix, entries(descriptor));
+        // Under `share_threshold`, a wildcard's pattern stands for the value: one shared bucket.
+        let entries = entries(descriptor)
+            .enumerate()
+            .map(|(i, (k, v))| (k, limit.bucket_value(i, v)));
+        let key = keys::bucket_key(&limit.key_prefix, entries);
         let enforce = !limit.shadow_mode;
         if let Some(i) = buckets.iter().position(|b| b.key == key) {
             buckets[i].hits = buckets[i].hits.saturating_add(hits);
@@ -125,6 +129,8 @@ fn override_limit(domain: &str, o: LimitOverride) -> Limit {
         detailed_metric: false,
         key_prefix: keys::override_prefix(domain, o.unit.seconds(), o.requests_per_unit),
         stats_path: String::new(),
+        path: Vec::new(),
+        metadata: None,
         replaces: Vec::new(),
         mode: LimitMode::Exact,
         lease_ttl: DEFAULT_LEASE_TTL,

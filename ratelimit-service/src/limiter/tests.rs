@@ -318,3 +318,84 @@ async fn bad_requests_are_rejected_with_clear_messages() {
         "descriptor keys and values total 65543 bytes, over the maximum of 65536"
     );
 }
+
+/// envoyproxy/ratelimit's TestConfigLimitOverride (basic_config.yaml): an override Envoy sends
+/// applies only in a configured domain, reports the override as the limit, and counts under
+/// the request's own entries, whatever the override's value.
+#[tokio::test]
+async fn envoyproxy_config_limit_override() {
+    let (limiter, _, _) = setup(false, 0);
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/envoyproxy-ratelimit/basic_config.yaml"
+    );
+    let config = Config::from_yaml_str(path, &std::fs::read_to_string(path).unwrap()).unwrap();
+    let with_override = |subkey: &str, rpu: u32, unit: Unit| {
+        let mut d = descriptor(&[("key1", "value1"), ("subkey1", subkey)]);
+        d.limit_override = Some(LimitOverride {
+            requests_per_unit: rpu,
+            unit,
+        });
+        d
+    };
+    let mut unknown = request(vec![with_override("something", 10, Unit::Day)]);
+    unknown.domain = "foo_domain".into();
+    let d = decide(&limiter, &config, &unknown).await;
+    assert!(d.statuses[0].current_limit.is_none() && d.observations.is_empty());
+    let cases = [
+        ("something", 10, Unit::Day, "key1_value1.subkey1_something"),
+        ("something", 42, Unit::Hour, "key1_value1.subkey1_something"),
+        (
+            "something_else",
+            42,
+            Unit::Hour,
+            "key1_value1.subkey1_something_else",
+        ),
+    ];
+    for (subkey, rpu, unit, label) in cases {
+        let mut req = request(vec![with_override(subkey, rpu, unit)]);
+        req.domain = "test-domain".into();
+        let d = decide(&limiter, &config, &req).await;
+        let limit = d.statuses[0].current_limit.clone().unwrap();
+        assert_eq!((limit.requests_per_unit, limit.unit), (rpu, unit));
+        assert_eq!(d.observations[0].label.as_deref(), Some(label));
+    }
+}
+
+#[tokio::test]
+async fn share_threshold_charges_one_bucket_for_every_matching_value() {
+    let (limiter, _, _) = setup(false, 0);
+    let config = Config::from_yaml_str(
+        "s.yaml",
+        "domain: api
+descriptors:
+  - key: path
+    value: /api/*
+    share_threshold: true
+    rate_limit: { unit: hour, requests_per_unit: 2 }
+  - key: user
+    value: u*
+    value_to_metric: true
+    rate_limit: { unit: hour, requests_per_unit: 2 }
+",
+    )
+    .unwrap();
+    let call = |pairs: &[(&str, &str)]| request(vec![descriptor(pairs)]);
+    for value in ["/api/a", "/api/b"] {
+        let d = decide(&limiter, &config, &call(&[("path", value)])).await;
+        assert_eq!(d.overall, Code::Ok);
+        assert_eq!(d.observations[0].label, None, "counted as path_/api/*");
+    }
+    let d = decide(&limiter, &config, &call(&[("path", "/api/c")])).await;
+    assert_eq!(
+        d.overall,
+        Code::OverLimit,
+        "the third value meets the shared bucket"
+    );
+    // Without share_threshold each value has its own bucket; value_to_metric names it.
+    for value in ["u1", "u1", "u2"] {
+        let d = decide(&limiter, &config, &call(&[("user", value)])).await;
+        assert_eq!(d.overall, Code::Ok);
+        assert_eq!(d.observations[0].label, Some(format!("user_{value}")));
+    }
+}

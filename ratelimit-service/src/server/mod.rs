@@ -12,7 +12,7 @@ mod revocation;
 mod rlqs;
 mod spawned;
 
-use crate::config::{read_sources, Config, ConfigError};
+use crate::config::{read_sources, Config, ConfigError, LoadOptions};
 use crate::limiter::{Limiter, LimiterOptions};
 use crate::metrics::{LimitCounters, Metrics};
 use crate::proto::lease::quota_lease_server::QuotaLeaseServer;
@@ -60,6 +60,8 @@ pub struct Settings {
     /// Entries of the local over-limit cache; 0 disables it.
     pub local_cache_size: usize,
     pub ratelimit_headers: bool,
+    /// How config files combine (`--merge-domain-config`).
+    pub load_options: LoadOptions,
     /// How often the config is re-read for hot reload.
     pub reload_interval: Duration,
     /// Most live token revocations kept; a new one past this is refused.
@@ -77,6 +79,7 @@ impl Settings {
             redis_timeout: Duration::from_millis(20),
             local_cache_size: 100_000,
             ratelimit_headers: false,
+            load_options: LoadOptions::default(),
             reload_interval: Duration::from_secs(1),
             revocation_max_entries: DEFAULT_MAX_ENTRIES,
             revocation_access: RevocationAccess::disabled(),
@@ -119,6 +122,8 @@ pub(crate) struct Shared {
     /// Who may write (both transports) and read (HTTP) revocations.
     pub access: RevocationAccess,
     pub metrics: Metrics,
+    /// How reloaded config files combine, as at startup.
+    pub load_options: LoadOptions,
 }
 
 impl Shared {
@@ -136,7 +141,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let sources = read_sources(&settings.config_path)?;
-    let config = Config::from_sources(&sources)?;
+    let config = Config::from_sources_with(&sources, settings.load_options)?;
     let store = match &settings.store {
         StoreSettings::Memory => AnyStore::Memory(MemoryStore::new(SystemClock)),
         StoreSettings::Redis { url } => {
@@ -168,6 +173,7 @@ pub async fn run(
         revocations,
         access: settings.revocation_access.clone(),
         metrics,
+        load_options: settings.load_options,
     });
     tracing::info!(
         config = %settings.config_path.display(),

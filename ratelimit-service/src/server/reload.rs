@@ -35,11 +35,9 @@ pub(super) async fn watch(
         if current == last {
             continue;
         }
-        match current
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|sources| Config::from_sources(sources).map_err(|e| e.to_string()))
-        {
+        match current.as_ref().map_err(Clone::clone).and_then(|sources| {
+            Config::from_sources_with(sources, shared.load_options).map_err(|e| e.to_string())
+        }) {
             Ok(config) => {
                 let domains = config.domains().count();
                 shared.install(config);

@@ -124,3 +124,43 @@ async fn cluster_calls_with_several_descriptors() {
     assert_eq!(reply.overall_code, Code::OverLimit as i32);
     service.shutdown().await;
 }
+
+/// envoyproxy/ratelimit's `share_threshold` and MERGE_DOMAIN_CONFIG on real Redis: one domain
+/// from two files (`--merge-domain-config`); every value a shared wildcard matches charges the
+/// one bucket keyed by the pattern, while a plain wildcard counts each value apart.
+#[tokio::test]
+async fn share_threshold_values_share_one_redis_bucket_across_merged_files() {
+    let redis = redis_fixture::RedisServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let shared = "domain: files\ndescriptors:\n  - key: path\n    value: /api/*\n    share_threshold: true\n    rate_limit: { unit: hour, requests_per_unit: 2 }\n";
+    let apart = "domain: files\ndescriptors:\n  - key: user\n    value: u*\n    rate_limit: { unit: hour, requests_per_unit: 2 }\n";
+    std::fs::write(dir.path().join("a.yaml"), shared).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), apart).unwrap();
+    let mut settings = Settings::new(dir.path(), StoreSettings::Redis { url: redis.url() });
+    settings.redis_timeout = Duration::from_secs(1);
+    settings.load_options.merge_domains = true;
+    let service = Service::start(settings).await;
+    let mut client = service.client().await;
+    let code = |reply: RateLimitResponse| reply.overall_code;
+    for value in ["/api/a", "/api/b"] {
+        let reply = call(&mut client, request("files", &[&[("path", value)]])).await;
+        assert_eq!(code(reply.unwrap()), Code::Ok as i32, "{value}");
+    }
+    let third = call(&mut client, request("files", &[&[("path", "/api/c")]])).await;
+    assert_eq!(code(third.unwrap()), Code::OverLimit as i32);
+    for value in ["u1", "u1", "u2", "u2"] {
+        let reply = call(&mut client, request("files", &[&[("user", value)]])).await;
+        assert_eq!(code(reply.unwrap()), Code::Ok as i32, "{value}");
+    }
+    let keys = redis.command("KEYS rl:*").unwrap();
+    assert!(keys.contains("rl:{files}:t3600:path=/api/*"), "{keys}");
+    assert!(!keys.contains("path=/api/a"), "{keys}");
+    assert!(
+        keys.contains("user=u1") && keys.contains("user=u2"),
+        "{keys}"
+    );
+    let (_, metrics) = service.get("/metrics").await;
+    let hits = r#"ratelimit_hits_total{domain="files",descriptor="path_/api/*"} 3"#;
+    assert!(metrics.contains(hits), "{metrics}");
+    service.shutdown().await;
+}
