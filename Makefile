@@ -4,7 +4,7 @@ CARGO ?= cargo
 JOBS ?= 2
 export CARGO_BUILD_JOBS := $(JOBS)
 
-.PHONY: all bootstrap build wasm native test unit integration demo bench fuzz lint fmt clean check-config
+.PHONY: all bootstrap build wasm native test unit integration demo bench fuzz lint fmt clean check-config oci registry-set
 
 all: build
 
@@ -32,6 +32,21 @@ test: build check-config
 CONFIG ?= envoy/gateway.yaml
 check-config: bootstrap
 	$(CARGO) run -q -j$(JOBS) -p gateway-tests --bin check-config -- $(CONFIG)
+
+# OCI images of dist/*.wasm for Istio's WasmPlugin (docs/deployment.md, "OCI images"): built with
+# podman, pushed as $(REGISTRY)/<module>:<version>, pulled back by digest and checked byte for
+# byte; the urls of $(ISTIO_DIR)/wasm-*.yaml are then pinned to oci://<tag>@<digest>.
+#   make oci REGISTRY=registry.example.com/edgegate [TLS_VERIFY=false] [ISTIO_DIR=envoy/istio]
+REGISTRY ?=
+TLS_VERIFY ?=
+ISTIO_DIR ?= envoy/istio
+export CONTAINERS_CONF ?= $(CURDIR)/envoy/docker/containers.conf
+oci: registry-set build
+	$(CARGO) run -q -j$(JOBS) -p gateway-tests --bin oci-publish -- --registry "$(REGISTRY)" \
+	  --istio-dir "$(ISTIO_DIR)" $(if $(TLS_VERIFY),--tls-verify $(TLS_VERIFY))
+
+registry-set:
+	@if [ -z "$(REGISTRY)" ]; then echo "oci: set REGISTRY=host[:port][/path], e.g. make oci REGISTRY=registry.example.com/edgegate" >&2; exit 2; fi
 
 lint: bootstrap
 	@scripts/lint.sh

@@ -8,6 +8,9 @@
 #   redis-server    Debian package (also gives redis-cli, redis-benchmark)
 #   protoc          Debian protobuf-compiler (tonic-prost-build)
 #   wrk             Debian package (HTTP load for `make bench`)
+#   containers      Debian podman + runc (run with envoy/docker/containers.conf), skopeo,
+#                   docker-registry (the distribution registry) and podman-compose: `make oci`,
+#                   `make images` and the tests that push, pull and run them
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +29,7 @@ need_pkg redis-server
 need_pkg protobuf-compiler
 need_pkg wrk
 need_pkg openssl
+for p in podman runc skopeo docker-registry podman-compose; do need_pkg "$p"; done
 
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -12,17 +12,22 @@
 //! - [`stages`]: the gateway's wasm stage configurations, for the bundle's tests and benchmark.
 //! - [`wait`]: polling with a deadline instead of sleeps.
 //! - [`demo`]: `make demo`'s processes, ports and banner (shared with the demo and compose tests).
+//! - [`containers`], [`oci`], [`registry`]: podman and skopeo as the repository runs them, the
+//!   wasm filters' OCI images (`make oci`), a private registry for tests.
 
 pub mod bench;
 pub mod chain;
+pub mod containers;
 pub mod demo;
 pub mod envoy;
 pub mod gateway;
 pub mod gateway_config;
 pub mod jwks;
+pub mod oci;
 pub mod policy_check;
 pub mod process;
 pub mod ratelimit;
+pub mod registry;
 pub use test_harness::{redis, wait};
 pub mod stages;
 pub mod template;

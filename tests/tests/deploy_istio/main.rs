@@ -6,10 +6,14 @@
 //! VirtualService, the descriptors with the rate-limit config, and the configs with
 //! `envoy/gateway.yaml`, which they mirror.
 //!
+//! `oci` publishes the modules to a real registry (`make oci`) and runs the route table on the
+//! modules pulled back from the pinned urls.
+//!
 //! One test binary, one module per concern; loading the manifests and the reference gateway,
 //! and the look-ups several modules use, are in `support`.
 
 mod manifests;
+mod oci;
 mod plugins;
 mod ratelimit;
 mod routes;

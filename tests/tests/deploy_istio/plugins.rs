@@ -76,17 +76,28 @@ fn wasm_plugins_run_in_the_gateway_order_and_fail_closed() {
             doc.id()
         );
         assert_eq!(doc.str_at("/spec/type"), "HTTP", "{}", doc.id());
+        // The image `make oci` publishes: <registry>/<module>:<version>, pinned by digest once
+        // published (`make oci REGISTRY=...` rewrites the url).
         let url = doc.str_at("/spec/url");
+        let (tag, digest) = url.split_once('@').unwrap_or((url, ""));
         assert!(
-            ["oci://", "file://", "https://"]
-                .iter()
-                .any(|s| url.starts_with(s)),
-            "{}: url {url} must be oci://, file:// or https://",
+            tag.starts_with("oci://")
+                && tag.ends_with(&format!("/{plugin}:{}", gateway_tests::oci::VERSION)),
+            "{}: url {url} is not oci://<registry>/{plugin}:<workspace version>",
+            doc.id()
+        );
+        assert_eq!(
+            gateway_tests::oci::module_of_url(url),
+            Some(plugin),
+            "{}",
             doc.id()
         );
         assert!(
-            url.contains(plugin),
-            "{}: url {url} does not name {plugin}",
+            digest.is_empty()
+                || digest
+                    .strip_prefix("sha256:")
+                    .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{}: {digest:?} is not a sha256 digest",
             doc.id()
         );
         let pull = doc.str_at("/spec/imagePullPolicy");

@@ -2,7 +2,7 @@
 //! VirtualService (`<http.name>`, `<http.name>.<match.name>`) and lets no one set route
 //! metadata, so the WasmPlugins map route names to policies. Checked statically (every route
 //! bound, every binding a route) and through real Envoy on the route table Istio renders from
-//! ingress.yaml, with the WasmPlugins' own configurations.
+//! ingress.yaml, with the WasmPlugins' own configurations in the mesh's order.
 
 use crate::prelude::*;
 use crate::support::{istio_routes, load, of_kind, Doc, IstioRoute};
@@ -132,10 +132,28 @@ fn bootstrap(
     serde_yaml::to_string(&config).unwrap()
 }
 
+/// A WasmPlugin's filter as Istio writes it: the module at `path` in V8, its `pluginConfig` as
+/// the configuration, and no `allow_on_headers_stop_iteration` (a WasmPlugin cannot set it).
+fn mesh_filter(plugin: &str, path: &str, config: &Value) -> Value {
+    let mut filter = chain::wasm_at(plugin, path, &config.to_string());
+    if let Some(c) = filter["typed_config"]["config"].as_object_mut() {
+        c.remove("allow_on_headers_stop_iteration");
+    }
+    filter
+}
+
 #[tokio::test]
 async fn the_route_table_istio_renders_decides_by_route_name_through_envoy() {
-    let docs = load();
-    let routes = istio_routes(&docs);
+    let dist = |module: &str| tools::wasm(module).unwrap().display().to_string();
+    check_route_table(&load(), &dist).await;
+}
+
+/// Runs the route table of `docs` through Envoy with the WasmPlugins in the mesh's order
+/// (jwt_auth, tenant_cache_key, transform), each with its `pluginConfig` and its module loaded
+/// from `module_path(pluginName)`, and checks each route's decision. The OCI test runs it on the
+/// modules it pulled back from a registry.
+pub async fn check_route_table(docs: &[Doc], module_path: &dyn Fn(&str) -> String) {
+    let routes = istio_routes(docs);
     // A route added to the VirtualService and bound to nothing (Istio would name it `admin`).
     let admin = IstioRoute {
         name: "admin".into(),
@@ -149,16 +167,18 @@ async fn the_route_table_istio_renders_decides_by_route_name_through_envoy() {
         .await
         .unwrap();
     let upstream = Upstream::echo().await.unwrap();
-    let mut jwt = plugin_config(&docs, "jwt_auth");
+    let mut jwt = plugin_config(docs, "jwt_auth");
     for provider in jwt["providers"].as_object_mut().unwrap().values_mut() {
         provider["issuer"] = json!("https://idp.edgegate.localhost");
         provider["remote_jwks"]["cluster"] = json!("jwks");
         provider["remote_jwks"]["uri"] =
             json!("http://idp.edgegate.localhost/.well-known/jwks.json");
     }
+    let plugin = |name: &str, config: &Value| mesh_filter(name, &module_path(name), config);
     let filters = vec![
-        chain::wasm("jwt_auth", &jwt).unwrap(),
-        chain::wasm_without_header_hold("transform", &plugin_config(&docs, "transform")).unwrap(),
+        plugin("jwt_auth", &jwt),
+        plugin("tenant_cache_key", &plugin_config(docs, "tenant_cache_key")),
+        plugin("transform", &plugin_config(docs, "transform")),
         chain::router(),
     ];
     let text = bootstrap(&table, filters, &clusters, (upstream.port(), idp.port()));
@@ -222,6 +242,8 @@ async fn the_route_table_istio_renders_decides_by_route_name_through_envoy() {
                 json!(["users"]),
                 "{body}"
             );
+            // tenant_cache_key turned jwt_auth's tenant claim header into x-tenant-id.
+            assert_eq!(body["headers"]["x-tenant-id"], json!(["acme"]), "{body}");
         } else {
             assert!(
                 body["headers"]["x-gateway-route"].is_null(),

@@ -51,7 +51,11 @@ pub fn istio_dir() -> PathBuf {
 
 /// Every manifest file (kustomization.yaml is not a Kubernetes object), sorted.
 pub fn manifest_files() -> Vec<String> {
-    let mut files: Vec<String> = std::fs::read_dir(istio_dir())
+    manifest_files_in(&istio_dir())
+}
+
+fn manifest_files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
@@ -74,9 +78,14 @@ pub fn yaml_documents(file: &str, text: &str) -> Vec<Value> {
 }
 
 pub fn load() -> Vec<Doc> {
+    load_from(&istio_dir())
+}
+
+/// The manifests of a copy of `envoy/istio/` (e.g. one `make oci` pinned).
+pub fn load_from(dir: &std::path::Path) -> Vec<Doc> {
     let mut docs = Vec::new();
-    for file in manifest_files() {
-        let text = std::fs::read_to_string(istio_dir().join(&file)).unwrap();
+    for file in manifest_files_in(dir) {
+        let text = std::fs::read_to_string(dir.join(&file)).unwrap();
         for value in yaml_documents(&file, &text) {
             docs.push(Doc {
                 file: file.clone(),
