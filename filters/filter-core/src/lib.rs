@@ -16,6 +16,7 @@ pub mod matching;
 pub mod plugin;
 pub mod route;
 pub mod shared;
+pub mod string_match;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(target_arch = "wasm32")]
@@ -26,3 +27,4 @@ pub use headers::{HeaderEdit, HeaderMap};
 pub use host::{Action, Host};
 pub use matching::{RequestMatch, RequestMatcher};
 pub use plugin::{HttpFilter, Plugin};
+pub use string_match::{StringMatch, StringMatcher};

@@ -1,22 +1,17 @@
 //! Registered-claim checks (`iss`, `aud`, `sub`, `exp`, `nbf`, `iat`, lifetime) against a
 //! provider's policy, with the current time passed in.
 
+use filter_core::StringMatcher;
 use serde_json::{Map, Value};
 
-/// A `subjects` matcher (Envoy's StringMatcher subset).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SubjectMatch {
-    Exact(String),
-    Prefix(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ClaimPolicy {
     /// When set, `iss` must equal it.
     pub issuer: Option<String>,
     /// When non-empty, `aud` (string or array) must contain one of them.
     pub audiences: Vec<String>,
-    pub subjects: Option<SubjectMatch>,
+    /// `sub` must match (Envoy's `subjects`, a StringMatcher).
+    pub subjects: Option<StringMatcher>,
     pub require_expiration: bool,
     /// When set, `exp` is required and `exp - (iat or now)` may not exceed it (seconds).
     pub max_lifetime_secs: Option<u64>,
@@ -99,8 +94,45 @@ pub fn expiry(claims: &Map<String, Value>) -> Option<i64> {
 }
 
 impl ClaimPolicy {
-    /// Checks time claims first (401), then issuer (401), then audience and subject (403).
+    /// Every check: [`Self::check_except_audience`], then the audience.
     pub fn check(&self, claims: &Map<String, Value>, now_secs: i64) -> Result<(), ClaimError> {
+        self.check_except_audience(claims, now_secs)?;
+        self.check_audience(claims, None)
+    }
+
+    /// `aud` (string or array) holds one of `audiences` (the provider's own when `None`);
+    /// no audiences configured accepts any. 403 when not.
+    pub fn check_audience(
+        &self,
+        claims: &Map<String, Value>,
+        audiences: Option<&[String]>,
+    ) -> Result<(), ClaimError> {
+        let want = audiences.unwrap_or(&self.audiences);
+        if want.is_empty() {
+            return Ok(());
+        }
+        let ok = match claims.get("aud") {
+            Some(Value::String(a)) => want.iter().any(|w| w == a),
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|a| want.iter().any(|w| w == a)),
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(ClaimError::WrongAudience)
+        }
+    }
+
+    /// Time claims first (401), then issuer (401), then subject (403). The audience is
+    /// checked apart: a requirement may name other audiences than the provider's.
+    pub fn check_except_audience(
+        &self,
+        claims: &Map<String, Value>,
+        now_secs: i64,
+    ) -> Result<(), ClaimError> {
         let skew = i64::try_from(self.clock_skew_secs).unwrap_or(i64::MAX);
         let exp = numeric_date(claims, "exp")?;
         let nbf = numeric_date(claims, "nbf")?;
@@ -129,27 +161,9 @@ impl ClaimPolicy {
                 return Err(ClaimError::WrongIssuer);
             }
         }
-        if !self.audiences.is_empty() {
-            let ok = match claims.get("aud") {
-                Some(Value::String(a)) => self.audiences.iter().any(|w| w == a),
-                Some(Value::Array(list)) => list
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .any(|a| self.audiences.iter().any(|w| w == a)),
-                _ => false,
-            };
-            if !ok {
-                return Err(ClaimError::WrongAudience);
-            }
-        }
         if let Some(m) = &self.subjects {
             let sub = claims.get("sub").and_then(Value::as_str);
-            let ok = match (m, sub) {
-                (SubjectMatch::Exact(want), Some(s)) => s == want,
-                (SubjectMatch::Prefix(p), Some(s)) => s.starts_with(p.as_str()),
-                (_, None) => false,
-            };
-            if !ok {
+            if !sub.is_some_and(|s| m.matches(s)) {
                 return Err(ClaimError::WrongSubject);
             }
         }
@@ -265,7 +279,7 @@ mod tests {
         let p = ClaimPolicy {
             issuer: Some("https://idp".into()),
             audiences: vec!["api".into(), "web".into()],
-            subjects: Some(SubjectMatch::Prefix("user:".into())),
+            subjects: Some(filter_core::StringMatcher::Prefix("user:".into(), false)),
             ..ClaimPolicy::default()
         };
         let ok = json!({"iss": "https://idp", "aud": ["x", "web"], "sub": "user:1"});

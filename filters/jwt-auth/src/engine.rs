@@ -9,7 +9,7 @@ use crate::identity::identity_headers;
 use crate::jwks::KeySet;
 use crate::jwks_cache::KeyRequest;
 use crate::outcome::Denial;
-use crate::rules::{evaluate, find_rule, Governing, ProviderCheck, ProviderId, Verdict};
+use crate::rules::{evaluate, find_rule, Audiences, Governing, ProviderCheck, ProviderId, Verdict};
 use crate::token::{self, Extracted, TokenLocation};
 use crate::verify::{self, VerifyError};
 /// The one header-edit type (filter-core's), re-exported where jwt_auth's edits are made.
@@ -206,25 +206,32 @@ impl Authenticator {
             misses: 0,
             signature_checks: 0,
         };
-        let verdict = evaluate(requirement, n, &mut |p| {
-            if let Some(c) = &st.checks[p] {
-                return c.clone();
-            }
-            let c = self.check_provider(p, headers, now_ms, keys, revocation, &mut st);
-            st.checks[p] = Some(c.clone());
-            c
+        let verdict = evaluate(requirement, n, &mut |p, audiences| {
+            let c = match &st.checks[p] {
+                Some(c) => c.clone(),
+                None => {
+                    let c = self.check_provider(p, headers, now_ms, keys, revocation, &mut st);
+                    st.checks[p] = Some(c.clone());
+                    c
+                }
+            };
+            audience_check(&config, p, c, audiences, &st)
         });
+        let mut allowed = Vec::new();
         let outcome = match verdict {
             Verdict::Pending => Outcome::Wait(st.waiting.clone()),
             Verdict::Deny(d) => Outcome::Deny(d),
             Verdict::Allow(ids) => match authorize(&rule.authorization, &ids, &st) {
-                Ok(()) => Outcome::Allow,
+                Ok(()) => {
+                    allowed = ids;
+                    Outcome::Allow
+                }
                 Err(d) => Outcome::Deny(d),
             },
         };
         let mut edits = sanitize;
         if outcome == Outcome::Allow {
-            upstream_edits(&config, headers, &st, &mut edits);
+            upstream_edits(&config, headers, &st, &allowed, &mut edits);
         }
         Decision {
             outcome,
@@ -276,7 +283,7 @@ impl Authenticator {
         if let Err(check) = verify_signature(provider, p, &jwt, now_ms, keys, st) {
             return check;
         }
-        if let Err(e) = provider.claims.check(&jwt.claims, now_secs) {
+        if let Err(e) = provider.claims.check_except_audience(&jwt.claims, now_secs) {
             return ProviderCheck::Failed(e.into());
         }
         // A token whose identity claims are missing or unusable is refused, never admitted
@@ -294,7 +301,9 @@ impl Authenticator {
             claims: jwt.claims,
             identity,
         });
-        self.cache.insert(p, &token, Rc::clone(&verified), now_secs);
+        if token.len() <= self.config.token_cache_max_token_bytes {
+            self.cache.insert(p, &token, Rc::clone(&verified), now_secs);
+        }
         st.verified[p] = Some(verified);
         ProviderCheck::Verified
     }
@@ -383,10 +392,32 @@ fn authorize(
     Err(first_err.unwrap_or(Denial::MISSING))
 }
 
+/// A verified token's audience, against the requirement's audiences or the provider's own.
+/// Verification is memoized per provider and cached audience-free; this runs each time.
+fn audience_check(
+    config: &FilterConfig,
+    p: ProviderId,
+    check: ProviderCheck,
+    audiences: Audiences<'_>,
+    st: &RequestState,
+) -> ProviderCheck {
+    let (ProviderCheck::Verified, Some(v), Some(provider)) =
+        (&check, &st.verified[p], config.providers.get(p))
+    else {
+        return check;
+    };
+    match provider.claims.check_audience(&v.claims, audiences) {
+        Ok(()) => check,
+        Err(e) => ProviderCheck::Failed(e.into()),
+    }
+}
+
+/// `allowed`: the providers whose tokens met the requirement; only they give claim headers.
 fn upstream_edits(
     config: &FilterConfig,
     headers: &HeaderMap,
     st: &RequestState,
+    allowed: &[ProviderId],
     edits: &mut Vec<HeaderEdit>,
 ) {
     // Tokens of non-forwarding providers leave the request (whether or not they verified).
@@ -441,14 +472,33 @@ fn upstream_edits(
         let (Some(v), Some(provider)) = (v, config.providers.get(p)) else {
             continue;
         };
+        if !allowed.contains(&p) {
+            continue;
+        }
         // Vetted when the token was verified ([`crate::identity`]).
         for (header, value) in &v.identity {
             put(edits, header, value.clone());
         }
         if let Some(h) = &provider.forward_payload_header {
-            put(edits, h, v.payload_b64.clone());
+            put(
+                edits,
+                h,
+                padded(&v.payload_b64, provider.pad_forward_payload_header),
+            );
         }
     }
+}
+
+/// The token's base64url payload, `=`-padded when the provider asks for it
+/// (`pad_forward_payload_header`).
+fn padded(payload_b64: &str, pad: bool) -> String {
+    let mut out = payload_b64.to_string();
+    if pad {
+        while !out.len().is_multiple_of(4) {
+            out.push('=');
+        }
+    }
+    out
 }
 
 fn is_header_value(v: &str) -> bool {

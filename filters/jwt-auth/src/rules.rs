@@ -12,6 +12,8 @@ pub type ProviderId = usize;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Requirement {
     Provider(ProviderId),
+    /// The provider with these audiences in place of its own (`provider_and_audiences`).
+    ProviderAudiences(ProviderId, std::sync::Arc<[String]>),
     Any(Vec<Requirement>),
     All(Vec<Requirement>),
     /// A missing token is fine; a present one must verify with some provider.
@@ -62,20 +64,25 @@ pub enum Verdict {
     Pending,
 }
 
-/// Evaluates a requirement. `check` is called at most once per provider by well-behaved
-/// callers (the engine memoizes), so it may do the verification work.
+/// The audiences a provider's token is checked against: `None` for the provider's own.
+pub type Audiences<'a> = Option<&'a [String]>;
+
+/// Evaluates a requirement. `check` verifies a provider's token (the engine memoizes the
+/// verification per provider, so it may do the work) and then checks its audience.
 pub fn evaluate(
     req: &Requirement,
     providers: usize,
-    check: &mut dyn FnMut(ProviderId) -> ProviderCheck,
+    check: &mut dyn FnMut(ProviderId, Audiences<'_>) -> ProviderCheck,
 ) -> Verdict {
+    let single = |p: ProviderId, c: ProviderCheck| match c {
+        ProviderCheck::Verified => Verdict::Allow(vec![p]),
+        ProviderCheck::Missing => Verdict::Deny(Denial::MISSING),
+        ProviderCheck::Failed(d) => Verdict::Deny(d),
+        ProviderCheck::Pending => Verdict::Pending,
+    };
     match req {
-        Requirement::Provider(p) => match check(*p) {
-            ProviderCheck::Verified => Verdict::Allow(vec![*p]),
-            ProviderCheck::Missing => Verdict::Deny(Denial::MISSING),
-            ProviderCheck::Failed(d) => Verdict::Deny(d),
-            ProviderCheck::Pending => Verdict::Pending,
-        },
+        Requirement::ProviderAudiences(p, auds) => single(*p, check(*p, Some(auds))),
+        Requirement::Provider(p) => single(*p, check(*p, None)),
         Requirement::Any(list) => {
             let mut pending = false;
             let mut denial: Option<Denial> = None;
@@ -120,7 +127,7 @@ pub fn evaluate(
             let mut pending = false;
             let mut failure: Option<Denial> = None;
             for p in 0..providers {
-                match check(p) {
+                match check(p, None) {
                     ProviderCheck::Verified => return Verdict::Allow(vec![p]),
                     ProviderCheck::Missing => {}
                     ProviderCheck::Failed(d) => failure = failure.or(Some(d)),
@@ -137,7 +144,7 @@ pub fn evaluate(
             // Never waits for keys: the request passes either way.
             Verdict::Allow(
                 (0..providers)
-                    .filter(|p| check(*p) == ProviderCheck::Verified)
+                    .filter(|p| check(*p, None) == ProviderCheck::Verified)
                     .collect(),
             )
         }
@@ -153,7 +160,7 @@ mod tests {
     fn run(req: &Requirement, answers: &[ProviderCheck]) -> (Verdict, Vec<ProviderId>) {
         let mut asked = Vec::new();
         let mut memo: HashMap<ProviderId, ProviderCheck> = HashMap::new();
-        let v = evaluate(req, answers.len(), &mut |p| {
+        let v = evaluate(req, answers.len(), &mut |p, _| {
             memo.entry(p)
                 .or_insert_with(|| {
                     asked.push(p);

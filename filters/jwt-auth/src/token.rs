@@ -220,6 +220,8 @@ pub struct HeaderSource {
     pub value_prefix: String,
 }
 
+/// Envoy jwt_authn's default locations: `Authorization: Bearer <token>`, then the
+/// `access_token` query parameter (RFC 6750 sections 2.1 and 2.3).
 impl Default for TokenSources {
     fn default() -> Self {
         Self {
@@ -227,7 +229,7 @@ impl Default for TokenSources {
                 name: "authorization".into(),
                 value_prefix: "Bearer ".into(),
             }],
-            params: Vec::new(),
+            params: vec!["access_token".into()],
             cookies: Vec::new(),
         }
     }

@@ -8,6 +8,7 @@
 mod attacks;
 mod composition;
 mod idp;
+mod native;
 mod support;
 
 /// What every module of this binary uses.

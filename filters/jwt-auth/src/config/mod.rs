@@ -6,6 +6,7 @@
 //! This module holds the validated types; `raw` the configuration as written (serde types,
 //! unknown fields refused everywhere), `validate` and `rules` turn one into the other.
 
+mod native;
 mod raw;
 mod rules;
 mod validate;
@@ -41,6 +42,8 @@ pub struct FilterConfig {
     pub bypass_cors_preflight: bool,
     pub token_cache_entries: usize,
     pub token_cache_max_ttl_secs: u64,
+    /// Longer tokens are verified but not cached (native `jwt_max_token_size`).
+    pub token_cache_max_token_bytes: usize,
     /// Every header this filter may set upstream: removed from every request first.
     pub owned_headers: Vec<String>,
 }
@@ -53,6 +56,8 @@ pub struct Provider {
     pub sources: TokenSources,
     pub forward: bool,
     pub forward_payload_header: Option<String>,
+    /// `=`-pad the payload in `forward_payload_header` (native `pad_forward_payload_header`).
+    pub pad_forward_payload_header: bool,
     /// The identity headers, each from a vetted claim ([`crate::identity`]): `sub` into
     /// `x-user-id` first, then `claim_to_headers`, then the tenant header.
     pub claim_headers: Vec<ClaimHeader>,

@@ -1,9 +1,12 @@
 //! The configuration as written: serde types, unknown fields refused everywhere. Validation
 //! (`super::validate`, `super::rules`) turns them into the types of [`super`].
 
+use super::native::{
+    RawAsyncFetch, RawHttpUri, RawJwtCacheConfig, RawProviderAudiences, RawRetryPolicy,
+};
 use filter_core::route::UniqueMap;
-use filter_core::RequestMatch;
-use serde::de::{self, Visitor};
+use filter_core::{RequestMatch, StringMatch};
+use serde::de::{self, IgnoredAny, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -26,7 +29,7 @@ impl<'de> Deserialize<'de> for Millis {
                 )))
             }
         }
-        impl Visitor<'_> for V {
+        impl<'de> Visitor<'de> for V {
             type Value = Millis;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(EXPECT)
@@ -39,6 +42,24 @@ impl<'de> Deserialize<'de> for Millis {
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Millis, E> {
                 from_secs(v)
+            }
+            /// A `google.protobuf.Duration` as Envoy's YAML examples write it:
+            /// `{seconds: 300}` or `{seconds: 0, nanos: 500000000}`.
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Millis, A::Error> {
+                let (mut secs, mut nanos) = (0u64, 0u64);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "seconds" => secs = map.next_value::<SecondsField>()?.0,
+                        "nanos" => nanos = map.next_value()?,
+                        other => {
+                            return Err(de::Error::unknown_field(other, &["seconds", "nanos"]))
+                        }
+                    }
+                }
+                if nanos >= 1_000_000_000 {
+                    return Err(de::Error::custom("nanos must be below 1000000000"));
+                }
+                from_secs(secs as f64 + nanos as f64 / 1e9)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Millis, E> {
                 let num = v.strip_suffix('s').filter(|n| {
@@ -54,10 +75,60 @@ impl<'de> Deserialize<'de> for Millis {
     }
 }
 
+/// `seconds` of a Duration object: an integer, or a string holding one (proto-JSON writes
+/// 64-bit integers as strings).
+struct SecondsField(u64);
+
+impl<'de> Deserialize<'de> for SecondsField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum N {
+            Int(u64),
+            Text(String),
+        }
+        match N::deserialize(d)? {
+            N::Int(n) => Ok(SecondsField(n)),
+            N::Text(t) => t
+                .parse()
+                .map(SecondsField)
+                .map_err(|_| de::Error::custom(format!("seconds: {t:?} is not a whole number"))),
+        }
+    }
+}
+
+/// A list of strings, or one string for a list of one: Envoy's YAML loader reads a scalar
+/// where a repeated field is expected (its own examples write `audiences: audience1`).
+pub(super) fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
+    /// A native filter's `typed_config` pasted with its type: must be `JwtAuthentication`.
+    #[serde(rename = "@type", default)]
+    pub(super) type_url: Option<String>,
     pub(super) providers: BTreeMap<String, RawProvider>,
+    /// Native: requirements by name, for `rules[].requirement_name` or (without rules) for
+    /// the route to name, as `requirements` are.
+    #[serde(default)]
+    pub(super) requirement_map: Option<UniqueMap<RawRequirement>>,
+    #[serde(default)]
+    pub(super) filter_state_rules: Option<IgnoredAny>,
+    #[serde(default)]
+    pub(super) strip_failure_response: Option<bool>,
+    #[serde(default)]
+    pub(super) stat_prefix: Option<String>,
     /// Deprecated: requirements chosen by the filter's own matchers.
     #[serde(default)]
     pub(super) rules: Vec<RawRule>,
@@ -92,10 +163,10 @@ pub(super) struct RawTokenCache {
 pub(super) struct RawProvider {
     #[serde(default)]
     pub(super) issuer: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub(super) audiences: Vec<String>,
     #[serde(default)]
-    pub(super) subjects: Option<RawStringMatch>,
+    pub(super) subjects: Option<StringMatch>,
     #[serde(default)]
     pub(super) require_expiration: bool,
     #[serde(default)]
@@ -108,14 +179,19 @@ pub(super) struct RawProvider {
     pub(super) local_jwks: Option<RawLocalJwks>,
     #[serde(default)]
     pub(super) from_headers: Vec<RawHeaderSource>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub(super) from_params: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub(super) from_cookies: Vec<String>,
     #[serde(default)]
     pub(super) forward: bool,
     #[serde(default)]
     pub(super) forward_payload_header: Option<String>,
+    /// Native: pad the base64url payload of `forward_payload_header` with `=`.
+    #[serde(default)]
+    pub(super) pad_forward_payload_header: bool,
+    #[serde(default)]
+    pub(super) jwt_cache_config: Option<RawJwtCacheConfig>,
     #[serde(default)]
     pub(super) claim_to_headers: Vec<RawClaimToHeader>,
     #[serde(default)]
@@ -130,6 +206,17 @@ pub(super) struct RawProvider {
     pub(super) max_rsa_key_bits: Option<u32>,
     #[serde(default)]
     pub(super) revocation: Option<RawRevocation>,
+    // Native fields refused with a reason (`native::refused_provider_field`).
+    #[serde(default)]
+    pub(super) payload_in_metadata: Option<IgnoredAny>,
+    #[serde(default)]
+    pub(super) header_in_metadata: Option<IgnoredAny>,
+    #[serde(default)]
+    pub(super) failed_status_in_metadata: Option<IgnoredAny>,
+    #[serde(default)]
+    pub(super) normalize_payload_in_metadata: Option<IgnoredAny>,
+    #[serde(default)]
+    pub(super) clear_route_cache: Option<bool>,
 }
 
 /// How an identity claim must look (`sub_format`, `tenant_format`, and the same fields on
@@ -157,17 +244,16 @@ pub(super) struct RawRevocation {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawStringMatch {
-    #[serde(default)]
-    pub(super) exact: Option<String>,
-    #[serde(default)]
-    pub(super) prefix: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawRemoteJwks {
-    pub(super) cluster: String,
+    /// Native: `{uri, cluster, timeout}`, in place of our flat fields.
+    #[serde(default)]
+    pub(super) http_uri: Option<RawHttpUri>,
+    #[serde(default)]
+    pub(super) async_fetch: Option<RawAsyncFetch>,
+    #[serde(default)]
+    pub(super) retry_policy: Option<RawRetryPolicy>,
+    #[serde(default)]
+    pub(super) cluster: Option<String>,
     #[serde(default)]
     pub(super) path: Option<String>,
     #[serde(default)]
@@ -186,8 +272,17 @@ pub(super) struct RawRemoteJwks {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLocalJwks {
     /// The JWKS as a JSON string (Envoy's `inline_string`) or as an object.
-    #[serde(alias = "inline_string")]
-    pub(super) inline: Value,
+    #[serde(alias = "inline_string", default)]
+    pub(super) inline: Option<Value>,
+    /// Native: the JWKS base64-encoded.
+    #[serde(default)]
+    pub(super) inline_bytes: Option<String>,
+    /// Native: refused (a wasm filter reads no files).
+    #[serde(default)]
+    pub(super) filename: Option<String>,
+    /// Native: refused (a wasm filter reads no environment).
+    #[serde(default)]
+    pub(super) environment_variable: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,6 +313,9 @@ pub(super) struct RawRule {
     pub(super) matcher: RequestMatch,
     #[serde(default)]
     pub(super) requires: Option<RawRequirement>,
+    /// Native: a key of `requirement_map`, in place of `requires`.
+    #[serde(default)]
+    pub(super) requirement_name: Option<String>,
     #[serde(default)]
     pub(super) required_scopes: Vec<String>,
     #[serde(default)]
@@ -241,6 +339,11 @@ pub(super) struct RawPolicy {
 pub(super) struct RawRequirement {
     #[serde(default)]
     pub(super) provider_name: Option<String>,
+    #[serde(default)]
+    pub(super) provider_and_audiences: Option<RawProviderAudiences>,
+    /// Native: refused (claims are never forwarded from a token that was not verified).
+    #[serde(default)]
+    pub(super) extract_only_without_validation: Option<IgnoredAny>,
     #[serde(default)]
     pub(super) requires_any: Option<RawRequirementList>,
     #[serde(default)]

@@ -2,15 +2,16 @@
 //! the document, each provider (keys, token sources, identity headers, revocation). Errors
 //! name the field, relative to the part being validated (callers prefix it with `within`).
 
+use super::native::{self, RawJwtCacheConfig};
 use super::raw::{
     RawClaimFormat, RawClaimToHeader, RawConfig, RawHeaderSource, RawLocalJwks, RawProvider,
-    RawRemoteJwks, RawRevocation, RawStringMatch,
+    RawRemoteJwks, RawRevocation, RawTokenCache,
 };
 use super::{
     FilterConfig, KeySource, Provider, RemoteJwks, DEFAULT_MAX_TOKEN_BYTES, DEFAULT_REALM,
     DEFAULT_TENANT_HEADER, USER_ID_HEADER,
 };
-use crate::claims::{ClaimPolicy, SubjectMatch};
+use crate::claims::ClaimPolicy;
 use crate::identity::{Charset, ClaimFormat, ClaimHeader, MAX_MAX_LENGTH};
 use crate::jwks::{JwksOrigin, KeyPolicy, KeySet};
 use crate::jwks_cache::JwksPolicy;
@@ -74,32 +75,58 @@ pub(super) fn err(field: impl Into<String>, reason: impl Into<String>) -> Config
 
 impl RawConfig {
     pub(super) fn validate(self) -> Result<FilterConfig, ConfigError> {
+        native::refuse_top_level(
+            self.type_url.as_deref(),
+            self.filter_state_rules.is_some(),
+            self.strip_failure_response,
+            self.stat_prefix.as_deref(),
+        )?;
         if self.providers.is_empty() {
             return Err(err("providers", "at least one provider is required"));
         }
         let names: Vec<String> = self.providers.keys().cloned().collect();
         let mut providers = Vec::with_capacity(self.providers.len());
-        for (name, raw) in self.providers {
+        let mut native_caches = Vec::new();
+        for (name, mut raw) in self.providers {
             let field = format!("providers.{name}");
+            if let Some(c) = raw.jwt_cache_config.take() {
+                native_caches.push((field.clone(), c));
+            }
             providers.push(raw.validate(&name).map_err(|e| e.within(&field))?);
         }
+        let (named, binding) = match (self.requirement_map, self.requirements) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "requirement_map",
+                    "give requirements or requirement_map (native), not both",
+                ))
+            }
+            // Native rules name the map's entries; routes do not.
+            (Some(map), None) if !self.rules.is_empty() => {
+                (super::rules::requirement_map(map, &names)?, None)
+            }
+            (Some(map), None) => (
+                Vec::new(),
+                Some(("requirement_map", super::rules::map_as_policies(map))),
+            ),
+            (None, r) => (Vec::new(), r.map(|r| ("requirements", r))),
+        };
         let mut rules = Vec::with_capacity(self.rules.len());
         for (i, raw) in self.rules.into_iter().enumerate() {
             rules.push(
-                raw.validate(&names)
+                raw.validate(&names, &named)
                     .map_err(|e| e.within(&format!("rules[{i}]")))?,
             );
         }
-        let named = ("requirements", self.requirements.is_some());
-        let routes_given = !self.routes.is_empty();
+        let named_field = binding.as_ref().map_or("requirements", |(f, _)| *f);
         check_forms(
-            named,
+            (named_field, binding.is_some()),
             "requirements",
-            routes_given,
+            !self.routes.is_empty(),
             ("rules", !rules.is_empty()),
         )?;
-        let routes = match self.requirements {
-            Some(r) => Some(super::rules::route_binding(r, self.routes, &names)?),
+        let routes = match binding {
+            Some((field, r)) => Some(super::rules::route_binding(field, r, self.routes, &names)?),
             None => None,
         };
         let max_token_bytes = self.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
@@ -117,32 +144,8 @@ impl RawConfig {
                 "must be printable ASCII without quotes or backslashes",
             ));
         }
-        let (entries, ttl) = match self.token_cache {
-            Some(c) => (
-                c.max_entries.unwrap_or(1024),
-                c.max_ttl.map_or(300, |m| m.0 / 1000),
-            ),
-            None => (1024, 300),
-        };
-        if entries == 0 || entries > 1_000_000 {
-            return Err(err(
-                "token_cache.max_entries",
-                "must be between 1 and 1000000",
-            ));
-        }
-        let mut owned_headers = vec![USER_ID_HEADER.to_string()];
-        for p in &providers {
-            let set = p
-                .claim_headers
-                .iter()
-                .map(|c| &c.header)
-                .chain(&p.forward_payload_header);
-            for h in set {
-                if !owned_headers.contains(h) {
-                    owned_headers.push(h.clone());
-                }
-            }
-        }
+        let cache = token_cache(self.token_cache, native_caches, max_token_bytes)?;
+        let owned_headers = owned_headers(&providers);
         Ok(FilterConfig {
             providers,
             rules,
@@ -150,17 +153,90 @@ impl RawConfig {
             max_token_bytes,
             realm,
             bypass_cors_preflight: self.bypass_cors_preflight.unwrap_or(true),
-            token_cache_entries: entries,
-            token_cache_max_ttl_secs: ttl,
+            token_cache_entries: cache.entries,
+            token_cache_max_ttl_secs: cache.max_ttl_secs,
+            token_cache_max_token_bytes: cache.max_token_bytes,
             owned_headers,
         })
     }
+}
+
+/// Every header the filter may set upstream, `x-user-id` first.
+fn owned_headers(providers: &[Provider]) -> Vec<String> {
+    let mut owned = vec![USER_ID_HEADER.to_string()];
+    for p in providers {
+        let set = p
+            .claim_headers
+            .iter()
+            .map(|c| &c.header)
+            .chain(&p.forward_payload_header);
+        for h in set {
+            if !owned.contains(h) {
+                owned.push(h.clone());
+            }
+        }
+    }
+    owned
+}
+
+struct CacheLimits {
+    entries: usize,
+    max_ttl_secs: u64,
+    max_token_bytes: usize,
+}
+
+/// The verified-token cache: ours (`token_cache`) or from the providers' native
+/// `jwt_cache_config` (one cache for the filter: the largest size and token size given).
+fn token_cache(
+    ours: Option<RawTokenCache>,
+    native: Vec<(String, RawJwtCacheConfig)>,
+    max_token_bytes: usize,
+) -> Result<CacheLimits, ConfigError> {
+    let mut limits = CacheLimits {
+        entries: 1024,
+        max_ttl_secs: 300,
+        max_token_bytes,
+    };
+    match (ours, native.first()) {
+        (Some(_), Some((field, _))) => {
+            return Err(err(
+                format!("{field}.jwt_cache_config"),
+                "give token_cache or the providers' jwt_cache_config (native), not both",
+            ))
+        }
+        (Some(c), None) => {
+            limits.entries = c.max_entries.unwrap_or(limits.entries);
+            limits.max_ttl_secs = c.max_ttl.map_or(limits.max_ttl_secs, |m| m.0 / 1000);
+        }
+        (None, Some(_)) => {
+            // Envoy's defaults: 100 tokens of up to 4096 bytes.
+            let size = |c: &RawJwtCacheConfig| c.jwt_cache_size.filter(|n| *n > 0).unwrap_or(100);
+            let bytes = |c: &RawJwtCacheConfig| c.jwt_max_token_size.filter(|n| *n > 0);
+            limits.entries = native.iter().map(|(_, c)| size(c)).max().unwrap_or(100);
+            limits.max_token_bytes = native
+                .iter()
+                .map(|(_, c)| bytes(c).unwrap_or(4096))
+                .max()
+                .unwrap_or(4096);
+        }
+        (None, None) => {}
+    }
+    if limits.entries == 0 || limits.entries > 1_000_000 {
+        return Err(err(
+            "token_cache.max_entries",
+            "must be between 1 and 1000000",
+        ));
+    }
+    Ok(limits)
 }
 
 impl RawProvider {
     fn validate(self, name: &str) -> Result<Provider, ConfigError> {
         if name.is_empty() {
             return Err(err("", "provider names must not be empty"));
+        }
+        if let Some((field, why)) = native::refused_provider_field(&self) {
+            return Err(err(field, why));
         }
         let (keys, key_policy) =
             key_source(self.remote_jwks, self.local_jwks, self.max_rsa_key_bits)?;
@@ -169,18 +245,10 @@ impl RawProvider {
                 return Err(err(format!("audiences[{i}]"), "must not be empty"));
             }
         }
-        let subjects = match self.subjects {
-            None => None,
-            Some(RawStringMatch {
-                exact: Some(e),
-                prefix: None,
-            }) => Some(SubjectMatch::Exact(e)),
-            Some(RawStringMatch {
-                exact: None,
-                prefix: Some(p),
-            }) => Some(SubjectMatch::Prefix(p)),
-            Some(_) => return Err(err("subjects", "give exactly one of exact and prefix")),
-        };
+        let subjects = self
+            .subjects
+            .map(|s| s.compile().map_err(|e| e.within("subjects")))
+            .transpose()?;
         if self.issuer.as_deref() == Some("") {
             return Err(err(
                 "issuer",
@@ -221,6 +289,7 @@ impl RawProvider {
             sources,
             forward: self.forward,
             forward_payload_header,
+            pad_forward_payload_header: self.pad_forward_payload_header,
             claim_headers,
             revocation,
             key_policy,
@@ -352,31 +421,46 @@ fn identity_headers(
 
 impl RawRemoteJwks {
     fn validate(self) -> Result<RemoteJwks, ConfigError> {
-        if self.cluster.is_empty() {
-            return Err(err("cluster", "must name an Envoy cluster"));
-        }
-        let (authority, path) = match (self.path, self.uri) {
-            (Some(p), None) => (self.cluster.clone(), p),
-            (None, Some(uri)) => {
-                let rest = uri
-                    .strip_prefix("https://")
-                    .or_else(|| uri.strip_prefix("http://"))
-                    .ok_or_else(|| err("uri", "must start with http:// or https://"))?;
-                match rest.find('/') {
-                    Some(i) if i > 0 => (rest[..i].to_string(), rest[i..].to_string()),
-                    _ => return Err(err("uri", "must have a host and a path")),
-                }
+        let flat = self.path.is_some() || self.uri.is_some() || self.timeout.is_some();
+        let (cluster, path, uri, timeout) = match (self.http_uri, self.cluster) {
+            (Some(h), None) if !flat => (h.cluster, None, Some(h.uri), h.timeout),
+            (Some(_), _) => {
+                return Err(err(
+                    "http_uri",
+                    "give http_uri {uri, cluster, timeout} or the flat cluster, uri or path and timeout, not both",
+                ))
             }
+            (None, Some(c)) => (c, self.path, self.uri, self.timeout),
+            (None, None) => {
+                return Err(err(
+                    "http_uri",
+                    "give http_uri {uri, cluster, timeout}, or cluster with uri or path",
+                ))
+            }
+        };
+        let at = |f: &str| {
+            if flat {
+                f.to_string()
+            } else {
+                format!("http_uri.{f}")
+            }
+        };
+        if cluster.is_empty() {
+            return Err(err(at("cluster"), "must name an Envoy cluster"));
+        }
+        let (authority, path) = match (path, uri) {
+            (Some(p), None) => (cluster.clone(), p),
+            (None, Some(uri)) => split_uri(&uri).map_err(|why| err(at("uri"), why))?,
             _ => return Err(err("path", "give exactly one of path and uri")),
         };
         if !path.starts_with('/') {
             return Err(err("path", "must start with '/'"));
         }
         let d = JwksPolicy::default();
-        let policy = JwksPolicy {
+        let mut policy = JwksPolicy {
             cache_duration_ms: self.cache_duration.map_or(d.cache_duration_ms, |m| m.0),
             max_stale_ms: self.max_stale.map_or(d.max_stale_ms, |m| m.0),
-            fetch_timeout_ms: self.timeout.map_or(d.fetch_timeout_ms, |m| m.0),
+            fetch_timeout_ms: timeout.map_or(d.fetch_timeout_ms, |m| m.0),
             kid_refetch_interval_ms: self
                 .kid_refetch_interval
                 .map_or(d.kid_refetch_interval_ms, |m| m.0),
@@ -386,10 +470,11 @@ impl RawRemoteJwks {
             return Err(err("cache_duration", "must be at least 1s"));
         }
         if !(1..=60_000).contains(&policy.fetch_timeout_ms) {
-            return Err(err("timeout", "must be between 1ms and 60s"));
+            return Err(err(at("timeout"), "must be between 1ms and 60s"));
         }
+        backoff(&mut policy, self.async_fetch, self.retry_policy)?;
         Ok(RemoteJwks {
-            cluster: self.cluster,
+            cluster,
             authority,
             path,
             policy,
@@ -397,21 +482,107 @@ impl RawRemoteJwks {
     }
 }
 
+/// `http(s)://host/path` -> (authority, path).
+fn split_uri(uri: &str) -> Result<(String, String), &'static str> {
+    let rest = uri
+        .strip_prefix("https://")
+        .or_else(|| uri.strip_prefix("http://"))
+        .ok_or("must start with http:// or https://")?;
+    match rest.find('/') {
+        Some(i) if i > 0 => Ok((rest[..i].to_string(), rest[i..].to_string())),
+        _ => Err("must have a host and a path"),
+    }
+}
+
+/// The fetch backoff from native `async_fetch.failed_refetch_duration` or
+/// `retry_policy.retry_back_off` (its max defaulting to ten times the base, as in Envoy).
+fn backoff(
+    policy: &mut JwksPolicy,
+    async_fetch: Option<native::RawAsyncFetch>,
+    retry: Option<native::RawRetryPolicy>,
+) -> Result<(), ConfigError> {
+    let refetch = async_fetch.and_then(|a| a.failed_refetch_duration);
+    let back_off = retry.and_then(|r| r.retry_back_off);
+    let (field, initial, max) =
+        match (refetch, back_off) {
+            (Some(_), Some(_)) => return Err(err(
+                "retry_policy.retry_back_off",
+                "give async_fetch.failed_refetch_duration or retry_policy.retry_back_off, not both",
+            )),
+            (Some(r), None) => (
+                "async_fetch.failed_refetch_duration",
+                r.0,
+                policy.backoff_max_ms.max(r.0),
+            ),
+            (None, Some(b)) => {
+                let max = b
+                    .max_interval
+                    .map_or(b.base_interval.0.saturating_mul(10), |m| m.0);
+                ("retry_policy.retry_back_off", b.base_interval.0, max)
+            }
+            (None, None) => return Ok(()),
+        };
+    if !(1..=3_600_000).contains(&initial) || max < initial || max > 3_600_000 {
+        return Err(err(
+            field,
+            "the first delay must be between 1ms and 1h, and the max between it and 1h",
+        ));
+    }
+    policy.backoff_initial_ms = initial;
+    policy.backoff_max_ms = max;
+    Ok(())
+}
+
 impl RawLocalJwks {
     fn validate(self, policy: &KeyPolicy) -> Result<Arc<KeySet>, ConfigError> {
-        let doc = match self.inline {
-            Value::String(s) => serde_json::from_str::<Value>(&s)
-                .map_err(|e| err("inline", format!("not JSON: {e}")))?,
-            obj @ Value::Object(_) => obj,
-            _ => {
+        if self.filename.is_some() {
+            return Err(err(
+                "filename",
+                "a wasm filter reads no files: put the JWKS in inline_string (Istio: in the \
+                 WasmPlugin's pluginConfig), or serve it and use remote_jwks",
+            ));
+        }
+        if self.environment_variable.is_some() {
+            return Err(err(
+                "environment_variable",
+                "a wasm filter reads no environment: put the JWKS in inline_string, or serve \
+                 it and use remote_jwks",
+            ));
+        }
+        let (field, doc) = match (self.inline, self.inline_bytes) {
+            (Some(Value::String(s)), None) => ("inline", parse_jwks_text(&s)?),
+            (Some(obj @ Value::Object(_)), None) => ("inline", obj),
+            (Some(_), None) => {
                 return Err(err(
                     "inline",
                     "must be a JWKS object or a string holding one",
                 ))
             }
+            (None, Some(b64)) => {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|e| err("inline_bytes", format!("not base64: {e}")))?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| err("inline_bytes", "does not decode to UTF-8 text"))?;
+                (
+                    "inline_bytes",
+                    parse_jwks_text(&text).map_err(|e| err("inline_bytes", e.reason))?,
+                )
+            }
+            _ => {
+                return Err(err(
+                    "",
+                    "give exactly one of inline_string and inline_bytes",
+                ))
+            }
         };
         KeySet::from_value_with(&doc, JwksOrigin::Local, policy)
             .map(Arc::new)
-            .map_err(|e| err("inline", e.to_string()))
+            .map_err(|e| err(field, e.to_string()))
     }
+}
+
+fn parse_jwks_text(s: &str) -> Result<Value, ConfigError> {
+    serde_json::from_str::<Value>(s).map_err(|e| err("inline", format!("not JSON: {e}")))
 }
