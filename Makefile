@@ -4,7 +4,7 @@ CARGO ?= cargo
 JOBS ?= 2
 export CARGO_BUILD_JOBS := $(JOBS)
 
-.PHONY: all bootstrap build wasm native test unit integration demo bench fuzz lint fmt clean check-config oci registry-set
+.PHONY: all bootstrap build wasm native test unit integration demo bench fuzz lint fmt clean check-config oci registry-set images demo-bins
 
 all: build
 
@@ -23,8 +23,9 @@ native:
 	@echo "build: dist/ratelimit-service"
 
 # Every test: the route-policy check of the shipped gateway config, unit tests of all crates,
-# then the integration suite against real Envoy/Redis.
-test: build check-config
+# then the integration suite against real Envoy/Redis, a private OCI registry and the compose
+# file's containers (on the images `make images` builds).
+test: build check-config images
 	$(CARGO) test -j$(JOBS) --workspace --no-fail-fast
 
 # Every route of an Envoy config names its edgegate policies, and every policy is used
@@ -55,9 +56,16 @@ fmt:
 	$(CARGO) fmt --all
 
 # The gateway and everything behind it as local processes (docs/demo.md).
-demo: build
-	$(CARGO) build --release -j$(JOBS) -p gateway-tests --bin gateway-demo --bin demo-service --bin demo-idp
+demo: build demo-bins
 	$(CARGO) run --release -j$(JOBS) -p gateway-tests --bin gateway-demo
+
+demo-bins:
+	$(CARGO) build --release -j$(JOBS) -p gateway-tests --bin gateway-demo --bin demo-service --bin demo-idp
+
+# The images envoy/docker-compose.yaml runs, FROM scratch from this repository's artifacts
+# (scripts/images.sh; docs/deployment.md, "docker-compose"). CONTAINER_ENGINE=docker for Docker.
+images: build demo-bins
+	@scripts/images.sh
 
 bench: build
 	$(CARGO) run --release -j$(JOBS) -p gateway-tests --bin gateway-bench

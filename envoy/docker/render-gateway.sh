@@ -13,11 +13,15 @@ template=$1
 out=$2
 shift 2
 cp "$template" "$out.tmp"
-for name in $(grep -o '{{ *[A-Z0-9_]* *}}' "$template" | tr -d '{} ' | sort -u); do
-  if ! value=$(printenv "$name"); then
+for name in $(grep -o '{{ *[A-Z0-9_][A-Z0-9_]* *}}' "$template" | tr -d '{} ' | sort -u); do
+  # Plain sh (no printenv: the repository's FROM scratch Envoy image has only busybox's sh).
+  # The name is [A-Z0-9_]+ by the grep above, so eval sees nothing else.
+  eval "is_set=\${$name+set}"
+  if [ "$is_set" != set ]; then
     echo "render-gateway: $name is not set (a placeholder of $template)" >&2
     exit 1
   fi
+  eval "value=\$$name"
   escaped=$(printf '%s' "$value" | sed 's/[\\|&]/\\&/g')
   sed -i "s|{{ *$name *}}|$escaped|g" "$out.tmp"
 done

@@ -30,6 +30,11 @@ pub fn run(what: &str, cmd: &mut Command) -> Result<Output> {
     let out = cmd
         .output()
         .with_context(|| format!("{what}: starting {:?}", cmd.get_program()))?;
+    succeeded(what, out)
+}
+
+/// `out` if its command succeeded; else an error with both streams, labelled `what`.
+pub fn succeeded(what: &str, out: Output) -> Result<Output> {
     if !out.status.success() {
         bail!(
             "{what} failed ({}):\n{}{}",

@@ -11,7 +11,8 @@
 //!
 //! [`Ports`] and the template's values ([`gateway_vars`]) are in `ports` and `vars`; starting
 //! the processes ([`Options`], [`Demo::start`]) in `run`; the banner in `banner`; the clients
-//! the demo and its test use in `clients`.
+//! the demo and its test use in `clients`; the walkthrough's core steps, checked against the
+//! processes or the compose file's containers, in `walkthrough`.
 
 use crate::envoy::Envoy;
 use crate::process::Process;
@@ -25,12 +26,14 @@ mod clients;
 mod ports;
 mod run;
 mod vars;
+mod walkthrough;
 
 pub use banner::{banner_revocation_token_file, parse_banner};
 pub use clients::{client, grpc_health, token};
 pub use ports::Ports;
 pub use run::Options;
 pub use vars::{gateway_vars, GatewayPaths};
+pub use walkthrough::{core_steps, Endpoints};
 
 /// The issuer and audience the gateway's jwt_auth provider accepts and demo-idp issues.
 pub const ISSUER: &str = "https://idp.edgegate.localhost";

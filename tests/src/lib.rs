@@ -12,11 +12,13 @@
 //! - [`stages`]: the gateway's wasm stage configurations, for the bundle's tests and benchmark.
 //! - [`wait`]: polling with a deadline instead of sleeps.
 //! - [`demo`]: `make demo`'s processes, ports and banner (shared with the demo and compose tests).
-//! - [`containers`], [`oci`], [`registry`]: podman and skopeo as the repository runs them, the
-//!   wasm filters' OCI images (`make oci`), a private registry for tests.
+//! - [`containers`], [`oci`], [`registry`], [`compose`]: podman and skopeo as the repository runs
+//!   them, the wasm filters' OCI images (`make oci`), a private registry for tests, the compose
+//!   file brought up with podman-compose.
 
 pub mod bench;
 pub mod chain;
+pub mod compose;
 pub mod containers;
 pub mod demo;
 pub mod envoy;

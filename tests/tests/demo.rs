@@ -6,7 +6,7 @@
 //! sends SIGINT and checks that the demo and every process it started have exited.
 
 use futures_util::{SinkExt, StreamExt};
-use gateway_tests::demo::{self, ServingStatus, TINY_LIMIT};
+use gateway_tests::demo::{self, ServingStatus};
 use gateway_tests::process::{signal, Signal};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -198,102 +198,16 @@ async fn demo_walkthrough_works_and_ctrl_c_stops_every_process() {
     assert!(banner.contains(&format!("{gw}/api/users/1")), "{banner}");
     let http = demo::client().unwrap();
 
-    // 1. A token from the IdP.
-    let token = demo::token(&http, &idp, "alice", "acme", "orders:read")
+    // 1-5. Token, 401/200 with identity headers, stripped fields, tiny's 429, the per-tenant
+    // cache (shared with the compose test).
+    let at = demo::Endpoints {
+        gateway: gw.clone(),
+        idp: idp.clone(),
+        users: users.clone(),
+    };
+    let token = demo::core_steps(&http, &at)
         .await
-        .unwrap();
-    assert_eq!(token.split('.').count(), 3, "{token}");
-
-    // 2. 401 without it (with the challenge), 200 with it and the identity headers upstream.
-    let resp = http
-        .get(format!("{gw}/api/orders/42"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
-    assert!(resp.headers().contains_key("www-authenticate"));
-    let (status, body) =
-        get_json(http.get(format!("{gw}/api/orders/42")).bearer_auth(&token)).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["service"], "orders", "{body}");
-    assert_eq!(body["path"], "/orders/42", "{body}");
-    assert_eq!(body["upstream_saw"]["x-user-id"], "alice", "{body}");
-    assert_eq!(body["upstream_saw"]["x-tenant-id"], "acme", "{body}");
-
-    // 3. The users service leaks two fields; through the gateway they are gone.
-    let (status, direct) = get_json(http.get(format!("{users}/users/1"))).await;
-    assert_eq!(status, 200);
-    assert!(
-        direct.get("password_hash").is_some() && direct.get("internal").is_some(),
-        "{direct}"
-    );
-    let (status, body) = get_json(http.get(format!("{gw}/api/users/1")).bearer_auth(&token)).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["name"], "Ada Lovelace", "{body}");
-    assert!(body.get("password_hash").is_none(), "{body}");
-    assert!(body.get("internal").is_none(), "{body}");
-
-    // 4. Tenant tiny: its limit, then 429 with Retry-After.
-    let tiny = demo::token(&http, &idp, "bob", "tiny", "orders:read")
-        .await
-        .unwrap();
-    let mut last = None;
-    for i in 1..=TINY_LIMIT + 1 {
-        let resp = http
-            .get(format!("{gw}/api/orders/1"))
-            .bearer_auth(&tiny)
-            .send()
-            .await
-            .unwrap();
-        let expected = if i <= TINY_LIMIT { 200 } else { 429 };
-        assert_eq!(resp.status(), expected, "tiny request {i}");
-        last = Some(resp);
-    }
-    let resp = last.unwrap();
-    let retry_after: u64 = resp
-        .headers()
-        .get("retry-after")
-        .expect("retry-after on the 429")
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=60).contains(&retry_after), "retry-after {retry_after}");
-
-    // 5. The catalog, cached per tenant: acme's repeat is a hit (an age header, and the
-    // served_count of an acme answer already served: a fresh fetch would count higher; the
-    // file cache stores in the background, so a repeat may miss again first: repeat for up
-    // to 5 s), globex gets its own entry.
-    let catalog = format!("{gw}/api/catalog/7");
-    let (status, first) = get_json(http.get(&catalog).bearer_auth(&token)).await;
-    assert_eq!(status, 200, "{first}");
-    assert_eq!(first["for_tenant"], "acme", "{first}");
-    let mut served = vec![first["served_count"].clone()];
-    let mut hit = None;
-    for _ in 0..50 {
-        let resp = http.get(&catalog).bearer_auth(&token).send().await.unwrap();
-        let cached = resp.headers().contains_key("age");
-        let body = resp.json::<Value>().await.unwrap();
-        if cached {
-            hit = Some(body);
-            break;
-        }
-        served.push(body["served_count"].clone());
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let hit = hit.expect("acme's repeat was never a cache hit");
-    assert_eq!(hit["for_tenant"], "acme", "{hit}");
-    assert!(
-        served.contains(&hit["served_count"]),
-        "{hit} not among {served:?}"
-    );
-    let other = demo::token(&http, &idp, "carol", "globex", "orders:read")
-        .await
-        .unwrap();
-    let (status, theirs) = get_json(http.get(&catalog).bearer_auth(&other)).await;
-    assert_eq!(status, 200, "{theirs}");
-    assert_eq!(theirs["for_tenant"], "globex", "{theirs}");
-    assert!(!served.contains(&theirs["served_count"]), "{theirs}");
+        .unwrap_or_else(|e| panic!("{e:#}"));
 
     // 6. The canary: both versions answer (95/5), until both are seen or 400 requests.
     let mut versions = BTreeMap::<String, u32>::new();
