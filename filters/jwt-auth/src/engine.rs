@@ -4,14 +4,16 @@
 
 use crate::cache::{TokenCache, VerifiedToken};
 use crate::claims;
-use crate::config::{FilterConfig, KeySource, Provider};
+use crate::config::{FilterConfig, IntrospectionConfig, KeySource, Provider};
 use crate::identity::identity_headers;
+use crate::introspection::{self, Answer, Lookup};
 use crate::jwks::KeySet;
 use crate::jwks_cache::KeyRequest;
 use crate::outcome::Denial;
 use crate::rules::{evaluate, find_rule, Audiences, Governing, ProviderCheck, ProviderId, Verdict};
 use crate::token::{self, Extracted, TokenLocation};
 use crate::verify::{self, VerifyError};
+use base64::Engine as _;
 /// The one header-edit type (filter-core's), re-exported where jwt_auth's edits are made.
 pub use filter_core::HeaderEdit;
 use filter_core::HeaderMap;
@@ -32,6 +34,17 @@ pub trait KeyStore {
     }
     /// A request needs keys this provider does not have (none yet, or an unknown `kid`).
     fn request_keys(&mut self, provider: ProviderId, now_ms: u64) -> KeyRequest;
+    /// What the authorization server says about an opaque token: cached, or `Wait` for the
+    /// call in flight (started now if there was none).
+    fn introspect(
+        &mut self,
+        _provider: ProviderId,
+        _config: &IntrospectionConfig,
+        _token: &str,
+        _now_ms: u64,
+    ) -> Lookup {
+        Lookup::Known(Answer::Unavailable)
+    }
 }
 
 /// Revocation: a list synced from the revocation service into shared data
@@ -260,12 +273,38 @@ impl Authenticator {
             Extracted::Invalid(e) => return ProviderCheck::Failed(e.into()),
             Extracted::Found { token, location } => (token, location),
         };
+        let introspected = match &provider.keys {
+            KeySource::Introspect(cfg) => Some(Arc::clone(cfg)),
+            _ => None,
+        };
+        if introspected
+            .as_ref()
+            .is_some_and(|c| c.opaque_only && introspection::looks_like_jwt(&token))
+        {
+            return ProviderCheck::Missing;
+        }
         st.found[p] = Some(Found {
             token: token.clone(),
             location,
         });
         if token.len() > self.config.max_token_bytes {
             return ProviderCheck::Failed(token::TokenError::Oversize.into());
+        }
+        if let Some(cfg) = introspected {
+            let answer = match keys.introspect(p, &cfg, &token, now_ms) {
+                Lookup::Wait => {
+                    st.waiting.push(p);
+                    return ProviderCheck::Pending;
+                }
+                Lookup::Known(answer) => answer,
+            };
+            return introspected_check(provider, &cfg, answer, now_secs, revocation).map_or_else(
+                ProviderCheck::Failed,
+                |v| {
+                    st.verified[p] = Some(v);
+                    ProviderCheck::Verified
+                },
+            );
         }
         if let Some(v) = self.cache.get(p, &token, now_secs) {
             st.hits += 1;
@@ -309,6 +348,34 @@ impl Authenticator {
     }
 }
 
+/// An opaque token's introspection answer, held to the provider's policy as a JWT's claims
+/// are (time claims, issuer, subject; the audience per requirement), then its identity.
+fn introspected_check(
+    provider: &Provider,
+    cfg: &IntrospectionConfig,
+    answer: Answer,
+    now_secs: i64,
+    revocation: &dyn Revocation,
+) -> Result<Rc<VerifiedToken>, Denial> {
+    let claims = match answer {
+        Answer::Active(c) => c,
+        Answer::Inactive => return Err(introspection::INACTIVE),
+        Answer::Unavailable => return Err(cfg.unavailable),
+    };
+    provider.claims.check_except_audience(&claims, now_secs)?;
+    let identity = identity_headers(&provider.claim_headers, &claims)?;
+    if revocation.is_revoked(provider, &claims) {
+        return Err(Denial::REVOKED);
+    }
+    let json = Value::Object((*claims).clone()).to_string();
+    Ok(Rc::new(VerifiedToken {
+        exp: claims::expiry(&claims),
+        payload_b64: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json),
+        claims: (*claims).clone(),
+        identity,
+    }))
+}
+
 /// Checks the token's signature with the provider's keys (at most
 /// [`verify::MAX_CANDIDATES`] signature checks, counted in `st`). `Err` is the provider's
 /// answer when the signature is not (yet) good: refused, or waiting for keys.
@@ -323,6 +390,7 @@ fn verify_signature(
     let remote = matches!(provider.keys, KeySource::Remote(_));
     let mut set = match &provider.keys {
         KeySource::Local(set) => Arc::clone(set),
+        KeySource::Introspect(_) => return Err(ProviderCheck::Missing),
         KeySource::Remote(_) => match keys.keys(p, now_ms).or_else(|| keys.newer_keys(p, now_ms)) {
             Some(set) => set,
             None => return Err(wait_or(keys, p, now_ms, st, Denial::KEYS_UNAVAILABLE)),

@@ -5,8 +5,9 @@
 //! crate) drive it from their root and HTTP contexts. All decisions are made by
 //! [`crate::engine`].
 
-use crate::config::{FilterConfig, KeySource, RemoteJwks};
+use crate::config::{FilterConfig, IntrospectionConfig, KeySource, RemoteJwks};
 use crate::engine::{host_edits, Authenticator, Decision, Outcome};
+use crate::introspection::{self, Answer, Introspections, Lookup, MAX_ANSWER_BYTES};
 use crate::keystore::{FetchResult, Fetcher, WorkerKeys};
 use crate::metrics;
 use crate::outcome::Denial;
@@ -41,6 +42,7 @@ fn log<H: Host>(host: &H, msg: &str) {
 struct HostFetcher<'a, H: Host> {
     host: &'a H,
     inflight: &'a mut HashMap<u32, ProviderId>,
+    introspections: &'a mut Introspections,
 }
 
 impl<H: Host> Fetcher for HostFetcher<'_, H> {
@@ -58,6 +60,41 @@ impl<H: Host> Fetcher for HostFetcher<'_, H> {
         track(self.host, self.inflight, provider, sent, || {
             format!("cannot fetch JWKS from {}", remote.cluster)
         })
+    }
+
+    /// Cached, or waiting for the call for this token (one at a time per worker).
+    fn introspect(
+        &mut self,
+        p: ProviderId,
+        cfg: &IntrospectionConfig,
+        token: &str,
+        now_ms: u64,
+    ) -> Lookup {
+        if let Some(known) = self.introspections.lookup(p, token, now_ms) {
+            return known;
+        }
+        let (headers, body) = introspection::request(cfg, token);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        match self
+            .host
+            .http_call(&cfg.cluster, &headers, Some(&body), timeout)
+        {
+            Ok(call) => {
+                self.introspections.started(call, p, token);
+                Lookup::Wait
+            }
+            Err(e) => {
+                log(
+                    self.host,
+                    &format!("cannot call token introspection on {}: {e}", cfg.cluster),
+                );
+                let answer = Answer::Unavailable;
+                self.introspections
+                    .answered((p, token.into()), answer.clone(), cfg, now_ms);
+                Lookup::Known(answer)
+            }
+        }
     }
 }
 
@@ -114,6 +151,8 @@ struct Metrics<H: Host> {
     denied: HashMap<&'static str, Counter<H>>,
     fetch_ok: Counter<H>,
     fetch_failed: Counter<H>,
+    introspection_ok: Counter<H>,
+    introspection_failed: Counter<H>,
     cache_hit: BatchedCounter<H>,
     cache_miss: BatchedCounter<H>,
     /// Signature checks made (at most `verify::MAX_CANDIDATES` per token).
@@ -134,6 +173,8 @@ impl<H: Host> Metrics<H> {
             denied: HashMap::new(),
             fetch_ok: Counter::define(host, metrics::JWKS_FETCH_SUCCESS),
             fetch_failed: Counter::define(host, metrics::JWKS_FETCH_FAILURE),
+            introspection_ok: Counter::define(host, metrics::INTROSPECTION_SUCCESS),
+            introspection_failed: Counter::define(host, metrics::INTROSPECTION_FAILURE),
             cache_hit: BatchedCounter::define(host, metrics::TOKEN_CACHE_HIT),
             cache_miss: BatchedCounter::define(host, metrics::TOKEN_CACHE_MISS),
             signature_checks: BatchedCounter::define(host, metrics::SIGNATURE_CHECKS),
@@ -204,6 +245,8 @@ pub struct WorkerAuth<H: Host> {
     keys: WorkerKeys,
     revocations: WorkerRevocations,
     inflight: HashMap<u32, ProviderId>,
+    /// Opaque tokens' introspection answers and calls in flight.
+    introspections: Introspections,
     /// `ListRevocations` calls in flight (root context only).
     revocation_calls: HashMap<u32, ProviderId>,
     pending: HashMap<u32, Pending>,
@@ -229,8 +272,16 @@ impl<H: Host> WorkerAuth<H> {
                 metrics.keys_skipped(&p.name, &set.skipped);
             }
         }
+        let introspected: Vec<Option<&IntrospectionConfig>> = (config.providers.iter())
+            .map(|p| match &p.keys {
+                KeySource::Introspect(i) => Some(i.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let introspections = Introspections::new(&introspected, random_seed(&host));
         WorkerAuth {
             auth: Authenticator::new(Arc::clone(&config), random_seed(&host)),
+            introspections,
             keys: WorkerKeys::new(Arc::clone(&config), &prefix),
             revocations: WorkerRevocations::new(Arc::clone(&config), &prefix),
             inflight: HashMap::new(),
@@ -327,9 +378,15 @@ impl<H: Host> WorkerAuth<H> {
                 host,
                 keys,
                 inflight,
+                introspections,
                 ..
             } = self;
-            keys.tick(host, &mut HostFetcher { host, inflight }, now)
+            let mut fetcher = HostFetcher {
+                host,
+                inflight,
+                introspections,
+            };
+            keys.tick(host, &mut fetcher, now)
         };
         self.keys_changed(&changed);
         if self.revocations.enabled() {
@@ -372,10 +429,15 @@ impl<H: Host> WorkerAuth<H> {
             keys,
             revocations,
             inflight,
+            introspections,
             metrics,
             ..
         } = self;
-        let mut fetcher = HostFetcher { host, inflight };
+        let mut fetcher = HostFetcher {
+            host,
+            inflight,
+            introspections,
+        };
         let d = auth.authenticate(
             headers,
             governing,
@@ -397,6 +459,9 @@ impl<H: Host> WorkerAuth<H> {
 
     /// A JWKS response (or failure) arrived in some context.
     fn on_fetch_response(&mut self, token: u32, body_size: usize) {
+        if let Some(call) = self.introspections.take_call(token) {
+            return self.on_introspection_answer(call, body_size);
+        }
         let Some(provider) = self.inflight.remove(&token) else {
             return;
         };
@@ -430,6 +495,32 @@ impl<H: Host> WorkerAuth<H> {
                 );
             }
         }
+    }
+
+    /// An introspection answer (or failure) arrived: cached for the requests waiting on it.
+    fn on_introspection_answer(&mut self, call: (ProviderId, Box<str>), body_size: usize) {
+        let status = self.host.header(Map::CallResponseHeaders, ":status");
+        let ok = status.as_deref() == Some(b"200".as_slice()) && body_size <= MAX_ANSWER_BYTES;
+        let body = if ok {
+            self.host.buffer(Buffer::CallResponseBody, 0, body_size)
+        } else {
+            None
+        };
+        let answer = introspection::parse_answer(ok, body.as_deref());
+        let Some(KeySource::Introspect(cfg)) =
+            self.auth.config().providers.get(call.0).map(|p| &p.keys)
+        else {
+            return;
+        };
+        let cfg = Arc::clone(cfg);
+        if answer == Answer::Unavailable {
+            self.metrics.introspection_failed.inc();
+            log(&self.host, "token introspection failed: no usable answer");
+        } else {
+            self.metrics.introspection_ok.inc();
+        }
+        let now = self.host.now_ms();
+        self.introspections.answered(call, answer, &cfg, now);
     }
 
     /// Re-runs every paused request; finishes those that no longer wait or whose time is up.
@@ -507,6 +598,7 @@ impl<H: Host> WorkerAuth<H> {
 
     fn deny(&mut self, d: Denial, request_id: Option<&str>) {
         self.metrics.denied(d.reason);
+        filter_core::audit::record(&self.host, PLUGIN, d.reason, None);
         let www = d.www_authenticate(&self.auth.config().realm);
         self.host.send_json_error(
             d.status(),
@@ -522,6 +614,7 @@ impl<H: Host> WorkerAuth<H> {
             .iter()
             .filter_map(|p| match &self.auth.config().providers.get(*p)?.keys {
                 KeySource::Remote(r) => Some(r.policy.fetch_timeout_ms),
+                KeySource::Introspect(i) => Some(i.timeout_ms),
                 KeySource::Local(_) => None,
             })
             .max()

@@ -2,8 +2,9 @@
 //! (proxy-wasm shared data in the VM, a map in tests) with compare-and-swap, so one fetch
 //! serves every worker and garbage from the IdP never replaces good keys.
 
-use crate::config::{FilterConfig, KeySource, RemoteJwks};
+use crate::config::{FilterConfig, IntrospectionConfig, KeySource, RemoteJwks};
 use crate::engine::KeyStore;
+use crate::introspection::{Answer, Lookup};
 use crate::jwks::{JwksOrigin, KeyPolicy, KeySet};
 use crate::jwks_cache::{decode, encode, JwksState, KeyRequest};
 use crate::rules::ProviderId;
@@ -15,6 +16,16 @@ pub use filter_core::shared::SharedStore;
 /// Starts a JWKS fetch (the glue's `dispatch_http_call`). False if it could not be sent.
 pub trait Fetcher {
     fn fetch(&mut self, provider: ProviderId, remote: &RemoteJwks) -> bool;
+    /// The introspection answer for `token`, cached or by a call ([`KeyStore::introspect`]).
+    fn introspect(
+        &mut self,
+        _provider: ProviderId,
+        _config: &IntrospectionConfig,
+        _token: &str,
+        _now_ms: u64,
+    ) -> Lookup {
+        Lookup::Known(Answer::Unavailable)
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -76,7 +87,7 @@ impl WorkerKeys {
     fn remote(&self, p: ProviderId) -> Option<&RemoteJwks> {
         match &self.config.providers.get(p)?.keys {
             KeySource::Remote(r) => Some(r),
-            KeySource::Local(_) => None,
+            KeySource::Local(_) | KeySource::Introspect(_) => None,
         }
     }
 
@@ -273,5 +284,15 @@ impl KeyStore for WorkerKeyStore<'_> {
             return KeyRequest::Refused;
         }
         decision
+    }
+
+    fn introspect(
+        &mut self,
+        p: ProviderId,
+        config: &IntrospectionConfig,
+        token: &str,
+        now_ms: u64,
+    ) -> Lookup {
+        self.fetcher.introspect(p, config, token, now_ms)
     }
 }

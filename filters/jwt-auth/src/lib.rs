@@ -17,6 +17,7 @@ pub mod claims;
 pub mod config;
 pub mod engine;
 pub mod identity;
+pub mod introspection;
 pub mod jwks;
 pub mod jwks_cache;
 pub mod keystore;

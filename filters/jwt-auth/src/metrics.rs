@@ -14,6 +14,10 @@ pub const JWKS_FETCH_SUCCESS: &str = "jwt_auth.jwks_fetch.success";
 pub const JWKS_FETCH_FAILURE: &str = "jwt_auth.jwks_fetch.failure";
 /// Keys a JWKS document had that were refused (bad exponent, oversized modulus, ...).
 pub const JWKS_KEYS_SKIPPED: &str = "jwt_auth.jwks.keys_skipped";
+/// Introspection calls answered (active or not).
+pub const INTROSPECTION_SUCCESS: &str = "jwt_auth.introspection.success";
+/// Introspection calls that failed (error status, timeout, unusable answer).
+pub const INTROSPECTION_FAILURE: &str = "jwt_auth.introspection.failure";
 /// Tokens found in the verified-token cache.
 pub const TOKEN_CACHE_HIT: &str = "jwt_auth.token_cache.hit";
 /// Tokens verified because the cache did not have them.

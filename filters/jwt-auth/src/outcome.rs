@@ -16,6 +16,8 @@ pub enum DenyKind {
     Forbidden,
     /// 403 `error="insufficient_scope"`: genuine token lacking a scope or claim value.
     InsufficientScope,
+    /// 503: the token could not be checked (introspection endpoint down, when so configured).
+    Unavailable,
 }
 
 /// A refused request. Descriptions are fixed texts: nothing from the token is echoed.
@@ -50,6 +52,7 @@ impl Denial {
         match self.kind {
             DenyKind::Missing | DenyKind::InvalidToken => 401,
             DenyKind::Forbidden | DenyKind::InsufficientScope => 403,
+            DenyKind::Unavailable => 503,
         }
     }
 
@@ -60,6 +63,7 @@ impl Denial {
             DenyKind::InvalidToken => "invalid_token",
             DenyKind::Forbidden => "forbidden",
             DenyKind::InsufficientScope => "insufficient_scope",
+            DenyKind::Unavailable => "temporarily_unavailable",
         }
     }
 
@@ -68,7 +72,7 @@ impl Denial {
     pub fn www_authenticate(&self, realm: &str) -> String {
         let attr = match self.kind {
             DenyKind::Missing => return format!("Bearer realm=\"{realm}\""),
-            DenyKind::InvalidToken | DenyKind::Forbidden => "invalid_token",
+            DenyKind::InvalidToken | DenyKind::Forbidden | DenyKind::Unavailable => "invalid_token",
             DenyKind::InsufficientScope => "insufficient_scope",
         };
         format!(

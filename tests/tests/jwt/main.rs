@@ -8,6 +8,7 @@
 mod attacks;
 mod composition;
 mod idp;
+mod introspection;
 mod native;
 mod support;
 

@@ -6,6 +6,7 @@
 //! This module holds the validated types; `raw` the configuration as written (serde types,
 //! unknown fields refused everywhere), `validate` and `rules` turn one into the other.
 
+mod introspection;
 mod native;
 mod raw;
 mod rules;
@@ -13,6 +14,7 @@ mod validate;
 
 use crate::claims::ClaimPolicy;
 pub use crate::identity::ClaimHeader;
+pub use crate::introspection::IntrospectionConfig;
 use crate::jwks::{KeyPolicy, KeySet};
 use crate::jwks_cache::JwksPolicy;
 pub use crate::revocation::RevocationConfig;
@@ -71,6 +73,8 @@ pub struct Provider {
 pub enum KeySource {
     Local(Arc<KeySet>),
     Remote(RemoteJwks),
+    /// Opaque tokens checked by the authorization server (RFC 7662).
+    Introspect(Arc<IntrospectionConfig>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -177,6 +177,9 @@ pub(super) struct RawProvider {
     pub(super) remote_jwks: Option<RawRemoteJwks>,
     #[serde(default)]
     pub(super) local_jwks: Option<RawLocalJwks>,
+    /// Opaque tokens checked by the authorization server (RFC 7662), in place of keys.
+    #[serde(default)]
+    pub(super) introspection: Option<super::introspection::RawIntrospection>,
     #[serde(default)]
     pub(super) from_headers: Vec<RawHeaderSource>,
     #[serde(default, deserialize_with = "one_or_many")]

@@ -238,8 +238,12 @@ impl RawProvider {
         if let Some((field, why)) = native::refused_provider_field(&self) {
             return Err(err(field, why));
         }
-        let (keys, key_policy) =
-            key_source(self.remote_jwks, self.local_jwks, self.max_rsa_key_bits)?;
+        let (keys, key_policy) = key_source(
+            self.remote_jwks,
+            self.local_jwks,
+            self.introspection,
+            self.max_rsa_key_bits,
+        )?;
         for (i, a) in self.audiences.iter().enumerate() {
             if a.is_empty() {
                 return Err(err(format!("audiences[{i}]"), "must not be empty"));
@@ -301,6 +305,7 @@ impl RawProvider {
 fn key_source(
     remote: Option<RawRemoteJwks>,
     local: Option<RawLocalJwks>,
+    introspection: Option<super::introspection::RawIntrospection>,
     max_rsa_key_bits: Option<u32>,
 ) -> Result<(KeySource, KeyPolicy), ConfigError> {
     let max_rsa_bits = max_rsa_key_bits.unwrap_or(KeyPolicy::default().max_rsa_bits);
@@ -311,12 +316,22 @@ fn key_source(
         ));
     }
     let policy = KeyPolicy { max_rsa_bits };
-    let keys = match (remote, local) {
-        (Some(r), None) => KeySource::Remote(r.validate().map_err(|e| e.within("remote_jwks"))?),
-        (None, Some(l)) => {
+    let keys = match (remote, local, introspection) {
+        (Some(r), None, None) => {
+            KeySource::Remote(r.validate().map_err(|e| e.within("remote_jwks"))?)
+        }
+        (None, Some(l), None) => {
             KeySource::Local(l.validate(&policy).map_err(|e| e.within("local_jwks"))?)
         }
-        _ => return Err(err("", "give exactly one of remote_jwks and local_jwks")),
+        (None, None, Some(i)) => KeySource::Introspect(Arc::new(
+            i.validate().map_err(|e| e.within("introspection"))?,
+        )),
+        _ => {
+            return Err(err(
+                "",
+                "give exactly one of remote_jwks, local_jwks and introspection",
+            ))
+        }
     };
     Ok((keys, policy))
 }
@@ -483,7 +498,7 @@ impl RawRemoteJwks {
 }
 
 /// `http(s)://host/path` -> (authority, path).
-fn split_uri(uri: &str) -> Result<(String, String), &'static str> {
+pub(super) fn split_uri(uri: &str) -> Result<(String, String), &'static str> {
     let rest = uri
         .strip_prefix("https://")
         .or_else(|| uri.strip_prefix("http://"))

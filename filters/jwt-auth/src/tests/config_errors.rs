@@ -32,7 +32,7 @@ fn config_errors_name_the_field() {
             );
             assert_eq!((r.authority.as_str(), r.path.as_str()), ("idp", "/jwks"));
         }
-        crate::config::KeySource::Local(_) => panic!("remote expected"),
+        _ => panic!("remote expected"),
     }
     assert_eq!(
         ok.providers[0].sources,

@@ -424,7 +424,7 @@ fn rsa_modulus_is_capped_by_max_rsa_key_bits() {
         let cfg = FilterConfig::parse(config_json(p, json!([])).as_bytes()).unwrap();
         match &cfg.providers[0].keys {
             crate::config::KeySource::Local(set) => set.keys.len(),
-            crate::config::KeySource::Remote(_) => panic!("local expected"),
+            _ => panic!("local expected"),
         }
     };
     assert_eq!(local(json!({})), 1);

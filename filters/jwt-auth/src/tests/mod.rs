@@ -157,6 +157,7 @@ mod config_errors;
 mod decisions;
 mod glue;
 mod hardening;
+mod introspection;
 mod native;
 mod remote_jwks;
 mod routes;
