@@ -18,6 +18,8 @@ pub trait StageEffects {
     /// transform planned this for the request: keep its per-request state (rule, captured
     /// values, body buffering) and return the edits to make to the request headers.
     fn transform(&mut self, plan: RequestEdits) -> Vec<HeaderEdit>;
+    /// The host's clock, Unix ms (tenant_cache_key's API keys lapse at their `not_after`).
+    fn now_ms(&self) -> u64;
 }
 
 /// What the matched route chose for the stages after jwt_auth (each stage's own choice when it
@@ -84,7 +86,7 @@ impl Pipeline {
         }
         let mut tenant_facts = None;
         if let Some(policy) = &self.tenant {
-            let plan = policy.request_plan_on(headers, on.tenant);
+            let plan = policy.request_plan_on(headers, on.tenant, fx.now_ms());
             plan.apply_to(headers);
             if !fx.tenant(&plan) {
                 return Flow::Answered;
@@ -190,6 +192,9 @@ mod tests {
         fn transform(&mut self, plan: RequestEdits) -> Vec<HeaderEdit> {
             self.transform_rule = plan.rule.is_some();
             plan.headers
+        }
+        fn now_ms(&self) -> u64 {
+            now() * 1000
         }
     }
 

@@ -222,6 +222,10 @@ impl<H: Host> StageEffects for HostEffects<'_, H> {
             None => Vec::new(),
         }
     }
+
+    fn now_ms(&self) -> u64 {
+        self.plugin.host.now_ms()
+    }
 }
 
 /// Runs the stages after jwt_auth on the request whose headers were read as `original`, then

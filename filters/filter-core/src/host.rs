@@ -83,6 +83,9 @@ pub trait Host: SharedStore + Clone + 'static {
     fn log(&self, level: Level, message: &str);
     /// A property (`["plugin_name"]`, `["xds", "route_name"]`, ...).
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Sets a property of the current request's stream (Envoy keeps `["name"]` as filter state
+    /// `wasm.name`, which access logs can read); false when the host refused.
+    fn set_property(&self, path: &[&str], value: &[u8]) -> bool;
 
     /// Every header of `map`, in order. Values that are not UTF-8 are replaced, never a panic.
     fn headers(&self, map: Map) -> HeaderMap;

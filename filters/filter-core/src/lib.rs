@@ -3,12 +3,14 @@
 //! Everything here except [`wasm`] is plain Rust that builds and tests natively: config parsing
 //! with field-naming errors ([`config`]), the request match used by every filter's rule table
 //! ([`matching`]), the header list and the one header-edit type ([`headers`]), the host as a
-//! trait with counters and JSON replies over it ([`host`]), the plugin skeleton every filter
+//! trait with counters and JSON replies over it ([`host`]), the refusal reasons the audit log
+//! reads ([`audit`]), the plugin skeleton every filter
 //! implements ([`plugin`]) and the shared-data seam with its compare-and-swap loop ([`shared`]).
 //! [`testing`] (feature `testing`) is a recording fake host for native tests of the glue; `wasm`
 //! (compiled only for `wasm32`) is the same host over proxy-wasm and the root/HTTP contexts that
 //! run any plugin in Envoy.
 
+pub mod audit;
 pub mod config;
 pub mod headers;
 pub mod host;

@@ -341,11 +341,20 @@ impl Refusal {
         }
     }
 
-    /// Logs (when there is something to log) and answers the request.
+    /// Logs (when there is something to log), records the refusal for the audit log (under
+    /// the filter's name in Envoy's configuration) and answers the request.
     pub fn send<H: Host>(&self, host: &H, request_id: Option<&str>) {
         if let Some(line) = &self.log {
             host.log(crate::host::Level::Warn, line);
         }
+        let filter = host.property(&["plugin_name"]);
+        let filter = filter.as_deref().map(String::from_utf8_lossy);
+        crate::audit::record(
+            host,
+            filter.as_deref().unwrap_or("edgegate"),
+            self.reason,
+            None,
+        );
         host.send_json_error(self.status, self.error, &self.message, request_id, &[]);
     }
 }

@@ -108,6 +108,8 @@ pub struct State {
     pub properties: HashMap<String, Vec<u8>>,
     /// Every property read, by its path joined with `.`, in order.
     pub property_reads: Vec<String>,
+    /// Every property set: (context, path joined with `.`, value), in order.
+    pub properties_set: Vec<(u32, String, Vec<u8>)>,
     /// The last tick period a plugin set (None: never set).
     pub tick_period: Option<Duration>,
     next_token: u32,
@@ -320,6 +322,14 @@ impl Host for FakeHost {
         let value = self.state().properties.get(&path).cloned();
         self.state_mut().property_reads.push(path);
         value
+    }
+
+    fn set_property(&self, path: &[&str], value: &[u8]) -> bool {
+        let mut s = self.state_mut();
+        let context = s.context;
+        s.properties_set
+            .push((context, path.join("."), value.to_vec()));
+        true
     }
 
     fn headers(&self, map: Map) -> HeaderMap {

@@ -91,6 +91,10 @@ impl Host for WasmHost {
         hostcalls::get_property(path.to_vec()).ok().flatten()
     }
 
+    fn set_property(&self, path: &[&str], value: &[u8]) -> bool {
+        hostcalls::set_property(path.to_vec(), Some(value)).is_ok()
+    }
+
     fn headers(&self, map: Map) -> HeaderMap {
         header_map(hostcalls::get_map_bytes(map_type(map)).unwrap_or_default())
     }

@@ -120,6 +120,9 @@ pub enum FailureMode {
 /// One rule: the requests it matches and the descriptors they carry.
 #[derive(Debug)]
 pub struct Rule {
+    /// The limit's name (`limits.<name>`), or `rules[<i>]` for a deprecated rule: what the
+    /// audit log names when the rule refuses a request.
+    pub name: String,
     pub matcher: RequestMatcher,
     /// The route names the rule is limited to (None: any route).
     pub routes: Option<Vec<String>>,
@@ -200,7 +203,8 @@ impl Config {
         }
         let mut rules = Vec::with_capacity(raw.rules.len());
         for (i, rule) in raw.rules.iter().enumerate() {
-            rules.push(compile_rule(rule).map_err(|e| e.within(&format!("rules[{i}]")))?);
+            let name = format!("rules[{i}]");
+            rules.push(compile_rule(rule, &name).map_err(|e| e.within(&name))?);
         }
         let limits = compile_limits(&raw, &mut rules)?;
         Ok(Config {
@@ -240,7 +244,7 @@ fn compile_limits(
             routes: None,
             descriptors: limit.descriptors.clone(),
         };
-        rules.push(compile_rule(&rule).map_err(|e| e.within(&format!("limits.{name}")))?);
+        rules.push(compile_rule(&rule, name).map_err(|e| e.within(&format!("limits.{name}")))?);
         named.push((name.clone(), rules.len() - 1));
     }
     RouteBinding::new(
@@ -252,7 +256,7 @@ fn compile_limits(
     .map(Some)
 }
 
-fn compile_rule(rule: &RawRule) -> Result<Rule, ConfigError> {
+fn compile_rule(rule: &RawRule, name: &str) -> Result<Rule, ConfigError> {
     let matcher = rule.matches.compile().map_err(|e| e.within("match"))?;
     if rule.descriptors.is_empty() {
         return Err(ConfigError::new(
@@ -287,6 +291,7 @@ fn compile_rule(rule: &RawRule) -> Result<Rule, ConfigError> {
     let reads_remote =
         (descriptors.iter()).any(|d| d.actions.iter().any(|a| matches!(a, Action::RemoteAddress)));
     Ok(Rule {
+        name: name.to_string(),
         matcher,
         routes: rule.routes.clone(),
         descriptors,

@@ -206,6 +206,15 @@ fn an_empty_bucket_is_a_429_with_the_limit_and_later_requests_are_refused_locall
     let (_, action) = send(&host, &stage, 3, "tiny");
     assert_eq!(action, Action::Pause);
     assert_eq!(host.take_replies()[0].status, 429);
+    // Both refusals recorded for the audit log on their own request: the limit by its name.
+    let audit: Vec<(u32, String, Vec<u8>)> = host.state().properties_set.clone();
+    let limits: Vec<(u32, &[u8])> = (audit.iter())
+        .filter(|(_, k, _)| k == "edgegate.audit.limit")
+        .map(|(c, _, v)| (*c, v.as_slice()))
+        .collect();
+    assert_eq!(limits, [(2, &b"rules[0]"[..]), (3, &b"rules[0]"[..])]);
+    assert!(audit.iter().any(|(c, k, v)| (*c, k.as_str(), v.as_slice())
+        == (3, "edgegate.audit.reason", &b"rate_limited"[..])));
     assert!(
         leases(&host).is_empty(),
         "refused without asking until retry-after passes"

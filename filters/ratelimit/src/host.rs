@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::pb::{self, LeaseMode, LeaseRequest, LeaseResponse};
 use crate::pool::{self, LimitView, Pool, Take};
 use crate::slots::{self, Slots};
+use filter_core::audit;
 use filter_core::host::{log, GrpcCall, Level};
 use filter_core::plugin::TICK;
 use filter_core::route::{Bound, Choice, Needs, Refusal, RouteFacts};
@@ -70,6 +71,8 @@ struct Local {
 
 struct Waiter {
     key: String,
+    /// The name of the limit (rule) the request is counted against, for the audit log.
+    limit: String,
     deadline_ms: u64,
     request_id: Option<String>,
 }
@@ -212,10 +215,10 @@ impl<H: Host> Limiter<H> {
                 retry_after_ms,
                 limit,
             }) => {
-                self.refuse(retry_after_ms, limit, request_id);
+                self.refuse(retry_after_ms, limit, &rule.name, request_id);
                 Verdict::Answered
             }
-            Some(Take::Wait) => self.wait(context_id, key, request_id),
+            Some(Take::Wait) => self.wait(context_id, key, &rule.name, request_id),
             None => self.fail(request_id),
         }
     }
@@ -293,7 +296,7 @@ impl<H: Host> Limiter<H> {
 
     /// No token: wait for a lease. One lease per pool per worker serves every waiter of the
     /// pool; in exact mode each request asks for its own token.
-    fn wait(&self, context_id: u32, key: String, request_id: Option<&str>) -> Verdict {
+    fn wait(&self, context_id: u32, key: String, limit: &str, request_id: Option<&str>) -> Verdict {
         let exact = self.is_exact(&key);
         let asking = self.lease_pending(&key, None);
         let sent = match (exact, asking) {
@@ -308,6 +311,7 @@ impl<H: Host> Limiter<H> {
         let deadline_ms = self.host.now_ms().saturating_add(self.config.timeout_ms);
         let waiter = Waiter {
             key,
+            limit: limit.to_string(),
             deadline_ms,
             request_id: request_id.map(str::to_string),
         };
@@ -479,7 +483,7 @@ impl<H: Host> Limiter<H> {
             self.resume(context_id, rate_headers(limit, 0));
         } else {
             let retry = answer.retry_after_ms.max(1);
-            self.refuse(retry, limit, waiter.request_id.as_deref());
+            self.refuse(retry, limit, &waiter.limit, waiter.request_id.as_deref());
         }
     }
 
@@ -539,7 +543,7 @@ impl<H: Host> Limiter<H> {
                 retry_after_ms,
                 limit,
             }) => {
-                self.refuse(retry_after_ms, limit, request_id);
+                self.refuse(retry_after_ms, limit, &waiter.limit, request_id);
             }
             Some(Take::Wait) | None => {
                 self.fail_answered(request_id, true);
@@ -637,6 +641,7 @@ impl<H: Host> Limiter<H> {
                 false
             }
             FailureMode::Deny => {
+                audit::record(&self.host, PLUGIN, UNAVAILABLE_ERROR, None);
                 self.host.send_json_error(
                     503,
                     UNAVAILABLE_ERROR,
@@ -662,9 +667,11 @@ impl<H: Host> Limiter<H> {
         self.resumed_headers.borrow_mut().remove(&context_id)
     }
 
-    /// The 429: JSON body, `Retry-After` and the limit's `X-RateLimit-*`.
-    fn refuse(&self, retry_after_ms: u64, limit: LimitView, request_id: Option<&str>) {
+    /// The 429: JSON body, `Retry-After` and the limit's `X-RateLimit-*`; the audit log gets
+    /// the refusing limit's `name`.
+    fn refuse(&self, retry_after_ms: u64, limit: LimitView, name: &str, request_id: Option<&str>) {
         self.metrics.refused.inc();
+        audit::record(&self.host, PLUGIN, LIMITED_ERROR, Some(name));
         let retry = retry_after_ms.div_ceil(1000).max(1).to_string();
         let mut headers = vec![("retry-after", retry)];
         headers.extend(limit_headers(limit, 0, self.host.now_ms()));

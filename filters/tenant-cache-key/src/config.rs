@@ -174,11 +174,31 @@ pub struct ApiKeySourceConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
-    /// SHA-256 of the key, 64 hex digits (`printf %s "$KEY" | sha256sum`).
-    pub sha256: String,
+    /// SHA-256 of the key, 64 hex digits (`printf %s "$KEY" | sha256sum`). Exactly one of
+    /// `sha256` and `hashes`.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// When the key stops verifying (with `sha256`): RFC 3339 text or Unix seconds.
+    #[serde(default)]
+    pub not_after: Option<serde_json::Value>,
+    /// Several keys of one tenant, each with its own optional `not_after`: a key is rotated by
+    /// adding the new one here and giving the old one a `not_after`.
+    #[serde(default)]
+    pub hashes: Option<Vec<KeyHashConfig>>,
     pub tenant: String,
     #[serde(default)]
     pub plan: Option<String>,
+}
+
+/// One key of a tenant's `hashes`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyHashConfig {
+    /// SHA-256 of the key, 64 hex digits.
+    pub sha256: String,
+    /// When the key stops verifying: RFC 3339 text (`2026-07-01T00:00:00Z`) or Unix seconds.
+    #[serde(default)]
+    pub not_after: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -106,6 +106,54 @@ fn counters_reach_the_host_only_when_flushed() {
     );
 }
 
+/// Key rotation on the host's clock: the old key verifies until its `not_after`, the new one
+/// after it too; a refusal is recorded for the audit log with the filter's reason, never the key.
+#[test]
+fn a_rotated_key_lapses_on_the_host_clock_and_its_refusal_is_audited() {
+    use sha2::{Digest, Sha256};
+    let hex = |k: &str| -> String {
+        Sha256::digest(k.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let host = FakeHost::at(1_000_000);
+    let keys = json!({ "api_key": { "keys": [{ "tenant": "acme", "hashes": [
+        { "sha256": hex("new-key") },
+        { "sha256": hex("old-key"), "not_after": 1_010 }
+    ] }] } });
+    let p = plugin(&host, request_stage(json!({ "sources": [keys] })));
+    let key = |k: &str| headers("/", &[("x-api-key", k)]);
+    for (id, k) in [(1, "old-key"), (2, "new-key")] {
+        assert_eq!(open(&host, &p, id, key(k)).1, Action::Continue, "{k}");
+        let sent = host.map_of(id, Map::RequestHeaders);
+        assert_eq!(sent.get("x-tenant-id"), Some("acme"));
+        assert_eq!(sent.get("x-api-key"), None, "the key is consumed");
+    }
+    host.advance(10_000);
+    assert_eq!(open(&host, &p, 3, key("old-key")).1, Action::Pause);
+    let replies = host.take_replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(
+        (replies[0].status, replies[0].json()["error"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
+    let audit: Vec<(u32, String, String)> = (host.state().properties_set.iter())
+        .map(|(c, k, v)| (*c, k.clone(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    assert_eq!(
+        audit,
+        [
+            (3, "edgegate.audit.filter".into(), "tenant_cache_key".into()),
+            (3, "edgegate.audit.reason".into(), "expired_api_key".into()),
+        ]
+    );
+    assert_eq!(open(&host, &p, 4, key("new-key")).1, Action::Continue);
+    p.flush();
+    assert_eq!(host.metric(metrics::INVALID_API_KEY), 1);
+    assert_eq!(host.metric(metrics::EXPIRED_API_KEY), 1);
+}
+
 #[test]
 fn a_credentialed_answer_leaves_private_whatever_the_upstream_said() {
     let host = FakeHost::at(1_000);

@@ -8,6 +8,7 @@
 //! as much as the filter's own work on a request.
 
 use crate::metrics;
+use crate::sources::KeyRefusal;
 use crate::streams::{
     RETRY_AFTER_SECONDS, STREAMS_UNAVAILABLE_ERROR, STREAMS_UNAVAILABLE_MESSAGE,
     TOO_MANY_STREAMS_ERROR,
@@ -18,6 +19,7 @@ use crate::{
     UNRESOLVED_MESSAGE,
 };
 use crate::{OnRoute, TenantPolicy};
+use filter_core::audit;
 use filter_core::host::{random_u64, BatchedCounter, Level};
 use filter_core::route::{Bound, Choice, Refusal, RouteFacts};
 use filter_core::Host;
@@ -38,6 +40,7 @@ pub struct TenantMetrics<H: Host> {
     ttl_set: BatchedCounter<H>,
     cache_bypassed: BatchedCounter<H>,
     invalid_api_key: BatchedCounter<H>,
+    expired_api_key: BatchedCounter<H>,
     identity_removed: BatchedCounter<H>,
     streams_admitted: BatchedCounter<H>,
     streams_released: BatchedCounter<H>,
@@ -72,6 +75,7 @@ impl<H: Host> TenantMetrics<H> {
             ttl_set: c(metrics::TTL_SET),
             cache_bypassed: c(metrics::CACHE_BYPASSED),
             invalid_api_key: c(metrics::INVALID_API_KEY),
+            expired_api_key: c(metrics::EXPIRED_API_KEY),
             identity_removed: c(metrics::IDENTITY_REMOVED),
             streams_admitted: c(metrics::STREAMS_ADMITTED),
             streams_released: c(metrics::STREAMS_RELEASED),
@@ -94,6 +98,7 @@ impl<H: Host> TenantMetrics<H> {
             &self.ttl_set,
             &self.cache_bypassed,
             &self.invalid_api_key,
+            &self.expired_api_key,
             &self.identity_removed,
             &self.streams_admitted,
             &self.streams_released,
@@ -166,7 +171,7 @@ impl<H: Host> TenantMetrics<H> {
                 counter.inc();
             }
         }
-        let (status, error, message) = match plan.outcome {
+        let (status, error, message, reason) = match plan.outcome {
             Outcome::Resolved(kind) => {
                 if let Some(c) = self.resolved(kind) {
                     c.inc();
@@ -181,13 +186,19 @@ impl<H: Host> TenantMetrics<H> {
             Outcome::Reject { status } => {
                 self.unresolved.inc();
                 self.rejected.inc();
-                (status, UNRESOLVED_ERROR, UNRESOLVED_MESSAGE)
+                let error = UNRESOLVED_ERROR;
+                (status, error, UNRESOLVED_MESSAGE, error)
             }
-            Outcome::InvalidApiKey => {
+            Outcome::InvalidApiKey(why) => {
                 self.invalid_api_key.inc();
-                (401, INVALID_API_KEY_ERROR, INVALID_API_KEY_MESSAGE)
+                if why == KeyRefusal::Expired {
+                    self.expired_api_key.inc();
+                }
+                let message = INVALID_API_KEY_MESSAGE;
+                (401, INVALID_API_KEY_ERROR, message, why.reason())
             }
         };
+        audit::record(host, PLUGIN, reason, None);
         host.send_json_error(status, error, message, request_id, &[]);
         RequestEnd::Rejected
     }
@@ -250,21 +261,28 @@ impl<H: Host> TenantStreams<H> {
         metrics.stream(admission);
         match admission {
             Admission::Admitted => return RequestEnd::Continue,
-            Admission::Refused { limit, max } => self.host.send_json_error_with(
-                429,
-                TOO_MANY_STREAMS_ERROR,
-                limit.message(),
-                &[("limit", limit.name().into()), ("max", max.into())],
-                request_id,
-                &[("retry-after", RETRY_AFTER_SECONDS)],
-            ),
-            Admission::Unavailable => self.host.send_json_error(
-                503,
-                STREAMS_UNAVAILABLE_ERROR,
-                STREAMS_UNAVAILABLE_MESSAGE,
-                request_id,
-                &[("retry-after", "1")],
-            ),
+            Admission::Refused { limit, max } => {
+                let (host, reason) = (&self.host, TOO_MANY_STREAMS_ERROR);
+                audit::record(host, PLUGIN, reason, Some(limit.name()));
+                host.send_json_error_with(
+                    429,
+                    reason,
+                    limit.message(),
+                    &[("limit", limit.name().into()), ("max", max.into())],
+                    request_id,
+                    &[("retry-after", RETRY_AFTER_SECONDS)],
+                )
+            }
+            Admission::Unavailable => {
+                audit::record(&self.host, PLUGIN, STREAMS_UNAVAILABLE_ERROR, None);
+                self.host.send_json_error(
+                    503,
+                    STREAMS_UNAVAILABLE_ERROR,
+                    STREAMS_UNAVAILABLE_MESSAGE,
+                    request_id,
+                    &[("retry-after", "1")],
+                )
+            }
         }
         RequestEnd::Rejected
     }

@@ -18,6 +18,8 @@ pub const REJECTED: &str = "tenant_cache_key.rejected";
 pub const FORGED_HEADER_REMOVED: &str = "tenant_cache_key.forged_header_removed";
 /// Requests with an API key that did not verify (401).
 pub const INVALID_API_KEY: &str = "tenant_cache_key.invalid_api_key";
+/// Of those, keys past their `not_after` (a client still on a rotated-out key).
+pub const EXPIRED_API_KEY: &str = "tenant_cache_key.expired_api_key";
 /// Requests on cache routes whose identity headers were withheld from the upstream.
 pub const IDENTITY_REMOVED: &str = "tenant_cache_key.identity_removed";
 /// Credentialed requests without a tenant sent past the cache (`Cache-Control: no-cache`).

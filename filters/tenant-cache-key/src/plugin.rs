@@ -88,7 +88,7 @@ impl<H: Host> HttpFilter for TenantRequest<H> {
                 return Action::Pause;
             }
         };
-        let plan = p.policy.request_plan_on(&headers, on);
+        let plan = p.policy.request_plan_on(&headers, on, p.host.now_ms());
         p.host.write_edits(Map::RequestHeaders, &plan.edits());
         if p.metrics.finish_request(&p.host, &plan, request_id) == RequestEnd::Rejected {
             return Action::Pause;

@@ -6,7 +6,7 @@
 
 use crate::cache_policy::CacheRoute;
 use crate::config::Stage;
-use crate::sources::{Source, SourceKind};
+use crate::sources::{KeyRefusal, Source, SourceKind};
 use crate::streams::StreamLimits;
 use filter_core::route::RouteBinding;
 use filter_core::RequestMatcher;
@@ -83,7 +83,7 @@ pub enum Outcome {
     },
     /// The request presents an API key that does not verify: answered with 401 and a JSON
     /// error, never resolved by a later (weaker) source.
-    InvalidApiKey,
+    InvalidApiKey(KeyRefusal),
     /// A response-stage instance resolves nothing.
     NotResolving,
     /// The route names no tenant policy here ([`OnRoute::Exempt`]): nothing resolved.

@@ -7,7 +7,9 @@
 //! Sources have trust levels: `claim` and `api_key` are credentials (the tenant is proven);
 //! `host`, `path` and `default` are not (anyone can send any host or path). An `api_key` source
 //! whose key header is present but does not verify yields [`Resolution::Invalid`]: the request is
-//! refused rather than passed on to a weaker source.
+//! refused rather than passed on to a weaker source. A key may carry a `not_after`: from that
+//! instant (the host's clock) it no longer verifies, so a tenant can hold an old and a new key
+//! while clients move to the new one.
 //!
 //! This module holds the compiled sources and resolution; `compile` holds the per-source
 //! compilers ([`Source::compile`]).
@@ -19,8 +21,11 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 mod compile;
+mod not_after;
 #[cfg(test)]
 mod tests;
+
+pub use not_after::parse_not_after;
 
 pub use compile::source_header;
 pub use filter_core::config::header_name;
@@ -78,9 +83,32 @@ pub enum Resolution<'s> {
     Skip,
     Tenant(Resolved<'s>),
     /// The request presents this source's credential and it does not verify (an unknown API
-    /// key, or the key header repeated): the request is refused, never resolved by a later,
-    /// weaker source.
-    Invalid,
+    /// key, one past its `not_after`, or the key header repeated): the request is refused, never
+    /// resolved by a later, weaker source.
+    Invalid(KeyRefusal),
+}
+
+/// Why a presented API key does not verify (for the audit log and the counters; the client
+/// gets the same 401 for each, so it learns nothing about which keys once existed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// No configured digest matches.
+    Unknown,
+    /// The key's `not_after` has passed.
+    Expired,
+    /// The key header was sent more than once.
+    Repeated,
+}
+
+impl KeyRefusal {
+    /// The reason code: `unknown_api_key`, `expired_api_key`, `repeated_api_key`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            KeyRefusal::Unknown => "unknown_api_key",
+            KeyRefusal::Expired => "expired_api_key",
+            KeyRefusal::Repeated => "repeated_api_key",
+        }
+    }
 }
 
 impl<'s> Resolution<'s> {
@@ -88,7 +116,7 @@ impl<'s> Resolution<'s> {
     pub fn found(self) -> Option<Resolved<'s>> {
         match self {
             Resolution::Tenant(r) => Some(r),
-            Resolution::Skip | Resolution::Invalid => None,
+            Resolution::Skip | Resolution::Invalid(_) => None,
         }
     }
 }
@@ -127,7 +155,16 @@ enum Kind {
 struct ApiKeys {
     header: String,
     remove: bool,
-    by_digest: BTreeMap<[u8; 32], (String, Option<String>)>,
+    by_digest: BTreeMap<[u8; 32], KeyEntry>,
+}
+
+/// What one key digest stands for.
+#[derive(Debug, Clone)]
+struct KeyEntry {
+    tenant: String,
+    plan: Option<String>,
+    /// Unix ms from which the key no longer verifies.
+    not_after_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for ApiKeys {
@@ -164,8 +201,9 @@ impl Source {
         matches!(self.kind, Kind::Default { .. }) && self.matcher.is_none()
     }
 
-    /// What this source makes of the request.
-    pub fn resolve(&self, headers: &HeaderMap, max_len: usize) -> Resolution<'_> {
+    /// What this source makes of the request at `now_ms` (Unix ms, the host's clock: API keys
+    /// with a `not_after` are compared with it).
+    pub fn resolve(&self, headers: &HeaderMap, max_len: usize, now_ms: u64) -> Resolution<'_> {
         if let Some(m) = &self.matcher {
             if !m.matches(headers) {
                 return Resolution::Skip;
@@ -182,7 +220,7 @@ impl Source {
                     .filter(|p| is_valid_tenant_id(p, max_len));
                 (tenant.to_string(), plan.map(str::to_string), None)
             }),
-            Kind::ApiKey(keys) => return keys.resolve(headers),
+            Kind::ApiKey(keys) => return keys.resolve(headers, now_ms),
             Kind::Host { suffix, plan } => {
                 let host = host_key(headers.authority());
                 host.strip_suffix(suffix.as_str())
@@ -212,25 +250,29 @@ impl Source {
 }
 
 impl ApiKeys {
-    /// A key header present once with a known key resolves; absent skips; anything else (an
-    /// unknown key, the header repeated) is a credential that does not verify.
-    fn resolve(&self, headers: &HeaderMap) -> Resolution<'_> {
+    /// A key header present once with a known key that has not lapsed at `now_ms` resolves;
+    /// absent skips; anything else (an unknown or lapsed key, the header repeated) is a
+    /// credential that does not verify.
+    fn resolve(&self, headers: &HeaderMap, now_ms: u64) -> Resolution<'_> {
         let mut values = headers.get_all(&self.header);
         let Some(presented) = values.next() else {
             return Resolution::Skip;
         };
         if values.next().is_some() {
-            return Resolution::Invalid;
+            return Resolution::Invalid(KeyRefusal::Repeated);
         }
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         match self.by_digest.get(&digest) {
-            Some((tenant, plan)) => Resolution::Tenant(Resolved {
-                tenant: tenant.clone(),
-                plan: plan.clone(),
+            Some(key) if key.not_after_ms.is_some_and(|t| now_ms >= t) => {
+                Resolution::Invalid(KeyRefusal::Expired)
+            }
+            Some(key) => Resolution::Tenant(Resolved {
+                tenant: key.tenant.clone(),
+                plan: key.plan.clone(),
                 source: SourceKind::ApiKey,
                 consumed: self.remove.then_some(self.header.as_str()),
             }),
-            None => Resolution::Invalid,
+            None => Resolution::Invalid(KeyRefusal::Unknown),
         }
     }
 }

@@ -51,13 +51,21 @@ impl RequestPlan<'_> {
 impl TenantPolicy {
     /// Request phase: strip client copies of the headers this filter owns, resolve, remove the
     /// user's identity on cache routes, and note what the response phase needs.
-    /// The deprecated matchers decide (a configuration without route policies).
+    /// The deprecated matchers decide (a configuration without route policies). No clock is
+    /// given, so an API key with a `not_after` never verifies here: the plugins call
+    /// [`Self::request_plan_on`] with the host's time.
     pub fn request_plan(&self, headers: &HeaderMap) -> RequestPlan<'_> {
-        self.request_plan_on(headers, OnRoute::Matchers)
+        self.request_plan_on(headers, OnRoute::Matchers, u64::MAX)
     }
 
-    /// [`Self::request_plan`] on what the matched route asks of this filter.
-    pub fn request_plan_on(&self, headers: &HeaderMap, on: OnRoute<'_>) -> RequestPlan<'_> {
+    /// [`Self::request_plan`] on what the matched route asks of this filter, at `now_ms` (Unix
+    /// ms, the host's clock: API keys lapse at their `not_after`).
+    pub fn request_plan_on(
+        &self,
+        headers: &HeaderMap,
+        on: OnRoute<'_>,
+        now_ms: u64,
+    ) -> RequestPlan<'_> {
         let route = self.cache_route(headers, on);
         let mut remove = self.identity_removals(headers, route);
         let identity_removed = !remove.is_empty();
@@ -92,7 +100,7 @@ impl TenantPolicy {
         remove.retain(|name| headers.contains(name));
         let forged = remove.len() > owned;
         let mut set = Vec::new();
-        let outcome = self.resolve_into(headers, &mut remove, &mut set);
+        let outcome = self.resolve_into(headers, now_ms, &mut remove, &mut set);
         let authenticated = self.authenticated(headers);
         let mut cache_bypassed = false;
         if outcome == Outcome::Anonymous && authenticated {
@@ -184,10 +192,11 @@ impl TenantPolicy {
     fn resolve_into<'p>(
         &'p self,
         headers: &HeaderMap,
+        now_ms: u64,
         remove: &mut Vec<&'p str>,
         set: &mut Vec<(&'p str, String)>,
     ) -> Outcome {
-        match self.resolve(headers) {
+        match self.resolve(headers, now_ms) {
             Resolution::Tenant(r) => {
                 remove.extend(r.consumed);
                 let tenant = if self.namespace_unverified && !r.source.is_credential() {
@@ -201,7 +210,7 @@ impl TenantPolicy {
                 }
                 Outcome::Resolved(r.source)
             }
-            Resolution::Invalid => Outcome::InvalidApiKey,
+            Resolution::Invalid(why) => Outcome::InvalidApiKey(why),
             Resolution::Skip => match self.unresolved {
                 Unresolved::Anonymous => Outcome::Anonymous,
                 Unresolved::Reject { status } => Outcome::Reject { status },
@@ -210,9 +219,9 @@ impl TenantPolicy {
     }
 
     /// The first source that decides: a tenant, or a credential that does not verify.
-    fn resolve(&self, headers: &HeaderMap) -> Resolution<'_> {
+    fn resolve(&self, headers: &HeaderMap, now_ms: u64) -> Resolution<'_> {
         for source in &self.sources {
-            match source.resolve(headers, self.max_len) {
+            match source.resolve(headers, self.max_len, now_ms) {
                 Resolution::Skip => continue,
                 decided => return decided,
             }

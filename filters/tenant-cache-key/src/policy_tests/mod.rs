@@ -3,7 +3,7 @@
 //! One module per concern; the configurations and header maps they share live here.
 
 use crate::policy::{Outcome, RequestFacts, TenantPolicy};
-use crate::sources::SourceKind;
+use crate::sources::{KeyRefusal, SourceKind};
 use crate::Stage;
 use filter_core::HeaderMap;
 use serde_json::{json, Value};

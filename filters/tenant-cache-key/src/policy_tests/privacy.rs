@@ -137,11 +137,15 @@ fn tenants_from_unauthenticated_sources_live_in_their_own_namespace() {
 #[test]
 fn an_api_key_that_does_not_verify_is_refused_not_downgraded() {
     let p = gateway();
-    for key in [vec!["wrong"], vec!["key-acme", "key-acme"], vec![""]] {
+    for (key, why) in [
+        (vec!["wrong"], KeyRefusal::Unknown),
+        (vec!["key-acme", "key-acme"], KeyRefusal::Repeated),
+        (vec![""], KeyRefusal::Unknown),
+    ] {
         let mut extra = vec![(":authority", "acme.api.example.com")];
         extra.extend(key.iter().map(|k| ("x-api-key", *k)));
         let plan = p.request_plan(&request("/", &extra));
-        assert_eq!(plan.outcome, Outcome::InvalidApiKey, "{key:?}");
+        assert_eq!(plan.outcome, Outcome::InvalidApiKey(why), "{key:?}");
         assert!(
             !plan.set.iter().any(|(n, _)| *n == "x-tenant-id"),
             "{key:?}: no tenant, the host's included"

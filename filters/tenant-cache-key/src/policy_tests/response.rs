@@ -163,7 +163,7 @@ fn both_stages_in_one_instance() {
         (None, Some("private, max-age=9"))
     );
     let plan = p.request_plan(&request("/", &[("x-key", "wrong")]));
-    assert_eq!(plan.outcome, Outcome::InvalidApiKey);
+    assert_eq!(plan.outcome, Outcome::InvalidApiKey(KeyRefusal::Unknown));
     let plan = p.request_plan(&request("/", &[]));
     assert_eq!(plan.outcome, Outcome::Anonymous);
     assert!(p

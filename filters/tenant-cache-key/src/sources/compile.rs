@@ -1,10 +1,10 @@
 //! The per-source compilers: each validates its configuration, naming fields relative to the
 //! source (`api_key.keys[0].tenant`), and never echoes an API key.
 
-use super::{header_name, ApiKeys, Kind, Reserved, Source};
+use super::{header_name, parse_not_after, ApiKeys, KeyEntry, Kind, Reserved, Source};
 use crate::config::{
-    ApiKeySourceConfig, ClaimSourceConfig, DefaultSourceConfig, HostSourceConfig, PathSourceConfig,
-    SourceConfig, DEFAULT_API_KEY_HEADER,
+    ApiKeyConfig, ApiKeySourceConfig, ClaimSourceConfig, DefaultSourceConfig, HostSourceConfig,
+    PathSourceConfig, SourceConfig, DEFAULT_API_KEY_HEADER,
 };
 use crate::tenant_id::check_configured_id;
 use filter_core::{ConfigError, RequestMatch, RequestMatcher};
@@ -84,26 +84,27 @@ fn compile_api_key(c: &ApiKeySourceConfig, reserved: &Reserved<'_>) -> Result<So
     let mut by_digest = BTreeMap::new();
     for (i, key) in c.keys.iter().enumerate() {
         let field = format!("keys[{i}]");
-        // The value is never echoed: a mistake here is often a raw key pasted in place of its
-        // digest, and Envoy's log is no place for it.
-        let digest = parse_sha256_hex(&key.sha256).ok_or_else(|| {
-            ConfigError::new(
-                format!("{field}.sha256"),
-                "must be the SHA-256 of the key as 64 hex digits (printf %s \"$KEY\" | sha256sum); \
-                 the value is not shown in case it is a key",
-            )
-        })?;
         check_configured_id("tenant id", &key.tenant, reserved.max_len)
             .map_err(|r| ConfigError::new(format!("{field}.tenant"), r))?;
         let plan = configured_plan(&format!("{field}.plan"), &key.plan, reserved)?;
-        if by_digest
-            .insert(digest, (key.tenant.clone(), plan))
-            .is_some()
-        {
-            return Err(ConfigError::new(
-                format!("{field}.sha256"),
-                "the same digest is listed twice",
-            ));
+        for (hash_field, sha256, not_after) in key_hashes(key, &field)? {
+            let entry = KeyEntry {
+                tenant: key.tenant.clone(),
+                plan: plan.clone(),
+                not_after_ms: not_after
+                    .map(parse_not_after)
+                    .transpose()
+                    .map_err(|r| ConfigError::new(format!("{hash_field}.not_after"), r))?,
+            };
+            if by_digest
+                .insert(digest(&hash_field, sha256)?, entry)
+                .is_some()
+            {
+                return Err(ConfigError::new(
+                    format!("{hash_field}.sha256"),
+                    "the same digest is listed twice",
+                ));
+            }
         }
     }
     Ok(Source {
@@ -113,6 +114,54 @@ fn compile_api_key(c: &ApiKeySourceConfig, reserved: &Reserved<'_>) -> Result<So
             remove: c.remove.unwrap_or(true),
             by_digest,
         }),
+    })
+}
+
+/// One configured key digest: its field name, the hex digest, its `not_after` as written.
+type KeyHash<'c> = (String, &'c str, Option<&'c serde_json::Value>);
+
+/// The digests of one `keys` entry with their field names and `not_after`: its `sha256`, or
+/// each of its `hashes` (exactly one of the two).
+fn key_hashes<'c>(key: &'c ApiKeyConfig, field: &str) -> Result<Vec<KeyHash<'c>>, ConfigError> {
+    match (&key.sha256, &key.hashes) {
+        (Some(sha256), None) => Ok(vec![(field.to_string(), sha256, key.not_after.as_ref())]),
+        (None, Some(hashes)) if key.not_after.is_some() => Err(ConfigError::new(
+            format!("{field}.not_after"),
+            "goes on each of `hashes` (one per key), not on the tenant",
+        )),
+        (None, Some(hashes)) if hashes.is_empty() => Err(ConfigError::new(
+            format!("{field}.hashes"),
+            "at least one key digest is required",
+        )),
+        (None, Some(hashes)) => Ok((hashes.iter().enumerate())
+            .map(|(j, h)| {
+                (
+                    format!("{field}.hashes[{j}]"),
+                    h.sha256.as_str(),
+                    h.not_after.as_ref(),
+                )
+            })
+            .collect()),
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            format!("{field}.hashes"),
+            "give `sha256` (one key) or `hashes` (several keys of the tenant), not both",
+        )),
+        (None, None) => Err(ConfigError::new(
+            format!("{field}.sha256"),
+            "missing: give `sha256` (one key) or `hashes` (several keys of the tenant)",
+        )),
+    }
+}
+
+/// A configured digest. The value is never echoed: a mistake here is often a raw key pasted in
+/// place of its digest, and Envoy's log is no place for it.
+fn digest(field: &str, sha256: &str) -> Result<[u8; 32], ConfigError> {
+    parse_sha256_hex(sha256).ok_or_else(|| {
+        ConfigError::new(
+            format!("{field}.sha256"),
+            "must be the SHA-256 of the key as 64 hex digits (printf %s \"$KEY\" | sha256sum); \
+             the value is not shown in case it is a key",
+        )
     })
 }
 

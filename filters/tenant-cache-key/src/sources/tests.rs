@@ -43,8 +43,11 @@ fn req(pairs: &[(&str, &str)]) -> HeaderMap {
 
 /// The tenant a source finds, or None (skipped or invalid).
 fn found<'s>(s: &'s Source, pairs: &[(&str, &str)]) -> Option<Resolved<'s>> {
-    s.resolve(&req(pairs), 64).found()
+    s.resolve(&req(pairs), 64, NOW).found()
 }
+
+/// The host's clock in these tests: 2026-07-01T00:00:00Z.
+const NOW: u64 = 1_782_864_000_000;
 
 #[test]
 fn claim_header_single_valid_value() {
@@ -59,7 +62,7 @@ fn claim_header_single_valid_value() {
     let r = found(&s, &[("x-jwt-tenant", "acme"), ("x-jwt-plan", "p r o")]).unwrap();
     assert_eq!(r.plan, None);
     // Two copies, an invalid id, or none: nothing, and the next source is tried.
-    let skip = |pairs: &[(&str, &str)]| s.resolve(&req(pairs), 64) == Resolution::Skip;
+    let skip = |pairs: &[(&str, &str)]| s.resolve(&req(pairs), 64, NOW) == Resolution::Skip;
     assert!(skip(&[
         ("x-jwt-tenant", "acme"),
         ("x-jwt-tenant", "globex")
@@ -85,14 +88,16 @@ fn api_keys_compare_digests_and_are_consumed() {
     );
     let r = found(&s, &[("X-Api-Key", "key-globex")]).unwrap();
     assert_eq!((r.tenant.as_str(), r.plan), ("globex", None));
-    assert_eq!(s.resolve(&req(&[]), 64), Resolution::Skip, "no key");
+    assert_eq!(s.resolve(&req(&[]), 64, NOW), Resolution::Skip, "no key");
     // A key that is presented and does not verify is refused, not skipped.
-    let invalid = |pairs: &[(&str, &str)]| s.resolve(&req(pairs), 64) == Resolution::Invalid;
-    assert!(invalid(&[("x-api-key", "key-acme ")]));
-    assert!(invalid(&[("x-api-key", "nope")]));
-    assert!(invalid(&[("x-api-key", "")]));
-    assert!(
+    let invalid = |pairs: &[(&str, &str)]| s.resolve(&req(pairs), 64, NOW);
+    let unknown = Resolution::Invalid(KeyRefusal::Unknown);
+    assert_eq!(invalid(&[("x-api-key", "key-acme ")]), unknown);
+    assert_eq!(invalid(&[("x-api-key", "nope")]), unknown);
+    assert_eq!(invalid(&[("x-api-key", "")]), unknown);
+    assert_eq!(
         invalid(&[("x-api-key", "key-acme"), ("x-api-key", "key-acme")]),
+        Resolution::Invalid(KeyRefusal::Repeated),
         "a repeated key header is ambiguous"
     );
     // Outside the source's match the key is not this source's business.
@@ -101,7 +106,7 @@ fn api_keys_compare_digests_and_are_consumed() {
         sha256_hex("k")
     ));
     assert_eq!(
-        scoped.resolve(&req(&[("x-api-key", "nope")]), 64),
+        scoped.resolve(&req(&[("x-api-key", "nope")]), 64, NOW),
         Resolution::Skip
     );
     let keep = source(&format!(
@@ -109,6 +114,45 @@ fn api_keys_compare_digests_and_are_consumed() {
         sha256_hex("k")
     ));
     assert_eq!(found(&keep, &[("x-key", "k")]).unwrap().consumed, None);
+}
+
+/// Rotation: a tenant holds an old key (with `not_after`) and a new one; both verify until
+/// the old one's instant, from which only the new one does.
+#[test]
+fn rotated_keys_verify_until_their_not_after() {
+    let json = format!(
+        r#"{{"api_key": {{"keys": [
+            {{"tenant": "acme", "plan": "pro", "hashes": [
+                {{"sha256": "{}"}},
+                {{"sha256": "{}", "not_after": "2026-07-01T00:00:10Z"}}]}},
+            {{"sha256": "{}", "tenant": "globex", "not_after": {}}}]}}}}"#,
+        sha256_hex("acme-new"),
+        sha256_hex("acme-old"),
+        sha256_hex("globex-only"),
+        NOW / 1000 + 5,
+    );
+    let s = source(&json);
+    let at = |key: &str, now: u64| s.resolve(&req(&[("x-api-key", key)]), 64, now);
+    for key in ["acme-new", "acme-old"] {
+        let Resolution::Tenant(r) = at(key, NOW + 9_999) else {
+            panic!("{key} before the old key's not_after");
+        };
+        assert_eq!(
+            (r.tenant.as_str(), r.plan.as_deref()),
+            ("acme", Some("pro"))
+        );
+    }
+    let expired = Resolution::Invalid(KeyRefusal::Expired);
+    assert_eq!(at("acme-old", NOW + 10_000), expired, "from not_after on");
+    assert_eq!(at("acme-old", u64::MAX), expired);
+    assert!(matches!(at("acme-new", u64::MAX), Resolution::Tenant(_)));
+    // Unix seconds work the same way.
+    assert!(matches!(
+        at("globex-only", NOW + 4_999),
+        Resolution::Tenant(_)
+    ));
+    assert_eq!(at("globex-only", NOW + 5_000), expired);
+    assert_eq!(KeyRefusal::Expired.reason(), "expired_api_key");
 }
 
 #[test]
@@ -179,6 +223,59 @@ fn bad_sources_name_the_field_and_never_echo_keys() {
         source_err(r#"{"api_key": {"keys": [{"sha256": "my-secret-api-key", "tenant": "acme"}]}}"#);
     assert_eq!(e.field, "api_key.keys[0].sha256");
     assert!(!e.to_string().contains("my-secret-api-key"), "{e}");
+    let e = source_err(
+        r#"{"api_key": {"keys": [{"tenant": "acme", "hashes": [{"sha256": "sk_live_secret"}]}]}}"#,
+    );
+    assert_eq!(e.field, "api_key.keys[0].hashes[0].sha256");
+    assert!(!e.to_string().contains("sk_live_secret"), "{e}");
+    let digest = "ab".repeat(32);
+    for (keys, field, reason) in [
+        (
+            format!(r#"{{"tenant": "acme", "sha256": "{digest}", "not_after": "tomorrow"}}"#),
+            "api_key.keys[0].not_after",
+            "RFC 3339",
+        ),
+        (
+            format!(
+                r#"{{"tenant": "acme", "hashes": [{{"sha256": "{digest}", "not_after": -5}}]}}"#
+            ),
+            "api_key.keys[0].hashes[0].not_after",
+            "Unix seconds",
+        ),
+        (
+            format!(r#"{{"tenant": "acme", "sha256": "{digest}", "hashes": []}}"#),
+            "api_key.keys[0].hashes",
+            "not both",
+        ),
+        (
+            r#"{"tenant": "acme", "hashes": []}"#.to_string(),
+            "api_key.keys[0].hashes",
+            "at least one",
+        ),
+        (
+            format!(
+                r#"{{"tenant": "acme", "not_after": 1, "hashes": [{{"sha256": "{digest}"}}]}}"#
+            ),
+            "api_key.keys[0].not_after",
+            "each of `hashes`",
+        ),
+        (
+            r#"{"tenant": "acme"}"#.to_string(),
+            "api_key.keys[0].sha256",
+            "missing",
+        ),
+        (
+            format!(
+                r#"{{"tenant": "acme", "hashes": [{{"sha256": "{digest}"}}, {{"sha256": "{digest}"}}]}}"#
+            ),
+            "api_key.keys[0].hashes[1].sha256",
+            "listed twice",
+        ),
+    ] {
+        let e = source_err(&format!(r#"{{"api_key": {{"keys": [{keys}]}}}}"#));
+        assert_eq!(e.field, field, "{keys}");
+        assert!(e.reason.contains(reason), "{keys}: {}", e.reason);
+    }
     let e = source_err(r#"{"host": {"suffix": "api.example.com"}}"#);
     assert_eq!(e.field, "host.suffix");
     let e = source_err(r#"{"path": {"segment": 1, "match": {"path_prefix": "t"}}}"#);
