@@ -6,15 +6,16 @@
 # target with -Zbuild-std (rustup cannot download targets on the project's build machines).
 # Usage: scripts/build-wasm.sh [crate ...]   (default: all filter crates)
 #
-# Bundles (filters/bundle) link other filter crates with their `plugin` feature off, and cargo
-# unifies features across one run: they are built in a run of their own, after the single
-# filters' modules are copied out (that run re-links the filter crates' own cdylibs without
-# their entry points, into the same target directory).
+# Bundles (filters/bundle, and filters/aggregate, which links transform) link other filter
+# crates with their `plugin` feature off, and cargo unifies features across one run: they are
+# built in a run of their own, after the single filters' modules are copied out (that run
+# re-links the filter crates' own cdylibs without their entry points, into the same target
+# directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FILTERS=(transform passthrough jwt-auth tenant-cache-key ratelimit bundle)
-BUNDLES=(bundle)
+FILTERS=(transform passthrough jwt-auth tenant-cache-key ratelimit bundle aggregate)
+BUNDLES=(bundle aggregate)
 if [ $# -gt 0 ]; then FILTERS=("$@"); fi
 singles=()
 bundles=()

@@ -9,7 +9,7 @@ cargo fmt --all --check
 cargo clippy -j"$JOBS" --workspace --all-targets -- -D warnings
 
 filters=()
-for f in transform passthrough jwt-auth tenant-cache-key ratelimit bundle; do
+for f in transform passthrough jwt-auth tenant-cache-key ratelimit bundle aggregate; do
   [ -f "filters/$f/Cargo.toml" ] && filters+=(-p "$f")
 done
 export CARGO_TARGET_DIR="${WASM_TARGET_DIR:-$PWD/target/wasm}"
