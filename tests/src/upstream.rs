@@ -8,7 +8,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A request as the upstream received it.
 #[derive(Debug, Clone)]
@@ -18,6 +18,9 @@ pub struct Recorded {
     pub path: String,
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Bytes,
+    /// When the request's head arrived (before its body was read and before any scripted
+    /// delay): tests compare these to see calls overlap, never wall-clock thresholds.
+    pub arrived: Instant,
 }
 
 impl Recorded {
@@ -221,6 +224,7 @@ pub fn describe(r: &Recorded) -> serde_json::Value {
 }
 
 async fn serve(req: Request, handler: &Handler, seen: &Mutex<Vec<Recorded>>) -> Response {
+    let arrived = Instant::now();
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX)
         .await
@@ -238,6 +242,7 @@ async fn serve(req: Request, handler: &Handler, seen: &Mutex<Vec<Recorded>>) -> 
             .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
             .collect(),
         body,
+        arrived,
     };
     let reply = handler(&recorded);
     if let Ok(mut s) = seen.lock() {
