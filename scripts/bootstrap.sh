@@ -8,6 +8,7 @@
 #   redis-server    Debian package (also gives redis-cli, redis-benchmark)
 #   protoc          Debian protobuf-compiler (tonic-prost-build)
 #   wrk             Debian package (HTTP load for `make bench`)
+#   prometheus      Debian package: promtool and prometheus for the ops/ rules and dashboard tests
 #   containers      Debian podman + runc (run with envoy/docker/containers.conf), skopeo,
 #                   docker-registry (the distribution registry), busybox-static (the shell of the
 #                   FROM scratch Envoy image): `make oci`, `make images` and their tests
@@ -32,6 +33,7 @@ need_pkg redis-server
 need_pkg protobuf-compiler
 need_pkg wrk
 need_pkg openssl
+need_pkg prometheus
 for p in podman runc skopeo docker-registry busybox-static; do need_pkg "$p"; done
 
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
