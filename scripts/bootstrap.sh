@@ -45,7 +45,16 @@ if [ ${#apt_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${apt_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Packages with daemons (prometheus, docker-registry, redis-server) must not start them: the
+  # tests run their own on 127.0.0.1, and a packaged default may listen on every interface.
+  # policy-rc.d answering 101 ("action forbidden") keeps invoke-rc.d from starting services.
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    guard=/usr/sbin/policy-rc.d
+  fi
   apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+  if [ -n "$guard" ]; then rm -f "$guard"; fi
 else
   say "Debian packages: all present"
 fi
