@@ -129,6 +129,8 @@ pub struct Gateway {
     pub events: WebSocketEcho,
     pub grpc: GrpcService,
     pub access_log: PathBuf,
+    /// The audit log: one JSON line per 401, 403 and 429.
+    pub audit_log: PathBuf,
     /// The CA (PEM) that issued the TLS listener's certificate, made for this test.
     pub ca: PathBuf,
     pub _dir: tempfile::TempDir,
@@ -155,6 +157,7 @@ impl Gateway {
         let cache_dir = dir.path().join("cache");
         std::fs::create_dir(&cache_dir).unwrap();
         let access_log = dir.path().join("access.log");
+        let audit_log = dir.path().join("audit.log");
         let ca = crate::tools::tls_certificate(dir.path(), "gateway.localhost").unwrap();
         let text = gateway_yaml();
         let text = opts
@@ -177,6 +180,7 @@ impl Gateway {
             .var("ROUTE_TIMEOUT", opts.route_timeout)
             .var("REPORT_TIMEOUT", opts.report_timeout)
             .var("ACCESS_LOG", access_log.display())
+            .var("AUDIT_LOG", audit_log.display())
             .wasm("JWT_AUTH_WASM", "jwt_auth")
             .unwrap()
             .wasm("TRANSFORM_WASM", "transform")
@@ -228,6 +232,7 @@ impl Gateway {
             events,
             grpc,
             access_log,
+            audit_log,
             ca,
             _dir: dir,
             _idp: idp,
@@ -243,23 +248,33 @@ impl Gateway {
     /// The access log line of the request whose path (with query) contains `marker`, once
     /// Envoy has written it (it flushes the file about once a second).
     pub async fn access_line(&self, marker: &str) -> Value {
-        let file = self.access_log.clone();
-        wait::until("the access log line", Duration::from_secs(10), || {
-            let (file, marker) = (file.clone(), marker.to_string());
-            async move {
-                let text = std::fs::read_to_string(&file).unwrap_or_default();
-                Ok(text
-                    .lines()
-                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                    .find(|v| v["path"].as_str().is_some_and(|p| p.contains(&marker))))
-            }
-        })
-        .await
-        .unwrap_or_else(|e| {
-            let text = std::fs::read_to_string(&self.access_log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(3).collect();
-            panic!("{e}: no line with {marker:?}; the last lines: {tail:#?}")
-        })
+        log_line(&self.access_log, marker).await
+    }
+
+    /// The audit log line (401, 403, 429) of the request whose path contains `marker`.
+    pub async fn audit_line(&self, marker: &str) -> Value {
+        log_line(&self.audit_log, marker).await
+    }
+
+    /// A client for the TLS listener, as `https://gateway.localhost:<port>` (resolved to
+    /// loopback): HTTP/2 by ALPN, or HTTP/1.1 only; trusting this test's CA or not.
+    pub fn tls_client(&self, http1: bool, trust_ca: bool) -> reqwest::Client {
+        let port = self.envoy.port("gateway_tls");
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .resolve(
+                "gateway.localhost",
+                std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            );
+        if trust_ca {
+            let pem = std::fs::read(&self.ca).unwrap();
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        if http1 {
+            b = b.http1_only();
+        }
+        b.build().unwrap()
     }
 
     /// A request with a valid token for user-1 of tenant acme (scope orders:read).
@@ -500,6 +515,30 @@ impl Drop for GrpcService {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The JSON line of `file` (an access log) whose `path` contains `marker`, waiting up to 10 s
+/// for Envoy to write it.
+async fn log_line(file: &std::path::Path, marker: &str) -> Value {
+    wait::until("the log line", Duration::from_secs(10), || {
+        let (file, marker) = (file.to_path_buf(), marker.to_string());
+        async move {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            Ok(text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["path"].as_str().is_some_and(|p| p.contains(&marker))))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(3).collect();
+        panic!(
+            "{e}: no line with {marker:?} in {}; the last lines: {tail:#?}",
+            file.display()
+        )
+    })
 }
 
 /// The shipped `envoy/gateway.yaml`, as text.

@@ -48,6 +48,7 @@ fn sample(name: &str) -> Option<String> {
         "ROUTE_TIMEOUT" => "8s".to_string(),
         "REPORT_TIMEOUT" => "30s".to_string(),
         "ACCESS_LOG" => "/dev/stdout".to_string(),
+        "AUDIT_LOG" => "/dev/stdout".to_string(),
         _ => return None,
     })
 }

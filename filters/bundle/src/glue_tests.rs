@@ -131,6 +131,44 @@ fn a_refused_token_stops_the_chain_with_jwt_auths_reply() {
     assert_eq!(host.metric(&resolved), 0);
 }
 
+/// The bundle's refusals are audited as the separate filters' are: the refusing stage and its
+/// own reason, on the refused request.
+#[test]
+fn each_stages_refusal_is_recorded_for_the_audit_log() {
+    let (host, bundle) = start(&local());
+    let mut expired = claims(NOW - 3_000);
+    expired["exp"] = json!(NOW - 600);
+    let expired = sign(&json!({ "alg": "ES256", "kid": "ec-1" }), &expired);
+    let mut no_tenant = claims(NOW);
+    no_tenant["tenant"] = json!("evil@tenant");
+    let no_tenant = sign(&json!({ "alg": "ES256", "kid": "ec-1" }), &no_tenant);
+    assert_eq!(
+        send(&host, &bundle, 2, "/orders", Some(&expired)).1,
+        Action::Pause
+    );
+    assert_eq!(
+        send(&host, &bundle, 3, "/orders", Some(&no_tenant)).1,
+        Action::Pause
+    );
+    let statuses: Vec<(u32, u32)> = (host.take_replies().iter())
+        .map(|r| (r.context, r.status))
+        .collect();
+    assert_eq!(statuses, [(2, 401), (3, 403)]);
+    let audit: Vec<(u32, String, String)> = (host.state().properties_set.iter())
+        .map(|(c, k, v)| (*c, k.clone(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    let expect = |c: u32, k: &str, v: &str| (c, format!("edgegate.audit.{k}"), v.to_string());
+    assert_eq!(
+        audit,
+        [
+            expect(2, "filter", "jwt_auth"),
+            expect(2, "reason", "expired"),
+            expect(3, "filter", "tenant_cache_key"),
+            expect(3, "reason", "tenant_unresolved"),
+        ]
+    );
+}
+
 #[test]
 fn a_request_paused_for_keys_goes_through_the_later_stages_when_they_arrive() {
     let remote = json!({ "remote_jwks": {

@@ -32,6 +32,7 @@ pub fn gateway_vars(ports: &Ports, paths: &GatewayPaths) -> BTreeMap<String, Str
         ("CERT_DIR", path(&paths.cert_dir)),
         ("CACHE_DIR", path(&paths.cache_dir)),
         ("ACCESS_LOG", path(&paths.access_log)),
+        ("AUDIT_LOG", path(&audit_log_beside(&paths.access_log))),
         ("ROUTE_TIMEOUT", ROUTE_TIMEOUT.to_string()),
         ("REPORT_TIMEOUT", REPORT_TIMEOUT.to_string()),
     ] {
@@ -44,6 +45,18 @@ pub fn gateway_vars(ports: &Ports, paths: &GatewayPaths) -> BTreeMap<String, Str
         );
     }
     vars
+}
+
+/// The audit log's path: `audit.log` next to the access log, or the access log itself when that
+/// is a device (`/dev/stdout` in a container, `/dev/null` for the benchmarks): Envoy writes both
+/// logs' lines to it then.
+pub fn audit_log_beside(access_log: &Path) -> PathBuf {
+    match access_log.parent() {
+        Some(dir) if dir != Path::new("/dev") && !dir.as_os_str().is_empty() => {
+            dir.join("audit.log")
+        }
+        _ => access_log.to_path_buf(),
+    }
 }
 
 /// Fails before anything starts when the template's placeholders and [`gateway_vars`] differ.

@@ -7,9 +7,11 @@
 //! One test binary, one module per concern; the fixture (`gateway_tests::gateway`) and helpers
 //! live in `tests/src`.
 
+mod audit;
 mod auth;
 mod cache;
 mod edge;
+mod headers;
 mod limits;
 mod policies;
 mod protocols;

@@ -5,25 +5,9 @@ use crate::prelude::*;
 #[tokio::test]
 async fn tls_termination_speaks_http2_and_http11_and_h2c_in_the_clear() {
     let gw = Gateway::start(Opts::default()).await;
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(&gw.ca).unwrap()).unwrap();
     let port = gw.envoy.port("gateway_tls");
     let url = format!("https://gateway.localhost:{port}/api/users/1");
-    let tls = |http1: bool, trust: bool| {
-        let mut b = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(10))
-            .resolve(
-                "gateway.localhost",
-                SocketAddr::from(([127, 0, 0, 1], port)),
-            );
-        if trust {
-            b = b.add_root_certificate(ca.clone());
-        }
-        if http1 {
-            b = b.http1_only();
-        }
-        b.build().unwrap()
-    };
+    let tls = |http1: bool, trust: bool| gw.tls_client(http1, trust);
     let tok = token("user-1", "acme", "orders:read");
 
     for (http1, version) in [

@@ -12,6 +12,7 @@
 mod cache;
 mod limits;
 mod resolution;
+mod rotation;
 mod support;
 
 /// What every module of this binary uses.

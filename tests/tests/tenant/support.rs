@@ -63,6 +63,11 @@ pub struct Stack {
 }
 
 pub async fn stack(limits: &str) -> Stack {
+    stack_with(limits, |text| text.to_string()).await
+}
+
+/// [`stack`] on the shipped configuration as `edit` changes it (a key table, ...).
+pub async fn stack_with(limits: &str, edit: impl FnOnce(&str) -> String) -> Stack {
     let redis = RedisServer::start().unwrap();
     let rls = RateLimitService::start(&redis.url(), limits, &[])
         .await
@@ -70,8 +75,8 @@ pub async fn stack(limits: &str) -> Stack {
     rls.wait_ready(Duration::from_secs(10)).await.unwrap();
     let up = numbered_upstream().await;
     let cache_dir = tempfile::tempdir().unwrap();
-    let envoy = EnvoyBuilder::from_repo_file("tenant-cache", "envoy/tenant-cache.yaml")
-        .unwrap()
+    let shipped = std::fs::read_to_string(tools::repo_root().join("envoy/tenant-cache.yaml"));
+    let envoy = EnvoyBuilder::new("tenant-cache", &edit(&shipped.unwrap()))
         .var("ADMIN_PORT", 0)
         .var("LISTEN_PORT", 0)
         .var("UPSTREAM_PORT", up.port())
