@@ -59,6 +59,12 @@ struct Args {
     /// Per-call Redis deadline (e.g. 20ms, 1s); past it the call answers UNAVAILABLE.
     #[arg(long, env = "RLS_REDIS_TIMEOUT", default_value = "20ms", value_parser = parse_duration)]
     redis_timeout: Duration,
+    /// Most ShouldRateLimit decisions one Redis script call carries (1..=128): decisions that
+    /// arrive while a call is in flight go out together as the next one. 1 turns this off (one
+    /// call per decision, all in flight at once).
+    #[arg(long, env = "RLS_REDIS_BATCH_LIMIT", default_value_t = 128,
+          value_parser = clap::value_parser!(u16).range(1..=128))]
+    redis_batch_limit: u16,
     /// Entries of the local over-limit cache; 0 disables it.
     #[arg(long, env = "RLS_LOCAL_CACHE_SIZE", default_value_t = 100_000)]
     local_cache_size: usize,
@@ -278,6 +284,7 @@ async fn serve(args: Args) -> Result<()> {
     };
     let settings = Settings {
         redis_timeout: args.redis_timeout,
+        redis_batch_limit: usize::from(args.redis_batch_limit),
         local_cache_size: args.local_cache_size,
         ratelimit_headers: args.ratelimit_headers,
         load_options: LoadOptions {

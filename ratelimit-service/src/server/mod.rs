@@ -57,6 +57,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// Per-call Redis deadline; past it the call fails with UNAVAILABLE.
     pub redis_timeout: Duration,
+    /// Most ShouldRateLimit decisions per Redis script call (1: no coalescing).
+    pub redis_batch_limit: usize,
     /// Entries of the local over-limit cache; 0 disables it.
     pub local_cache_size: usize,
     pub ratelimit_headers: bool,
@@ -77,6 +79,7 @@ impl Settings {
             config_path: config_path.into(),
             store,
             redis_timeout: Duration::from_millis(20),
+            redis_batch_limit: crate::storage::redis::MAX_BATCH,
             local_cache_size: 100_000,
             ratelimit_headers: false,
             load_options: LoadOptions::default(),
@@ -144,9 +147,10 @@ pub async fn run(
     let config = Config::from_sources_with(&sources, settings.load_options)?;
     let store = match &settings.store {
         StoreSettings::Memory => AnyStore::Memory(MemoryStore::new(SystemClock)),
-        StoreSettings::Redis { url } => {
-            AnyStore::Redis(RedisStore::connect(url, settings.redis_timeout).await?)
-        }
+        StoreSettings::Redis { url } => AnyStore::Redis(
+            RedisStore::connect_with(url, settings.redis_timeout, settings.redis_batch_limit)
+                .await?,
+        ),
     };
     let revocations = match &settings.store {
         StoreSettings::Memory => AnyRevocationStore::Memory(MemoryRevocations::new(

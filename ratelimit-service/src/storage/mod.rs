@@ -55,7 +55,7 @@ pub struct LeaseOutcome {
 
 /// A storage failure. `transient` failures (timeouts, lost connections) may succeed on retry
 /// and become gRPC `UNAVAILABLE`; the others point at a bug or a misconfiguration.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("rate limit store: {message}")]
 pub struct StoreError {
     pub message: String,

@@ -213,6 +213,41 @@ async fn several_limits_on_one_key_all_apply<S: Store>(store: S) {
     assert_eq!(d.observations[0].hits, 0);
 }
 
+/// Decisions that arrive together (the Redis store sends them to Redis as one script call)
+/// stay exact and atomic: 200 callers at once, each on a shared bucket of 100 and on one of 10
+/// users' buckets of 5. Exactly 50 pass, and the shared bucket is charged by those 50 only (a
+/// decision its user's bucket refused charged nothing, in the same batch as the others).
+async fn concurrent_decisions_stay_exact_and_atomic<S: Store>(store: S) {
+    let h = std::sync::Arc::new(Harness::new(store, "race"));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let h = std::sync::Arc::clone(&h);
+            tokio::spawn(async move {
+                let user = format!("u{}", i % 10);
+                let d = h.call(&[&[("big", "hot")], &[("hourly", &user)]], 1).await;
+                d.overall == Code::Ok
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += usize::from(task.await.unwrap());
+    }
+    // hourly refills one request per 720 s, big one per 36 s: none within a test this short.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "too slow to be exact"
+    );
+    assert_eq!(admitted, 50, "10 users x 5");
+    let d = h.call(&[&[("big", "hot")]], 1).await;
+    assert_eq!(d.overall, Code::Ok);
+    assert_eq!(
+        d.statuses[0].limit_remaining, 49,
+        "big was charged by the 50 admitted decisions and this one"
+    );
+}
+
 async fn many_descriptors_in_one_call<S: Store>(store: S) {
     let h = Harness::new(store, "many");
     let values: Vec<String> = (0..50).map(|i| format!("v{i}")).collect();
@@ -293,6 +328,7 @@ scenarios!(
     shadow_mode_is_counted_but_admitted,
     several_limits_on_one_key_all_apply,
     many_descriptors_in_one_call,
+    concurrent_decisions_stay_exact_and_atomic,
     lease_grants_up_to_want_and_the_lease_size,
     lease_takes_from_the_bucket_should_rate_limit_charges,
     lease_grants_the_minimum_available_to_every_bucket,
@@ -326,6 +362,45 @@ async fn redis_script_is_reloaded_after_script_flush() {
         d.statuses[0].limit_remaining, 3,
         "NOSCRIPT fell back to loading it"
     );
+}
+
+/// Decisions that arrive while a script call is in flight go out together: 200 at once take
+/// far fewer than 200 calls (each call carries every decision queued when it leaves); with
+/// `--redis-batch-limit 1`, one call each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_coalesces_concurrent_decisions_into_fewer_script_calls() {
+    let server = redis_fixture::RedisServer::start().unwrap();
+    let calls = concurrent_script_calls(&server, 128).await;
+    assert!(
+        (1..=100).contains(&calls),
+        "200 concurrent decisions took {calls} script calls"
+    );
+    assert_eq!(
+        concurrent_script_calls(&server, 1).await,
+        200,
+        "batch limit 1"
+    );
+}
+
+/// Script calls that 200 concurrent decisions took with `batch_limit`.
+async fn concurrent_script_calls(server: &redis_fixture::RedisServer, batch_limit: usize) -> u64 {
+    let store = RedisStore::connect_with(&server.url(), Duration::from_secs(2), batch_limit)
+        .await
+        .unwrap();
+    let h = std::sync::Arc::new(Harness::new(store, "coalesce"));
+    // The script is loaded before counting.
+    h.call(&[&[("big", "warm")]], 1).await;
+    let before = server.script_calls().unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let h = std::sync::Arc::clone(&h);
+            tokio::spawn(async move { h.call(&[&[("big", &format!("k{}", i % 50))]], 1).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().overall, Code::Ok);
+    }
+    server.script_calls().unwrap() - before
 }
 
 #[tokio::test]

@@ -220,6 +220,23 @@ impl RedisServer {
     pub fn command(&self, cmd: &str) -> Result<String> {
         command(self.process.port, cmd)
     }
+
+    /// The `EVALSHA` and `EVAL` calls this server has run (`INFO commandstats`).
+    pub fn script_calls(&self) -> Result<u64> {
+        let stats = self.command("INFO commandstats")?;
+        Ok(stats
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum())
+    }
 }
 
 /// A Redis Cluster of three primaries (no replicas) on loopback.

@@ -1,5 +1,6 @@
-//! Redis store: one `EVALSHA` per call over a multiplexed connection: `rate_limit.lua` for
-//! ShouldRateLimit, `lease.lua` for leases and give-backs.
+//! Redis store over a multiplexed connection: `rate_limit.lua` for ShouldRateLimit, with the
+//! decisions that arrive while a call is in flight coalesced into the next call ([`batch`]),
+//! and `lease.lua` for leases and give-backs (one `EVALSHA` per call).
 //!
 //! URLs: `redis://`, `rediss://` (TLS), `unix:///path/redis.sock` for one server, through a
 //! `ConnectionManager` that reconnects by itself after Redis restarts; and
@@ -19,6 +20,11 @@ use redis::{
 };
 use std::time::Duration;
 
+mod batch;
+
+/// The most decisions one script call carries (`--redis-batch-limit` is clamped to it).
+pub const MAX_BATCH: usize = batch::MAX_DECISIONS;
+
 const SCRIPT: &str = include_str!("rate_limit.lua");
 const LEASE_SCRIPT: &str = include_str!("lease.lua");
 
@@ -33,6 +39,8 @@ pub(crate) enum Connection {
 /// Buckets in Redis (standalone or cluster).
 pub struct RedisStore {
     connection: Connection,
+    /// ShouldRateLimit decisions, to the batching task; `None`: one script call per decision.
+    decisions: Option<tokio::sync::mpsc::Sender<batch::Job>>,
     script: Script,
     lease_script: Script,
     timeout: Duration,
@@ -99,27 +107,29 @@ impl Connection {
 impl RedisStore {
     /// Connects according to the URL scheme (see [`Connection::open`]).
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self, StoreError> {
+        Self::connect_with(url, timeout, batch::MAX_DECISIONS).await
+    }
+
+    /// [`connect`](Self::connect), with at most `batch_limit` decisions per script call
+    /// (clamped to 1..=[`MAX_BATCH`]); 1 sends each decision as its own call, concurrently, as
+    /// envoyproxy/ratelimit does without `REDIS_PIPELINE_LIMIT`.
+    pub async fn connect_with(
+        url: &str,
+        timeout: Duration,
+        batch_limit: usize,
+    ) -> Result<Self, StoreError> {
+        let connection = Connection::open(url, Duration::from_secs(1)).await?;
+        let script = Script::new(SCRIPT);
+        let limit = batch_limit.clamp(1, MAX_BATCH);
+        let decisions =
+            (limit > 1).then(|| batch::start(connection.clone(), script.clone(), timeout, limit));
         Ok(RedisStore {
-            connection: Connection::open(url, Duration::from_secs(1)).await?,
-            script: Script::new(SCRIPT),
+            connection,
+            decisions,
+            script,
             lease_script: Script::new(LEASE_SCRIPT),
             timeout,
         })
-    }
-
-    async fn invoke(&self, buckets: &[BucketRequest]) -> Result<Vec<i64>, RedisError> {
-        let mut invocation = self.script.prepare_invoke();
-        for bucket in buckets {
-            invocation
-                .key(bucket.key.as_str())
-                .arg(algorithm_code(bucket.spec.algorithm))
-                .arg(bucket.spec.limit)
-                .arg(bucket.spec.period_us)
-                .arg(bucket.spec.burst)
-                .arg(bucket.hits)
-                .arg(if bucket.enforce { "1" } else { "0" });
-        }
-        self.connection.invoke(&invocation).await
     }
 
     /// Runs `lease.lua` (`operation` is `lease` or `return`) within the call deadline.
@@ -132,27 +142,32 @@ impl RedisStore {
         let mut invocation = self.lease_script.prepare_invoke();
         invocation.arg(operation).arg(requests);
         for bucket in buckets {
-            invocation
-                .key(bucket.key.as_str())
-                .arg(algorithm_code(bucket.spec.algorithm))
-                .arg(bucket.spec.limit)
-                .arg(bucket.spec.period_us)
-                .arg(bucket.spec.burst)
-                .arg(bucket.hits.max(1))
-                .arg(if bucket.enforce { "1" } else { "0" });
+            push_bucket(&mut invocation, bucket, bucket.hits.max(1));
         }
         tokio::time::timeout(self.timeout, self.connection.invoke(&invocation))
             .await
-            .map_err(|_| self.timed_out())?
+            .map_err(|_| timed_out(self.timeout))?
             .map_err(|e| store_error("Redis lease script failed", e))
     }
+}
 
-    fn timed_out(&self) -> StoreError {
-        StoreError::transient(format!(
-            "Redis did not answer within {} ms",
-            self.timeout.as_millis()
-        ))
-    }
+/// A bucket's key and its six script arguments (both scripts take the same ones).
+fn push_bucket(invocation: &mut ScriptInvocation<'_>, bucket: &BucketRequest, hits: u64) {
+    invocation
+        .key(bucket.key.as_str())
+        .arg(algorithm_code(bucket.spec.algorithm))
+        .arg(bucket.spec.limit)
+        .arg(bucket.spec.period_us)
+        .arg(bucket.spec.burst)
+        .arg(hits)
+        .arg(if bucket.enforce { "1" } else { "0" });
+}
+
+fn timed_out(timeout: Duration) -> StoreError {
+    StoreError::transient(format!(
+        "Redis did not answer within {} ms",
+        timeout.as_millis()
+    ))
 }
 
 /// Checks a script reply's length.
@@ -198,21 +213,30 @@ impl Store for RedisStore {
         if buckets.is_empty() {
             return Ok(Vec::new());
         }
-        let reply = tokio::time::timeout(self.timeout, self.invoke(buckets))
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = batch::Job {
+            buckets: buckets.to_vec(),
+            reply,
+        };
+        let Some(decisions) = &self.decisions else {
+            batch::call(&self.connection, &self.script, self.timeout, vec![job]).await;
+            return answer
+                .await
+                .map_err(|_| StoreError::transient("a Redis decision was dropped"))?;
+        };
+        let decided = async {
+            decisions
+                .send(job)
+                .await
+                .map_err(|_| StoreError::permanent("the Redis batching task has stopped"))?;
+            answer
+                .await
+                .map_err(|_| StoreError::transient("the Redis batching task dropped a decision"))?
+        };
+        // The batch call has the same deadline; this one also bounds the wait in the queue.
+        tokio::time::timeout(self.timeout.saturating_mul(2), decided)
             .await
-            .map_err(|_| self.timed_out())?
-            .map_err(|e| store_error("Redis script failed", e))?;
-        expect_len(&reply, buckets.len() * 5, buckets.len())?;
-        Ok(reply
-            .chunks_exact(5)
-            .map(|c| BucketOutcome {
-                allowed: c[0] == 1,
-                remaining: non_negative(c[1]),
-                reset_ms: non_negative(c[2]),
-                retry_ms: non_negative(c[3]),
-                empty_ms: non_negative(c[4]),
-            })
-            .collect())
+            .map_err(|_| timed_out(self.timeout))?
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(buckets = buckets.len()))]

@@ -94,8 +94,23 @@ pub(super) async fn ratelimit_section(load: &Load) -> Result<String> {
     };
     let grpc = svc.grpc_addr();
     let c1 = lua_ceiling(redis.port(), 32, 1)?;
+    let before = RedisUse::read(&redis)?;
     let r1 = rls_load(grpc, 32, 1, secs)?;
+    let r1_use = RedisUse::read(&redis)?.since(&before, &r1);
     let sat1 = row("r1", "1 descriptor", &r1, Some(c1));
+    // The same load with coalescing off: one script call per decision, all in flight at once.
+    let single =
+        RateLimitService::start(&redis.url(), &config, &["--redis-batch-limit", "1"]).await?;
+    let before = RedisUse::read(&redis)?;
+    let u1 = rls_load(single.grpc_addr(), 32, 1, secs)?;
+    let u1_use = RedisUse::read(&redis)?.since(&before, &u1);
+    let unbatched = row(
+        "u1",
+        "1 descriptor, coalescing off (--redis-batch-limit 1)",
+        &u1,
+        Some(c1),
+    );
+    drop(single);
     let c3 = lua_ceiling(redis.port(), 32, 3)?;
     let r3 = rls_load(grpc, 32, 3, secs)?;
     row("r3", "3 descriptors", &r3, Some(c3));
@@ -150,11 +165,17 @@ pub(super) async fn ratelimit_section(load: &Load) -> Result<String> {
     drop(svc);
 
     out.push_str(&format!(
-        "\n- decisions/s vs the Lua ceiling (1 descriptor): {:.2} (target >= 0.6)\n\
+        "\n- decisions/s vs the Lua ceiling (1 descriptor): {:.2} (target >= 0.6); coalesced vs one call per decision: {:.2}x\n\
+         - Redis per decision, coalesced: {:.1} us of Redis CPU, {:.1} decisions per script call; one call per decision: {:.1} us, {:.1}\n\
          - at concurrency 2 ({half_rate:.0}/s, {:.0}% of the concurrency-32 rate): p99 {} us (target <= 1000 us at half of saturation)\n\
          - local over-limit cache vs the Redis path: {:.1}x (target >= 3x); the in-memory store, with no storage call at all, reaches {:.1}x: the gRPC and service path bound any answer\n\
          - RSS with a 10,000-descriptor config: {:.1} MB (target <= 50 MB; peak while parsing it {:.1} MB)\n",
         sat1 / c1,
+        sat1 / unbatched,
+        r1_use.0,
+        r1_use.1,
+        u1_use.0,
+        u1_use.1,
         100.0 * half_rate / sat1,
         half["p99_us"],
         cached_rate / sat1,
@@ -163,4 +184,36 @@ pub(super) async fn ratelimit_section(load: &Load) -> Result<String> {
         peak as f64 / 1024.0,
     ));
     Ok(out)
+}
+
+/// Redis's own CPU time (INFO cpu, seconds) and script calls (INFO commandstats) so far.
+struct RedisUse {
+    cpu_secs: f64,
+    script_calls: f64,
+}
+
+impl RedisUse {
+    fn read(redis: &gateway_tests::redis::RedisServer) -> Result<Self> {
+        let field = |text: &str, name: &str| -> f64 {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(name))
+                .filter_map(|v| v.trim().parse::<f64>().ok())
+                .sum()
+        };
+        let cpu = redis.command("INFO cpu")?;
+        Ok(RedisUse {
+            cpu_secs: field(&cpu, "used_cpu_sys:") + field(&cpu, "used_cpu_user:"),
+            script_calls: redis.script_calls()? as f64,
+        })
+    }
+
+    /// (Redis CPU microseconds per decision, decisions per script call) of the `report`'s run.
+    fn since(&self, before: &RedisUse, report: &Value) -> (f64, f64) {
+        let decisions = report["decisions"].as_f64().unwrap_or(0.0).max(1.0);
+        let calls = (self.script_calls - before.script_calls).max(1.0);
+        (
+            (self.cpu_secs - before.cpu_secs) * 1e6 / decisions,
+            decisions / calls,
+        )
+    }
 }
