@@ -167,6 +167,7 @@ impl Gateway {
             .var("ADMIN_PORT", 0)
             .var("GATEWAY_PORT", 0)
             .var("GATEWAY_TLS_PORT", 0)
+            .var("GATEWAY_MTLS_PORT", 0)
             .var("CERT_DIR", dir.path().display())
             .var("ORDERS_V1_PORT", orders_v1.port())
             .var("ORDERS_V2_PORT", orders_v2.port())
@@ -259,7 +260,59 @@ impl Gateway {
     /// A client for the TLS listener, as `https://gateway.localhost:<port>` (resolved to
     /// loopback): HTTP/2 by ALPN, or HTTP/1.1 only; trusting this test's CA or not.
     pub fn tls_client(&self, http1: bool, trust_ca: bool) -> reqwest::Client {
-        let port = self.envoy.port("gateway_tls");
+        self.tls_builder("gateway_tls", http1, trust_ca)
+            .build()
+            .unwrap()
+    }
+
+    /// A client for the mTLS listener (`https://gateway.localhost:<port>`) presenting the client
+    /// certificate `<cert dir>/<name>.pem` with its key `<name>.key` (`partner-acme` is made
+    /// for every gateway), or none.
+    pub fn mtls_client(&self, identity: Option<&str>) -> reqwest::Client {
+        let mut b = self.tls_builder("gateway_mtls", false, true);
+        if let Some(name) = identity {
+            let mut pem = std::fs::read(self.cert_dir().join(format!("{name}.pem"))).unwrap();
+            pem.extend(std::fs::read(self.cert_dir().join(format!("{name}.key"))).unwrap());
+            b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
+        }
+        b.build().unwrap()
+    }
+
+    /// `path` on the mTLS listener.
+    pub fn mtls_url(&self, path: &str) -> String {
+        let port = self.envoy.port("gateway_mtls");
+        format!("https://gateway.localhost:{port}{path}")
+    }
+
+    /// A `method` request to `path` that reaches `route`: over the mTLS listener with the
+    /// partner's certificate when the route needs a verified client certificate, else over the
+    /// plain listener with the route's host. The route's exact headers are added.
+    pub fn route_request(
+        &self,
+        route: &crate::gateway_config::Route,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let mut req = if route.needs_client_cert() {
+            (self.mtls_client(Some("partner-acme"))).request(method, self.mtls_url(path))
+        } else {
+            (client().request(method, self.url(path))).header("host", route.host())
+        };
+        for (name, value) in route.exact_headers() {
+            if !name.starts_with(':') {
+                req = req.header(name, value);
+            }
+        }
+        req
+    }
+
+    /// The directory of this gateway's TLS material (CERT_DIR).
+    pub fn cert_dir(&self) -> &std::path::Path {
+        self.ca.parent().unwrap()
+    }
+
+    fn tls_builder(&self, listener: &str, http1: bool, trust_ca: bool) -> reqwest::ClientBuilder {
+        let port = self.envoy.port(listener);
         let mut b = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
@@ -274,7 +327,7 @@ impl Gateway {
         if http1 {
             b = b.http1_only();
         }
-        b.build().unwrap()
+        b
     }
 
     /// A request with a valid token for user-1 of tenant acme (scope orders:read).

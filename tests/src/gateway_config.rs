@@ -172,6 +172,12 @@ impl Route {
     }
 
     /// Answered by Envoy itself (no upstream).
+    /// True for a route that matches only over a verified client certificate
+    /// (`tls_context`): the mTLS listener's partner routes.
+    pub fn needs_client_cert(&self) -> bool {
+        !self.raw["match"]["tls_context"].is_null()
+    }
+
     pub fn is_direct(&self) -> bool {
         !self.raw["direct_response"].is_null()
     }

@@ -183,7 +183,14 @@ async fn demo_walkthrough_works_and_ctrl_c_stops_every_process() {
             .clone()
     };
     let (gw, idp, users) = (addr("gateway"), addr("idp"), addr("users"));
-    for label in ["gateway-tls", "admin", "orders-v1", "orders-v2", "products"] {
+    for label in [
+        "gateway-tls",
+        "gateway-mtls",
+        "admin",
+        "orders-v1",
+        "orders-v2",
+        "products",
+    ] {
         addr(label);
     }
     assert!(
@@ -287,6 +294,43 @@ async fn demo_walkthrough_works_and_ctrl_c_stops_every_process() {
     .await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["full"], true, "{list}");
+
+    // 11. A partner over mTLS: the banner's certificate files; acme's orders without a token,
+    // and no handshake without the certificate.
+    let mtls = addr("gateway-mtls");
+    let tls_dir = banner
+        .split_whitespace()
+        .find_map(|w| w.strip_suffix("/partner-acme.key"))
+        .unwrap_or_else(|| panic!("no partner key in the banner:\n{banner}"));
+    let file = |name: &str| std::fs::read(format!("{tls_dir}/{name}")).unwrap();
+    let mut identity = file("partner-acme.pem");
+    identity.extend(file("partner-acme.key"));
+    let partner = |with_cert: bool| {
+        let ca = reqwest::Certificate::from_pem(&file("ca.pem")).unwrap();
+        let b = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .add_root_certificate(ca);
+        let b = if with_cert {
+            b.identity(reqwest::Identity::from_pem(&identity).unwrap())
+        } else {
+            b
+        };
+        b.build().unwrap()
+    };
+    let (status, body) = get_json(partner(true).get(format!("{mtls}/partner/orders/1"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["upstream_saw"]["x-tenant-id"], "acme", "{body}");
+    let xfcc = body["upstream_saw"]["x-forwarded-client-cert"].as_str();
+    assert!(
+        xfcc.is_some_and(|x| x.contains("URI=spiffe://partners.edgegate.localhost/acme")),
+        "{body}"
+    );
+    let refused = partner(false)
+        .get(format!("{mtls}/partner/orders/1"))
+        .send()
+        .await;
+    assert!(refused.is_err(), "no certificate, yet {refused:?}");
 
     // Ctrl-C: the demo exits cleanly and takes every process it started with it.
     let pid = demo.child.id();

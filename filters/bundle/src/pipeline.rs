@@ -20,6 +20,9 @@ pub trait StageEffects {
     fn transform(&mut self, plan: RequestEdits) -> Vec<HeaderEdit>;
     /// The host's clock, Unix ms (tenant_cache_key's API keys lapse at their `not_after`).
     fn now_ms(&self) -> u64;
+    /// A host property (tenant_cache_key's `client_cert` source reads the connection's peer
+    /// certificate).
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
 }
 
 /// What the matched route chose for the stages after jwt_auth (each stage's own choice when it
@@ -86,7 +89,11 @@ impl Pipeline {
         }
         let mut tenant_facts = None;
         if let Some(policy) = &self.tenant {
-            let plan = policy.request_plan_on(headers, on.tenant, fx.now_ms());
+            let ctx =
+                tenant_cache_key::Context::read(fx.now_ms(), policy.reads_client_cert(), |path| {
+                    fx.property(path)
+                });
+            let plan = policy.request_plan_on(headers, on.tenant, &ctx);
             plan.apply_to(headers);
             if !fx.tenant(&plan) {
                 return Flow::Answered;
@@ -195,6 +202,9 @@ mod tests {
         }
         fn now_ms(&self) -> u64 {
             now() * 1000
+        }
+        fn property(&self, _path: &[&str]) -> Option<Vec<u8>> {
+            None
         }
     }
 

@@ -226,6 +226,9 @@ impl<H: Host> StageEffects for HostEffects<'_, H> {
     fn now_ms(&self) -> u64 {
         self.plugin.host.now_ms()
     }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.plugin.host.property(path)
+    }
 }
 
 /// Runs the stages after jwt_auth on the request whose headers were read as `original`, then

@@ -137,6 +137,8 @@ pub enum SourceConfig {
     Claim(ClaimSourceConfig),
     /// An API key header, looked up by its SHA-256 digest.
     ApiKey(ApiKeySourceConfig),
+    /// The client certificate the connection verified (mTLS): its URI SAN or subject.
+    ClientCert(ClientCertSourceConfig),
     /// The leftmost label of the host: `{tenant}<suffix>`.
     Host(HostSourceConfig),
     /// A path segment (0 is the first segment).
@@ -199,6 +201,30 @@ pub struct KeyHashConfig {
     /// When the key stops verifying: RFC 3339 text (`2026-07-01T00:00:00Z`) or Unix seconds.
     #[serde(default)]
     pub not_after: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertSourceConfig {
+    /// Certificate identities and their tenants.
+    pub identities: Vec<CertIdentityConfig>,
+    #[serde(default, rename = "match")]
+    pub matches: Option<RequestMatch>,
+}
+
+/// One partner certificate: exactly one of `uri` (the first URI SAN, e.g. a SPIFFE id
+/// `spiffe://partners.example.com/acme`) and `subject` (the subject DN as Envoy prints it,
+/// RFC 2253: `CN=acme-partner,O=Acme`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertIdentityConfig {
+    #[serde(default)]
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
+    pub tenant: String,
+    #[serde(default)]
+    pub plan: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -155,6 +155,51 @@ fn a_rotated_key_lapses_on_the_host_clock_and_its_refusal_is_audited() {
 }
 
 #[test]
+fn a_client_certificate_resolves_its_partner_tenant_from_the_connection_only() {
+    let host = FakeHost::at(1_000);
+    let sources = json!({ "sources": [
+        { "claim": { "header": "x-jwt-tenant" } },
+        { "client_cert": { "identities": [
+            { "uri": "spiffe://partners.example.com/acme", "tenant": "acme" } ] } }
+    ] });
+    let p = plugin(&host, request_stage(sources));
+    // No certificate: a forged client-cert header is nothing; unresolved, refused.
+    let forged = headers(
+        "/orders",
+        &[(
+            "x-forwarded-client-cert",
+            "URI=spiffe://partners.example.com/acme",
+        )],
+    );
+    let (_, action) = open(&host, &p, 1, forged);
+    assert_eq!(action, Action::Pause);
+    assert_eq!(host.take_replies()[0].status, 400);
+    // The connection's verified certificate: the partner's tenant.
+    host.state_mut().properties.insert(
+        "connection.uri_san_peer_certificate".into(),
+        b"spiffe://partners.example.com/acme".to_vec(),
+    );
+    let (_, action) = open(&host, &p, 2, headers("/orders", &[]));
+    assert_eq!(action, Action::Continue);
+    let sent = host.map_of(2, Map::RequestHeaders);
+    assert_eq!(sent.get_all("x-tenant-id").collect::<Vec<_>>(), ["acme"]);
+    let reads = host.state().property_reads.clone();
+    assert!(
+        reads.contains(&"connection.uri_san_peer_certificate".to_string()),
+        "{reads:?}"
+    );
+    // A plugin without a client_cert source never reads the connection.
+    let host = FakeHost::at(1_000);
+    let p = plugin(&host, request_stage(json!({})));
+    open(&host, &p, 3, headers("/", &[("x-jwt-tenant", "acme")]));
+    assert!(
+        !(host.state().property_reads.iter()).any(|r| r.starts_with("connection.")),
+        "{:?}",
+        host.state().property_reads
+    );
+}
+
+#[test]
 fn a_credentialed_answer_leaves_private_whatever_the_upstream_said() {
     let host = FakeHost::at(1_000);
     let p = plugin(&host, request_stage(json!({})));

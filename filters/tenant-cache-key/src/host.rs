@@ -31,7 +31,7 @@ pub const PLUGIN: &str = "tenant_cache_key";
 /// The filter's counters ([`crate::metrics`]), with the per-VM counts not yet handed to Envoy.
 pub struct TenantMetrics<H: Host> {
     /// By [`SourceKind`], in the order of `SourceKind::ALL`.
-    resolved: [BatchedCounter<H>; 5],
+    resolved: [BatchedCounter<H>; 6],
     unresolved: BatchedCounter<H>,
     rejected: BatchedCounter<H>,
     forged_removed: BatchedCounter<H>,

@@ -46,5 +46,5 @@ pub use policy::{
     Unresolved, INVALID_API_KEY_ERROR, INVALID_API_KEY_MESSAGE, UNRESOLVED_ERROR,
     UNRESOLVED_MESSAGE,
 };
-pub use sources::SourceKind;
+pub use sources::{Context, SourceKind};
 pub use streams::{Admission, Limit, SharedStore, StreamClaim, StreamLimits, StreamTracker};

@@ -119,6 +119,12 @@ impl TenantPolicy {
         self.stage
     }
 
+    /// True when a source needs the verified client certificate: the host reads it (two
+    /// property reads) only then, and only where this stage resolves tenants.
+    pub fn reads_client_cert(&self) -> bool {
+        self.stage.resolves() && self.sources.iter().any(Source::reads_client_cert)
+    }
+
     pub fn tenant_header(&self) -> &str {
         &self.tenant_header
     }

@@ -4,7 +4,8 @@
 //! Sources never read the tenant header or the plan header: those are removed from every
 //! request before resolution, so nothing a client sends under those names can become its tenant.
 //!
-//! Sources have trust levels: `claim` and `api_key` are credentials (the tenant is proven);
+//! Sources have trust levels: `claim`, `api_key` and `client_cert` are credentials (the tenant
+//! is proven);
 //! `host`, `path` and `default` are not (anyone can send any host or path). An `api_key` source
 //! whose key header is present but does not verify yields [`Resolution::Invalid`]: the request is
 //! refused rather than passed on to a weaker source. A key may carry a `not_after`: from that
@@ -35,29 +36,36 @@ pub use filter_core::config::header_name;
 pub enum SourceKind {
     Claim,
     ApiKey,
+    ClientCert,
     Host,
     Path,
     Default,
 }
 
 impl SourceKind {
-    pub const ALL: [SourceKind; 5] = [
+    pub const ALL: [SourceKind; 6] = [
         SourceKind::Claim,
         SourceKind::ApiKey,
+        SourceKind::ClientCert,
         SourceKind::Host,
         SourceKind::Path,
         SourceKind::Default,
     ];
 
-    /// True for the sources that prove the tenant (a verified claim, a known API key).
+    /// True for the sources that prove the tenant (a verified claim, a known API key, a
+    /// client certificate the connection verified).
     pub fn is_credential(self) -> bool {
-        matches!(self, SourceKind::Claim | SourceKind::ApiKey)
+        matches!(
+            self,
+            SourceKind::Claim | SourceKind::ApiKey | SourceKind::ClientCert
+        )
     }
 
     pub fn name(self) -> &'static str {
         match self {
             SourceKind::Claim => "claim",
             SourceKind::ApiKey => "api_key",
+            SourceKind::ClientCert => "client_cert",
             SourceKind::Host => "host",
             SourceKind::Path => "path",
             SourceKind::Default => "default",
@@ -135,6 +143,8 @@ enum Kind {
         plan_header: Option<String>,
     },
     ApiKey(ApiKeys),
+    /// Verified client certificates by their first URI SAN or their subject.
+    ClientCert(ClientCerts),
     Host {
         /// Lower-case, starting with '.'.
         suffix: String,
@@ -178,6 +188,61 @@ impl std::fmt::Debug for ApiKeys {
     }
 }
 
+/// Tenants by client certificate identity (a partner's SPIFFE id or subject DN).
+#[derive(Debug, Clone, Default)]
+struct ClientCerts {
+    by_uri: CertTable,
+    by_subject: CertTable,
+}
+
+/// An identity (URI SAN or subject DN) -> its tenant and plan.
+type CertTable = BTreeMap<String, (String, Option<String>)>;
+
+/// What the host knows of a request besides its headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context {
+    /// Unix ms, the host's clock: API keys lapse at their `not_after`.
+    pub now_ms: u64,
+    /// The client certificate the connection verified: its first URI SAN (a SPIFFE id) and its
+    /// subject, as Envoy reports them (`connection.uri_san_peer_certificate`,
+    /// `connection.subject_peer_certificate`). Read only when a `client_cert` source exists.
+    pub peer_uri_san: Option<String>,
+    pub peer_subject: Option<String>,
+}
+
+impl Context {
+    /// A context with only a clock (no client certificate).
+    pub fn at(now_ms: u64) -> Self {
+        Context {
+            now_ms,
+            ..Context::default()
+        }
+    }
+
+    /// The context of a request: the clock, and the peer certificate's identity when `read_cert`
+    /// (a `client_cert` source exists), from the host's connection properties.
+    pub fn read(
+        now_ms: u64,
+        read_cert: bool,
+        property: impl Fn(&[&str]) -> Option<Vec<u8>>,
+    ) -> Self {
+        let text = |name: &str| {
+            property(&["connection", name])
+                .and_then(|v| String::from_utf8(v).ok())
+                .filter(|v| !v.is_empty())
+        };
+        Context {
+            now_ms,
+            peer_uri_san: read_cert
+                .then(|| text("uri_san_peer_certificate"))
+                .flatten(),
+            peer_subject: read_cert
+                .then(|| text("subject_peer_certificate"))
+                .flatten(),
+        }
+    }
+}
+
 /// Names the compiler needs to check sources against.
 pub struct Reserved<'a> {
     pub tenant_header: &'a str,
@@ -190,6 +255,7 @@ impl Source {
         match self.kind {
             Kind::Claim { .. } => SourceKind::Claim,
             Kind::ApiKey(_) => SourceKind::ApiKey,
+            Kind::ClientCert(_) => SourceKind::ClientCert,
             Kind::Host { .. } => SourceKind::Host,
             Kind::Path { .. } => SourceKind::Path,
             Kind::Default { .. } => SourceKind::Default,
@@ -201,9 +267,14 @@ impl Source {
         matches!(self.kind, Kind::Default { .. }) && self.matcher.is_none()
     }
 
-    /// What this source makes of the request at `now_ms` (Unix ms, the host's clock: API keys
-    /// with a `not_after` are compared with it).
-    pub fn resolve(&self, headers: &HeaderMap, max_len: usize, now_ms: u64) -> Resolution<'_> {
+    /// True for a `client_cert` source (the host must read the peer certificate).
+    pub fn reads_client_cert(&self) -> bool {
+        matches!(self.kind, Kind::ClientCert(_))
+    }
+
+    /// What this source makes of the request in `ctx` (API keys with a `not_after` are compared
+    /// with its clock; client certificates are its peer's).
+    pub fn resolve(&self, headers: &HeaderMap, max_len: usize, ctx: &Context) -> Resolution<'_> {
         if let Some(m) = &self.matcher {
             if !m.matches(headers) {
                 return Resolution::Skip;
@@ -220,7 +291,10 @@ impl Source {
                     .filter(|p| is_valid_tenant_id(p, max_len));
                 (tenant.to_string(), plan.map(str::to_string), None)
             }),
-            Kind::ApiKey(keys) => return keys.resolve(headers, now_ms),
+            Kind::ApiKey(keys) => return keys.resolve(headers, ctx.now_ms),
+            Kind::ClientCert(certs) => certs
+                .find(ctx)
+                .map(|(tenant, plan)| (tenant.clone(), plan.clone(), None)),
             Kind::Host { suffix, plan } => {
                 let host = host_key(headers.authority());
                 host.strip_suffix(suffix.as_str())
@@ -274,6 +348,15 @@ impl ApiKeys {
             }),
             None => Resolution::Invalid(KeyRefusal::Unknown),
         }
+    }
+}
+
+impl ClientCerts {
+    /// The tenant (and plan) of the verified peer certificate: by its URI SAN first, then by
+    /// its subject. No certificate, or one mapped to no tenant: nothing.
+    fn find(&self, ctx: &Context) -> Option<&(String, Option<String>)> {
+        let by_uri = (ctx.peer_uri_san.as_ref()).and_then(|u| self.by_uri.get(u));
+        by_uri.or_else(|| (ctx.peer_subject.as_ref()).and_then(|s| self.by_subject.get(s)))
     }
 }
 

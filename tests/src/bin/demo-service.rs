@@ -45,7 +45,7 @@ struct Args {
 }
 
 /// Request headers the gateway adds or passes on, echoed back under `upstream_saw`.
-const SHOWN_HEADERS: [&str; 9] = [
+const SHOWN_HEADERS: [&str; 10] = [
     "x-user-id",
     "x-tenant-id",
     "x-org-id",
@@ -54,6 +54,7 @@ const SHOWN_HEADERS: [&str; 9] = [
     "x-canary",
     "x-forwarded-for",
     "x-envoy-original-path",
+    "x-forwarded-client-cert",
     "traceparent",
 ];
 

@@ -78,12 +78,18 @@ Paste these into another shell:
      curl -s http://127.0.0.1:{rls_http}/revocations
      curl -s -H "authorization: Bearer $(cat {token_file})" http://127.0.0.1:{rls_http}/revocations
 
+11. A partner over mTLS: no token, a client certificate of the partner CA (made at start, like
+    the server's), its SPIFFE id mapped to tenant acme; without the certificate, no handshake:
+     curl -s --cacert {dir}/tls/ca.pem --cert {dir}/tls/partner-acme.pem --key {dir}/tls/partner-acme.key https://127.0.0.1:{mtls}/partner/orders/1
+     curl -s --cacert {dir}/tls/ca.pem https://127.0.0.1:{mtls}/partner/orders/1
+
 Ctrl-C stops every process.
 "#,
             users = p.users,
             tiny = TINY_LIMIT,
             gwp = p.gateway,
             tls = p.gateway_tls,
+            mtls = p.gateway_mtls,
             admin = p.admin,
             rls_http = p.rls_http,
             token_file = self.revocation_token_file().display(),
@@ -106,6 +112,11 @@ Ctrl-C stops every process.
                 "gateway-tls".into(),
                 format!("https://127.0.0.1:{}", p.gateway_tls),
                 "the same over TLS (h2, http/1.1)".into(),
+            ),
+            (
+                "gateway-mtls".into(),
+                format!("https://127.0.0.1:{}", p.gateway_mtls),
+                "partners: client certificates of the partner CA (mTLS)".into(),
             ),
             (
                 "admin".into(),

@@ -7,6 +7,8 @@ use anyhow::{bail, Context, Result};
 pub struct Ports {
     pub gateway: u16,
     pub gateway_tls: u16,
+    /// The mTLS listener (partners' client certificates).
+    pub gateway_mtls: u16,
     pub admin: u16,
     pub orders_v1: u16,
     pub orders_v2: u16,
@@ -25,6 +27,7 @@ impl Ports {
     pub const DEFAULT: Ports = Ports {
         gateway: 10000,
         gateway_tls: 10443,
+        gateway_mtls: 10444,
         admin: 9901,
         orders_v1: 10001,
         orders_v2: 10002,
@@ -42,6 +45,7 @@ impl Ports {
     pub const AUTO: Ports = Ports {
         gateway: 0,
         gateway_tls: 0,
+        gateway_mtls: 0,
         admin: 0,
         orders_v1: 0,
         orders_v2: 0,
@@ -56,10 +60,11 @@ impl Ports {
     };
 
     /// Each port with the environment variable that overrides it.
-    pub fn named(&mut self) -> [(&'static str, &mut u16); 13] {
+    pub fn named(&mut self) -> [(&'static str, &mut u16); 14] {
         [
             ("DEMO_GATEWAY_PORT", &mut self.gateway),
             ("DEMO_GATEWAY_TLS_PORT", &mut self.gateway_tls),
+            ("DEMO_GATEWAY_MTLS_PORT", &mut self.gateway_mtls),
             ("DEMO_ADMIN_PORT", &mut self.admin),
             ("DEMO_ORDERS_V1_PORT", &mut self.orders_v1),
             ("DEMO_ORDERS_V2_PORT", &mut self.orders_v2),
@@ -114,11 +119,12 @@ impl Ports {
     }
 
     /// The gateway template's port placeholders and their values.
-    pub fn template_vars(&self) -> [(&'static str, u16); 11] {
+    pub fn template_vars(&self) -> [(&'static str, u16); 12] {
         [
             ("ADMIN_PORT", self.admin),
             ("GATEWAY_PORT", self.gateway),
             ("GATEWAY_TLS_PORT", self.gateway_tls),
+            ("GATEWAY_MTLS_PORT", self.gateway_mtls),
             ("ORDERS_V1_PORT", self.orders_v1),
             ("ORDERS_V2_PORT", self.orders_v2),
             ("USERS_PORT", self.users),

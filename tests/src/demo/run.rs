@@ -249,12 +249,13 @@ async fn start_envoy(
     let envoy = builder.start().await.with_context(|| {
         format!(
             "starting Envoy on {} (ports: DEMO_GATEWAY_PORT, DEMO_GATEWAY_TLS_PORT, \
-             DEMO_ADMIN_PORT)",
+             DEMO_GATEWAY_MTLS_PORT, DEMO_ADMIN_PORT)",
             template_path.display()
         )
     })?;
     ports.gateway = envoy.port("gateway");
     ports.gateway_tls = envoy.port("gateway_tls");
+    ports.gateway_mtls = envoy.port("gateway_mtls");
     ports.admin = envoy
         .admin_url("")
         .rsplit(':')

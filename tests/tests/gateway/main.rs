@@ -13,6 +13,7 @@ mod cache;
 mod edge;
 mod headers;
 mod limits;
+mod mtls;
 mod policies;
 mod protocols;
 mod resilience;

@@ -4,7 +4,7 @@
 use super::{OnRoute, Outcome, RequestFacts, TenantPolicy, Unresolved};
 use crate::cache_policy::bypass_request;
 use crate::config::UNVERIFIED_PREFIX;
-use crate::sources::Resolution;
+use crate::sources::{Context, Resolution};
 use crate::streams::StreamClaim;
 use filter_core::{HeaderEdit, HeaderMap};
 
@@ -55,16 +55,16 @@ impl TenantPolicy {
     /// given, so an API key with a `not_after` never verifies here: the plugins call
     /// [`Self::request_plan_on`] with the host's time.
     pub fn request_plan(&self, headers: &HeaderMap) -> RequestPlan<'_> {
-        self.request_plan_on(headers, OnRoute::Matchers, u64::MAX)
+        self.request_plan_on(headers, OnRoute::Matchers, &Context::at(u64::MAX))
     }
 
-    /// [`Self::request_plan`] on what the matched route asks of this filter, at `now_ms` (Unix
-    /// ms, the host's clock: API keys lapse at their `not_after`).
+    /// [`Self::request_plan`] on what the matched route asks of this filter, in `ctx` (the
+    /// host's clock: API keys lapse at their `not_after`; the verified client certificate).
     pub fn request_plan_on(
         &self,
         headers: &HeaderMap,
         on: OnRoute<'_>,
-        now_ms: u64,
+        ctx: &Context,
     ) -> RequestPlan<'_> {
         let route = self.cache_route(headers, on);
         let mut remove = self.identity_removals(headers, route);
@@ -100,7 +100,7 @@ impl TenantPolicy {
         remove.retain(|name| headers.contains(name));
         let forged = remove.len() > owned;
         let mut set = Vec::new();
-        let outcome = self.resolve_into(headers, now_ms, &mut remove, &mut set);
+        let outcome = self.resolve_into(headers, ctx, &mut remove, &mut set);
         let authenticated = self.authenticated(headers);
         let mut cache_bypassed = false;
         if outcome == Outcome::Anonymous && authenticated {
@@ -192,11 +192,11 @@ impl TenantPolicy {
     fn resolve_into<'p>(
         &'p self,
         headers: &HeaderMap,
-        now_ms: u64,
+        ctx: &Context,
         remove: &mut Vec<&'p str>,
         set: &mut Vec<(&'p str, String)>,
     ) -> Outcome {
-        match self.resolve(headers, now_ms) {
+        match self.resolve(headers, ctx) {
             Resolution::Tenant(r) => {
                 remove.extend(r.consumed);
                 let tenant = if self.namespace_unverified && !r.source.is_credential() {
@@ -219,9 +219,9 @@ impl TenantPolicy {
     }
 
     /// The first source that decides: a tenant, or a credential that does not verify.
-    fn resolve(&self, headers: &HeaderMap, now_ms: u64) -> Resolution<'_> {
+    fn resolve(&self, headers: &HeaderMap, ctx: &Context) -> Resolution<'_> {
         for source in &self.sources {
-            match source.resolve(headers, self.max_len, now_ms) {
+            match source.resolve(headers, self.max_len, ctx) {
                 Resolution::Skip => continue,
                 decided => return decided,
             }

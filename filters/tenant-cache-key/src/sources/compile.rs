@@ -1,10 +1,13 @@
 //! The per-source compilers: each validates its configuration, naming fields relative to the
 //! source (`api_key.keys[0].tenant`), and never echoes an API key.
 
-use super::{header_name, parse_not_after, ApiKeys, KeyEntry, Kind, Reserved, Source};
+use super::{
+    header_name, parse_not_after, ApiKeys, CertTable, ClientCerts, KeyEntry, Kind, Reserved, Source,
+};
 use crate::config::{
-    ApiKeyConfig, ApiKeySourceConfig, ClaimSourceConfig, DefaultSourceConfig, HostSourceConfig,
-    PathSourceConfig, SourceConfig, DEFAULT_API_KEY_HEADER,
+    ApiKeyConfig, ApiKeySourceConfig, CertIdentityConfig, ClaimSourceConfig,
+    ClientCertSourceConfig, DefaultSourceConfig, HostSourceConfig, PathSourceConfig, SourceConfig,
+    DEFAULT_API_KEY_HEADER,
 };
 use crate::tenant_id::check_configured_id;
 use filter_core::{ConfigError, RequestMatch, RequestMatcher};
@@ -16,6 +19,7 @@ impl Source {
         let (name, result) = match config {
             SourceConfig::Claim(c) => ("claim", compile_claim(c, reserved)),
             SourceConfig::ApiKey(c) => ("api_key", compile_api_key(c, reserved)),
+            SourceConfig::ClientCert(c) => ("client_cert", compile_client_cert(c, reserved)),
             SourceConfig::Host(c) => ("host", compile_host(c, reserved)),
             SourceConfig::Path(c) => ("path", compile_path(c, reserved)),
             SourceConfig::Default(c) => ("default", compile_default(c, reserved)),
@@ -177,6 +181,79 @@ pub(super) fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
         out[i] = u8::try_from(hi * 16 + lo).ok()?;
     }
     Some(out)
+}
+
+fn compile_client_cert(
+    c: &ClientCertSourceConfig,
+    reserved: &Reserved<'_>,
+) -> Result<Source, ConfigError> {
+    if c.identities.is_empty() {
+        return Err(ConfigError::new(
+            "identities",
+            "at least one certificate identity is required",
+        ));
+    }
+    let mut certs = ClientCerts::default();
+    for (i, id) in c.identities.iter().enumerate() {
+        let field = format!("identities[{i}]");
+        check_configured_id("tenant id", &id.tenant, reserved.max_len)
+            .map_err(|r| ConfigError::new(format!("{field}.tenant"), r))?;
+        let plan = configured_plan(&format!("{field}.plan"), &id.plan, reserved)?;
+        let (table, name, value) = cert_identity(&mut certs, id, &field)?;
+        if table
+            .insert(value.to_string(), (id.tenant.clone(), plan))
+            .is_some()
+        {
+            return Err(ConfigError::new(
+                format!("{field}.{name}"),
+                format!("{value:?} is listed twice"),
+            ));
+        }
+    }
+    Ok(Source {
+        matcher: compile_match(&c.matches)?,
+        kind: Kind::ClientCert(certs),
+    })
+}
+
+/// The table an identity goes into, its field name and its checked value: exactly one of a
+/// URI SAN (`scheme://...`, no spaces) and a subject DN (no control characters).
+fn cert_identity<'a, 'c>(
+    certs: &'a mut ClientCerts,
+    id: &'c CertIdentityConfig,
+    field: &str,
+) -> Result<(&'a mut CertTable, &'static str, &'c str), ConfigError> {
+    let printable = |v: &str| !v.is_empty() && v.len() <= 1024 && !v.chars().any(char::is_control);
+    match (&id.uri, &id.subject) {
+        (Some(uri), None) => {
+            let scheme = uri.split_once("://").map(|(s, rest)| (s, rest.is_empty()));
+            let shaped = matches!(scheme, Some((s, false)) if !s.is_empty()
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)));
+            if !shaped || !printable(uri) || uri.contains(' ') {
+                return Err(ConfigError::new(
+                    format!("{field}.uri"),
+                    format!("{uri:?} must be a URI SAN such as \"spiffe://partners.example.com/acme\""),
+                ));
+            }
+            Ok((&mut certs.by_uri, "uri", uri))
+        }
+        (None, Some(subject)) if printable(subject) => {
+            Ok((&mut certs.by_subject, "subject", subject))
+        }
+        (None, Some(_)) => Err(ConfigError::new(
+            format!("{field}.subject"),
+            "must be the subject DN as Envoy prints it (RFC 2253, e.g. \"CN=acme-partner,O=Acme\"), \
+             without control characters",
+        )),
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            format!("{field}.subject"),
+            "give `uri` or `subject`, not both: one identity per entry",
+        )),
+        (None, None) => Err(ConfigError::new(
+            format!("{field}.uri"),
+            "missing: give `uri` (the certificate's URI SAN) or `subject` (its subject DN)",
+        )),
+    }
 }
 
 fn compile_host(c: &HostSourceConfig, reserved: &Reserved<'_>) -> Result<Source, ConfigError> {

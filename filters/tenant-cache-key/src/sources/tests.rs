@@ -43,7 +43,7 @@ fn req(pairs: &[(&str, &str)]) -> HeaderMap {
 
 /// The tenant a source finds, or None (skipped or invalid).
 fn found<'s>(s: &'s Source, pairs: &[(&str, &str)]) -> Option<Resolved<'s>> {
-    s.resolve(&req(pairs), 64, NOW).found()
+    s.resolve(&req(pairs), 64, &Context::at(NOW)).found()
 }
 
 /// The host's clock in these tests: 2026-07-01T00:00:00Z.
@@ -62,7 +62,8 @@ fn claim_header_single_valid_value() {
     let r = found(&s, &[("x-jwt-tenant", "acme"), ("x-jwt-plan", "p r o")]).unwrap();
     assert_eq!(r.plan, None);
     // Two copies, an invalid id, or none: nothing, and the next source is tried.
-    let skip = |pairs: &[(&str, &str)]| s.resolve(&req(pairs), 64, NOW) == Resolution::Skip;
+    let skip =
+        |pairs: &[(&str, &str)]| s.resolve(&req(pairs), 64, &Context::at(NOW)) == Resolution::Skip;
     assert!(skip(&[
         ("x-jwt-tenant", "acme"),
         ("x-jwt-tenant", "globex")
@@ -88,9 +89,13 @@ fn api_keys_compare_digests_and_are_consumed() {
     );
     let r = found(&s, &[("X-Api-Key", "key-globex")]).unwrap();
     assert_eq!((r.tenant.as_str(), r.plan), ("globex", None));
-    assert_eq!(s.resolve(&req(&[]), 64, NOW), Resolution::Skip, "no key");
+    assert_eq!(
+        s.resolve(&req(&[]), 64, &Context::at(NOW)),
+        Resolution::Skip,
+        "no key"
+    );
     // A key that is presented and does not verify is refused, not skipped.
-    let invalid = |pairs: &[(&str, &str)]| s.resolve(&req(pairs), 64, NOW);
+    let invalid = |pairs: &[(&str, &str)]| s.resolve(&req(pairs), 64, &Context::at(NOW));
     let unknown = Resolution::Invalid(KeyRefusal::Unknown);
     assert_eq!(invalid(&[("x-api-key", "key-acme ")]), unknown);
     assert_eq!(invalid(&[("x-api-key", "nope")]), unknown);
@@ -106,7 +111,7 @@ fn api_keys_compare_digests_and_are_consumed() {
         sha256_hex("k")
     ));
     assert_eq!(
-        scoped.resolve(&req(&[("x-api-key", "nope")]), 64, NOW),
+        scoped.resolve(&req(&[("x-api-key", "nope")]), 64, &Context::at(NOW)),
         Resolution::Skip
     );
     let keep = source(&format!(
@@ -132,7 +137,7 @@ fn rotated_keys_verify_until_their_not_after() {
         NOW / 1000 + 5,
     );
     let s = source(&json);
-    let at = |key: &str, now: u64| s.resolve(&req(&[("x-api-key", key)]), 64, now);
+    let at = |key: &str, now: u64| s.resolve(&req(&[("x-api-key", key)]), 64, &Context::at(now));
     for key in ["acme-new", "acme-old"] {
         let Resolution::Tenant(r) = at(key, NOW + 9_999) else {
             panic!("{key} before the old key's not_after");
@@ -291,7 +296,7 @@ fn trust_levels() {
         .filter(|k| k.is_credential())
         .map(|k| k.name())
         .collect();
-    assert_eq!(credentials, ["claim", "api_key"]);
+    assert_eq!(credentials, ["claim", "api_key", "client_cert"]);
 }
 
 #[test]
@@ -301,4 +306,115 @@ fn hex_digests() {
     assert_eq!(parse_sha256_hex(&"ab".repeat(31)), None);
     assert_eq!(parse_sha256_hex(&format!("{}zz", "ab".repeat(31))), None);
     assert_eq!(parse_sha256_hex(&format!("+{}", "a".repeat(63))), None);
+}
+
+fn peer(uri: Option<&str>, subject: Option<&str>) -> Context {
+    Context {
+        now_ms: NOW,
+        peer_uri_san: uri.map(str::to_string),
+        peer_subject: subject.map(str::to_string),
+    }
+}
+
+#[test]
+fn client_cert_maps_the_verified_certificates_uri_san_or_subject() {
+    let s = source(
+        r#"{"client_cert": {"identities": [
+            {"uri": "spiffe://partners.example.com/acme", "tenant": "acme", "plan": "pro"},
+            {"subject": "CN=globex-partner,O=Globex", "tenant": "globex"}]}}"#,
+    );
+    let at = |ctx: &Context| s.resolve(&req(&[]), 64, ctx).found();
+    let acme = at(&peer(
+        Some("spiffe://partners.example.com/acme"),
+        Some("CN=x"),
+    ))
+    .unwrap();
+    assert_eq!(
+        (acme.tenant.as_str(), acme.plan.as_deref(), acme.source),
+        ("acme", Some("pro"), SourceKind::ClientCert)
+    );
+    assert!(acme.source.is_credential());
+    let globex = at(&peer(
+        Some("spiffe://elsewhere/x"),
+        Some("CN=globex-partner,O=Globex"),
+    ));
+    assert_eq!(
+        globex.unwrap().tenant,
+        "globex",
+        "by subject when the URI is unknown"
+    );
+    // No certificate, an unknown one, or a near miss: nothing (the next source is tried).
+    assert_eq!(at(&peer(None, None)), None);
+    assert_eq!(
+        at(&peer(Some("spiffe://partners.example.com/acme2"), None)),
+        None
+    );
+    assert_eq!(
+        at(&peer(None, Some("CN=globex-partner,O=Globex,OU=x"))),
+        None
+    );
+    // Headers never stand in for the certificate.
+    let forged = req(&[
+        (
+            "x-forwarded-client-cert",
+            "URI=spiffe://partners.example.com/acme",
+        ),
+        ("x-client-cert-uri", "spiffe://partners.example.com/acme"),
+    ]);
+    assert_eq!(s.resolve(&forged, 64, &peer(None, None)), Resolution::Skip);
+    assert!(s.reads_client_cert());
+}
+
+#[test]
+fn client_cert_configuration_errors_name_the_field() {
+    let cases = [
+        (r#"{"identities": []}"#, "client_cert.identities"),
+        (
+            r#"{"identities": [{"tenant": "acme"}]}"#,
+            "client_cert.identities[0].uri",
+        ),
+        (
+            r#"{"identities": [{"uri": "spiffe://a/b", "subject": "CN=a", "tenant": "acme"}]}"#,
+            "client_cert.identities[0].subject",
+        ),
+        (
+            r#"{"identities": [{"uri": "not a uri", "tenant": "acme"}]}"#,
+            "client_cert.identities[0].uri",
+        ),
+        (
+            r#"{"identities": [{"subject": "CN=a\u0001", "tenant": "acme"}]}"#,
+            "client_cert.identities[0].subject",
+        ),
+        (
+            r#"{"identities": [{"uri": "spiffe://a/b", "tenant": "bad tenant"}]}"#,
+            "client_cert.identities[0].tenant",
+        ),
+        (
+            r#"{"identities": [{"uri": "spiffe://a/b", "tenant": "a"},
+                               {"uri": "spiffe://a/b", "tenant": "b"}]}"#,
+            "client_cert.identities[1].uri",
+        ),
+    ];
+    for (body, field) in cases {
+        let e = source_err(&format!(r#"{{"client_cert": {body}}}"#));
+        assert_eq!(e.field, field, "{body}: {e}");
+    }
+}
+
+#[test]
+fn the_context_reads_the_peer_certificate_only_when_asked() {
+    let reads = std::cell::Cell::new(0);
+    let property = |path: &[&str]| {
+        reads.set(reads.get() + 1);
+        match path {
+            ["connection", "uri_san_peer_certificate"] => Some(b"spiffe://p/acme".to_vec()),
+            ["connection", "subject_peer_certificate"] => Some(Vec::new()),
+            _ => None,
+        }
+    };
+    assert_eq!(Context::read(NOW, false, property), Context::at(NOW));
+    assert_eq!(reads.get(), 0);
+    let ctx = Context::read(NOW, true, property);
+    assert_eq!(ctx.peer_uri_san.as_deref(), Some("spiffe://p/acme"));
+    assert_eq!(ctx.peer_subject, None, "an empty subject is no subject");
 }
