@@ -332,6 +332,35 @@ async fn demo_walkthrough_works_and_ctrl_c_stops_every_process() {
         .await;
     assert!(refused.is_err(), "no certificate, yet {refused:?}");
 
+    // 12. An opaque token: introspected by the IdP, its claims as for a JWT; an unknown one 401.
+    let opaque = http
+        .get(format!(
+            "{idp}/opaque-token?sub=svc-reports&tenant=acme&scope=orders:read"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let opaque = opaque.trim();
+    assert!(!opaque.contains('.'), "not a JWT: {opaque}");
+    let (status, body) =
+        get_json(http.get(format!("{gw}/api/orders/42")).bearer_auth(opaque)).await;
+    assert_eq!(status, 200, "{body}");
+    let saw = &body["upstream_saw"];
+    assert_eq!(
+        (saw["x-user-id"].as_str(), saw["x-tenant-id"].as_str()),
+        (Some("svc-reports"), Some("acme")),
+        "{body}"
+    );
+    let (status, body) = get_json(
+        http.get(format!("{gw}/api/orders/42"))
+            .bearer_auth("0123456789abcdef"),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+
     // Ctrl-C: the demo exits cleanly and takes every process it started with it.
     let pid = demo.child.id();
     let children = descendants(pid);

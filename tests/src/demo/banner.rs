@@ -83,6 +83,12 @@ Paste these into another shell:
      curl -s --cacert {dir}/tls/ca.pem --cert {dir}/tls/partner-acme.pem --key {dir}/tls/partner-acme.key https://127.0.0.1:{mtls}/partner/orders/1
      curl -s --cacert {dir}/tls/ca.pem https://127.0.0.1:{mtls}/partner/orders/1
 
+12. An opaque access token (not a JWT): the gateway asks the IdP's introspection endpoint
+    (RFC 7662) once, caches the answer, and maps its claims as for a JWT:
+     OPAQUE=$(curl -s '{idp}/opaque-token?sub=svc-reports&tenant=acme&scope=orders:read')
+     curl -s -H "authorization: Bearer $OPAQUE" {gw}/api/orders/42
+     curl -s -H "authorization: Bearer 0123456789abcdef" {gw}/api/orders/42
+
 Ctrl-C stops every process.
 "#,
             users = p.users,
