@@ -62,11 +62,12 @@ pub const ROLES: [&str; 6] = [
 ];
 
 /// The wasm filters: template placeholder and `dist/<module>.wasm`.
-pub const WASM_MODULES: [(&str, &str); 4] = [
+pub const WASM_MODULES: [(&str, &str); 5] = [
     ("JWT_AUTH_WASM", "jwt_auth"),
     ("TENANT_CACHE_KEY_WASM", "tenant_cache_key"),
     ("TRANSFORM_WASM", "transform"),
     ("RATELIMIT_WASM", "ratelimit"),
+    ("AGGREGATE_WASM", "aggregate"),
 ];
 
 /// The running demo. Fields drop in order: Envoy first, then the processes it calls.

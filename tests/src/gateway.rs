@@ -190,6 +190,8 @@ impl Gateway {
             .unwrap()
             .wasm("RATELIMIT_WASM", "ratelimit")
             .unwrap()
+            .wasm("AGGREGATE_WASM", "aggregate")
+            .unwrap()
             .concurrency(1);
         for arg in &opts.envoy_args {
             builder = builder.arg(arg);

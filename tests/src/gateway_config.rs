@@ -193,19 +193,24 @@ impl Route {
             .map(|c| str_of(&c["name"]).to_string())
     }
 
-    /// The path prefix the route matches (`prefix` or `path_separated_prefix`).
+    /// The path prefix the route matches (`prefix` or `path_separated_prefix`; an exact
+    /// `path` is its own prefix).
     pub fn prefix(&self) -> String {
         let m = &self.raw["match"];
         m["path_separated_prefix"]
             .as_str()
             .or_else(|| m["prefix"].as_str())
-            .unwrap_or_else(|| panic!("route without a prefix: {:?}", self.raw))
+            .or_else(|| m["path"].as_str())
+            .unwrap_or_else(|| panic!("route without a prefix or path: {:?}", self.raw))
             .to_string()
     }
 
-    /// A request path this route matches: its prefix and one more segment.
+    /// A request path this route matches: its exact `path`, or its prefix and one more segment.
     pub fn sample_path(&self) -> String {
-        format!("{}/{}", self.prefix().trim_end_matches('/'), "sample-1")
+        match self.raw["match"]["path"].as_str() {
+            Some(path) => path.to_string(),
+            None => format!("{}/{}", self.prefix().trim_end_matches('/'), "sample-1"),
+        }
     }
 
     /// The host to send for this route (`*` becomes `gateway.localhost`).

@@ -46,10 +46,18 @@ enum Kind {
     Tenant,
     Transform,
     Ratelimit,
+    /// Opt-in: a route without an endpoint passes untouched.
+    Aggregate,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [Kind::Jwt, Kind::Tenant, Kind::Transform, Kind::Ratelimit];
+    const ALL: [Kind; 5] = [
+        Kind::Jwt,
+        Kind::Tenant,
+        Kind::Transform,
+        Kind::Ratelimit,
+        Kind::Aggregate,
+    ];
 
     fn key(self) -> &'static str {
         match self {
@@ -57,6 +65,7 @@ impl Kind {
             Kind::Tenant => "tenant",
             Kind::Transform => "transform",
             Kind::Ratelimit => "ratelimit",
+            Kind::Aggregate => "aggregate",
         }
     }
 
@@ -67,13 +76,14 @@ impl Kind {
             Kind::Tenant => "policies",
             Kind::Transform => "transform_rules",
             Kind::Ratelimit => "limits",
+            Kind::Aggregate => "endpoints",
         }
     }
 
     fn reserved(self) -> &'static str {
         match self {
             Kind::Jwt => "public",
-            Kind::Tenant | Kind::Transform | Kind::Ratelimit => "none",
+            Kind::Tenant | Kind::Transform | Kind::Ratelimit | Kind::Aggregate => "none",
         }
     }
 
@@ -84,6 +94,7 @@ impl Kind {
             Kind::Tenant => "tenant_cache_key",
             Kind::Transform => "transform",
             Kind::Ratelimit => "ratelimit",
+            Kind::Aggregate => "aggregate",
         }
     }
 }
@@ -295,6 +306,8 @@ fn binders_of(
         vec![(Kind::Transform, &json)]
     } else if ident.contains("ratelimit") {
         vec![(Kind::Ratelimit, &json)]
+    } else if ident.contains("aggregate") {
+        vec![(Kind::Aggregate, &json)]
     } else {
         Vec::new()
     };

@@ -361,6 +361,23 @@ async fn demo_walkthrough_works_and_ctrl_c_stops_every_process() {
     .await;
     assert_eq!(status, 401, "{body}");
 
+    // 13. The dashboard: three services in one answer, the user stripped as /api/users is.
+    let (status, body) =
+        get_json(http.get(format!("{gw}/api/dashboard")).bearer_auth(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    for (leg, service) in [
+        ("user", "users"),
+        ("orders", "orders"),
+        ("catalog", "products"),
+    ] {
+        assert_eq!(body[leg]["service"], service, "{leg}: {body}");
+        assert_eq!(
+            body[leg]["upstream_saw"]["x-tenant-id"], "acme",
+            "{leg}: {body}"
+        );
+    }
+    assert!(body["user"].get("password_hash").is_none(), "{body}");
+
     // Ctrl-C: the demo exits cleanly and takes every process it started with it.
     let pid = demo.child.id();
     let children = descendants(pid);

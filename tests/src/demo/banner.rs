@@ -89,6 +89,10 @@ Paste these into another shell:
      curl -s -H "authorization: Bearer $OPAQUE" {gw}/api/orders/42
      curl -s -H "authorization: Bearer 0123456789abcdef" {gw}/api/orders/42
 
+13. The dashboard: one GET, answered by the aggregate stage from the users, orders and products
+    services called in parallel (the user without its internal fields):
+     curl -s {auth} {gw}/api/dashboard
+
 Ctrl-C stops every process.
 "#,
             users = p.users,

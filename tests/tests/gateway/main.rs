@@ -10,6 +10,7 @@
 mod audit;
 mod auth;
 mod cache;
+mod dashboard;
 mod edge;
 mod headers;
 mod limits;
