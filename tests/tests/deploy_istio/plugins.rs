@@ -335,8 +335,13 @@ fn plugin_configs_mirror_envoy_gateway_yaml() {
     for (name, provider) in providers {
         let e = &mut expected["providers"][name];
         e["issuer"] = provider["issuer"].clone();
-        e["remote_jwks"]["cluster"] = provider["remote_jwks"]["cluster"].clone();
-        e["remote_jwks"]["uri"] = provider["remote_jwks"]["uri"].clone();
+        // The key source's call goes to the mesh's outbound cluster of the same IdP.
+        let source = ["remote_jwks", "introspection"]
+            .into_iter()
+            .find(|k| provider.get(*k).is_some())
+            .unwrap_or_else(|| panic!("provider {name}: no remote_jwks or introspection"));
+        e[source]["cluster"] = provider[source]["cluster"].clone();
+        e[source]["uri"] = provider[source]["uri"].clone();
         e["tenant_header"] = json!("x-jwt-tenant");
     }
     assert_eq!(

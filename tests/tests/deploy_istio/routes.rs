@@ -170,9 +170,15 @@ pub async fn check_route_table(docs: &[Doc], module_path: &dyn Fn(&str) -> Strin
     let mut jwt = plugin_config(docs, "jwt_auth");
     for provider in jwt["providers"].as_object_mut().unwrap().values_mut() {
         provider["issuer"] = json!("https://idp.edgegate.localhost");
-        provider["remote_jwks"]["cluster"] = json!("jwks");
-        provider["remote_jwks"]["uri"] =
-            json!("http://idp.edgegate.localhost/.well-known/jwks.json");
+        if provider.get("introspection").is_some() {
+            provider["introspection"]["cluster"] = json!("jwks");
+            provider["introspection"]["uri"] =
+                json!("http://idp.edgegate.localhost/oauth2/introspect");
+        } else {
+            provider["remote_jwks"]["cluster"] = json!("jwks");
+            provider["remote_jwks"]["uri"] =
+                json!("http://idp.edgegate.localhost/.well-known/jwks.json");
+        }
     }
     let plugin = |name: &str, config: &Value| mesh_filter(name, &module_path(name), config);
     let filters = vec![

@@ -1,7 +1,7 @@
 //! `make bench`: side-by-side figures measured in one run, on loopback, one Envoy worker.
 //!
 //! Usage: gateway-bench [SECTION...]   sections: floor, filters, jwt, ratelimit, stage, tenant, chain,
-//! gateway (default: all)
+//! gateway, aggregate (default: all)
 //! BENCH_SECONDS sets the measured duration of each row (default 8); BENCH_ROUNDS how many
 //! interleaved rounds the chain and gateway sections take the median of (default 3).
 
@@ -14,6 +14,7 @@ use gateway_tests::template::yaml_string;
 use serde_json::{json, Value};
 use transform::bench_fixture::{sample_body, STRIP_FIVE};
 
+mod aggregate;
 mod chained;
 mod filters;
 mod floor;
@@ -23,6 +24,7 @@ mod ratelimit;
 mod stage;
 mod tenant;
 
+use aggregate::aggregate_section;
 use chained::chain_section;
 use filters::filters_section;
 use floor::floor_section;
@@ -229,6 +231,10 @@ async fn main() -> Result<()> {
     }
     if want("gateway") {
         report.push_str(&gateway_section(&load).await?);
+        report.push('\n');
+    }
+    if want("aggregate") {
+        report.push_str(&aggregate_section(&load).await?);
         report.push('\n');
     }
     println!("{report}");
