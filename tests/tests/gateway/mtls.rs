@@ -41,6 +41,17 @@ async fn a_partner_certificate_is_its_tenant_and_nothing_else_gets_in() {
     );
     assert_eq!(seen.header("x-user-id"), None, "no token, no user");
 
+    // A certificate is a credential: a partner's burst does not spend the anonymous budget
+    // (40 requests per address, then 20 a second), as a token's does not.
+    for i in 0..60 {
+        let resp = partner
+            .get(url(&format!("/partner/orders/burst-{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "request {i} of a partner's burst");
+    }
+
     // The certificate does not stand in for a token elsewhere; partner routes are reads only.
     let resp = partner.get(url("/api/users/1")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
