@@ -89,10 +89,7 @@ impl Pipeline {
         }
         let mut tenant_facts = None;
         if let Some(policy) = &self.tenant {
-            let ctx =
-                tenant_cache_key::Context::read(fx.now_ms(), policy.reads_client_cert(), |path| {
-                    fx.property(path)
-                });
+            let ctx = policy.context(fx.now_ms(), |path| fx.property(path));
             let plan = policy.request_plan_on(headers, on.tenant, &ctx);
             plan.apply_to(headers);
             if !fx.tenant(&plan) {

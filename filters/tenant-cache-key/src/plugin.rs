@@ -4,7 +4,7 @@
 //! the rejection replies are in [`crate::host`]. `filter` (wasm32) runs it in Envoy.
 
 use crate::host::{on_route, RequestEnd, TenantMetrics, TenantStreams, PLUGIN};
-use crate::{Context, RequestFacts, TenantPolicy};
+use crate::{RequestFacts, TenantPolicy};
 use filter_core::host::{Action, Map};
 use filter_core::route::RouteFacts;
 use filter_core::{ConfigError, Host, HttpFilter, Plugin};
@@ -88,9 +88,9 @@ impl<H: Host> HttpFilter for TenantRequest<H> {
                 return Action::Pause;
             }
         };
-        let ctx = Context::read(p.host.now_ms(), p.policy.reads_client_cert(), |path| {
-            p.host.property(path)
-        });
+        let ctx = p
+            .policy
+            .context(p.host.now_ms(), |path| p.host.property(path));
         let plan = p.policy.request_plan_on(&headers, on, &ctx);
         p.host.write_edits(Map::RequestHeaders, &plan.edits());
         if p.metrics.finish_request(&p.host, &plan, request_id) == RequestEnd::Rejected {

@@ -6,7 +6,7 @@
 
 use crate::cache_policy::CacheRoute;
 use crate::config::Stage;
-use crate::sources::{KeyRefusal, Source, SourceKind};
+use crate::sources::{Context, KeyRefusal, Source, SourceKind};
 use crate::streams::StreamLimits;
 use filter_core::route::RouteBinding;
 use filter_core::RequestMatcher;
@@ -28,6 +28,9 @@ pub struct TenantPolicy {
     /// Some source is a credential (claim, api_key): tenants from the others are written with
     /// [`UNVERIFIED_PREFIX`](crate::config::UNVERIFIED_PREFIX).
     namespace_unverified: bool,
+    /// A source needs the verified client certificate, and this stage resolves tenants: the
+    /// host reads the peer certificate (two property reads) only then.
+    reads_client_cert: bool,
     max_len: usize,
     unresolved: Unresolved,
     credential_headers: Vec<String>,
@@ -119,10 +122,10 @@ impl TenantPolicy {
         self.stage
     }
 
-    /// True when a source needs the verified client certificate: the host reads it (two
-    /// property reads) only then, and only where this stage resolves tenants.
-    pub fn reads_client_cert(&self) -> bool {
-        self.stage.resolves() && self.sources.iter().any(Source::reads_client_cert)
+    /// The request's [`Context`] at `now_ms`: the peer certificate is read through `property`
+    /// only when a source needs it (decided at configuration time).
+    pub fn context(&self, now_ms: u64, property: impl Fn(&[&str]) -> Option<Vec<u8>>) -> Context {
+        Context::read(now_ms, self.reads_client_cert, property)
     }
 
     pub fn tenant_header(&self) -> &str {

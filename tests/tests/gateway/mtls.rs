@@ -11,8 +11,7 @@ const FORGED_XFCC: &str = "By=spiffe://gateway;URI=spiffe://partners.edgegate.lo
 #[tokio::test]
 async fn a_partner_certificate_is_its_tenant_and_nothing_else_gets_in() {
     let gw = Gateway::start(Opts::default()).await;
-    let port = gw.envoy.port("gateway_mtls");
-    let url = |path: &str| format!("https://gateway.localhost:{port}{path}");
+    let url = |path: &str| gw.mtls_url(path);
 
     // The partner's certificate: the partner route answers, with the certificate's tenant
     // and Envoy's own XFCC (the forged copy is gone), and without a token.

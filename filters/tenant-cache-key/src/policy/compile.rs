@@ -69,6 +69,7 @@ impl TenantPolicy {
         Ok(TenantPolicy {
             stage,
             namespace_unverified: sources.iter().any(|s| s.kind().is_credential()),
+            reads_client_cert: stage.resolves() && sources.iter().any(Source::reads_client_cert),
             sources,
             max_len,
             unresolved: compile_unresolved(config)?,

@@ -29,7 +29,7 @@ pub(super) struct Job {
 }
 
 /// Starts the batching task on `connection`; decisions go in through the returned sender.
-/// `limit`: the most decisions per call (at most [`MAX_DECISIONS`]).
+/// `limit`: the most decisions per call (the caller keeps it within 1..=[`MAX_DECISIONS`]).
 pub(super) fn start(
     connection: Connection,
     script: Script,
@@ -37,7 +37,6 @@ pub(super) fn start(
     limit: usize,
 ) -> mpsc::Sender<Job> {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let limit = limit.min(MAX_DECISIONS);
     tokio::spawn(run(connection, script, timeout, limit, rx));
     tx
 }
@@ -95,27 +94,9 @@ fn hash_tag(key: &str) -> Option<&str> {
 }
 
 /// One script call for `jobs`; each job gets its own slice of the answer (or the error).
-pub(super) async fn call(
-    connection: &Connection,
-    script: &Script,
-    timeout: Duration,
-    jobs: Vec<Job>,
-) {
-    let mut invocation = script.prepare_invoke();
-    invocation.arg(jobs.len());
-    for job in &jobs {
-        invocation.arg(job.buckets.len());
-    }
-    for bucket in jobs.iter().flat_map(|j| &j.buckets) {
-        push_bucket(&mut invocation, bucket, bucket.hits);
-    }
-    let keys: usize = jobs.iter().map(|j| j.buckets.len()).sum();
-    let reply: Result<Vec<i64>, StoreError> =
-        match tokio::time::timeout(timeout, connection.invoke(&invocation)).await {
-            Err(_) => Err(timed_out(timeout)),
-            Ok(r) => r.map_err(|e| store_error("Redis script failed", e)),
-        };
-    let reply = reply.and_then(|r| expect_len(&r, keys * 5, keys).map(|()| r));
+async fn call(connection: &Connection, script: &Script, timeout: Duration, jobs: Vec<Job>) {
+    let decisions: Vec<&[BucketRequest]> = jobs.iter().map(|j| j.buckets.as_slice()).collect();
+    let reply = invoke(connection, script, timeout, &decisions).await;
     let mut at = 0;
     for job in jobs {
         let n = job.buckets.len();
@@ -129,7 +110,33 @@ pub(super) async fn call(
     }
 }
 
-fn outcomes(values: &[i64]) -> Vec<BucketOutcome> {
+/// One `rate_limit.lua` call for `decisions` (each one decision's buckets) within `timeout`:
+/// five values per bucket, decision after decision.
+pub(super) async fn invoke(
+    connection: &Connection,
+    script: &Script,
+    timeout: Duration,
+    decisions: &[&[BucketRequest]],
+) -> Result<Vec<i64>, StoreError> {
+    let mut invocation = script.prepare_invoke();
+    invocation.arg(decisions.len());
+    for buckets in decisions {
+        invocation.arg(buckets.len());
+    }
+    for bucket in decisions.iter().flat_map(|d| d.iter()) {
+        push_bucket(&mut invocation, bucket, bucket.hits);
+    }
+    let keys: usize = decisions.iter().map(|d| d.len()).sum();
+    let reply: Vec<i64> = tokio::time::timeout(timeout, connection.invoke(&invocation))
+        .await
+        .map_err(|_| timed_out(timeout))?
+        .map_err(|e| store_error("Redis script failed", e))?;
+    expect_len(&reply, keys * 5, keys)?;
+    Ok(reply)
+}
+
+/// The outcomes of a decision's buckets from their five values each.
+pub(super) fn outcomes(values: &[i64]) -> Vec<BucketOutcome> {
     values
         .chunks_exact(5)
         .map(|c| BucketOutcome {

@@ -107,7 +107,7 @@ impl Connection {
 impl RedisStore {
     /// Connects according to the URL scheme (see [`Connection::open`]).
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        Self::connect_with(url, timeout, batch::MAX_DECISIONS).await
+        Self::connect_with(url, timeout, MAX_BATCH).await
     }
 
     /// [`connect`](Self::connect), with at most `batch_limit` decisions per script call
@@ -213,16 +213,15 @@ impl Store for RedisStore {
         if buckets.is_empty() {
             return Ok(Vec::new());
         }
+        let Some(decisions) = &self.decisions else {
+            let values =
+                batch::invoke(&self.connection, &self.script, self.timeout, &[buckets]).await?;
+            return Ok(batch::outcomes(&values));
+        };
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = batch::Job {
             buckets: buckets.to_vec(),
             reply,
-        };
-        let Some(decisions) = &self.decisions else {
-            batch::call(&self.connection, &self.script, self.timeout, vec![job]).await;
-            return answer
-                .await
-                .map_err(|_| StoreError::transient("a Redis decision was dropped"))?;
         };
         let decided = async {
             decisions
