@@ -4,15 +4,15 @@ CARGO ?= cargo
 JOBS ?= 2
 export CARGO_BUILD_JOBS := $(JOBS)
 
-.PHONY: all bootstrap build wasm native test unit integration demo bench fuzz lint fmt clean check-config oci registry-set images demo-bins
+.PHONY: all bootstrap build wasm native descriptors test unit integration demo bench fuzz lint fmt clean check-config oci registry-set images demo-bins
 
 all: build
 
 bootstrap:
 	@scripts/bootstrap.sh
 
-# dist/<filter>.wasm for each filter crate, dist/ratelimit-service.
-build: bootstrap wasm native
+# dist/<filter>.wasm for each filter crate, dist/ratelimit-service, dist/inventory.pb.
+build: bootstrap wasm native descriptors
 
 wasm:
 	@scripts/build-wasm.sh
@@ -48,6 +48,15 @@ oci: registry-set build
 
 registry-set:
 	@if [ -z "$(REGISTRY)" ]; then echo "oci: set REGISTRY=host[:port][/path], e.g. make oci REGISTRY=registry.example.com/edgegate" >&2; exit 2; fi
+
+# The descriptor set of the demo inventory service, for Envoy's grpc_json_transcoder
+# (docs/transcoding.md): every file it imports included; google/protobuf/*.proto come from
+# Debian's libprotobuf-dev, next to protoc.
+descriptors:
+	@mkdir -p dist
+	protoc -I proto --include_imports --descriptor_set_out=dist/inventory.pb \
+	  edgegate/inventory/v1/inventory.proto google/rpc/status.proto
+	@echo "build: dist/inventory.pb"
 
 lint: bootstrap
 	@scripts/lint.sh

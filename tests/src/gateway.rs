@@ -192,6 +192,10 @@ impl Gateway {
             .unwrap()
             .wasm("AGGREGATE_WASM", "aggregate")
             .unwrap()
+            .var(
+                "INVENTORY_DESCRIPTOR",
+                crate::tools::dist_bin("inventory.pb").unwrap().display(),
+            )
             .concurrency(1);
         for arg in &opts.envoy_args {
             builder = builder.arg(arg);
@@ -516,11 +520,12 @@ pub async fn raw_upload(
     .unwrap_or_else(|_| panic!("no response within 15 s to {len} bytes (chunked: {chunked})"))
 }
 
-/// The gRPC upstream: the standard health service (SERVING) over HTTP/2, recording the
-/// metadata of every call.
+/// The gRPC upstream: the standard health service (SERVING) and the demo inventory service over
+/// HTTP/2, recording the metadata of every call (and the inventory, each call's message).
 pub struct GrpcService {
     pub port: u16,
     pub metadata: Arc<Mutex<Vec<tonic::metadata::MetadataMap>>>,
+    pub inventory: crate::inventory::InventoryService,
     pub task: tokio::task::JoinHandle<()>,
 }
 
@@ -534,24 +539,27 @@ impl GrpcService {
             .await;
         let metadata = Arc::new(Mutex::new(Vec::new()));
         let seen = metadata.clone();
-        let recorded = tonic::service::interceptor::InterceptedService::new(
-            health,
-            move |req: tonic::Request<()>| {
-                seen.lock().unwrap().push(req.metadata().clone());
-                Ok(req)
-            },
-        );
+        let record = move |req: tonic::Request<()>| {
+            seen.lock().unwrap().push(req.metadata().clone());
+            Ok(req)
+        };
+        use tonic::service::interceptor::InterceptedService;
+        let inventory = crate::inventory::InventoryService::default();
+        let health = InterceptedService::new(health, record.clone());
+        let inventory_server = InterceptedService::new(inventory.server(), record);
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let task = tokio::spawn(async move {
             let _keep = reporter;
             let _ = tonic::transport::Server::builder()
-                .add_service(recorded)
+                .add_service(health)
+                .add_service(inventory_server)
                 .serve_with_incoming(incoming)
                 .await;
         });
         GrpcService {
             port,
             metadata,
+            inventory,
             task,
         }
     }

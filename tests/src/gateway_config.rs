@@ -238,6 +238,13 @@ impl Route {
         !self.raw["match"]["grpc"].is_null()
     }
 
+    /// A REST route Envoy's gRPC-JSON transcoder turns into gRPC calls (the route turns the
+    /// filter on).
+    pub fn is_transcoded(&self) -> bool {
+        let entry = &self.raw["typed_per_filter_config"]["envoy.filters.http.grpc_json_transcoder"];
+        !entry.is_null() && entry["disabled"].as_bool() != Some(true)
+    }
+
     /// A route that accepts WebSocket upgrades.
     pub fn is_upgrade(&self) -> bool {
         seq(&self.raw["route"]["upgrade_configs"])

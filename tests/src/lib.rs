@@ -24,6 +24,7 @@ pub mod demo;
 pub mod envoy;
 pub mod gateway;
 pub mod gateway_config;
+pub mod inventory;
 pub mod jwks;
 pub mod oci;
 pub mod policy_check;

@@ -391,3 +391,44 @@ async fn envoy_refuses_a_bad_configuration_naming_the_field() {
         "{log}"
     );
 }
+
+/// The bundle's aggregate stage (`dist/bundle.wasm` with only an `aggregate` section) answers
+/// exactly as aggregate.wasm does: merged, partial and failed aggregations, bodies a leg cannot
+/// use, and routes naming no endpoint.
+#[tokio::test]
+async fn the_bundles_aggregate_stage_answers_as_the_filter_does() {
+    let up = svc().await;
+    let alone = envoy(&up).await;
+    let filter = chain::wasm("bundle", &json!({ "aggregate": config() })).unwrap();
+    let bundled = builder(&up, filter).start().await.unwrap();
+    for path in [
+        "/agg/dashboard?limit=2",
+        "/agg/partial",
+        "/agg/required",
+        "/agg/unknown",
+        "/agg/bodies",
+    ] {
+        let (status, headers, mut body) = get(&alone, path).await;
+        let (b_status, b_headers, mut b_body) = get(&bundled, path).await;
+        // Each request has its own id.
+        for b in [&mut body, &mut b_body] {
+            b.as_object_mut().map(|o| o.remove("request_id"));
+        }
+        assert_eq!((b_status, &b_body), (status, &body), "{path}");
+        for name in ["x-aggregate-complete", "cache-control", "content-type"] {
+            assert_eq!(
+                header(&b_headers, name),
+                header(&headers, name),
+                "{path}: {name}"
+            );
+        }
+    }
+    let plain = client()
+        .get(bundled.url("main", "/plain"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.text().await.unwrap(), "plain");
+    let complete = custom("aggregate.dashboard.complete");
+    bundled.wait_stat_at_least(&complete, 1).await.unwrap();
+}

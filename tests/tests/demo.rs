@@ -8,7 +8,7 @@
 use futures_util::{SinkExt, StreamExt};
 use gateway_tests::demo::{self, ServingStatus};
 use gateway_tests::process::{signal, Signal};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -377,6 +377,28 @@ async fn demo_walkthrough_works_and_ctrl_c_stops_every_process() {
         );
     }
     assert!(body["user"].get("password_hash").is_none(), "{body}");
+
+    // 14. Transcoding: REST in, the inventory gRPC service's answer out, errors as statuses.
+    let inventory = format!("{gw}/api/v1/inventory/items");
+    let (status, body) = get_json(http.get(format!("{inventory}/sku-1")).bearer_auth(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["name"], &body["tenant"], &body["user"]),
+        (&json!("Widget"), &json!("acme"), &json!("alice")),
+        "{body}"
+    );
+    let reserve = |quantity: i32| {
+        http.post(format!("{inventory}/sku-2/reservations"))
+            .bearer_auth(&token)
+            .json(&json!({ "quantity": quantity }))
+    };
+    let (status, body) = get_json(reserve(2)).await;
+    assert_eq!((status, &body["quantity"]), (200, &json!(2)), "{body}");
+    let (status, body) = get_json(reserve(99)).await;
+    assert_eq!((status, &body["code"]), (400, &json!(9)), "{body}");
+    let (status, body) =
+        get_json(http.get(format!("{inventory}/sku-404")).bearer_auth(&token)).await;
+    assert_eq!((status, &body["code"]), (404, &json!(5)), "{body}");
 
     // Ctrl-C: the demo exits cleanly and takes every process it started with it.
     let pid = demo.child.id();

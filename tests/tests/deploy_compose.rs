@@ -25,7 +25,7 @@ fn container_paths() -> GatewayPaths {
         cert_dir: "/edgegate/certs".into(),
         cache_dir: "/var/cache/edgegate".into(),
         access_log: "/dev/stdout".into(),
-        wasm_dir: "/edgegate/wasm".into(),
+        dist_dir: "/edgegate/dist".into(),
     }
 }
 
@@ -271,8 +271,8 @@ fn envoy_runs_the_demo_template_with_the_demo_values() {
     }
     // Each file the environment names is mounted (or is the cache's tmpfs, or stdout).
     let paths = container_paths();
-    for (var, module) in demo::WASM_MODULES {
-        let target = paths.wasm_dir.join(format!("{module}.wasm"));
+    for (var, file) in demo::DIST_FILES {
+        let target = paths.dist_dir.join(file);
         assert_eq!(env[var], target.display().to_string());
         assert!(
             volumes.contains_key(&target.display().to_string()),

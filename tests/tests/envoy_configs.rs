@@ -38,6 +38,7 @@ fn sample(name: &str) -> Option<String> {
         n if n.ends_with("_WASM") => {
             dist(&n.trim_end_matches("_WASM").to_ascii_lowercase()).ok()?
         }
+        "INVENTORY_DESCRIPTOR" => tools::dist_bin("inventory.pb").ok()?.display().to_string(),
         "HTTP_FILTERS" => chain::with_router(vec![chain::wasm("passthrough", &json!({})).ok()?]),
         "UPSTREAM_FILTERS" => chain::with_upstream_codec(vec![]),
         "JSON_BODY" => template::yaml_string("{\"a\":1}"),

@@ -1,7 +1,8 @@
 //! The configuration: endpoints (chosen by the route) and their legs, as written (serde types,
 //! unknown fields refused) and compiled once into [`Config`]. Every refusal names its field.
 
-use crate::request::{check_forwarded, check_path_template, DEFAULT_FORWARD};
+use crate::cache::CachePolicy;
+use crate::request::{check_forwarded, check_path_template, default_forward};
 use filter_core::config::{header_name, ConfigError};
 use filter_core::route::{RouteBinding, UniqueMap};
 use serde::Deserialize;
@@ -24,6 +25,13 @@ pub const DEFAULT_MAX_LEG_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 4 * 1024 * 1024;
 /// Upper bound of both limits: bodies are held in the VM's memory.
 pub const MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Longest an answer may be cached.
+pub const MAX_CACHE_TTL_MS: u64 = 3_600_000;
+/// Default and upper bound of a cache's `max_entries`.
+pub const DEFAULT_CACHE_ENTRIES: u64 = 1024;
+pub const MAX_CACHE_ENTRIES: u64 = 100_000;
+/// Default `max_bytes` of a cache (its bodies together; per Envoy worker).
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// The response member listing failed optional legs.
 pub const ERRORS_KEY: &str = "_errors";
 
@@ -46,6 +54,18 @@ struct RawEndpoint {
     max_leg_bytes: Option<u64>,
     #[serde(default)]
     max_total_bytes: Option<u64>,
+    #[serde(default)]
+    cache: Option<RawCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    ttl_ms: u64,
+    #[serde(default)]
+    max_entries: Option<u64>,
+    #[serde(default)]
+    max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +110,8 @@ pub struct Endpoint {
     /// The stage answers within this time: no leg's timeout exceeds it.
     pub deadline_ms: u64,
     pub max_total_bytes: usize,
+    /// Complete answers are kept this long (crate::cache).
+    pub cache: Option<CachePolicy>,
 }
 
 /// Where a leg's body goes in the answer.
@@ -190,13 +212,32 @@ impl RawEndpoint {
             check_unique(&legs, &leg).map_err(|e| e.within(&field))?;
             legs.push(leg);
         }
+        let cache = self.cache.map(compile_cache).transpose();
         Ok(Endpoint {
             name: name.to_string(),
             legs,
             deadline_ms,
             max_total_bytes,
+            cache: cache.map_err(|e| e.within("cache"))?,
         })
     }
+}
+
+fn compile_cache(raw: RawCache) -> Result<CachePolicy, ConfigError> {
+    if !(1..=MAX_CACHE_TTL_MS).contains(&raw.ttl_ms) {
+        let why = format!("must be between 1 and {MAX_CACHE_TTL_MS} milliseconds");
+        return Err(ConfigError::new("ttl_ms", why));
+    }
+    let entries = raw.max_entries.unwrap_or(DEFAULT_CACHE_ENTRIES);
+    if !(1..=MAX_CACHE_ENTRIES).contains(&entries) {
+        let why = format!("must be between 1 and {MAX_CACHE_ENTRIES}");
+        return Err(ConfigError::new("max_entries", why));
+    }
+    Ok(CachePolicy {
+        ttl_ms: raw.ttl_ms,
+        max_entries: usize::try_from(entries).unwrap_or(usize::MAX),
+        max_bytes: limit(raw.max_bytes, DEFAULT_CACHE_BYTES, "max_bytes")?,
+    })
 }
 
 /// Two legs may share neither a name nor the member their bodies go under.
@@ -298,7 +339,7 @@ fn check_authority(authority: &str) -> Result<String, ConfigError> {
 
 fn forwarded(given: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
     let Some(names) = given else {
-        return Ok(DEFAULT_FORWARD.iter().map(|n| n.to_string()).collect());
+        return Ok(default_forward());
     };
     let mut out: Vec<String> = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {

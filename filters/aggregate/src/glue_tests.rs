@@ -1,7 +1,7 @@
 //! The plugin driven natively as Envoy drives it, over `FakeHost`: route binding, dispatch,
 //! answers in any order, partial and failed aggregations, limits, the client leaving.
 
-use crate::plugin::{AggregateHttp, AggregatePlugin, COMPLETE_HEADER};
+use crate::plugin::{AggregateHttp, AggregatePlugin, CACHE_HEADER, COMPLETE_HEADER};
 use filter_core::host::{Level, Map};
 use filter_core::testing::{Call, FakeHost};
 use filter_core::{Action, HttpFilter, Plugin};
@@ -271,4 +271,104 @@ fn bad_configurations_are_refused_naming_the_field() {
     let host = FakeHost::at(0);
     let e = AggregatePlugin::configure(host, br#"{"endpoints": {}}"#).unwrap_err();
     assert_eq!(e.field, "endpoints");
+}
+
+const CACHED: &str = r#"{
+  "endpoints": {
+    "dash": {
+      "cache": {"ttl_ms": 5000},
+      "legs": [
+        {"name": "user", "cluster": "users", "path": "/users/${header.x-user-id}"},
+        {"name": "feed", "cluster": "feed", "path": "/feed"}
+      ]
+    }
+  },
+  "routes": {"dash-route": "dash"}
+}"#;
+
+/// A request of `user` on the cached endpoint (context `ctx`), with extra headers.
+fn cached_request(
+    host: &FakeHost,
+    p: &Rc<AggregatePlugin<FakeHost>>,
+    ctx: u32,
+    user: &str,
+    extra: &[(&str, &str)],
+) -> (AggregateHttp<FakeHost>, Action) {
+    host.enter(ctx);
+    host.set_route(&[], Some("dash-route"), true);
+    let mut headers = filter_core::HeaderMap::from([
+        (":method", "GET"),
+        (":path", "/dash"),
+        ("x-user-id", user),
+        ("x-request-id", "r"),
+    ]);
+    for (n, v) in extra {
+        headers.append(n, v);
+    }
+    host.set_map(Map::RequestHeaders, headers);
+    let mut http = p.http_context(ctx);
+    let action = http.on_request_headers(true);
+    (http, action)
+}
+
+/// Sends a request of `user` and answers its legs: the reply.
+fn aggregate_once(
+    host: &FakeHost,
+    p: &Rc<AggregatePlugin<FakeHost>>,
+    ctx: u32,
+    user: &str,
+    feed_status: u16,
+) -> filter_core::testing::Reply {
+    let (mut http, _) = cached_request(host, p, ctx, user, &[]);
+    let calls = host.take_calls();
+    assert_eq!(calls.len(), 2, "a miss calls every leg");
+    let user_body = format!(r#"{{"id": "{user}"}}"#);
+    answer(host, &mut http, &calls[0], 200, &user_body);
+    answer(host, &mut http, &calls[1], feed_status, r#"{"n": 1}"#);
+    host.take_replies().pop().unwrap()
+}
+
+#[test]
+fn a_complete_answer_is_served_from_the_cache_to_the_same_calls_only() {
+    let host = FakeHost::at(1_000_000);
+    let p = plugin(&host, CACHED);
+    let first = aggregate_once(&host, &p, 1, "ann", 200);
+    assert_eq!(first.header(CACHE_HEADER), Some("miss"));
+
+    host.advance(2_500);
+    let (_, action) = cached_request(&host, &p, 2, "ann", &[]);
+    assert_eq!(action, Action::Pause);
+    assert!(host.take_calls().is_empty(), "a hit calls no leg");
+    let hit = host.take_replies().pop().unwrap();
+    assert_eq!(hit.status, 200);
+    assert_eq!(hit.json(), first.json());
+    assert_eq!(hit.header(CACHE_HEADER), Some("hit"));
+    assert_eq!(hit.header("age"), Some("2"));
+    assert_eq!(hit.header(COMPLETE_HEADER), Some("true"));
+
+    // Another user's legs differ (x-user-id goes to them): never ann's answer.
+    let bob = aggregate_once(&host, &p, 3, "bob", 200);
+    assert_eq!(bob.json()["user"]["id"], "bob");
+    // Asking for a fresh answer, or after the TTL: the legs again.
+    let (_, _) = cached_request(&host, &p, 4, "ann", &[("cache-control", "no-cache")]);
+    assert_eq!(host.take_calls().len(), 2);
+    host.advance(2_500);
+    assert_eq!(
+        aggregate_once(&host, &p, 5, "ann", 200).header(CACHE_HEADER),
+        Some("miss")
+    );
+    p.flush();
+    assert_eq!(host.metric("aggregate.dash.cache_hits"), 1);
+    assert_eq!(host.metric("aggregate.dash.cache_misses"), 3);
+}
+
+#[test]
+fn a_partial_answer_is_never_kept() {
+    let host = FakeHost::at(0);
+    let p = plugin(&host, CACHED);
+    let partial = aggregate_once(&host, &p, 1, "ann", 503);
+    assert_eq!(partial.header(COMPLETE_HEADER), Some("false"));
+    assert_eq!(partial.header("cache-control"), Some("no-store"));
+    let again = aggregate_once(&host, &p, 2, "ann", 200);
+    assert_eq!(again.header(CACHE_HEADER), Some("miss"), "the legs again");
 }

@@ -9,19 +9,21 @@
 //! holds one request's legs and composes the answer. None of these talk to the host.
 //! [`metrics`] defines the counters; [`plugin`] is the [`filter_core::Plugin`] over any
 //! [`filter_core::Host`], tested natively over `filter_core::testing::FakeHost`; on wasm32,
-//! `filter` is the one-line proxy-wasm entry point.
+//! with feature `plugin` (on by default), `filter` is the one-line proxy-wasm entry point; the
+//! bundle turns `plugin` off and runs [`AggregatePlugin`] as its last stage.
 //!
 //! Path templates and body operations are transform's ([`transform::template`],
 //! [`transform::body_ops`]): one implementation serves both filters.
 
 pub mod aggregation;
+pub mod cache;
 pub mod config;
 pub mod metrics;
 pub mod outcome;
 pub mod plugin;
 pub mod request;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "plugin"))]
 mod filter;
 
 #[cfg(test)]

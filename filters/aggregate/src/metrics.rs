@@ -2,7 +2,8 @@
 //! per leg, counted in the VM and handed to the host once per tick:
 //!
 //! - `aggregate.<endpoint>.requests`, `.complete`, `.partial` (200 with `_errors`), `.failed`
-//!   (a required leg failed: 502/504), `.abandoned` (the client left first);
+//!   (a required leg failed: 502/504), `.abandoned` (the client left first); with a cache,
+//!   `.cache_hits` (answered from it, no leg called) and `.cache_misses`;
 //! - `aggregate.<endpoint>.<leg>.ok`, `.failed`; `aggregate.leg_failures.<reason>`;
 //! - latency, for the endpoint (dispatch to answer) and each leg (dispatch to its answer):
 //!   `<prefix>.latency_ms_sum` and cumulative buckets `<prefix>.latency_le_<ms>` (`le_inf`
@@ -70,6 +71,8 @@ pub struct EndpointMetrics<H: Host> {
     pub partial: BatchedCounter<H>,
     pub failed: BatchedCounter<H>,
     pub abandoned: BatchedCounter<H>,
+    pub cache_hits: BatchedCounter<H>,
+    pub cache_misses: BatchedCounter<H>,
     pub latency: Latency<H>,
     pub legs: Vec<LegMetrics<H>>,
 }
@@ -122,6 +125,8 @@ impl<H: Host> Metrics<H> {
                 &e.partial,
                 &e.failed,
                 &e.abandoned,
+                &e.cache_hits,
+                &e.cache_misses,
             ] {
                 c.flush();
             }
@@ -156,6 +161,8 @@ impl<H: Host> EndpointMetrics<H> {
             partial: counter("partial"),
             failed: counter("failed"),
             abandoned: counter("abandoned"),
+            cache_hits: counter("cache_hits"),
+            cache_misses: counter("cache_misses"),
             latency: Latency::define(host, &p),
             legs,
         }

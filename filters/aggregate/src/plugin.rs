@@ -7,25 +7,67 @@
 //! A client that leaves ends the request's context; Envoy then cancels the calls still out.
 
 use crate::aggregation::{Aggregation, Composed, Next};
+use crate::cache::{self, Cache, Hit};
 use crate::config::{Config, Endpoint};
 use crate::metrics::Metrics;
 use crate::outcome::{check_head, read_body, Failure, Head};
 use crate::request::call_headers;
 use filter_core::host::{self, Buffer, Host, Level, Map};
-use filter_core::route::{Bound, Choice, Refusal, RouteFacts};
+use filter_core::route::{Bound, Choice, Needs, Refusal, RouteFacts};
 use filter_core::{Action, ConfigError, HeaderMap, HttpFilter, Plugin};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 pub const PLUGIN: &str = "aggregate";
 /// Says whether every leg answered (`false`: the body has `_errors`).
 pub const COMPLETE_HEADER: &str = "x-aggregate-complete";
+/// On an endpoint with a cache: `hit` (answered from it) or `miss`.
+pub const CACHE_HEADER: &str = "x-aggregate-cache";
 
 #[derive(Debug)]
 pub struct AggregatePlugin<H: Host> {
     host: H,
     config: Config,
     metrics: Metrics<H>,
+    /// The answers of endpoints with a cache, by endpoint index (this worker's).
+    caches: RefCell<HashMap<usize, Cache>>,
+}
+
+impl<H: Host> AggregatePlugin<H> {
+    /// The stage over a parsed configuration (the bundle parses its section itself).
+    pub fn new(host: H, config: Config) -> Self {
+        let metrics = Metrics::define(&host, config.binding.policies().map(|(_, e)| e));
+        AggregatePlugin {
+            host,
+            config,
+            metrics,
+            caches: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The kept answer of endpoint `index` for `key`, if fresh.
+    fn cached(&self, index: usize, key: &str) -> Option<Hit> {
+        let now = self.host.now_ms();
+        (self.caches.borrow_mut().get_mut(&index)).and_then(|c| c.get(key, now))
+    }
+
+    /// Keeps a complete answer of endpoint `index`.
+    fn keep(&self, index: usize, key: String, body: &str) {
+        let Some(policy) = self.config.binding.policy(index).and_then(|e| e.cache) else {
+            return;
+        };
+        let now = self.host.now_ms();
+        let mut caches = self.caches.borrow_mut();
+        let cache = caches.entry(index).or_insert_with(|| Cache::new(policy));
+        cache.put(key, body, now);
+    }
+
+    /// What a request must read of its route for the stage to choose its endpoint.
+    pub fn route_needs(&self) -> Needs {
+        self.config.binding.needs()
+    }
 }
 
 impl<H: Host> Plugin for AggregatePlugin<H> {
@@ -34,13 +76,7 @@ impl<H: Host> Plugin for AggregatePlugin<H> {
     const NAME: &'static str = PLUGIN;
 
     fn configure(host: H, config: &[u8]) -> Result<Self, ConfigError> {
-        let config = Config::parse(config)?;
-        let metrics = Metrics::define(&host, config.binding.policies().map(|(_, e)| e));
-        Ok(AggregatePlugin {
-            host,
-            config,
-            metrics,
-        })
+        Ok(AggregatePlugin::new(host, Config::parse(config)?))
     }
 
     fn flush(&self) {
@@ -67,6 +103,17 @@ struct Request {
     endpoint: usize,
     aggregation: Aggregation,
     request_id: Option<String>,
+    /// Set when the endpoint caches and the request may be answered from it.
+    cache_key: Option<String>,
+}
+
+/// Whether a request may be answered from a cache (and its answer kept): a GET or HEAD that
+/// does not ask for a fresh answer.
+fn cacheable(headers: &HeaderMap) -> bool {
+    let read = matches!(headers.get(":method"), Some("GET" | "HEAD"));
+    let fresh = (headers.get_all("cache-control"))
+        .any(|v| v.contains("no-cache") || v.contains("no-store"));
+    read && !fresh
 }
 
 impl<H: Host> AggregateHttp<H> {
@@ -80,16 +127,35 @@ impl<H: Host> AggregateHttp<H> {
         let Some(endpoint) = p.config.binding.policy(index) else {
             return Action::Continue;
         };
-        if let Some(m) = p.metrics.endpoint(index) {
+        let metrics = p.metrics.endpoint(index);
+        if let Some(m) = metrics {
             m.requests.inc();
+        }
+        let calls: Vec<_> = (endpoint.legs.iter())
+            .map(|leg| (leg, call_headers(leg, headers)))
+            .collect();
+        let cache_key =
+            (endpoint.cache.is_some() && cacheable(headers)).then(|| cache::key(&calls));
+        if let Some(key) = &cache_key {
+            if let Some(hit) = p.cached(index, key) {
+                if let Some(m) = metrics {
+                    m.cache_hits.inc();
+                }
+                answer_hit(&p.host, &hit);
+                return Action::Pause;
+            }
+            if let Some(m) = metrics {
+                m.cache_misses.inc();
+            }
         }
         let now = p.host.now_ms();
         self.request = Some(Request {
             endpoint: index,
             aggregation: Aggregation::new(endpoint, now),
             request_id: headers.get("x-request-id").map(str::to_string),
+            cache_key,
         });
-        for (i, leg) in endpoint.legs.iter().enumerate() {
+        for (i, (leg, call)) in calls.into_iter().enumerate() {
             // A required leg that could not be sent has answered the request already.
             if !self
                 .request
@@ -98,7 +164,6 @@ impl<H: Host> AggregateHttp<H> {
             {
                 break;
             }
-            let call = call_headers(leg, headers);
             let call: Vec<(&str, &str)> =
                 call.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
             let timeout = Duration::from_millis(leg.timeout_ms);
@@ -147,7 +212,10 @@ impl<H: Host> AggregateHttp<H> {
         let (index, request_id) = (r.endpoint, r.request_id.clone());
         match next {
             Next::Wait => {}
-            Next::Answer(composed) => self.answer(index, &composed, elapsed),
+            Next::Answer(composed) => {
+                let key = (composed.complete).then(|| r.cache_key.take()).flatten();
+                self.answer(index, &composed, elapsed, key);
+            }
             Next::Fail(leg, failure) => {
                 let name = endpoint.legs.get(leg).map_or("", |l| l.name.as_str());
                 self.fail(index, name, failure, request_id.as_deref(), elapsed);
@@ -155,7 +223,8 @@ impl<H: Host> AggregateHttp<H> {
         }
     }
 
-    fn answer(&self, index: usize, composed: &Composed, elapsed_ms: u64) {
+    /// Sends the composed answer; `cache_key`: keep it (a complete answer of a caching endpoint).
+    fn answer(&self, index: usize, composed: &Composed, elapsed_ms: u64, key: Option<String>) {
         let p = &self.plugin;
         if let Some(m) = p.metrics.endpoint(index) {
             m.latency.record(elapsed_ms);
@@ -178,7 +247,18 @@ impl<H: Host> AggregateHttp<H> {
             // A partial answer is not the endpoint's answer: no cache may keep it.
             headers.push(("cache-control", "no-store"));
         }
+        let cached = p
+            .config
+            .binding
+            .policy(index)
+            .is_some_and(|e| e.cache.is_some());
+        if cached {
+            headers.push((CACHE_HEADER, "miss"));
+        }
         p.host.send_response(200, &headers, Some(body.as_bytes()));
+        if let Some(key) = key {
+            p.keep(index, key, &body);
+        }
     }
 
     fn fail(
@@ -242,12 +322,13 @@ impl<H: Host> AggregateHttp<H> {
     }
 }
 
-impl<H: Host> HttpFilter for AggregateHttp<H> {
-    fn on_request_headers(&mut self, _end_of_stream: bool) -> Action {
+impl<H: Host> AggregateHttp<H> {
+    /// Starts the aggregation when `route` names an endpoint (Pause: the stage answers the
+    /// request); Continue otherwise. The bundle calls it with the route facts it read for all
+    /// its stages.
+    pub fn start_on(&mut self, route: &RouteFacts) -> Action {
         let p = Rc::clone(&self.plugin);
-        let binding = &p.config.binding;
-        let route = RouteFacts::read(&p.host, binding.needs());
-        match binding.select(&route) {
+        match p.config.binding.select(route) {
             Bound::Chosen(Choice::Policy(index)) => {
                 let headers = p.host.headers(Map::RequestHeaders);
                 self.start(index, &headers)
@@ -260,6 +341,25 @@ impl<H: Host> HttpFilter for AggregateHttp<H> {
             // Aggregation is opt-in per route: anything else goes on untouched.
             Bound::Chosen(Choice::Reserved(_)) | Bound::Unbound | Bound::Exempt => Action::Continue,
         }
+    }
+}
+
+/// A kept answer: as it was sent, with its age.
+fn answer_hit<H: Host>(host: &H, hit: &Hit) {
+    let age = hit.age_s.to_string();
+    let headers = [
+        ("content-type", "application/json"),
+        (COMPLETE_HEADER, "true"),
+        (CACHE_HEADER, "hit"),
+        ("age", age.as_str()),
+    ];
+    host.send_response(200, &headers, Some(hit.body.as_bytes()));
+}
+
+impl<H: Host> HttpFilter for AggregateHttp<H> {
+    fn on_request_headers(&mut self, _end_of_stream: bool) -> Action {
+        let route = RouteFacts::read(&self.plugin.host, self.plugin.route_needs());
+        self.start_on(&route)
     }
 
     /// An aggregated request's body is not read, and never reaches an upstream.

@@ -6,10 +6,9 @@ use filter_core::HeaderMap;
 use std::borrow::Cow;
 use transform::template::{RequestVars, Template, Var, VarSource};
 
-/// The headers a leg forwards unless it lists its own: the request id, trace context and the
-/// identity the gateway verified (its owned headers: a client's forged copies are removed
-/// before this stage). Never `authorization` or `cookie`.
-pub const DEFAULT_FORWARD: &[&str] = &[
+/// The request id and trace context: forwarded by default, and one per request (so never part
+/// of a cache key).
+pub const TRACE_HEADERS: &[&str] = &[
     "x-request-id",
     "traceparent",
     "tracestate",
@@ -19,11 +18,19 @@ pub const DEFAULT_FORWARD: &[&str] = &[
     "x-b3-parentspanid",
     "x-b3-sampled",
     "x-b3-flags",
-    "x-user-id",
-    "x-org-id",
-    "x-tenant-id",
-    "x-jwt-tenant",
 ];
+
+/// The identity the gateway verified (its owned headers: a client's forged copies are removed
+/// before this stage).
+pub const IDENTITY_HEADERS: &[&str] = &["x-user-id", "x-org-id", "x-tenant-id", "x-jwt-tenant"];
+
+/// The headers a leg forwards unless it lists its own: [`TRACE_HEADERS`], then
+/// [`IDENTITY_HEADERS`]. Never `authorization` or `cookie`.
+pub fn default_forward() -> Vec<String> {
+    (TRACE_HEADERS.iter().chain(IDENTITY_HEADERS))
+        .map(|n| n.to_string())
+        .collect()
+}
 
 /// Headers the stage writes itself or that describe the client's connection or body, which a
 /// call does not have.

@@ -6,7 +6,8 @@
 //!   "jwt_auth":         { "providers": { ... }, "rules": [ ... ] },
 //!   "tenant_cache_key": { "stage": "request", "sources": [ ... ] },
 //!   "transform":        { "rules": [ ... ] },
-//!   "ratelimit":        { "cluster": "ratelimit", "domain": "edge", "rules": [ ... ] }
+//!   "ratelimit":        { "cluster": "ratelimit", "domain": "edge", "rules": [ ... ] },
+//!   "aggregate":        { "endpoints": { ... } }
 //! }
 //! ```
 //!
@@ -22,7 +23,13 @@ use tenant_cache_key::TenantPolicy;
 use transform::Transformer;
 
 /// The stage sections in the order they run on a request.
-pub const STAGES: [&str; 4] = ["jwt_auth", "tenant_cache_key", "transform", "ratelimit"];
+pub const STAGES: [&str; 5] = [
+    "jwt_auth",
+    "tenant_cache_key",
+    "transform",
+    "ratelimit",
+    "aggregate",
+];
 
 /// The configuration as written: each section kept as raw JSON for its filter's parser.
 #[derive(Debug, Deserialize)]
@@ -36,6 +43,8 @@ struct RawConfig {
     transform: Option<Box<RawValue>>,
     #[serde(default)]
     ratelimit: Option<Box<RawValue>>,
+    #[serde(default)]
+    aggregate: Option<Box<RawValue>>,
 }
 
 /// The validated configuration: each configured stage compiled by its own filter.
@@ -46,6 +55,8 @@ pub struct BundleConfig {
     pub transform: Option<Transformer>,
     /// Leased global limits, decided last (on the headers the other stages left).
     pub ratelimit: Option<ratelimit::Config>,
+    /// Aggregation, after every other stage admitted the request.
+    pub aggregate: Option<aggregate::Config>,
 }
 
 fn section<T>(
@@ -66,9 +77,11 @@ impl BundleConfig {
             tenant: section(STAGES[1], raw.tenant_cache_key, TenantPolicy::new)?,
             transform: section(STAGES[2], raw.transform, Transformer::new)?,
             ratelimit: section(STAGES[3], raw.ratelimit, ratelimit::Config::parse)?,
+            aggregate: section(STAGES[4], raw.aggregate, aggregate::Config::parse)?,
         };
         let none = config.jwt_auth.is_none() && config.tenant.is_none();
-        if none && config.transform.is_none() && config.ratelimit.is_none() {
+        let none = none && config.transform.is_none() && config.ratelimit.is_none();
+        if none && config.aggregate.is_none() {
             return Err(ConfigError::new(
                 "",
                 format!(
@@ -117,7 +130,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "invalid configuration: no stage is configured: give at least one of the sections \
-             jwt_auth, tenant_cache_key, transform, ratelimit"
+             jwt_auth, tenant_cache_key, transform, ratelimit, aggregate"
         );
         // `null` is the same as leaving the section out.
         assert!(parse(json!({ "jwt_auth": null, "transform": {"rules": []} })).is_ok());

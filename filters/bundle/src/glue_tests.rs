@@ -4,7 +4,7 @@
 
 use crate::plugin::{BundlePlugin, BundleRequest};
 use filter_core::host::Map;
-use filter_core::testing::FakeHost;
+use filter_core::testing::{Call, FakeHost};
 use filter_core::{Action, HeaderMap, HttpFilter, Plugin};
 use jwt_auth::testing::{claims, jwks, sign};
 use serde_json::{json, Value};
@@ -250,6 +250,22 @@ fn a_refused_section_names_the_stage_and_the_field() {
     assert!(err.contains("tenant_cache_key.stage"), "{err}");
 }
 
+/// The ratelimit service grants 5 tokens of a 10-token lease, to the root.
+fn grant_lease(host: &FakeHost, bundle: &Bundle, token: u32) {
+    use prost::Message;
+    let answer = ratelimit::pb::LeaseResponse {
+        mode: ratelimit::pb::LeaseMode::Leased as i32,
+        granted: 5,
+        expires_in_ms: 5_000,
+        lease_size: 10,
+        ..Default::default()
+    };
+    host.enter(ROOT);
+    let bytes = answer.encode_to_vec();
+    host.set_buffer_of(filter_core::host::Buffer::GrpcReceive, bytes.clone());
+    bundle.on_grpc_call_response(token, 0, bytes.len());
+}
+
 #[test]
 fn the_ratelimit_stage_leases_for_the_tenant_the_stages_before_it_resolved() {
     let mut c = local();
@@ -280,17 +296,7 @@ fn the_ratelimit_stage_leases_for_the_tenant_the_stages_before_it_resolved() {
         ("tenant", "acme"),
         "not the forged one"
     );
-    let answer = ratelimit::pb::LeaseResponse {
-        mode: ratelimit::pb::LeaseMode::Leased as i32,
-        granted: 5,
-        expires_in_ms: 5_000,
-        lease_size: 10,
-        ..Default::default()
-    };
-    host.enter(ROOT);
-    let bytes = answer.encode_to_vec();
-    host.set_buffer_of(filter_core::host::Buffer::GrpcReceive, bytes.clone());
-    bundle.on_grpc_call_response(calls[0].token, 0, bytes.len());
+    grant_lease(&host, &bundle, calls[0].token);
     assert_eq!(host.take_resumed(), [2]);
     let (_, action) = send(&host, &bundle, 3, "/orders", Some(&token("user-1")));
     assert_eq!(action, Action::Continue, "a held token: no wait, no call");
@@ -372,4 +378,108 @@ fn the_route_chooses_every_stages_policy_with_one_read() {
         None,
         "the forged tenant still goes"
     );
+}
+
+/// The aggregate section: route `dash-route` is answered from a required `user` leg and an
+/// `orders` leg.
+fn with_aggregate(mut c: Value) -> Value {
+    c["aggregate"] = json!({
+        "endpoints": { "dash": { "legs": [
+            { "name": "user", "cluster": "users", "path": "/users/${header.x-user-id}",
+              "required": true },
+            { "name": "orders", "cluster": "orders", "path": "/orders" }
+        ] } },
+        "routes": { "dash-route": "dash" }
+    });
+    c
+}
+
+/// Answers each of `calls` (HTTP legs of context 2) with a small JSON body naming its cluster.
+fn answer_legs(host: &FakeHost, request: &mut BundleRequest<FakeHost>, calls: &[Call]) {
+    for call in calls {
+        host.enter(call.context);
+        let body = json!({ "from": call.cluster }).to_string();
+        host.answer_http(200, body.as_bytes());
+        request.on_http_call_response(call.token, body.len());
+    }
+}
+
+/// Aggregation is the last stage: its legs carry what the stages before it set (the verified
+/// user, never the forged one, and no token); other routes go upstream as before.
+#[test]
+fn an_aggregated_route_is_answered_from_its_legs_after_every_other_stage() {
+    let (host, bundle) = start(&with_aggregate(local()));
+    host.set_route(&[], Some("dash-route"), true);
+    let (mut request, action) = send(&host, &bundle, 2, "/dash", Some(&token("user-1")));
+    assert_eq!(action, Action::Pause);
+    assert_eq!(
+        request.on_request_body(5, true),
+        Action::Pause,
+        "no body goes on"
+    );
+    let calls = host.take_calls();
+    let clusters: Vec<&str> = calls.iter().map(|c| c.cluster.as_str()).collect();
+    assert_eq!(clusters, ["users", "orders"]);
+    assert_eq!(calls[0].header(":path"), Some("/users/user-1"));
+    assert_eq!(calls[0].header("x-user-id"), Some("user-1"));
+    assert_eq!(calls[1].header("x-tenant-id"), Some("acme"));
+    assert_eq!(calls[1].header("authorization"), None);
+    answer_legs(&host, &mut request, &calls);
+    let replies = host.take_replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(
+        replies[0].json(),
+        json!({ "user": { "from": "users" }, "orders": { "from": "orders" } })
+    );
+    assert!(host.take_resumed().is_empty());
+    request.on_done();
+    bundle.flush();
+    assert_eq!(host.metric("aggregate.dash.complete"), 1);
+
+    host.set_route(&[], Some("elsewhere"), true);
+    let (_, action) = send(&host, &bundle, 3, "/orders", Some(&token("user-1")));
+    assert_eq!(action, Action::Continue);
+    assert!(host.take_calls().is_empty());
+}
+
+/// A request the ratelimit stage holds for tokens aggregates when the tokens come, instead of
+/// being resumed towards the route's cluster.
+#[test]
+fn a_request_held_for_tokens_aggregates_when_the_limiter_lets_it_go() {
+    let mut c = with_aggregate(local());
+    c["ratelimit"] = json!({
+        "cluster": "ratelimit", "domain": "edge", "lease_size": 10,
+        "rules": [{ "descriptors": [[
+            { "request_headers": { "header_name": "x-tenant-id", "descriptor_key": "tenant" } }
+        ]] }]
+    });
+    let (host, bundle) = start(&c);
+    host.set_route(&[], Some("dash-route"), true);
+    let (mut request, action) = send(&host, &bundle, 2, "/dash", Some(&token("user-1")));
+    assert_eq!(action, Action::Pause, "no token yet");
+    let lease = host.take_calls();
+    assert_eq!(lease.len(), 1, "the lease only, no leg yet: {lease:?}");
+    grant_lease(&host, &bundle, lease[0].token);
+    assert!(
+        host.take_resumed().is_empty(),
+        "not sent to the route's cluster"
+    );
+    let legs = host.take_calls();
+    assert_eq!(legs.len(), 2, "{legs:?}");
+    assert!(
+        legs.iter().all(|c| c.context == 2),
+        "dispatched for the request"
+    );
+    answer_legs(&host, &mut request, &legs);
+    assert_eq!(host.take_replies().len(), 1);
+
+    // Tokens held now: the next request aggregates at once; leaving mid-way abandons it.
+    let (mut gone, action) = send(&host, &bundle, 3, "/dash", Some(&token("user-1")));
+    assert_eq!(action, Action::Pause);
+    assert_eq!(host.take_calls().len(), 2, "its legs, no lease");
+    gone.on_done();
+    host.end(3);
+    assert!(host.take_resumed().is_empty() && host.take_replies().is_empty());
+    bundle.flush();
+    assert_eq!(host.metric("aggregate.dash.abandoned"), 1);
 }

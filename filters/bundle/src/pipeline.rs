@@ -64,13 +64,13 @@ pub struct Pipeline {
 impl Pipeline {
     /// The stages that run on the in-VM copy (the ratelimit stage's configuration goes to its
     /// limiter).
-    pub fn new(c: BundleConfig) -> (Self, Option<ratelimit::Config>) {
+    pub fn new(c: BundleConfig) -> (Self, Option<ratelimit::Config>, Option<aggregate::Config>) {
         let pipeline = Pipeline {
             jwt_auth: c.jwt_auth,
             tenant: c.tenant,
             transform: c.transform,
         };
-        (pipeline, c.ratelimit)
+        (pipeline, c.ratelimit, c.aggregate)
     }
 }
 

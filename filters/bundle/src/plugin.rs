@@ -9,16 +9,21 @@
 //! later stages edit the in-VM copy; the net difference is written back in one batch.
 //! Response headers: read only when a stage needs them; transform, then tenant_cache_key.
 //! Request end (`on_done` / `on_log`): the stream slot tenant_cache_key took, if any, is freed.
+//!
+//! Aggregation comes last: a request every other stage admitted, whose route names an endpoint,
+//! is answered from its legs (aggregate's own [`AggregateHttp`]) instead of going upstream --
+//! at once, or when jwt_auth or the ratelimit stage lets a paused request go.
 
 use crate::config::BundleConfig;
 use crate::pipeline::{Flow, OnRoutes, Pipeline, StageEffects};
+use aggregate::{AggregateHttp, AggregatePlugin};
 use filter_core::headers::changes;
 use filter_core::host::{Action, Map};
 use filter_core::route::{Needs, Refusal, RouteFacts};
 use filter_core::{ConfigError, HeaderEdit, HeaderMap, Host, HttpFilter, Plugin};
 use jwt_auth::host::WorkerAuth;
 use ratelimit::host::{limit_headers, Limiter, RateHeaders, Verdict};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -42,6 +47,12 @@ pub struct BundlePlugin<H: Host> {
     limiter: Option<Limiter<H>>,
     /// Requests jwt_auth paused, by context id, until it hands them back.
     paused: RefCell<HashMap<u32, Rc<RefCell<RequestState<H>>>>>,
+    /// The aggregation stage, last.
+    aggregate: Option<Rc<AggregatePlugin<H>>>,
+    /// Requests the ratelimit stage holds that may aggregate when it lets them go.
+    held: RefCell<HashMap<u32, Rc<RefCell<RequestState<H>>>>>,
+    /// The limiter's admit hook is installed (once, from the first request).
+    hooked: Cell<bool>,
     /// What every request reads of its route, for all stages at once.
     route_needs: Needs,
 }
@@ -55,6 +66,10 @@ struct RequestState<H: Host> {
     rate: Option<RateHeaders>,
     /// The matched route's policies, read once for every stage.
     route: RouteFacts,
+    /// Set when the ratelimit stage paused the request.
+    held: bool,
+    /// The request's aggregation, once started.
+    aggregate: Option<AggregateHttp<H>>,
 }
 
 impl<H: Host> BundlePlugin<H> {
@@ -71,7 +86,8 @@ impl<H: Host> BundlePlugin<H> {
         let transform =
             (self.pipeline.transform.as_ref()).and_then(|t| t.routes().map(|b| b.needs()));
         let limits = self.limiter.as_ref().map(|l| l.route_needs());
-        [jwt, tenant, transform, limits]
+        let aggregate = self.aggregate.as_ref().map(|a| a.route_needs());
+        [jwt, tenant, transform, limits, aggregate]
             .into_iter()
             .flatten()
             .fold(Needs::default(), Needs::union)
@@ -91,10 +107,52 @@ impl<H: Host> BundlePlugin<H> {
             let Some(state) = self.paused.borrow_mut().remove(&id) else {
                 return;
             };
-            if continue_request(self, id, &mut state.borrow_mut(), headers, edits) {
+            let go = continue_request(self, id, &mut state.borrow_mut(), headers, edits);
+            if go && self.start_aggregate(id, &mut state.borrow_mut()) {
                 self.host.resume_request();
+            } else if !go && state.borrow().held && self.aggregate.is_some() {
+                self.held.borrow_mut().insert(id, state);
             }
         }
+    }
+
+    /// The last stage on an admitted request: true when it goes upstream, false when the
+    /// aggregation stage answers it (now, or from its legs).
+    fn start_aggregate(&self, context_id: u32, state: &mut RequestState<H>) -> bool {
+        let Some(stage) = &self.aggregate else {
+            return true;
+        };
+        let mut request = stage.http_context(context_id);
+        match request.start_on(&state.route) {
+            Action::Continue => true,
+            _ => {
+                state.aggregate = Some(request);
+                false
+            }
+        }
+    }
+
+    /// The ratelimit stage lets a held request go: true when its aggregation took it over.
+    fn admitted(&self, context_id: u32) -> bool {
+        match self.held.borrow_mut().remove(&context_id) {
+            Some(state) => !self.start_aggregate(context_id, &mut state.borrow_mut()),
+            None => false,
+        }
+    }
+
+    /// Gives the limiter the say on the requests it lets go (once: the hook needs the plugin's
+    /// `Rc`, which exists from the first request on).
+    fn hook_limiter(self: &Rc<Self>) {
+        let Some(limiter) = self.limiter.as_ref().filter(|_| self.aggregate.is_some()) else {
+            return;
+        };
+        if self.hooked.replace(true) {
+            return;
+        }
+        let plugin = Rc::downgrade(self);
+        limiter.on_admit(Box::new(move |id| {
+            plugin.upgrade().is_some_and(|p| p.admitted(id))
+        }));
     }
 }
 
@@ -113,13 +171,16 @@ impl<H: Host> Plugin for BundlePlugin<H> {
             (tenant.and_then(|t| t.streams())).map(|l| TenantStreams::new(&host, l));
         let transform_metrics =
             (config.transform.as_ref()).map(|_| TransformMetrics::define(&host));
-        let (pipeline, ratelimit) = Pipeline::new(config);
+        let (pipeline, ratelimit, aggregate) = Pipeline::new(config);
         let mut plugin = BundlePlugin {
             auth,
             tenant_metrics,
             tenant_streams,
             transform_metrics,
             limiter: ratelimit.map(|c| Limiter::new(host.clone(), c)),
+            aggregate: aggregate.map(|c| Rc::new(AggregatePlugin::new(host.clone(), c))),
+            held: RefCell::new(HashMap::new()),
+            hooked: Cell::new(false),
             pipeline,
             paused: RefCell::new(HashMap::new()),
             route_needs: Needs::default(),
@@ -156,6 +217,9 @@ impl<H: Host> Plugin for BundlePlugin<H> {
         if let Some(l) = &self.limiter {
             l.metrics.flush();
         }
+        if let Some(a) = &self.aggregate {
+            a.flush();
+        }
     }
 
     fn on_http_call_response(&self, token: u32, body_size: usize) {
@@ -176,12 +240,15 @@ impl<H: Host> Plugin for BundlePlugin<H> {
     }
 
     fn http_context(self: &Rc<Self>, context_id: u32) -> BundleRequest<H> {
+        self.hook_limiter();
         let state = RequestState {
             end_of_stream: false,
             transform: TransformRequest::new(self.host.clone()),
             tenant_facts: None,
             rate: None,
             route: RouteFacts::default(),
+            held: false,
+            aggregate: None,
         };
         BundleRequest {
             context_id,
@@ -276,7 +343,11 @@ fn continue_request<H: Host>(
                     state.rate = rate;
                     true
                 }
-                Some(Verdict::Answered | Verdict::Paused) => false,
+                Some(Verdict::Answered) => false,
+                Some(Verdict::Paused) => {
+                    state.held = true;
+                    false
+                }
             }
         }
     }
@@ -353,18 +424,28 @@ impl<H: Host> HttpFilter for BundleRequest<H> {
             return Action::Pause;
         };
         let mut state = self.state.borrow_mut();
-        let p = &*self.plugin;
-        match continue_request(p, self.context_id, &mut state, &original, &auth_edits) {
-            true => Action::Continue,
-            false => Action::Pause,
+        let (p, id) = (&*self.plugin, self.context_id);
+        let go = continue_request(p, id, &mut state, &original, &auth_edits);
+        if go && p.start_aggregate(id, &mut state) {
+            return Action::Continue;
         }
+        if !go && state.held && p.aggregate.is_some() {
+            p.held.borrow_mut().insert(id, Rc::clone(&self.state));
+        }
+        Action::Pause
     }
 
     fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(a) = &mut self.state.borrow_mut().aggregate {
+            return a.on_request_body(body_size, end_of_stream);
+        }
         self.on_body(Direction::Request, body_size, end_of_stream)
     }
 
     fn on_request_trailers(&mut self) -> Action {
+        if let Some(a) = &mut self.state.borrow_mut().aggregate {
+            return a.on_request_trailers();
+        }
         self.on_trailers(Direction::Request)
     }
 
@@ -427,7 +508,12 @@ impl<H: Host> HttpFilter for BundleRequest<H> {
         self.on_trailers(Direction::Response)
     }
 
+    /// A leg of this request's aggregation, or a key fetch of jwt_auth (each ignores the
+    /// other's tokens).
     fn on_http_call_response(&mut self, token: u32, body_size: usize) {
+        if let Some(a) = &mut self.state.borrow_mut().aggregate {
+            a.on_http_call_response(token, body_size);
+        }
         self.plugin.on_http_call_response(token, body_size);
     }
 
@@ -442,6 +528,10 @@ impl<H: Host> HttpFilter for BundleRequest<H> {
             auth.borrow_mut().on_done(self.context_id);
         }
         self.plugin.paused.borrow_mut().remove(&self.context_id);
+        self.plugin.held.borrow_mut().remove(&self.context_id);
+        if let Some(a) = &mut self.state.borrow_mut().aggregate {
+            a.on_done();
+        }
         self.plugin.end_request(self.context_id);
         if let Some(l) = &self.plugin.limiter {
             l.on_done(self.context_id);

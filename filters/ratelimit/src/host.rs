@@ -109,8 +109,14 @@ pub struct Limiter<H: Host> {
     local: RefCell<HashMap<String, Local>>,
     /// The root ticks [`SOON`] (refills are queued) rather than every [`TICK`].
     hurried: Cell<bool>,
+    /// The owner's say on a paused request this limiter lets go ([`Self::on_admit`]).
+    admit_hook: RefCell<Option<AdmitHook>>,
     pub metrics: Metrics<H>,
 }
+
+/// Called with the context id of a paused request the limiter lets go, while that request is
+/// the effective context: true when the caller took the request over (it is then not resumed).
+pub type AdmitHook = Box<dyn Fn(u32) -> bool>;
 
 impl<H: Host> Limiter<H> {
     pub fn new(host: H, config: Config) -> Self {
@@ -131,6 +137,21 @@ impl<H: Host> Limiter<H> {
             root_leases: RefCell::default(),
             local: RefCell::default(),
             hurried: Cell::new(false),
+            admit_hook: RefCell::new(None),
+        }
+    }
+
+    /// Lets the owner act on a paused request before it is resumed: the bundle starts its
+    /// aggregation stage there (a request the limiter held never reaches the bundle again).
+    pub fn on_admit(&self, hook: AdmitHook) {
+        *self.admit_hook.borrow_mut() = Some(hook);
+    }
+
+    /// A paused request goes on: resumed, unless the owner took it over.
+    fn let_go(&self, context_id: u32) {
+        let taken = (self.admit_hook.borrow().as_ref()).is_some_and(|hook| hook(context_id));
+        if !taken {
+            self.host.resume_request();
         }
     }
 
@@ -546,7 +567,7 @@ impl<H: Host> Limiter<H> {
                 self.refuse(retry_after_ms, limit, &waiter.limit, request_id);
             }
             Some(Take::Wait) | None => {
-                self.fail_answered(request_id, true);
+                self.fail_answered(request_id, Some(id));
             }
         }
     }
@@ -562,7 +583,7 @@ impl<H: Host> Limiter<H> {
                 continue;
             };
             if self.host.set_effective_context(id) {
-                let _ = self.fail_answered(waiter.request_id.as_deref(), true);
+                let _ = self.fail_answered(waiter.request_id.as_deref(), Some(id));
             }
         }
     }
@@ -594,7 +615,7 @@ impl<H: Host> Limiter<H> {
             };
             if self.host.set_effective_context(id) {
                 self.metrics.timeouts.inc();
-                let _ = self.fail_answered(waiter.request_id.as_deref(), true);
+                let _ = self.fail_answered(waiter.request_id.as_deref(), Some(id));
             }
         }
     }
@@ -623,20 +644,20 @@ impl<H: Host> Limiter<H> {
 
     /// A request whose tokens could not be had: the failure mode, decided now.
     fn fail(&self, request_id: Option<&str>) -> Verdict {
-        match self.fail_answered(request_id, false) {
+        match self.fail_answered(request_id, None) {
             true => Verdict::Answered,
             false => Verdict::Continue(None),
         }
     }
 
     /// Applies the failure mode to the current request; true when it was answered. `paused`:
-    /// an admitted request must be resumed.
-    fn fail_answered(&self, request_id: Option<&str>, paused: bool) -> bool {
+    /// the request's context id when it waits (an admitted request must be let go).
+    fn fail_answered(&self, request_id: Option<&str>, paused: Option<u32>) -> bool {
         self.metrics.failures.inc();
         match self.config.failure_mode {
             FailureMode::Allow => {
-                if paused {
-                    self.host.resume_request();
+                if let Some(id) = paused {
+                    self.let_go(id);
                 }
                 false
             }
@@ -659,7 +680,7 @@ impl<H: Host> Limiter<H> {
         if let Some(h) = headers {
             self.resumed_headers.borrow_mut().insert(context_id, h);
         }
-        self.host.resume_request();
+        self.let_go(context_id);
     }
 
     /// The rate headers of a request admitted after waiting (taken once).

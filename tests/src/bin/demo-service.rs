@@ -8,7 +8,8 @@
 //! answer `/healthz` and reply JSON naming themselves and the identity headers the gateway set
 //! (so curl shows the gateway's work); `users` leaks `password_hash` and `internal` for the
 //! gateway to strip; `products` replies are cacheable and count themselves, so a cache hit is
-//! visible; `events` is a WebSocket echo; `grpc` serves `grpc.health.v1.Health` (SERVING).
+//! visible; `events` is a WebSocket echo; `grpc` serves `grpc.health.v1.Health` (SERVING) and
+//! the demo inventory service (`edgegate.inventory.v1.Inventory`, gateway_tests::inventory).
 
 use anyhow::{Context, Result};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -73,8 +74,10 @@ async fn main() -> Result<()> {
         reporter
             .set_service_status("edgegate.demo", tonic_health::ServingStatus::Serving)
             .await;
+        let inventory = gateway_tests::inventory::InventoryService::default();
         tonic::transport::Server::builder()
             .add_service(health)
+            .add_service(inventory.server())
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
             .await
             .context("serving gRPC")?;

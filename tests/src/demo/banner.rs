@@ -93,6 +93,16 @@ Paste these into another shell:
     services called in parallel (the user without its internal fields):
      curl -s {auth} {gw}/api/dashboard
 
+14. REST in front of gRPC: Envoy's gRPC-JSON transcoder turns these into calls to the inventory
+    gRPC service (the JSON body and the path make the request message; a gRPC error comes back
+    as its HTTP status, here 404 and 400):
+     curl -s {auth} {gw}/api/v1/inventory/items/sku-1
+     curl -s {auth} -H 'content-type: application/json' -d '{{"quantity": 2}}' \
+       {gw}/api/v1/inventory/items/sku-2/reservations
+     curl -s {auth} {gw}/api/v1/inventory/items/sku-404
+     curl -s {auth} -H 'content-type: application/json' -d '{{"quantity": 99}}' \
+       {gw}/api/v1/inventory/items/sku-2/reservations
+
 Ctrl-C stops every process.
 "#,
             users = p.users,

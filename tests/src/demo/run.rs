@@ -4,8 +4,8 @@
 use super::clients::{client, grpc_health, token};
 use super::vars::check_placeholders;
 use super::{
-    gateway_vars, Demo, GatewayPaths, Ports, ServingStatus, GATEWAY_TEMPLATE, RLS_CONFIG, ROLES,
-    WASM_MODULES,
+    gateway_vars, Demo, GatewayPaths, Ports, ServingStatus, DIST_FILES, GATEWAY_TEMPLATE,
+    RLS_CONFIG, ROLES,
 };
 use crate::envoy::{custom, Envoy, EnvoyBuilder};
 use crate::process::Process;
@@ -237,10 +237,10 @@ async fn start_envoy(
         cert_dir,
         cache_dir,
         access_log: dir.join("access.log"),
-        wasm_dir: tools::repo_root().join("dist"),
+        dist_dir: tools::repo_root().join("dist"),
     };
-    for (_, module) in WASM_MODULES {
-        tools::wasm(module)?;
+    for (_, file) in DIST_FILES {
+        tools::dist_bin(file)?;
     }
     let mut builder = EnvoyBuilder::new("gateway", template).concurrency(1);
     for (k, v) in gateway_vars(ports, &paths) {

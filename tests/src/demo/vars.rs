@@ -1,7 +1,7 @@
-//! The values of the gateway template's placeholders: ports, paths, route timeouts and the wasm
-//! modules.
+//! The values of the gateway template's placeholders: ports, paths, route timeouts and the built
+//! files.
 
-use super::{Ports, REPORT_TIMEOUT, ROUTE_TIMEOUT, WASM_MODULES};
+use super::{Ports, DIST_FILES, REPORT_TIMEOUT, ROUTE_TIMEOUT};
 use crate::template;
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
@@ -15,8 +15,8 @@ pub struct GatewayPaths {
     /// A writable directory for Envoy's file-system HTTP cache.
     pub cache_dir: PathBuf,
     pub access_log: PathBuf,
-    /// Holds the `<module>.wasm` files of [`WASM_MODULES`].
-    pub wasm_dir: PathBuf,
+    /// Holds the files of [`DIST_FILES`].
+    pub dist_dir: PathBuf,
 }
 
 /// A value for every placeholder of [`GATEWAY_TEMPLATE`](super::GATEWAY_TEMPLATE): what the demo
@@ -38,11 +38,8 @@ pub fn gateway_vars(ports: &Ports, paths: &GatewayPaths) -> BTreeMap<String, Str
     ] {
         vars.insert(k.to_string(), v);
     }
-    for (var, module) in WASM_MODULES {
-        vars.insert(
-            var.to_string(),
-            path(&paths.wasm_dir.join(format!("{module}.wasm"))),
-        );
+    for (var, file) in DIST_FILES {
+        vars.insert(var.to_string(), path(&paths.dist_dir.join(file)));
     }
     vars
 }
@@ -67,7 +64,7 @@ pub(super) fn check_placeholders(template_text: &str) -> Result<()> {
             cert_dir: PathBuf::new(),
             cache_dir: PathBuf::new(),
             access_log: PathBuf::new(),
-            wasm_dir: PathBuf::new(),
+            dist_dir: PathBuf::new(),
         },
     );
     let used = template::placeholders(template_text);

@@ -85,3 +85,43 @@ async fn the_dashboard_merges_three_parallel_legs_with_the_verified_identity() {
     let after: Vec<usize> = ups.iter().map(|u| u.requests().len()).collect();
     assert_eq!(counts, after, "a leg was called for a refused request");
 }
+
+/// The dashboard is kept 5 s per set of leg calls: the same user gets it again without a leg
+/// being called; another user of the same tenant never gets the first user's answer.
+#[tokio::test]
+async fn the_dashboard_is_cached_per_user_and_tenant_never_across() {
+    let gw = Gateway::start(Opts {
+        users: Arc::new(|r: &Recorded| Reply::json(200, &json!({ "path": r.path }))),
+        ..Opts::default()
+    })
+    .await;
+    let ups = [&gw.users, &gw.orders_v1, &gw.products];
+    let calls = || -> usize { ups.iter().map(|u| api_requests(u).len()).sum() };
+    let get = |user: &str, tenant: &str| {
+        client()
+            .get(gw.url("/api/dashboard"))
+            .bearer_auth(token(user, tenant, "orders:read"))
+    };
+    let first = get("ann", "acme").send().await.unwrap();
+    assert_eq!(header(&first, "x-aggregate-cache").as_deref(), Some("miss"));
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(calls(), 3);
+
+    let again = get("ann", "acme").send().await.unwrap();
+    assert_eq!(header(&again, "x-aggregate-cache").as_deref(), Some("hit"));
+    assert!(header(&again, "age").is_some());
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    assert_eq!(calls(), 3, "a hit calls no leg");
+
+    for (user, tenant) in [("bob", "acme"), ("ann", "globex")] {
+        let other = get(user, tenant).send().await.unwrap();
+        assert_eq!(
+            header(&other, "x-aggregate-cache").as_deref(),
+            Some("miss"),
+            "{user}@{tenant}"
+        );
+        let body: Value = other.json().await.unwrap();
+        assert_eq!(body["user"]["path"], format!("/users/{user}"), "{body}");
+    }
+    assert_eq!(calls(), 9);
+}

@@ -19,6 +19,7 @@ mod policies;
 mod protocols;
 mod resilience;
 mod routing;
+mod transcoding;
 
 /// What every module of this binary uses.
 mod prelude {

@@ -116,6 +116,8 @@ async fn forged_owned_headers_reach_no_upstream_on_any_route() {
         }
         let seen = if route.is_grpc() {
             grpc_with_forged_headers(&gw, &owned).await
+        } else if route.is_transcoded() {
+            transcoded_with_forged_headers(&gw, &route, &owned).await
         } else if route.is_upgrade() {
             upgrade_with_forged_headers(&gw, &route, &owned).await
         } else {
@@ -217,7 +219,11 @@ async fn grpc_with_forged_headers(gw: &Gateway, owned: &[String]) -> Seen {
     grpc_check(&grpc_channel(gw).await, &metadata)
         .await
         .unwrap();
-    let seen = gw.grpc.last();
+    owned_in(&gw.grpc.last(), owned)
+}
+
+/// The owned headers among a gRPC call's metadata.
+fn owned_in(seen: &tonic::metadata::MetadataMap, owned: &[String]) -> Seen {
     owned
         .iter()
         .filter_map(|n| {
@@ -225,6 +231,26 @@ async fn grpc_with_forged_headers(gw: &Gateway, owned: &[String]) -> Seen {
             Some((n.clone(), v))
         })
         .collect()
+}
+
+/// A REST request the transcoder turns into a gRPC call: what the call's metadata carried.
+async fn transcoded_with_forged_headers(gw: &Gateway, route: &Route, owned: &[String]) -> Seen {
+    let before = gw.grpc.metadata.lock().unwrap().len();
+    let mut req = gw
+        .route_request(route, reqwest::Method::GET, &route.sample_path())
+        .bearer_auth(writer_token());
+    for name in owned {
+        req = req.header(name.as_str(), FORGED);
+    }
+    let status = req.send().await.unwrap().status();
+    let calls = gw.grpc.metadata.lock().unwrap().len();
+    assert_eq!(
+        calls,
+        before + 1,
+        "{}: {status}: one gRPC call",
+        route.describe()
+    );
+    owned_in(&gw.grpc.last(), owned)
 }
 
 /// The review's unconfirmed suspicion: HTTP/2 request trailers named like owned headers reach

@@ -212,7 +212,7 @@ pub(super) async fn gateway_section(load: &Load) -> Result<String> {
         cert_dir,
         cache_dir,
         access_log: "/dev/null".into(),
-        wasm_dir: gateway_tests::tools::repo_root().join("dist"),
+        dist_dir: gateway_tests::tools::repo_root().join("dist"),
     };
     let render = |ports: &Ports| -> Result<String> {
         let mut template = EnvoyBuilder::from_repo_file("gateway", "envoy/gateway.yaml")?;
