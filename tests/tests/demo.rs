@@ -387,9 +387,20 @@ async fn demo_walkthrough_works_and_ctrl_c_stops_every_process() {
         (&json!("Widget"), &json!("acme"), &json!("alice")),
         "{body}"
     );
+    // The banner's TOKEN: reserving is a write (orders:write).
+    let writer = http
+        .get(format!(
+            "{idp}/token?sub=alice&tenant=acme&org=7&scope=orders:read%20orders:write"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let reserve = |quantity: i32| {
         http.post(format!("{inventory}/sku-2/reservations"))
-            .bearer_auth(&token)
+            .bearer_auth(writer.trim())
             .json(&json!({ "quantity": quantity }))
     };
     let (status, body) = get_json(reserve(2)).await;
