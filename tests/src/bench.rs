@@ -35,6 +35,27 @@ pub struct Figures {
     pub p99_us: f64,
 }
 
+/// The latency distribution of one fixed-rate run ([`paced_profile`]), in microseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Profile {
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+impl Profile {
+    pub fn figures(&self) -> Figures {
+        Figures {
+            rps: self.rps,
+            p50_us: self.p50_us,
+            p99_us: self.p99_us,
+        }
+    }
+}
+
 /// Runs wrk (one thread) against a loopback URL; returns requests/s and latency percentiles.
 pub fn wrk(url: &str, headers: &[(&str, &str)], load: &Load) -> Result<Figures> {
     wrk_with(url, headers, None, load)
@@ -70,6 +91,16 @@ fn loopback_only(url: &str) -> Result<()> {
 /// had to wait for the one before it counts the wait (no coordinated omission). Fails if any
 /// answer is not 2xx. The figures carry the rate reached, over the time until the last answer.
 pub async fn paced(url: &str, tokens: &[String], rate: f64, load: &Load) -> Result<Figures> {
+    Ok(paced_profile(url, tokens, rate, load).await?.figures())
+}
+
+/// [`paced`], with the whole latency distribution (p50, p90, p99, p99.9, max).
+pub async fn paced_profile(
+    url: &str,
+    tokens: &[String],
+    rate: f64,
+    load: &Load,
+) -> Result<Profile> {
     loopback_only(url)?;
     if tokens.is_empty() || rate <= 0.0 {
         bail!("paced load needs tokens and a positive rate");
@@ -85,7 +116,7 @@ async fn paced_run(
     rate: f64,
     connections: u32,
     duration: Duration,
-) -> Result<Figures> {
+) -> Result<Profile> {
     use tokio::time::Instant;
     let n = connections.max(1);
     let period = Duration::from_secs_f64(f64::from(n) / rate);
@@ -147,12 +178,15 @@ async fn paced_run(
     }
     all.sort_unstable();
     let pct = |p: f64| all[((all.len() - 1) as f64 * p).round() as usize] as f64;
-    Ok(Figures {
+    Ok(Profile {
         // Over the time the answers took, not the schedule: a target that cannot keep up
         // finishes late and shows the lower rate.
         rps: all.len() as f64 / finished.duration_since(start).as_secs_f64().max(1e-3),
         p50_us: pct(0.50),
+        p90_us: pct(0.90),
         p99_us: pct(0.99),
+        p999_us: pct(0.999),
+        max_us: pct(1.0),
     })
 }
 

@@ -76,8 +76,9 @@ fn rlqs_filter(cluster: &str) -> Result<serde_yaml::Value> {
 /// four wasm filters replaced by dist/bundle.wasm configured with their own configurations
 /// ("bundle"; "bundle-no-rls": three stages, no ratelimit), without the ratelimit stage
 /// ("no-rls"), with no HTTP filter but the router ("bare": the same Envoy routing the same
-/// request), or with Envoy's `rate_limit_quota` filter in the stage's place ("rlqs", rendered
-/// against the RLQS service). TLS listener dropped.
+/// request), with Envoy's `rate_limit_quota` filter in the stage's place ("rlqs", rendered
+/// against the RLQS service), or with Envoy's own filters in the wasm stages' places
+/// ("native", [`native_in_place`]). TLS listener dropped.
 fn gateway_variant(rendered: &str, variant: &str) -> Result<String> {
     let mut doc: serde_yaml::Value = serde_yaml::from_str(rendered)?;
     if let Some(listeners) = doc["static_resources"]["listeners"].as_sequence_mut() {
@@ -110,6 +111,14 @@ fn gateway_variant(rendered: &str, variant: &str) -> Result<String> {
             filters[at] = rlqs_filter(&cluster)?;
         }
         "bundle" => bundle_in_place(filters, true)?,
+        "native" => {
+            native_in_place(filters)?;
+            add_native_rate_limits(&mut doc)?;
+        }
+        "native-no-rls" => {
+            native_in_place(filters)?;
+            filters.retain(|f| f["name"].as_str() != Some("envoy.filters.http.ratelimit"));
+        }
         "bundle-no-rls" => bundle_in_place(filters, false)?,
         other => anyhow::bail!("unknown gateway variant {other}"),
     }
@@ -139,6 +148,111 @@ fn bundle_in_place(filters: &mut Vec<serde_yaml::Value>, with_ratelimit: bool) -
     });
     let bundle = chain::wasm("bundle", &config)?;
     filters.insert(at, serde_yaml::to_value(&bundle)?);
+    Ok(())
+}
+
+/// The native anchor: Envoy's own filters doing the wasm stages' work where one exists, in
+/// their places. jwt_authn (the same provider, keys and a verified-token cache as large as
+/// jwt_auth's) writes `x-user-id`, `x-org-id` and `x-tenant-id` from the claims, which stands
+/// in for the tenant stage's claim source; header_mutation does transform's header edits (the
+/// JSON body strip has no native equivalent and is left out); Envoy's `ratelimit` filter asks
+/// ratelimit-service (ShouldRateLimit, one call per request) for the same three descriptors.
+fn native_in_place(filters: &mut Vec<serde_yaml::Value>) -> Result<()> {
+    let jwt = wasm_config(filters, "jwt_auth")?;
+    let idp = &jwt["providers"]["idp"];
+    let keys = &idp["remote_jwks"];
+    let authn = json!({
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": { "idp": {
+                "issuer": idp["issuer"],
+                "audiences": idp["audiences"],
+                "remote_jwks": {
+                    "http_uri": { "uri": keys["uri"], "cluster": keys["cluster"], "timeout": "2s" },
+                    "cache_duration": "600s",
+                },
+                "from_headers": [{ "name": "authorization", "value_prefix": "Bearer " }],
+                "claim_to_headers": [
+                    { "header_name": "x-user-id", "claim_name": "sub" },
+                    { "header_name": "x-org-id", "claim_name": "org.id" },
+                    { "header_name": "x-tenant-id", "claim_name": "tenant" },
+                ],
+                "jwt_cache_config": { "jwt_cache_size": 10000 },
+            } },
+            "rules": [{ "match": { "prefix": "/" }, "requires": { "provider_name": "idp" } }],
+        }
+    });
+    let headers = json!({
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {
+                "request_mutations": [{ "append": {
+                    "header": { "key": "x-gateway-route", "value": "users" },
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD" } }],
+                "response_mutations": [
+                    { "remove": "server" },
+                    { "remove": "x-powered-by" },
+                    { "append": { "header": { "key": "x-gateway", "value": "edgegate" },
+                                  "append_action": "OVERWRITE_IF_EXISTS_OR_ADD" } },
+                ],
+            }
+        }
+    });
+    let cluster = wasm_config(filters, "ratelimit")?["cluster"]
+        .as_str()
+        .unwrap_or("ratelimit")
+        .to_string();
+    let limit = json!({
+        "name": "envoy.filters.http.ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+            "domain": "edge",
+            "timeout": "0.25s",
+            "failure_mode_deny": false,
+            "rate_limit_service": {
+                "grpc_service": { "envoy_grpc": { "cluster_name": cluster } },
+                "transport_api_version": "V3",
+            },
+        }
+    });
+    let native = [
+        ("jwt_auth", authn),
+        ("transform", headers),
+        ("ratelimit", limit),
+    ];
+    for (name, filter) in native {
+        let at = filters
+            .iter()
+            .position(|f| f["name"].as_str() == Some(name))
+            .ok_or_else(|| anyhow::anyhow!("gateway.yaml has no {name} filter"))?;
+        filters[at] = serde_yaml::to_value(filter)?;
+    }
+    filters.retain(|f| f["name"].as_str() != Some("tenant_request"));
+    Ok(())
+}
+
+/// The native ratelimit filter's descriptors, on every virtual host: the tenant, the consumer
+/// and the route, as the wasm stage's `standard` limit (its route name action keys on the
+/// route; the bench's one route is `users`).
+fn add_native_rate_limits(doc: &mut serde_yaml::Value) -> Result<()> {
+    let header = |name: &str, key: &str| {
+        json!({ "actions": [{ "request_headers": {
+            "header_name": name, "descriptor_key": key, "skip_if_absent": true } }] })
+    };
+    let limits = serde_yaml::to_value(json!([
+        header("x-tenant-id", "tenant"),
+        header("x-user-id", "consumer"),
+        { "actions": [{ "generic_key": { "descriptor_key": "route", "descriptor_value": "users" } }] },
+    ]))?;
+    let hosts = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["route_config"]["virtual_hosts"]
+        .as_sequence_mut()
+        .ok_or_else(|| anyhow::anyhow!("gateway.yaml: no virtual hosts on the first listener"))?;
+    for host in hosts {
+        host["rate_limits"] = limits.clone();
+    }
     Ok(())
 }
 
@@ -276,12 +390,21 @@ pub(super) async fn gateway_section(load: &Load) -> Result<String> {
             "rlqs",
             "envoy/gateway.yaml, Envoy's rate_limit_quota (RLQS) in the stage's place",
         ),
+        (
+            "native",
+            "envoy/gateway.yaml with Envoy's own filters in the wasm stages' places (jwt_authn, \
+             header_mutation, ratelimit: ShouldRateLimit per request; no body strip)",
+        ),
+        (
+            "native-no-rls",
+            "the native row without its ratelimit filter (jwt_authn, header_mutation)",
+        ),
     ];
     let http = gateway_tests::envoy::client();
     let mut envoys = Vec::new();
     for (key, _) in rows {
         let base = match key {
-            "exact" => &rendered_exact,
+            "exact" | "native" | "native-no-rls" => &rendered_exact,
             "rlqs" => &rendered_rlqs,
             _ => &rendered,
         };
@@ -326,6 +449,11 @@ pub(super) async fn gateway_section(load: &Load) -> Result<String> {
         ("rlqs", "no-rls", None),
         ("rlqs", "leased", None),
         ("no-rls", "bare", None),
+        ("bundle", "native", Some(0.8)),
+        ("leased", "native", None),
+        ("exact", "native", None),
+        ("bundle-no-rls", "native-no-rls", None),
+        ("no-rls", "native-no-rls", None),
     ]);
     // Lease calls against requests admitted by the leased rows (leased and bundle share the
     // service): the target is at most one call per 50 requests.
@@ -352,6 +480,7 @@ pub(super) async fn gateway_section(load: &Load) -> Result<String> {
         ("exact", sat("exact") / 2.0),
         ("bundle", sat("bundle") / 2.0),
         ("rlqs", sat("rlqs") / 2.0),
+        ("native", sat("native") / 2.0),
     ] {
         let what = format!("half of ({chain}) saturation, added over no-rls");
         let pair: Vec<_> = targets

@@ -1,7 +1,7 @@
 //! `make bench`: side-by-side figures measured in one run, on loopback, one Envoy worker.
 //!
 //! Usage: gateway-bench [SECTION...]   sections: floor, filters, jwt, ratelimit, stage, tenant, chain,
-//! gateway, aggregate (default: all)
+//! profile, gateway, aggregate (default: all)
 //! BENCH_SECONDS sets the measured duration of each row (default 8); BENCH_ROUNDS how many
 //! interleaved rounds the chain and gateway sections take the median of (default 3).
 
@@ -20,6 +20,7 @@ mod filters;
 mod floor;
 mod gateway;
 mod jwt;
+mod profile;
 mod ratelimit;
 mod stage;
 mod tenant;
@@ -30,6 +31,7 @@ use filters::filters_section;
 use floor::floor_section;
 use gateway::gateway_section;
 use jwt::jwt_section;
+use profile::profile_section;
 use ratelimit::ratelimit_section;
 use stage::stage_section;
 use tenant::tenant_section;
@@ -227,6 +229,10 @@ async fn main() -> Result<()> {
     }
     if want("chain") {
         report.push_str(&chain_section(&load).await?);
+        report.push('\n');
+    }
+    if want("profile") {
+        report.push_str(&profile_section(&load).await?);
         report.push('\n');
     }
     if want("gateway") {
