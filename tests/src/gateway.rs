@@ -182,21 +182,11 @@ impl Gateway {
             .var("REPORT_TIMEOUT", opts.report_timeout)
             .var("ACCESS_LOG", access_log.display())
             .var("AUDIT_LOG", audit_log.display())
-            .wasm("JWT_AUTH_WASM", "jwt_auth")
-            .unwrap()
-            .wasm("TRANSFORM_WASM", "transform")
-            .unwrap()
-            .wasm("TENANT_CACHE_KEY_WASM", "tenant_cache_key")
-            .unwrap()
-            .wasm("RATELIMIT_WASM", "ratelimit")
-            .unwrap()
-            .wasm("AGGREGATE_WASM", "aggregate")
-            .unwrap()
-            .var(
-                "INVENTORY_DESCRIPTOR",
-                crate::tools::dist_bin("inventory.pb").unwrap().display(),
-            )
             .concurrency(1);
+        // The wasm filters and the descriptor set, as the demo names them.
+        for (var, file) in crate::demo::DIST_FILES {
+            builder = builder.var(var, crate::tools::dist_bin(file).unwrap().display());
+        }
         for arg in &opts.envoy_args {
             builder = builder.arg(arg);
         }

@@ -66,8 +66,6 @@ struct RequestState<H: Host> {
     rate: Option<RateHeaders>,
     /// The matched route's policies, read once for every stage.
     route: RouteFacts,
-    /// Set when the ratelimit stage paused the request.
-    held: bool,
     /// The request's aggregation, once started.
     aggregate: Option<AggregateHttp<H>>,
 }
@@ -107,12 +105,30 @@ impl<H: Host> BundlePlugin<H> {
             let Some(state) = self.paused.borrow_mut().remove(&id) else {
                 return;
             };
-            let go = continue_request(self, id, &mut state.borrow_mut(), headers, edits);
-            if go && self.start_aggregate(id, &mut state.borrow_mut()) {
+            let admission = continue_request(self, id, &mut state.borrow_mut(), headers, edits);
+            if self.after_stages(id, &state, admission) {
                 self.host.resume_request();
-            } else if !go && state.borrow().held && self.aggregate.is_some() {
-                self.held.borrow_mut().insert(id, state);
             }
+        }
+    }
+
+    /// What follows the stages: an admitted request aggregates or goes upstream (true); a
+    /// request the ratelimit stage holds is kept for its admit hook when it may aggregate.
+    fn after_stages(
+        &self,
+        context_id: u32,
+        state: &Rc<RefCell<RequestState<H>>>,
+        admission: Admission,
+    ) -> bool {
+        match admission {
+            Admission::Upstream => self.start_aggregate(context_id, &mut state.borrow_mut()),
+            Admission::Held => {
+                if self.aggregate.is_some() {
+                    self.held.borrow_mut().insert(context_id, Rc::clone(state));
+                }
+                false
+            }
+            Admission::Answered => false,
         }
     }
 
@@ -247,7 +263,6 @@ impl<H: Host> Plugin for BundlePlugin<H> {
             tenant_facts: None,
             rate: None,
             route: RouteFacts::default(),
-            held: false,
             aggregate: None,
         };
         BundleRequest {
@@ -298,15 +313,25 @@ impl<H: Host> StageEffects for HostEffects<'_, H> {
     }
 }
 
+/// What the stages after jwt_auth decided on a request.
+enum Admission {
+    /// Every stage let it go on.
+    Upstream,
+    /// A stage answered it.
+    Answered,
+    /// The ratelimit stage holds it for tokens (its limiter lets it go later).
+    Held,
+}
+
 /// Runs the stages after jwt_auth on the request whose headers were read as `original`, then
-/// writes the net difference. False when a stage answered the request.
+/// writes the net difference.
 fn continue_request<H: Host>(
     plugin: &BundlePlugin<H>,
     context_id: u32,
     state: &mut RequestState<H>,
     original: &HeaderMap,
     auth: &[HeaderEdit],
-) -> bool {
+) -> Admission {
     let on = match route_choices(plugin, &state.route) {
         Ok(on) => on,
         Err((refusal, tenant)) => {
@@ -315,7 +340,7 @@ fn continue_request<H: Host>(
                 (Some(m), true) => m.refuse_route(&plugin.host, &refusal, request_id),
                 _ => refusal.send(&plugin.host, request_id),
             }
-            return false;
+            return Admission::Answered;
         }
     };
     let mut headers = original.clone();
@@ -326,7 +351,7 @@ fn continue_request<H: Host>(
         request_id: original.get("x-request-id"),
     };
     match plugin.pipeline.after_auth(&mut headers, auth, on, &mut fx) {
-        Flow::Answered => false,
+        Flow::Answered => Admission::Answered,
         Flow::Continue { tenant_facts } => {
             state.tenant_facts = tenant_facts;
             let net = changes(original, &headers);
@@ -338,16 +363,13 @@ fn continue_request<H: Host>(
                 .as_ref()
                 .map(|l| l.on_request(context_id, &headers, &state.route))
             {
-                None => true,
+                None => Admission::Upstream,
                 Some(Verdict::Continue(rate)) => {
                     state.rate = rate;
-                    true
+                    Admission::Upstream
                 }
-                Some(Verdict::Answered) => false,
-                Some(Verdict::Paused) => {
-                    state.held = true;
-                    false
-                }
+                Some(Verdict::Answered) => Admission::Answered,
+                Some(Verdict::Paused) => Admission::Held,
             }
         }
     }
@@ -423,16 +445,13 @@ impl<H: Host> HttpFilter for BundleRequest<H> {
         let Some(auth_edits) = auth_edits else {
             return Action::Pause;
         };
-        let mut state = self.state.borrow_mut();
         let (p, id) = (&*self.plugin, self.context_id);
-        let go = continue_request(p, id, &mut state, &original, &auth_edits);
-        if go && p.start_aggregate(id, &mut state) {
-            return Action::Continue;
+        let admission =
+            continue_request(p, id, &mut self.state.borrow_mut(), &original, &auth_edits);
+        match p.after_stages(id, &self.state, admission) {
+            true => Action::Continue,
+            false => Action::Pause,
         }
-        if !go && state.held && p.aggregate.is_some() {
-            p.held.borrow_mut().insert(id, Rc::clone(&self.state));
-        }
-        Action::Pause
     }
 
     fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
