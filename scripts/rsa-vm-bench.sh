@@ -3,15 +3,17 @@
 # filters/jwt-auth/examples/rsa_vm_bench.rs for wasm32-wasip1 and runs it under node's WASI with a
 # 2048-bit key and signature made by openssl now (nothing is committed).
 #   scripts/rsa-vm-bench.sh [iterations]
+# Built with wasm SIMD as scripts/build-wasm.sh builds the filters; WASM_FEATURES= (empty)
+# builds without it, for the scalar path's figure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v node >/dev/null || { echo "rsa-vm-bench: node not found (apt-get install nodejs)" >&2; exit 1; }
 export CARGO_TARGET_DIR="${WASM_TARGET_DIR:-$PWD/target/wasm}"
 WASM_LD=$(ls /usr/lib/llvm-*/bin/wasm-ld 2>/dev/null | sort -V | tail -n1)
 if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
-  cargo build -q --profile wasm --target wasm32-wasip1 -p jwt-auth --example rsa_vm_bench
+  RUSTFLAGS="${WASM_FEATURES--C target-feature=+simd128}" cargo build -q --profile wasm --target wasm32-wasip1 -p jwt-auth --example rsa_vm_bench
 else
-  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS="-C linker=$WASM_LD -L /usr/lib/wasm32-wasi" \
+  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS="-C linker=$WASM_LD -L /usr/lib/wasm32-wasi ${WASM_FEATURES--C target-feature=+simd128}" \
     /usr/bin/cargo build -q --profile wasm --target wasm32-wasip1 -Zbuild-std=std,panic_abort \
       -p jwt-auth --example rsa_vm_bench
 fi

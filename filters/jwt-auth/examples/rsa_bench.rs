@@ -1,4 +1,4 @@
-//! Times RS256 verification: this crate's crypto-bigint path against the `rsa` 0.9 crate that
+//! Times RS256 verification natively: this crate's `verify::monty` path against the `rsa` 0.9 crate that
 //! jwt-compact uses. `cargo run --release -p jwt-auth --example rsa_bench [iterations]`.
 //! (The rsa 0.10 pre-release was measured the same way in a scratch crate; see the README.)
 
@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let ours = RsaPublicKey::new(&public.n().to_bytes_be(), &public.e().to_bytes_be())
         .map_err(|e| e.to_string())?;
-    time("jwt-auth (crypto-bigint monty)", n, || {
+    time("jwt-auth (verify::monty, scalar)", n, || {
         ours.verify_pkcs1v15(Hash::Sha256, msg, &sig)
     });
 

@@ -8,6 +8,7 @@
 //! type and `alg` fit its `alg`, those without a `kid` first, then in JWKS order. When more keys fit than were tried and none
 //! verified, it is refused as [`VerifyError::KidRequired`] rather than tried further.
 
+mod monty;
 pub mod rsa;
 
 use crate::jwks::{Jwk, KeyMaterial, KeySet};

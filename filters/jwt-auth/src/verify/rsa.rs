@@ -1,15 +1,16 @@
-//! RSA signature verification (RSASSA-PKCS1-v1_5 and RSASSA-PSS, RFC 8017) on crypto-bigint's
-//! Montgomery arithmetic.
+//! RSA signature verification (RSASSA-PKCS1-v1_5 and RSASSA-PSS, RFC 8017) on the Montgomery
+//! arithmetic of [`super::monty`].
 //!
 //! Why not the `rsa` crate: 0.9 (num-bigint-dig) costs ~0.7 ms per 2048-bit verification in V8
 //! and 0.10 (crypto-bigint, windowed exponentiation over the padded exponent width) ~0.7 ms;
-//! square-and-multiply over the public exponent's 17 bits costs ~0.27 ms (see
-//! `examples/rsa_bench.rs`). Only public values are involved, so variable time is fine.
+//! square-and-multiply over the public exponent's 17 bits on crypto-bigint's Montgomery form
+//! costs ~160 us, and on `monty`'s 27-bit limbs with wasm SIMD dot products and dedicated
+//! squares less (`scripts/rsa-vm-bench.sh`, docs/performance.md). Only public values are
+//! involved, so variable time is fine.
 //! PKCS#1 v1.5 is checked by encoding the expected block and comparing all of it (no parsing of
 //! the attacker's block); PSS follows RFC 8017 §9.1.2 step by step.
 
-use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
-use crypto_bigint::{BoxedUint, Odd};
+use super::monty::Modulus;
 use sha2::Digest;
 
 /// Smallest modulus accepted, in bits.
@@ -24,8 +25,9 @@ pub const EXPONENTS: [u32; 2] = [3, 65537];
 
 #[derive(Debug, Clone)]
 pub struct RsaPublicKey {
-    n: BoxedUint,
-    params: BoxedMontyParams,
+    /// `n`, big-endian without leading zeros (`k` bytes).
+    n_be: Vec<u8>,
+    modulus: Modulus,
     /// Exact bit length of `n`.
     bits: u32,
     /// Length of `n` in bytes (`k` in RFC 8017).
@@ -109,21 +111,23 @@ impl RsaPublicKey {
         if n.len() > (max_bits as usize).div_ceil(8) {
             return Err("RSA modulus is larger than max_rsa_key_bits");
         }
-        let n_int = BoxedUint::from_be_slice_vartime(n);
-        let bits = n_int.bits_vartime();
+        let bits = match n.first() {
+            Some(top) => (n.len() as u32 - 1) * 8 + (8 - top.leading_zeros()),
+            None => 0,
+        };
         if bits < MIN_BITS {
             return Err("RSA modulus is smaller than 2048 bits");
         }
         if bits > max_bits {
             return Err("RSA modulus is larger than max_rsa_key_bits");
         }
-        let odd = Odd::new(n_int.clone())
-            .into_option()
-            .ok_or("RSA modulus is even")?;
-        let params = BoxedMontyParams::new_vartime(odd);
+        if n.last().is_some_and(|b| b & 1 == 0) {
+            return Err("RSA modulus is even");
+        }
+        let modulus = Modulus::new(n).ok_or("RSA modulus is even")?;
         Ok(Self {
-            n: n_int,
-            params,
+            n_be: n.to_vec(),
+            modulus,
             bits,
             k: n.len(),
             e,
@@ -140,25 +144,11 @@ impl RsaPublicKey {
         if sig.len() != self.k {
             return None;
         }
-        let s = BoxedUint::from_be_slice(sig, self.n.bits_precision()).ok()?;
-        if s >= self.n {
+        // Both are k big-endian bytes: byte order is numeric order.
+        if sig >= self.n_be.as_slice() {
             return None;
         }
-        let base = BoxedMontyForm::new(s, &self.params);
-        let mut acc = base.clone();
-        // Left-to-right square-and-multiply over the public exponent (17 bits for 65537, the
-        // largest accepted).
-        let top = 31 - self.e.leading_zeros();
-        for i in (0..top).rev() {
-            acc = acc.square();
-            if (self.e >> i) & 1 == 1 {
-                acc = acc.mul(&base);
-            }
-        }
-        let out = acc.retrieve().to_be_bytes();
-        // The value is below n, so everything above the last k bytes is zero.
-        out.get(out.len().checked_sub(self.k)?..)
-            .map(<[u8]>::to_vec)
+        self.modulus.pow_be(sig, self.e, self.k)
     }
 
     /// RSASSA-PKCS1-v1_5-VERIFY.

@@ -118,7 +118,7 @@ pub(super) async fn jwt_section(load: &Load) -> Result<String> {
     Ok(t.render(&[
         ("wa", "f", Some(0.9)),
         ("wb", "f", None),
-        ("wc", "nc", Some(0.3)),
+        ("wc", "nc", Some(0.5)),
         ("wa", "na", None),
         ("na", "none", None),
         ("nc", "none", None),
