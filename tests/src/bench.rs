@@ -221,6 +221,30 @@ pub fn wrk_with(
     parse_wrk(&run(load.duration)?)
 }
 
+/// With `BENCH_PERF_DIR` set, records the whole machine with `perf` (cpu-clock, 1999 Hz) into
+/// `$BENCH_PERF_DIR/<label>.data` while a wrk run started now measures (its warmup skipped);
+/// `None` otherwise. `perf report -i F --comm wrk:worker_0 --sort dso` then splits the Envoy
+/// worker's time between Envoy, V8's generated code (`[JIT]`), libc and the kernel.
+pub fn perf_during(label: &str, load: &Load) -> Result<Option<std::process::Child>> {
+    let Some(dir) = std::env::var_os("BENCH_PERF_DIR") else {
+        return Ok(None);
+    };
+    let perf = crate::tools::system_bin("perf")?;
+    let out = std::path::Path::new(&dir).join(format!("{label}.data"));
+    let child = Command::new(perf)
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "1999", "-a", "-D"])
+        .arg(load.warmup.as_millis().to_string())
+        .arg("-o")
+        .arg(out)
+        .args(["--", "sleep"])
+        .arg(load.duration.as_secs().max(1).to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting perf")?;
+    Ok(Some(child))
+}
+
 /// Parses wrk's `--latency` report.
 pub fn parse_wrk(text: &str) -> Result<Figures> {
     let mut rps = None;

@@ -4,9 +4,12 @@
 //! profile, gateway, aggregate (default: all)
 //! BENCH_SECONDS sets the measured duration of each row (default 8); BENCH_ROUNDS how many
 //! interleaved rounds the chain and gateway sections take the median of (default 3).
+//! BENCH_PERF_DIR=dir records each saturation row with `perf` into dir/<row>.data.
 
 use anyhow::{Context, Result};
-use gateway_tests::bench::{paced, token_rotation_script, wrk_with, Figures, Load, Table};
+use gateway_tests::bench::{
+    paced, perf_during, token_rotation_script, wrk_with, Figures, Load, Table,
+};
 use gateway_tests::chain;
 use gateway_tests::envoy::{Envoy, EnvoyBuilder};
 use gateway_tests::stages;
@@ -84,6 +87,7 @@ async fn measure_driven(
         ),
         Drive::Script(p) => (Vec::new(), Some(p.to_path_buf())),
     };
+    let perf = perf_during(name, &load)?;
     let figures = tokio::task::spawn_blocking(move || {
         let h: Vec<(&str, &str)> = headers
             .iter()
@@ -92,6 +96,9 @@ async fn measure_driven(
         wrk_with(&url, &h, script.as_deref(), &load)
     })
     .await??;
+    if let Some(mut p) = perf {
+        p.wait()?;
+    }
     drop(envoy);
     Ok(figures)
 }
@@ -151,8 +158,12 @@ async fn saturate(
     for _ in 0..rounds {
         for ((key, _, url), got) in rows.iter().zip(&mut runs) {
             let (u, s, l) = (url.clone(), script_path.to_path_buf(), load.clone());
+            let perf = perf_during(key, load)?;
             let figures = tokio::task::spawn_blocking(move || wrk_with(&u, &[], Some(&s), &l));
             got.push(figures.await?.with_context(|| format!("row {key}"))?);
+            if let Some(mut p) = perf {
+                p.wait()?;
+            }
         }
     }
     for ((key, label, _), mut got) in rows.iter().zip(runs) {
