@@ -21,7 +21,7 @@ else
     /usr/bin/cargo build -q --profile wasm --target wasm32-wasip1 -Zbuild-std=std,panic_abort \
       -p "$package" --example "$example"
 fi
-module="$CARGO_TARGET_DIR/wasm32-wasip1/wasm/examples/$example.wasm"
+module=$(realpath "$CARGO_TARGET_DIR/wasm32-wasip1/wasm/examples/$example.wasm")
 runner='
 const { WASI } = require("wasi");
 const fs = require("fs");
@@ -39,11 +39,13 @@ process.exitCode = wasi.start({ exports: { memory, _start } });
 '
 if [ -n "${VM_PROFILE:-}" ]; then
   command -v perf >/dev/null || { echo "vm-example: perf not found (apt-get install linux-perf)" >&2; exit 1; }
-  data=$(mktemp)
-  trap 'rm -f "$data" /tmp/perf-*.map' EXIT
-  perf record -q -e cpu-clock -F 4999 -o "$data" -- \
-    node --no-warnings --perf-basic-prof -e "$runner" "$module" "$example" "$@"
-  perf report -i "$data" -q --no-children --sort symbol 2>/dev/null | head -60 > "$VM_PROFILE"
+  # node writes V8's logs to its working directory: run it in a scratch one.
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch" /tmp/perf-*.map' EXIT
+  (cd "$scratch" && perf record -q -e cpu-clock -F 4999 -o "$scratch/perf.data" -- \
+    node --no-warnings --perf-basic-prof -e "$runner" "$module" "$example" "$@")
+  perf report -i "$scratch/perf.data" -q --no-children --sort symbol 2>/dev/null | head -60 \
+    > "$VM_PROFILE"
 else
   node --no-warnings -e "$runner" "$module" "$example" "$@"
 fi

@@ -1,15 +1,19 @@
 //! The request or response header list as the host hands it over: one call, owned pairs.
 
-/// Header pairs in arrival order. Names are compared ASCII-case-insensitively (Envoy already
-/// lower-cases them; tests and other hosts may not). Pseudo-headers (`:path`, `:method`,
-/// `:authority`) live in the same list, as in proxy-wasm.
+/// Header pairs in arrival order. Names are stored lower-cased (Envoy already sends them so;
+/// tests and other hosts may not) and looked up ASCII-case-insensitively. Pseudo-headers
+/// (`:path`, `:method`, `:authority`) live in the same list, as in proxy-wasm.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderMap {
     pairs: Vec<(String, String)>,
 }
 
 impl HeaderMap {
-    pub fn new(pairs: Vec<(String, String)>) -> Self {
+    /// Lower-cases the names in place (no copy when they already are).
+    pub fn new(mut pairs: Vec<(String, String)>) -> Self {
+        for (name, _) in &mut pairs {
+            name.make_ascii_lowercase();
+        }
         Self { pairs }
     }
 
@@ -136,21 +140,18 @@ pub fn changes(before: &HeaderMap, after: &HeaderMap) -> Vec<HeaderEdit> {
     let (mut i, mut j) = (0, 0);
     loop {
         let name = match (b.get(i), a.get(j)) {
-            (Some(x), Some(y)) if cmp_name(&x.0, &y.0).is_le() => &x.0,
+            (Some(x), Some(y)) if x.0 <= y.0 => &x.0,
             (_, Some(y)) => &y.0,
             (Some(x), None) => &x.0,
             (None, None) => break,
         };
         let end = |v: &[&(String, String)], from: usize| {
-            from + v[from..]
-                .iter()
-                .take_while(|(n, _)| n.eq_ignore_ascii_case(name))
-                .count()
+            from + v[from..].iter().take_while(|(n, _)| n == name).count()
         };
         let (i_end, j_end) = (end(&b, i), end(&a, j));
         let (was, now) = (&b[i..i_end], &a[j..j_end]);
         if !was.iter().map(|p| &p.1).eq(now.iter().map(|p| &p.1)) {
-            let lower = name.to_ascii_lowercase();
+            let lower = name.clone();
             match now.split_first() {
                 None => out.push(HeaderEdit::Remove(lower)),
                 Some((first, rest)) => {
@@ -167,17 +168,12 @@ pub fn changes(before: &HeaderMap, after: &HeaderMap) -> Vec<HeaderEdit> {
     out
 }
 
-/// The pairs of `map` sorted by name, ASCII case ignored; a name's values in their order.
+/// The pairs of `map` sorted by name (names are stored lower-cased); a name's values in their
+/// order.
 fn by_name(map: &HeaderMap) -> Vec<&(String, String)> {
     let mut v: Vec<&(String, String)> = map.pairs.iter().collect();
-    v.sort_by(|x, y| cmp_name(&x.0, &y.0));
+    v.sort_by(|x, y| x.0.cmp(&y.0));
     v
-}
-
-fn cmp_name(a: &str, b: &str) -> std::cmp::Ordering {
-    let (a, b) = (a.bytes(), b.bytes());
-    a.map(|c| c.to_ascii_lowercase())
-        .cmp(b.map(|c| c.to_ascii_lowercase()))
 }
 
 /// RFC 7230 `token`: the characters a header name may use.
