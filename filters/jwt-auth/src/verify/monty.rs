@@ -66,27 +66,36 @@ impl Modulus {
     /// `x^e mod n` for big-endian `x` below `n`, as `k` big-endian bytes (`None` if the value
     /// does not fit in `k` bytes, which a value below an `k`-byte modulus always does).
     pub fn pow_be(&self, x: &[u8], e: u32, k: usize) -> Option<Vec<u8>> {
-        let x = from_be_bytes(x, self.limbs());
-        let xm = self.mul(&x, &self.r2);
-        let mut acc = xm.clone();
+        let l = self.limbs();
         let top = 31u32.checked_sub(e.leading_zeros())?;
+        let mut w = Work::new(l);
+        let x = from_be_bytes(x, l);
+        let mut xm = vec![0u32; l];
+        self.mul_into(&x, &self.r2, &mut w, &mut xm);
+        let mut acc = xm.clone();
+        let mut next = vec![0u32; l];
         for i in (0..top).rev() {
-            acc = self.square(&acc);
+            self.square_into(&acc, &mut w, &mut next);
+            std::mem::swap(&mut acc, &mut next);
             if (e >> i) & 1 == 1 {
-                acc = self.mul(&acc, &xm);
+                self.mul_into(&acc, &xm, &mut w, &mut next);
+                std::mem::swap(&mut acc, &mut next);
             }
         }
         // Out of Montgomery form: REDC of the plain value.
-        let mut t = acc;
-        t.resize(2 * self.limbs(), 0);
-        to_be_bytes(&self.reduce(&t), k)
+        w.t[..l].copy_from_slice(&acc);
+        w.t[l..].fill(0);
+        self.reduce_into(&w.t, &mut w.m, &mut next);
+        to_be_bytes(&next, k)
     }
 
-    /// `a * b * R^-1 mod n`.
-    fn mul(&self, a: &[u32], b: &[u32]) -> Vec<u32> {
+    /// `out = a * b * R^-1 mod n`.
+    fn mul_into(&self, a: &[u32], b: &[u32], w: &mut Work, out: &mut [u32]) {
         let l = self.limbs();
-        let b_rev: Vec<u32> = b.iter().rev().copied().collect();
-        let mut t = vec![0u32; 2 * l];
+        let Work { rev: b_rev, t, m } = w;
+        for (r, x) in b_rev.iter_mut().zip(b.iter().rev()) {
+            *r = *x;
+        }
         let mut carry = 0u64;
         for (k, tk) in t.iter_mut().enumerate().take(2 * l - 1) {
             let i0 = k.saturating_sub(l - 1);
@@ -97,14 +106,16 @@ impl Modulus {
             carry = s >> W;
         }
         t[2 * l - 1] = carry as u32;
-        self.reduce(&t)
+        self.reduce_into(t, m, out);
     }
 
-    /// `a^2 * R^-1 mod n`: the pairs `a[i] * a[j]`, `i < j`, once and doubled.
-    fn square(&self, a: &[u32]) -> Vec<u32> {
+    /// `out = a^2 * R^-1 mod n`: the pairs `a[i] * a[j]`, `i < j`, once and doubled.
+    fn square_into(&self, a: &[u32], w: &mut Work, out: &mut [u32]) {
         let l = self.limbs();
-        let a_rev: Vec<u32> = a.iter().rev().copied().collect();
-        let mut t = vec![0u32; 2 * l];
+        let Work { rev: a_rev, t, m } = w;
+        for (r, x) in a_rev.iter_mut().zip(a.iter().rev()) {
+            *r = *x;
+        }
         let mut carry = 0u64;
         for (k, tk) in t.iter_mut().enumerate().take(2 * l - 1) {
             let i0 = k.saturating_sub(l - 1);
@@ -122,13 +133,13 @@ impl Modulus {
             carry = s >> W;
         }
         t[2 * l - 1] = carry as u32;
-        self.reduce(&t)
+        self.reduce_into(t, m, out);
     }
 
-    /// Montgomery reduction of a `2 * len`-limb `t < n * R`: `t * R^-1 mod n`, fully reduced.
-    fn reduce(&self, t: &[u32]) -> Vec<u32> {
+    /// Montgomery reduction of a `2 * len`-limb `t < n * R` into `out`: `t * R^-1 mod n`,
+    /// fully reduced (`m` is scratch, `len` limbs).
+    fn reduce_into(&self, t: &[u32], m: &mut [u32], out: &mut [u32]) {
         let l = self.limbs();
-        let mut m = vec![0u32; l];
         let mut carry = 0u64;
         for i in 0..l {
             // Column i: t[i] + sum over j < i of m[j] * n[i - j], then the m[i] that zeroes it.
@@ -138,8 +149,7 @@ impl Modulus {
             m[i] = mi as u32;
             carry = (s + mi * u64::from(self.n[0])) >> W;
         }
-        let mut r = vec![0u32; l];
-        for (i, ri) in (l..2 * l).zip(r.iter_mut()) {
+        for (i, ri) in (l..2 * l).zip(out.iter_mut()) {
             let s = carry
                 + u64::from(t[i])
                 + dot(&m[i - l + 1..], &self.n_rev[..2 * l - 1 - i], self.zero);
@@ -147,10 +157,27 @@ impl Modulus {
             carry = s >> W;
         }
         // (t + m n) / R < 2n: one conditional subtraction, with the bit above the limbs.
-        if carry > 0 || !less_than(&r, &self.n) {
-            sub_in_place(&mut r, &self.n);
+        if carry > 0 || !less_than(out, &self.n) {
+            sub_in_place(out, &self.n);
         }
-        r
+    }
+}
+
+/// The scratch one exponentiation reuses for every product: a reversed operand, the
+/// double-length product and the reduction's multipliers (no allocation per operation).
+struct Work {
+    rev: Vec<u32>,
+    t: Vec<u32>,
+    m: Vec<u32>,
+}
+
+impl Work {
+    fn new(limbs: usize) -> Self {
+        Self {
+            rev: vec![0; limbs],
+            t: vec![0; 2 * limbs],
+            m: vec![0; limbs],
+        }
     }
 }
 
@@ -390,10 +417,16 @@ mod tests {
                 from_be_bytes(&be(&b, k), m.limbs()),
             );
             // mul(a, b) * R == a * b (mod n), and square agrees with mul.
-            let p = BigUint::from_bytes_be(&to_be_bytes(&m.mul(&al, &bl), k).unwrap());
+            let mut w = Work::new(m.limbs());
+            let (mut ab, mut aa, mut sq) =
+                (vec![0; m.limbs()], vec![0; m.limbs()], vec![0; m.limbs()]);
+            m.mul_into(&al, &bl, &mut w, &mut ab);
+            m.mul_into(&al, &al, &mut w, &mut aa);
+            m.square_into(&al, &mut w, &mut sq);
+            let p = BigUint::from_bytes_be(&to_be_bytes(&ab, k).unwrap());
             assert!(p < n);
             assert_eq!((&p * &r) % &n, (&a * &b) % &n);
-            assert_eq!(m.square(&al), m.mul(&al, &al));
+            assert_eq!(sq, aa);
         }
     }
 
