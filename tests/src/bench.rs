@@ -225,7 +225,7 @@ pub fn wrk_with(
 /// `$BENCH_PERF_DIR/<label>.data` while a wrk run started now measures (its warmup skipped);
 /// `None` otherwise. `perf report -i F --comm wrk:worker_0 --sort dso` then splits the Envoy
 /// worker's time between Envoy, V8's generated code (`[JIT]`), libc and the kernel.
-pub fn perf_during(label: &str, load: &Load) -> Result<Option<std::process::Child>> {
+fn perf_during(label: &str, load: &Load) -> Result<Option<std::process::Child>> {
     let Some(dir) = std::env::var_os("BENCH_PERF_DIR") else {
         return Ok(None);
     };
@@ -243,6 +243,22 @@ pub fn perf_during(label: &str, load: &Load) -> Result<Option<std::process::Chil
         .spawn()
         .context("starting perf")?;
     Ok(Some(child))
+}
+
+/// [`wrk_with`], recorded with perf under `label` when `BENCH_PERF_DIR` is set ([`perf_during`]).
+pub fn wrk_recorded(
+    label: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    script: Option<&std::path::Path>,
+    load: &Load,
+) -> Result<Figures> {
+    let perf = perf_during(label, load)?;
+    let figures = wrk_with(url, headers, script, load);
+    if let Some(mut p) = perf {
+        p.wait().context("waiting for perf")?;
+    }
+    figures
 }
 
 /// Parses wrk's `--latency` report.

@@ -151,14 +151,13 @@ pub fn changes(before: &HeaderMap, after: &HeaderMap) -> Vec<HeaderEdit> {
         let (i_end, j_end) = (end(&b, i), end(&a, j));
         let (was, now) = (&b[i..i_end], &a[j..j_end]);
         if !was.iter().map(|p| &p.1).eq(now.iter().map(|p| &p.1)) {
-            let lower = name.clone();
             match now.split_first() {
-                None => out.push(HeaderEdit::Remove(lower)),
+                None => out.push(HeaderEdit::Remove(name.clone())),
                 Some((first, rest)) => {
-                    out.push(HeaderEdit::Set(lower.clone(), first.1.clone()));
+                    out.push(HeaderEdit::Set(name.clone(), first.1.clone()));
                     out.extend(
                         rest.iter()
-                            .map(|p| HeaderEdit::Add(lower.clone(), p.1.clone())),
+                            .map(|p| HeaderEdit::Add(name.clone(), p.1.clone())),
                     );
                 }
             }

@@ -71,14 +71,14 @@ impl Modulus {
         let mut w = Work::new(l);
         let x = from_be_bytes(x, l);
         let mut xm = vec![0u32; l];
-        self.mul_into(&x, &self.r2, &mut w, &mut xm);
+        self.mul_into(&x, Some(&self.r2), &mut w, &mut xm);
         let mut acc = xm.clone();
         let mut next = vec![0u32; l];
         for i in (0..top).rev() {
-            self.square_into(&acc, &mut w, &mut next);
+            self.mul_into(&acc, None, &mut w, &mut next);
             std::mem::swap(&mut acc, &mut next);
             if (e >> i) & 1 == 1 {
-                self.mul_into(&acc, &xm, &mut w, &mut next);
+                self.mul_into(&acc, Some(&xm), &mut w, &mut next);
                 std::mem::swap(&mut acc, &mut next);
             }
         }
@@ -89,45 +89,32 @@ impl Modulus {
         to_be_bytes(&next, k)
     }
 
-    /// `out = a * b * R^-1 mod n`.
-    fn mul_into(&self, a: &[u32], b: &[u32], w: &mut Work, out: &mut [u32]) {
+    /// `out = a * b * R^-1 mod n`; `b` = `None` squares `a`, computing only the pairs
+    /// `a[i] * a[j]`, `i < j`, once and doubled.
+    fn mul_into(&self, a: &[u32], b: Option<&[u32]>, w: &mut Work, out: &mut [u32]) {
         let l = self.limbs();
-        let Work { rev: b_rev, t, m } = w;
-        for (r, x) in b_rev.iter_mut().zip(b.iter().rev()) {
+        let Work { rev, t, m } = w;
+        for (r, x) in rev.iter_mut().zip(b.unwrap_or(a).iter().rev()) {
             *r = *x;
         }
         let mut carry = 0u64;
         for (k, tk) in t.iter_mut().enumerate().take(2 * l - 1) {
+            // Column k pairs a[i] with rev[j0 + i - i0] = b[k - i].
             let i0 = k.saturating_sub(l - 1);
-            let i1 = k.min(l - 1) + 1;
             let j0 = l - 1 + i0 - k;
-            let s = carry + dot(&a[i0..i1], &b_rev[j0..j0 + (i1 - i0)], self.zero);
-            *tk = (s & MASK) as u32;
-            carry = s >> W;
-        }
-        t[2 * l - 1] = carry as u32;
-        self.reduce_into(t, m, out);
-    }
-
-    /// `out = a^2 * R^-1 mod n`: the pairs `a[i] * a[j]`, `i < j`, once and doubled.
-    fn square_into(&self, a: &[u32], w: &mut Work, out: &mut [u32]) {
-        let l = self.limbs();
-        let Work { rev: a_rev, t, m } = w;
-        for (r, x) in a_rev.iter_mut().zip(a.iter().rev()) {
-            *r = *x;
-        }
-        let mut carry = 0u64;
-        for (k, tk) in t.iter_mut().enumerate().take(2 * l - 1) {
-            let i0 = k.saturating_sub(l - 1);
-            let i1 = k.div_ceil(2);
             let mut s = carry;
-            if i1 > i0 {
-                let j0 = l - 1 + i0 - k;
-                s += 2 * dot(&a[i0..i1], &a_rev[j0..j0 + (i1 - i0)], self.zero);
-            }
-            if k % 2 == 0 {
-                let d = u64::from(a[k / 2]);
-                s += d * d;
+            if b.is_some() {
+                let i1 = k.min(l - 1) + 1;
+                s += dot(&a[i0..i1], &rev[j0..j0 + (i1 - i0)], self.zero);
+            } else {
+                let i1 = k.div_ceil(2);
+                if i1 > i0 {
+                    s += 2 * dot(&a[i0..i1], &rev[j0..j0 + (i1 - i0)], self.zero);
+                }
+                if k % 2 == 0 {
+                    let d = u64::from(a[k / 2]);
+                    s += d * d;
+                }
             }
             *tk = (s & MASK) as u32;
             carry = s >> W;
@@ -420,9 +407,9 @@ mod tests {
             let mut w = Work::new(m.limbs());
             let (mut ab, mut aa, mut sq) =
                 (vec![0; m.limbs()], vec![0; m.limbs()], vec![0; m.limbs()]);
-            m.mul_into(&al, &bl, &mut w, &mut ab);
-            m.mul_into(&al, &al, &mut w, &mut aa);
-            m.square_into(&al, &mut w, &mut sq);
+            m.mul_into(&al, Some(&bl), &mut w, &mut ab);
+            m.mul_into(&al, Some(&al), &mut w, &mut aa);
+            m.mul_into(&al, None, &mut w, &mut sq);
             let p = BigUint::from_bytes_be(&to_be_bytes(&ab, k).unwrap());
             assert!(p < n);
             assert_eq!((&p * &r) % &n, (&a * &b) % &n);

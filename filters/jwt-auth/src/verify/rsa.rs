@@ -30,8 +30,6 @@ pub struct RsaPublicKey {
     modulus: Modulus,
     /// Exact bit length of `n`.
     bits: u32,
-    /// Length of `n` in bytes (`k` in RFC 8017).
-    k: usize,
     e: u32,
 }
 
@@ -121,17 +119,19 @@ impl RsaPublicKey {
         if bits > max_bits {
             return Err("RSA modulus is larger than max_rsa_key_bits");
         }
-        if n.last().is_some_and(|b| b & 1 == 0) {
-            return Err("RSA modulus is even");
-        }
+        // Within MIN_BITS..=MAX_BITS, the only modulus `Modulus` refuses is an even one.
         let modulus = Modulus::new(n).ok_or("RSA modulus is even")?;
         Ok(Self {
             n_be: n.to_vec(),
             modulus,
             bits,
-            k: n.len(),
             e,
         })
+    }
+
+    /// Length of `n` in bytes (`k` in RFC 8017).
+    fn k(&self) -> usize {
+        self.n_be.len()
     }
 
     pub fn bits(&self) -> u32 {
@@ -141,14 +141,14 @@ impl RsaPublicKey {
     /// RSAVP1: `s^e mod n` as `k` big-endian bytes; `None` if `s` is not exactly `k` bytes or
     /// not below `n`.
     fn public_op(&self, sig: &[u8]) -> Option<Vec<u8>> {
-        if sig.len() != self.k {
+        if sig.len() != self.k() {
             return None;
         }
         // Both are k big-endian bytes: byte order is numeric order.
         if sig >= self.n_be.as_slice() {
             return None;
         }
-        self.modulus.pow_be(sig, self.e, self.k)
+        self.modulus.pow_be(sig, self.e, self.k())
     }
 
     /// RSASSA-PKCS1-v1_5-VERIFY.
@@ -158,15 +158,15 @@ impl RsaPublicKey {
         };
         let prefix = hash.digest_info_prefix();
         let t_len = prefix.len() + hash.output_len();
-        if self.k < t_len + 11 {
+        if self.k() < t_len + 11 {
             return false;
         }
-        let mut expected = vec![0xffu8; self.k];
+        let mut expected = vec![0xffu8; self.k()];
         expected[0] = 0x00;
         expected[1] = 0x01;
-        expected[self.k - t_len - 1] = 0x00;
-        expected[self.k - t_len..self.k - hash.output_len()].copy_from_slice(prefix);
-        expected[self.k - hash.output_len()..].copy_from_slice(&hash.digest(&[msg]));
+        expected[self.k() - t_len - 1] = 0x00;
+        expected[self.k() - t_len..self.k() - hash.output_len()].copy_from_slice(prefix);
+        expected[self.k() - hash.output_len()..].copy_from_slice(&hash.digest(&[msg]));
         em == expected
     }
 
@@ -181,7 +181,7 @@ impl RsaPublicKey {
         let em_bits = self.bits as usize - 1;
         let em_len = em_bits.div_ceil(8);
         // I2OSP(m, emLen): m has k bytes; when emLen = k - 1 the top byte must be zero.
-        let em = match self.k - em_len {
+        let em = match self.k() - em_len {
             0 => &m[..],
             1 if m[0] == 0 => &m[1..],
             _ => return false,

@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result};
 use gateway_tests::bench::{
-    paced, perf_during, token_rotation_script, wrk_with, Figures, Load, Table,
+    paced, token_rotation_script, wrk_recorded, wrk_with, Figures, Load, Table,
 };
 use gateway_tests::chain;
 use gateway_tests::envoy::{Envoy, EnvoyBuilder};
@@ -87,18 +87,15 @@ async fn measure_driven(
         ),
         Drive::Script(p) => (Vec::new(), Some(p.to_path_buf())),
     };
-    let perf = perf_during(name, &load)?;
+    let label = name.to_string();
     let figures = tokio::task::spawn_blocking(move || {
         let h: Vec<(&str, &str)> = headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        wrk_with(&url, &h, script.as_deref(), &load)
+        wrk_recorded(&label, &url, &h, script.as_deref(), &load)
     })
     .await??;
-    if let Some(mut p) = perf {
-        p.wait()?;
-    }
     drop(envoy);
     Ok(figures)
 }
@@ -158,12 +155,10 @@ async fn saturate(
     for _ in 0..rounds {
         for ((key, _, url), got) in rows.iter().zip(&mut runs) {
             let (u, s, l) = (url.clone(), script_path.to_path_buf(), load.clone());
-            let perf = perf_during(key, load)?;
-            let figures = tokio::task::spawn_blocking(move || wrk_with(&u, &[], Some(&s), &l));
+            let k = *key;
+            let figures =
+                tokio::task::spawn_blocking(move || wrk_recorded(k, &u, &[], Some(&s), &l));
             got.push(figures.await?.with_context(|| format!("row {key}"))?);
-            if let Some(mut p) = perf {
-                p.wait()?;
-            }
         }
     }
     for ((key, label, _), mut got) in rows.iter().zip(runs) {
